@@ -1,0 +1,368 @@
+"""GenServer semantics: init, calls, casts, infos, continue, terminate, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+import otp
+
+from .servers import TERMINATED, Counter, FailingInit, Sleeper, until
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    TERMINATED.clear()
+
+
+async def test_init_runs_before_start_returns() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, 5, name="counter")
+        state = await otp.get_state(pid)
+        assert state.n == 5  # type: ignore[attr-defined]
+        assert await otp.call("counter", "get", timeout=1.0) == 5
+        assert otp.whereis("counter") == pid
+
+
+async def test_exception_in_init_fails_start_with_that_error() -> None:
+    async with otp.runtime() as rt:
+        with pytest.raises(KeyError, match="init failed"):
+            await otp.start(FailingInit, name="bad")
+        assert otp.whereis("bad") is None
+        assert rt.processes() == []
+
+
+async def test_handle_call_return_value_is_the_reply() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, 1)
+        assert await otp.call(pid, "inc") == 2
+        assert await otp.call(pid, "inc") == 3
+
+
+async def test_cast_is_handled_asynchronously() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, 1)
+        await otp.cast(pid, ("add", 41))
+        assert await otp.call(pid, "get") == 42
+        assert otp.cast_nowait(pid, ("add", 1))
+        assert await otp.call(pid, "get") == 43
+
+
+async def test_send_arrives_in_handle_info() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter)
+        await otp.send(pid, {"hello": 1})
+        assert await otp.call(pid, "infos") == [{"hello": 1}]
+
+
+async def test_send_to_unknown_name_raises_noprocess_cast_is_silent() -> None:
+    async with otp.runtime():
+        with pytest.raises(otp.NoProcess):
+            await otp.send("nobody", 1)
+        await otp.cast("nobody", 1)  # silently lost, as gen_server:cast
+        with pytest.raises(otp.NoProcess):
+            await otp.call("nobody", "get")
+
+
+class Deferred(otp.GenServer):
+    async def init(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.waiting: list[otp.From] = []
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        if request == "wait":
+            self.waiting.append(from_)
+            return otp.NoReply
+        if request == "release":
+            for f in self.waiting:
+                otp.reply(f, "released")
+            n = len(self.waiting)
+            self.waiting.clear()
+            return n
+        return None
+
+
+async def test_deferred_reply_with_noreply_and_reply() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Deferred)
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(lambda: _collect(pid, results))
+            await trio.sleep(1)
+            assert results == []
+            assert await otp.call(pid, "release") == 3
+        assert results == ["released"] * 3
+
+
+async def _collect(pid: otp.Pid, results: list[Any]) -> None:
+    results.append(await otp.call(pid, "wait"))
+
+
+async def test_exception_in_handle_call_raises_callerror_and_crashes_server() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, label="c")
+        ref_holder = await otp.start(Counter)
+        with pytest.raises(otp.CallError) as info:
+            await otp.call(pid, "crash")
+        assert isinstance(info.value.reason, ValueError)
+        assert isinstance(info.value.__cause__, ValueError)
+        await until(lambda: not pid.is_alive())
+        # terminate ran after the crash, with the exception as reason
+        assert TERMINATED[0][0] == "c" and isinstance(TERMINATED[0][1], ValueError)
+        with pytest.raises(otp.NoProcess) as dead:
+            await otp.call(pid, "get")
+        assert isinstance(dead.value.reason, ValueError)
+        assert ref_holder.is_alive()  # an unlinked crash harms nobody
+
+
+async def test_call_timeout_default_is_five_seconds() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter)
+        start = trio.current_time()
+        with pytest.raises(otp.CallTimeout):
+            await otp.call(pid, ("sleep", 100))
+        assert trio.current_time() - start == pytest.approx(5.0)
+        with pytest.raises(otp.CallTimeout):
+            await otp.call(pid, ("sleep", 100), timeout=0.5)
+
+
+async def test_call_timeout_covers_waiting_for_mailbox_room() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, mailbox=otp.Mailbox(capacity=1))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_swallow_timeout, pid, ("sleep", 50), 60.0)
+            await trio.sleep(0.1)  # the server is now busy sleeping
+            await otp.cast(pid, ("add", 1))  # fills the single slot
+            start = trio.current_time()
+            with pytest.raises(otp.CallTimeout):
+                await otp.call(pid, "get", timeout=2.0)  # never even enqueued
+            assert trio.current_time() - start == pytest.approx(2.0)
+
+
+async def _swallow_timeout(pid: otp.Pid, request: Any, timeout: float) -> None:
+    try:
+        await otp.call(pid, request, timeout=timeout)
+    except otp.OtpError:
+        pass
+
+
+async def test_call_to_server_that_dies_fails_at_once_not_by_timeout() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter)
+        async with trio.open_nursery() as nursery:
+
+            async def kill_soon() -> None:
+                await trio.sleep(1)
+                otp.exit(pid, "kill")
+
+            nursery.start_soon(kill_soon)
+            start = trio.current_time()
+            with pytest.raises(otp.CallError) as info:
+                await otp.call(pid, ("sleep", 100), timeout=30)
+            assert info.value.reason == "killed"
+            assert trio.current_time() - start == pytest.approx(1.0)
+
+
+async def test_queued_calls_fail_when_server_crashes() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter)
+        errors: list[Any] = []
+
+        async def caller(req: Any) -> None:
+            try:
+                await otp.call(pid, req, timeout=100)
+            except otp.CallError as e:
+                errors.append(e.reason)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, ("sleep", 1))
+            await trio.sleep(0.01)
+            nursery.start_soon(caller, "get")
+            nursery.start_soon(caller, "get")
+            await trio.sleep(0.01)
+            otp.exit(pid, "boom")
+        assert errors == ["boom", "boom", "boom"]
+
+
+async def test_call_to_exiting_server_fails_with_callerror() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Sleeper, 10.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(otp.stop, pid)
+            await trio.sleep(1)  # terminate is running
+            with pytest.raises(otp.CallError) as info:
+                await otp.call(pid, "x")
+            assert info.value.reason == "normal"
+
+
+class Continuing(otp.GenServer):
+    async def init(self) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.log: list[str] = ["init"]
+        return otp.Continue("after-init")
+
+    async def handle_continue(self, arg: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.log.append(f"continue:{arg}")
+        if arg == "again":
+            return otp.Continue("twice")
+        return None
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.log.append(f"call:{request}")
+        if request == "log":
+            return list(self.log)
+        return otp.Continue("again", reply="ok")
+
+
+async def test_handle_continue_runs_before_next_message() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Continuing)
+        assert await otp.call(pid, "x") == "ok"
+        assert await otp.call(pid, "log") == [
+            "init",
+            "continue:after-init",
+            "call:x",
+            "continue:again",
+            "continue:twice",
+            "call:log",
+        ]
+
+
+async def test_stop_runs_terminate_with_reason() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, label="s")
+        await otp.stop(pid, "normal")
+        assert TERMINATED == [("s", "normal")]
+        assert not pid.is_alive()
+        with pytest.raises(otp.NoProcess):
+            await otp.stop(pid)
+
+
+async def test_stop_directive_replies_then_terminates() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, label="d")
+        ref = await otp.start(Watcher, pid)
+        assert await otp.call(pid, ("stop", ("shutdown", "bye"))) == "stopping"
+        await until(lambda: not pid.is_alive())
+        assert TERMINATED == [("d", ("shutdown", "bye"))]
+        downs = await otp.call(ref, "downs")
+        assert [d.reason for d in downs] == [("shutdown", "bye")]
+
+
+class Watcher(otp.GenServer):
+    async def init(self, target: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.downs: list[otp.Down] = []
+        self.ref = otp.monitor(target)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        return list(self.downs)
+
+    async def handle_info(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.downs.append(msg)
+
+
+async def test_runtime_exit_shuts_down_in_reverse_start_order() -> None:
+    async with otp.runtime():
+        await otp.start(Counter, label="first")
+        await otp.start(Counter, label="second")
+        await otp.start(Counter, label="third")
+    assert TERMINATED == [("third", "shutdown"), ("second", "shutdown"), ("first", "shutdown")]
+
+
+async def test_duplicate_name_is_refused() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, name="only")
+        with pytest.raises(otp.AlreadyRegistered) as info:
+            await otp.start(Counter, name="only")
+        assert info.value.pid == pid
+
+
+async def test_name_is_released_on_exit() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, name="n")
+        await otp.stop(pid)
+        assert otp.whereis("n") is None
+        pid2 = await otp.start(Counter, name="n")
+        assert otp.whereis("n") == pid2 != pid
+
+
+async def test_call_to_self_is_refused() -> None:
+    class SelfCaller(otp.GenServer):
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            try:
+                await otp.call(otp.self(), "x")
+            except otp.OtpError as e:
+                return str(e)
+            return None
+
+    async with otp.runtime():
+        pid = await otp.start(SelfCaller)
+        assert "deadlock" in await otp.call(pid, "go")
+
+
+async def test_unexpected_call_crashes_with_clear_error() -> None:
+    async with otp.runtime():
+        pid = await otp.start(otp.GenServer)
+        with pytest.raises(otp.CallError) as info:
+            await otp.call(pid, "hello")
+        assert isinstance(info.value.reason, otp.UnexpectedMessage)
+        assert "does not implement handle_call" in str(info.value.reason)
+
+
+async def test_start_only_accepts_genservers() -> None:
+    async with otp.runtime():
+        with pytest.raises(TypeError, match="GenServer"):
+            await otp.start(object)  # type: ignore[type-var]
+
+
+async def test_cancelled_call_drops_the_reply_but_server_keeps_running() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter)
+        with trio.move_on_after(1):
+            await otp.call(pid, ("sleep", 2), timeout=10)
+        await trio.sleep(5)
+        assert await otp.call(pid, "inc") == 1
+
+
+async def test_update_config_goes_through_system_lane_ahead_of_user_messages() -> None:
+    order: list[str] = []
+
+    class Configurable(otp.GenServer):
+        async def handle_cast(self, msg: Any) -> None:
+            await trio.sleep(1)
+            order.append(f"cast:{msg}")
+
+        async def handle_config(self, config: Any) -> str:
+            await trio.lowlevel.checkpoint()
+            order.append(f"config:{config}")
+            return "applied"
+
+    async with otp.runtime():
+        pid = await otp.start(Configurable)
+        for i in range(3):
+            await otp.cast(pid, i)
+        assert await otp.update_config(pid, {"x": 1}) == "applied"
+        await trio.sleep(10)
+        # the first cast was already being handled; the config jumped the other two
+        assert order == ["cast:0", "config:{'x': 1}", "cast:1", "cast:2"]
+
+
+async def test_statistics_count_messages() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Counter, mailbox=otp.Mailbox(capacity=8))
+        for _ in range(5):
+            await otp.call(pid, "inc")
+        stats = otp.statistics(pid)
+        assert stats.messages_handled == 5
+        assert sum(stats.histogram) == 5
+        assert stats.mailbox.capacity == 8
+        assert stats.status == "running"

@@ -1,0 +1,229 @@
+"""Links, monitors, exit signals and exit reasons, as Erlang defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+import otp
+
+from .servers import TERMINATED, Counter, Trapper, until
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    TERMINATED.clear()
+
+
+class Linker(Counter):
+    """Links itself to its argument in init."""
+
+    async def init(self, target: Any = None, trap: bool = False, label: Any = None) -> None:
+        await super().init(0, label)
+        if trap:
+            otp.trap_exit(True)
+        if target is not None:
+            otp.link(target)
+
+
+class Monitorer(Counter):
+    async def init(self, target: Any = None, label: Any = None) -> None:
+        await super().init(0, label)
+        self.ref = otp.monitor(target) if target is not None else None
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        if request == "ref":
+            return self.ref
+        if isinstance(request, tuple) and request[0] == "monitor":
+            return otp.monitor(request[1])
+        if isinstance(request, tuple) and request[0] == "demonitor":
+            return otp.demonitor(request[1], flush=True)
+        return await super().handle_call(request, from_)
+
+
+async def test_monitor_delivers_down_with_reason() -> None:
+    async with otp.runtime():
+        target = await otp.start(Counter)
+        watcher = await otp.start(Monitorer, target)
+        ref = await otp.call(watcher, "ref")
+        await otp.cast(target, ("exit", "bye"))
+        await until(lambda: not target.is_alive())
+        infos = await otp.call(watcher, "infos")
+        assert infos == [otp.Down(ref, target, "bye")]
+
+
+async def test_monitor_of_dead_or_unknown_process_gives_noproc_at_once() -> None:
+    async with otp.runtime():
+        target = await otp.start(Counter)
+        await otp.stop(target)
+        watcher = await otp.start(Monitorer)
+        r1 = await otp.call(watcher, ("monitor", target))
+        r2 = await otp.call(watcher, ("monitor", "ghost"))
+        infos = await otp.call(watcher, "infos")
+        assert infos == [otp.Down(r1, target, "noproc"), otp.Down(r2, "ghost", "noproc")]
+
+
+async def test_demonitor_stops_notices() -> None:
+    async with otp.runtime():
+        target = await otp.start(Counter)
+        watcher = await otp.start(Monitorer, target)
+        ref = await otp.call(watcher, "ref")
+        assert await otp.call(watcher, ("demonitor", ref)) is True
+        await otp.stop(target)
+        await trio.sleep(1)
+        assert await otp.call(watcher, "infos") == []
+
+
+async def test_down_arrives_after_messages_the_process_sent_before_dying() -> None:
+    class Chatty(otp.GenServer):
+        async def init(self, to: otp.Pid) -> None:
+            await trio.lowlevel.checkpoint()
+            self.to = to
+
+        async def handle_cast(self, msg: Any) -> Any:
+            await otp.send(self.to, "last words")
+            return otp.Stop("normal")
+
+    async with otp.runtime():
+        watcher = await otp.start(Monitorer)
+        chatty = await otp.start(Chatty, watcher)
+        ref = await otp.call(watcher, ("monitor", chatty))
+        await otp.cast(chatty, "go")
+        await until(lambda: not chatty.is_alive())
+        assert await otp.call(watcher, "infos") == ["last words", otp.Down(ref, chatty, "normal")]
+
+
+async def test_abnormal_exit_propagates_over_link_without_terminate() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter, label="a")
+        b = await otp.start(Linker, a, label="b")
+        otp.exit(a, "boom")
+        await until(lambda: not b.is_alive())
+        stats_b = b._proc
+        assert stats_b.exit_reason == "boom"
+        assert TERMINATED == []  # neither ran terminate: exit signals end processes at once
+
+
+async def test_normal_exit_does_not_propagate_over_link() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter, label="a")
+        b = await otp.start(Linker, a, label="b")
+        await otp.stop(a, "normal")
+        await trio.sleep(1)
+        assert b.is_alive()
+
+
+async def test_trapping_process_gets_exit_message() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter)
+        b = await otp.start(Linker, a, True)
+        otp.exit(a, "boom")
+        await until(lambda: not a.is_alive())
+        await trio.sleep(0.1)
+        assert b.is_alive()
+        assert await otp.call(b, "infos") == [otp.Exit(a, "boom")]
+
+
+async def test_trapping_process_gets_normal_exits_too() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter)
+        b = await otp.start(Linker, a, True)
+        await otp.stop(a)
+        await trio.sleep(0.1)
+        assert await otp.call(b, "infos") == [otp.Exit(a, "normal")]
+
+
+async def test_kill_is_untrappable_and_links_see_killed() -> None:
+    async with otp.runtime():
+        a = await otp.start(Trapper, label="a")
+        b = await otp.start(Linker, a, True)
+        otp.exit(a, "kill")
+        await until(lambda: not a.is_alive())
+        assert a._proc.exit_reason == "killed"
+        await trio.sleep(0.1)
+        assert await otp.call(b, "infos") == [otp.Exit(a, "killed")]
+        assert TERMINATED == []
+
+
+async def test_crash_exit_reason_is_the_exception_and_propagates() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter, label="a")
+        b = await otp.start(Linker, a, label="b")
+        with pytest.raises(otp.CallError):
+            await otp.call(a, "crash")
+        await until(lambda: not b.is_alive())
+        assert isinstance(a._proc.exit_reason, ValueError)
+        assert b._proc.exit_reason is a._proc.exit_reason
+        # a ran terminate (crash); b was taken down by the signal and did not
+        assert [label for label, _ in TERMINATED] == ["a"]
+
+
+async def test_shutdown_reasons_with_detail_propagate_as_abnormal() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter)
+        b = await otp.start(Linker, a)
+        await otp.stop(a, ("shutdown", "maintenance"))
+        await until(lambda: not b.is_alive())
+        assert b._proc.exit_reason == ("shutdown", "maintenance")
+
+
+async def test_link_to_dead_process_raises_noproc_or_traps() -> None:
+    async with otp.runtime():
+        dead = await otp.start(Counter)
+        await otp.stop(dead)
+        with pytest.raises(otp.NoProcess):
+            await otp.start(Linker, dead)
+        trapper = await otp.start(Linker, dead, True)
+        await trio.sleep(0.1)
+        assert await otp.call(trapper, "infos") == [otp.Exit(dead, "noproc")]
+
+
+async def test_unlink_stops_propagation() -> None:
+    class Unlinker(Linker):
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            if isinstance(request, tuple) and request[0] == "unlink":
+                otp.unlink(request[1])
+                return "ok"
+            return await super().handle_call(request, from_)
+
+    async with otp.runtime():
+        a = await otp.start(Counter)
+        b = await otp.start(Unlinker, a)
+        assert await otp.call(b, ("unlink", a)) == "ok"
+        otp.exit(a, "boom")
+        await trio.sleep(0.1)
+        assert b.is_alive()
+
+
+async def test_start_link_links_to_the_caller() -> None:
+    class Parent(Counter):
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            if request == "spawn":
+                return await otp.start_link(Counter)
+            return await super().handle_call(request, from_)
+
+    async with otp.runtime():
+        parent = await otp.start(Parent)
+        child = await otp.call(parent, "spawn")
+        otp.exit(child, "boom")
+        await until(lambda: not parent.is_alive())
+        assert parent._proc.exit_reason == "boom"
+
+
+async def test_exit_signal_interrupts_a_busy_handler() -> None:
+    async with otp.runtime():
+        a = await otp.start(Counter)
+        async with trio.open_nursery() as nursery:
+
+            async def busy() -> None:
+                with pytest.raises(otp.CallError):
+                    await otp.call(a, ("sleep", 1000), timeout=otp.INFINITY)
+
+            nursery.start_soon(busy)
+            await trio.sleep(1)
+            start = trio.current_time()
+            otp.exit(a, "stop-now")
+        assert trio.current_time() == start
+        assert a._proc.exit_reason == "stop-now"
