@@ -59,7 +59,7 @@ _EMPTY_HIST = (0,) * HIST_BUCKETS
 
 
 def _snapshot(proc: _Process, child: Any = None) -> ProcessSnapshot:
-    server = proc.server
+    server: Any = proc.server
     kids: tuple[ProcessSnapshot, ...] = ()
     strategy = intensity = period = None
     if proc.cls._otp_supervisor and server is not None and hasattr(server, "_children"):
@@ -170,7 +170,7 @@ class OtpCollector:
             cumulative += counts[-1]
             buckets.append(("+Inf", cumulative))
             hist.add_metric(values, buckets, proc.hist_ns / 1e9)
-            server = proc.server
+            server: Any = proc.server
             if proc.cls._otp_supervisor and server is not None and hasattr(server, "_children"):
                 for child in server._children:
                     restarts.add_metric([repr(proc.pid), str(child.spec.id)], child.restarts)

@@ -61,7 +61,7 @@ from ._errors import (
 from ._mailbox import DEFAULT_MAILBOX, Mailbox, MailboxStatistics, Overflow
 
 if TYPE_CHECKING:
-    from ._registry import Via
+    pass
 
 logger = logging.getLogger("otp")
 
@@ -192,7 +192,7 @@ class ProcessStatistics:
 
 
 @attrs.define(slots=True, eq=False, repr=False, init=False)
-class From(Envelope):
+class From(Envelope):  # type: ignore[override]
     """The envelope of a call, and the handle its server replies through (``from_``).
 
     Pass it to :func:`reply` to answer a call whose handler returned :data:`NoReply`.
@@ -611,7 +611,7 @@ class _Process:
             env, task = blocked.popleft()
             if task is _CANCELLED:
                 continue
-            if env.kind is _CALL and env.state != _PENDING:  # type: ignore[attr-defined]
+            if env.kind is _CALL and env.state != _PENDING:
                 continue
             self.queue.append(env)
             if task is not None:
@@ -694,9 +694,8 @@ class _Process:
         try:
             result = await server.init(*args, **kwargs)
         except Exception as exc:
-            if self.starter is not None:
-                self.starter.done(outcome.Error(exc))
-                self.starter = None
+            # The starter is told in _die, once the process is gone: a failed start leaves
+            # nothing behind.
             return exc
         _current_envelope.set(None)
         self.status = RUNNING

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import attrs
 
 from . import _process
-from ._errors import AlreadyRegistered
+from ._errors import AlreadyRegistered, NoProcess
 
 
 class NameRegistry(Protocol):
@@ -79,7 +79,7 @@ class Registry:
         """Add ``pid`` (default: the calling process) under ``key``."""
         proc = _process._current_process() if pid is None else pid._proc
         if proc.status == _process.DEAD:
-            raise _process.NoProcess(proc.pid, proc.exit_reason)
+            raise NoProcess(proc.pid, proc.exit_reason)
         entries = self._entries.setdefault(key, {})
         if self.keys is Keys.UNIQUE:
             for holder in entries:

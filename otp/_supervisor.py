@@ -116,6 +116,38 @@ class BackoffKind(enum.Enum):
     PROGRESSIVE = "progressive"
 
 
+_strategy = _enum_converter(Strategy, "strategy")
+_restart = _enum_converter(Restart, "restart")
+_child_type = _enum_converter(ChildType, "type")
+_on_exhausted = _enum_converter(OnExhausted, "on_exhausted")
+_auto_shutdown = _enum_converter(AutoShutdown, "auto_shutdown")
+_backoff_kind = _enum_converter(BackoffKind, "backoff kind")
+
+
+def _to_strategy(value: Any) -> Strategy:
+    return _strategy(value)  # type: ignore[no-any-return]
+
+
+def _to_restart(value: Any) -> Restart:
+    return _restart(value)  # type: ignore[no-any-return]
+
+
+def _to_child_type(value: Any) -> ChildType | None:
+    return None if value is None else _child_type(value)
+
+
+def _to_on_exhausted(value: Any) -> OnExhausted:
+    return _on_exhausted(value)  # type: ignore[no-any-return]
+
+
+def _to_auto_shutdown(value: Any) -> AutoShutdown:
+    return _auto_shutdown(value)  # type: ignore[no-any-return]
+
+
+def _to_backoff_kind(value: Any) -> BackoffKind:
+    return _backoff_kind(value)  # type: ignore[no-any-return]
+
+
 PERMANENT, TRANSIENT, TEMPORARY = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
 WORKER, SUPERVISOR = ChildType.WORKER, ChildType.SUPERVISOR
 ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE = (
@@ -150,7 +182,7 @@ class Backoff:
     """
 
     kind: BackoffKind = attrs.field(
-        default=BackoffKind.NONE, converter=_enum_converter(BackoffKind, "backoff kind")
+        default=BackoffKind.NONE, converter=_to_backoff_kind
     )
     initial: float = attrs.field(default=0.0, validator=_non_negative("backoff initial"))
     max: float = attrs.field(default=INFINITY, validator=_non_negative("backoff max"))
@@ -245,13 +277,9 @@ class ChildSpec:
     start: type[GenServer] = attrs.field(validator=_check_start)
     args: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple)
     kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_to_kwargs)
-    restart: Restart = attrs.field(
-        default=PERMANENT, converter=_enum_converter(Restart, "restart")
-    )
+    restart: Restart = attrs.field(default=PERMANENT, converter=_to_restart)
     shutdown: float | str = attrs.field(default=None, converter=_to_shutdown)
-    type: ChildType = attrs.field(
-        default=None, converter=attrs.converters.optional(_enum_converter(ChildType, "type"))
-    )
+    type: ChildType = attrs.field(default=None, converter=_to_child_type)
     name: Any = None
     significant: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     mailbox: Mailbox | None = attrs.field(default=None, validator=_check_mailbox)
@@ -295,17 +323,15 @@ def _check_backoff(_inst: Any, _attr: Any, value: Any) -> None:
 class SupervisorFlags:
     """A supervisor's policy. Checked when it is built."""
 
-    strategy: Strategy = attrs.field(
-        default=ONE_FOR_ONE, converter=_enum_converter(Strategy, "strategy")
-    )
+    strategy: Strategy = attrs.field(default=ONE_FOR_ONE, converter=_to_strategy)
     intensity: int = attrs.field(default=1, validator=_check_intensity)
     period: float = attrs.field(default=5.0, validator=_check_period)
     backoff: Backoff = attrs.field(default=NO_BACKOFF, validator=_check_backoff)
     on_exhausted: OnExhausted = attrs.field(
-        default=OnExhausted.ESCALATE, converter=_enum_converter(OnExhausted, "on_exhausted")
+        default=OnExhausted.ESCALATE, converter=_to_on_exhausted
     )
     auto_shutdown: AutoShutdown = attrs.field(
-        default=AutoShutdown.NEVER, converter=_enum_converter(AutoShutdown, "auto_shutdown")
+        default=AutoShutdown.NEVER, converter=_to_auto_shutdown
     )
 
 
@@ -449,7 +475,7 @@ class Supervisor(GenServer):
 
     _otp_supervisor = True
 
-    async def init(  # type: ignore[override]
+    async def init(
         self,
         children: Sequence[ChildSpec] = (),
         *,
@@ -461,12 +487,12 @@ class Supervisor(GenServer):
         auto_shutdown: AutoShutdown | str = AutoShutdown.NEVER,
     ) -> None:
         self.flags = SupervisorFlags(
-            strategy=strategy,  # type: ignore[arg-type]
+            strategy=strategy,
             intensity=intensity,
             period=period,
             backoff=backoff,
-            on_exhausted=on_exhausted,  # type: ignore[arg-type]
-            auto_shutdown=auto_shutdown,  # type: ignore[arg-type]
+            on_exhausted=on_exhausted,
+            auto_shutdown=auto_shutdown,
         )
         specs = check_children(children, self.flags)
         self._proc = _current_process()

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from . import _process
-from ._envelope import Kind
+from ._envelope import Envelope, Kind
 from ._errors import MailboxFull
 
 __all__ = ["publish", "publish_nowait", "subscribe", "subscribers", "unsubscribe"]
@@ -67,7 +67,7 @@ async def publish(topic: Any, event: Any) -> int:
     for proc in list(rt.topics.get(topic, ())):
         if proc.status == _process.DEAD:
             continue
-        env = _process._new_env(_process.Envelope, event, Kind.INFO, rt)
+        env = _process._new_env(Envelope, event, Kind.INFO, rt)
         try:
             if not proc.offer(env):
                 await _process._deliver(proc.pid, event, Kind.INFO, True)
@@ -85,7 +85,7 @@ def publish_nowait(topic: Any, event: Any) -> int:
     for proc in list(rt.topics.get(topic, ())):
         if proc.status == _process.DEAD:
             continue
-        env = _process._new_env(_process.Envelope, event, Kind.INFO, rt)
+        env = _process._new_env(Envelope, event, Kind.INFO, rt)
         try:
             if proc.offer(env):
                 delivered += 1
