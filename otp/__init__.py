@@ -64,6 +64,7 @@ from ._process import (
     unlink,
     unregister,
     update_config,
+    wait_exit,
     whereis,
 )
 from ._process import self_ as self
@@ -196,6 +197,7 @@ __all__ = [
     "unregister",
     "update_config",
     "via",
+    "wait_exit",
     "whereis",
     "which_children",
 ]

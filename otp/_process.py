@@ -1346,6 +1346,24 @@ async def stop(target: Any, reason: Any = "normal", timeout: float = INFINITY) -
         raise CallError(target, proc.exit_reason)
 
 
+async def wait_exit(target: Any, timeout: float = INFINITY) -> Any:
+    """Wait until ``target`` has exited and return its exit reason.
+
+    Usable from anywhere, also outside a process (where :func:`monitor` is not). Raises
+    :class:`NoProcess` for an unknown name and :class:`CallTimeout` when ``timeout`` runs out.
+    A pid that has already exited returns its reason at once.
+    """
+    proc = _resolve(target)
+    if timeout == INFINITY:
+        await proc.wait_dead()
+    else:
+        with trio.move_on_after(timeout):
+            await proc.wait_dead()
+        if proc.status != DEAD:
+            raise CallTimeout(target, timeout)
+    return proc.exit_reason
+
+
 def exit(target: Any, reason: Any) -> None:
     """Send an exit signal to ``target`` from the calling process (Erlang's ``exit/2``).
 
