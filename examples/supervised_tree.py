@@ -38,10 +38,17 @@ class Ticker(otp.GenServer):
         return self.ticks
 
 
+class LogLines(list[str]):
+    """A list that logs what is appended instead of keeping it."""
+
+    def append(self, line: str) -> None:
+        logging.getLogger("example").info(line)
+
+
 class Reporter(otp.GenServer):
-    async def init(self, out: list[str]) -> None:
+    async def init(self, out: list[str] | str = "log") -> None:
         await trio.lowlevel.checkpoint()
-        self.out = out
+        self.out = out if isinstance(out, list) else LogLines()
         self.t0 = trio.current_time()
         otp.bus.subscribe("otp.supervisor")
 
@@ -55,7 +62,7 @@ class Reporter(otp.GenServer):
             for root in otp.tree_snapshot():
                 for node in root.walk():
                     self.out.append(
-                        f"    {node.id or node.name!s:<10} {node.status:<10} pid={node.pid!r} "
+                        f"    {node.id or node.name or node.behaviour!s:<10} {node.status:<10} pid={node.pid!r} "
                         f"restarts={node.restarts}"
                     )
 

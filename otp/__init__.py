@@ -8,6 +8,7 @@ metrics. See the README for a tour.
 from __future__ import annotations
 
 from . import bus, codec
+from ._boot import boot, render_tree
 from ._envelope import Envelope, Kind, current_envelope, current_trace_id
 from ._errors import (
     AlreadyRegistered,
@@ -101,8 +102,26 @@ from ._supervisor import (
     terminate_child,
     which_children,
 )
+from ._tree import (
+    SupervisorNode,
+    TreeError,
+    TreeProblem,
+    TreeSpec,
+    WorkerNode,
+    dump_tree,
+    load_tree,
+)
 
 __all__ = [
+    "render_tree",
+    "boot",
+    "load_tree",
+    "dump_tree",
+    "WorkerNode",
+    "TreeSpec",
+    "TreeProblem",
+    "TreeError",
+    "SupervisorNode",
     "BRUTAL_KILL",
     "DEFAULT_CAPACITY",
     "INFINITY",
