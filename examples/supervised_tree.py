@@ -58,11 +58,13 @@ class Reporter(otp.GenServer):
             reason = msg.reason
             if isinstance(reason, BaseException):
                 reason = f"{type(reason).__name__}: {reason}"
-            self.out.append(f"t={trio.current_time() - self.t0:6.2f}s {msg.event} {msg.child_id}: {reason}")
+            elapsed = trio.current_time() - self.t0
+            self.out.append(f"t={elapsed:6.2f}s {msg.event} {msg.child_id}: {reason}")
             for root in otp.tree_snapshot():
                 for node in root.walk():
+                    label = node.id or node.name or node.behaviour
                     self.out.append(
-                        f"    {node.id or node.name or node.behaviour!s:<10} {node.status:<10} pid={node.pid!r} "
+                        f"    {label!s:<10} {node.status:<10} pid={node.pid!r} "
                         f"restarts={node.restarts}"
                     )
 

@@ -1,0 +1,58 @@
+"""Benchmarks: ``python -m bench`` lists them, ``python -m bench NAME`` runs one.
+
+Every figure is measured beside baselines in the same process and run, in interleaved rounds,
+and printed as a ratio against them; results go to ``bench/results.json`` (one entry per
+benchmark, merged with the entries already there). Benchmarks are never part of the test suite.
+
+A benchmark is a module with a ``run(options) -> dict`` function, registered below by name.
+To add one (``python -m bench node``), write the module and add a :func:`register` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BENCHMARKS", "Benchmark", "Options", "register"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line passes to every benchmark."""
+
+    quick: bool = False
+    #: Override the number of interleaved rounds (None: the benchmark's default).
+    rounds: int | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    module: str
+    description: str
+
+    def load(self) -> Callable[[Options], dict[str, Any]]:
+        """Import the module lazily, so listing benchmarks costs nothing."""
+        run: Callable[[Options], dict[str, Any]] = importlib.import_module(self.module).run
+        return run
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register(name: str, module: str, description: str) -> None:
+    """Make ``python -m bench NAME`` call ``MODULE.run(options)``."""
+    if name in BENCHMARKS:
+        raise ValueError(f"benchmark {name!r} is already registered")
+    BENCHMARKS[name] = Benchmark(name, module, description)
+
+
+register(
+    "otp",
+    "bench.otp_bench",
+    "otp processes vs raw Trio channels and a bare trio.lowlevel floor: call and cast "
+    "throughput, call latency under 100 callers, spawn rate, memory per process, restart "
+    "latency",
+)
