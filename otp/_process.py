@@ -485,6 +485,7 @@ class _Process:
         "handled",
         "hist",
         "hist_ns",
+        "hooked",
         "kill_reason",
         "links",
         "monitored_by",
@@ -525,12 +526,13 @@ class _Process:
         self.status = STARTING
         self.exit_reason: Any = None
         self.kill_reason: Any = None
-        self.links: set[_Process] | None = None
+        # dicts, not sets: iteration follows insertion, so a seeded simulation replays exactly
+        self.links: dict[_Process, None] | None = None
         self.monitored_by: dict[int, _Process] | None = None
         self.monitors: dict[int, _Process] | None = None
         self.trap_exit = False
         self.current: Envelope | None = None
-        self.deferred: set[From] | None = None
+        self.deferred: dict[From, None] | None = None
         self.cleanups: list[Callable[[_Process], None]] | None = None
         self.exit_event: trio.Event | None = None
         self.starter: _Starter | None = None
@@ -541,6 +543,8 @@ class _Process:
         self.hist = [0] * HIST_BUCKETS
         self.hist_ns = 0
         self._waiter_abort = self._abort_wait
+        #: Set in a simulation: deliveries go through the runtime's tracer (fault injection).
+        self.hooked = rt.tracer is not None
 
     def __repr__(self) -> str:
         return f"<process {self.pid!r} {self.cls.__name__} name={self.name!r}>"
@@ -556,12 +560,16 @@ class _Process:
         self.waiting = False
         return Abort.SUCCEEDED
 
-    def offer(self, env: Envelope) -> bool:
+    def offer(self, env: Envelope, hook: bool = True) -> bool:
         """Put ``env`` in the user queue if the overflow policy allows it without waiting.
+
+        In a simulation the runtime's tracer sees the message first (``hook=False`` skips it).
 
         Returns False when the sender must wait (``BLOCK`` and full); raises MailboxFull under
         ``FAIL`` (and for a call under ``DROP_NEWEST``).
         """
+        if self.hooked and hook:
+            return bool(self.runtime.tracer.offer(self, env))
         queue = self.queue
         if len(queue) < self.capacity and not self.blocked:
             queue.append(env)
@@ -739,6 +747,7 @@ class _Process:
         sysq = self.sysq
         hist = self.hist
         env_var = _current_envelope
+        tracer = self.runtime.tracer
         parked = True
         while True:
             if sysq:
@@ -767,6 +776,8 @@ class _Process:
             t0 = perf_counter_ns()
             kind = env.kind
             try:
+                if tracer is not None:
+                    await tracer.before_handle(self, env)
                 if kind is _CALL:
                     result = await server.handle_call(env.message, env)  # type: ignore[arg-type]
                     if not isinstance(result, _Directive):
@@ -793,16 +804,16 @@ class _Process:
         if result is NoReply:
             if env.kind is _CALL:
                 if self.deferred is None:
-                    self.deferred = set()
-                self.deferred.add(env)  # type: ignore[arg-type]
+                    self.deferred = {}
+                self.deferred[env] = None  # type: ignore[index]
             return None
         if isinstance(result, Continue | Stop) and env.kind is _CALL:
             if result.reply is not _NOTHING:
                 env._reply(result.reply)  # type: ignore[attr-defined]
             else:
                 if self.deferred is None:
-                    self.deferred = set()
-                self.deferred.add(env)  # type: ignore[arg-type]
+                    self.deferred = {}
+                self.deferred[env] = None  # type: ignore[index]
         if isinstance(result, Continue):
             stop = await self._continue(server, result)
             if stop is None:
@@ -907,7 +918,7 @@ class _Process:
             links, self.links = self.links, None
             for other in links:
                 if other.links:
-                    other.links.discard(self)
+                    other.links.pop(self, None)
                 _exit_signal(other, self.pid, reason)
         if self.monitored_by:
             watchers, self.monitored_by = self.monitored_by, None
@@ -1318,7 +1329,7 @@ def reply(from_: From, value: Any) -> None:
     dropped (the caller has moved on)."""
     server = from_.server
     if server is not None and server.deferred:
-        server.deferred.discard(from_)
+        server.deferred.pop(from_, None)
     from_._reply(value)
 
 
@@ -1397,11 +1408,11 @@ def _link(a: _Process, b: _Process) -> None:
             return
         raise NoProcess(b.pid, b.exit_reason)
     if a.links is None:
-        a.links = set()
+        a.links = {}
     if b.links is None:
-        b.links = set()
-    a.links.add(b)
-    b.links.add(a)
+        b.links = {}
+    a.links[b] = None
+    b.links[a] = None
 
 
 def link(target: Any) -> None:
@@ -1418,9 +1429,9 @@ def unlink(target: Any) -> None:
     a = _current_process()
     b = _resolve(target)
     if a.links:
-        a.links.discard(b)
+        a.links.pop(b, None)
     if b.links:
-        b.links.discard(a)
+        b.links.pop(a, None)
 
 
 def monitor(target: Any) -> int:

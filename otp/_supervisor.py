@@ -634,6 +634,9 @@ class Supervisor(GenServer):
         child.restarts += 1
         if not self._add_restart():
             return await self._exhausted(child, reason)
+        tracer = self._proc.runtime.tracer
+        if tracer is not None:
+            tracer.restarting(self._proc, child.spec.id, reason, self.flags)
         logger.info(
             "supervisor %r restarting child %r after exit: %r", self._proc.pid, child.spec.id,
             reason,
@@ -692,6 +695,9 @@ class Supervisor(GenServer):
 
     async def _exhausted(self, child: _Child, reason: Any) -> Any:
         mode = self.flags.on_exhausted
+        tracer = self._proc.runtime.tracer
+        if tracer is not None:
+            tracer.exhausted(self._proc, child.spec.id, reason, self.flags)
         sup = self._proc.pid
         if mode is OnExhausted.CONTINUE_WITHOUT:
             child.status = "failed"

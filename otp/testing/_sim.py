@@ -1,0 +1,508 @@
+"""Deterministic, seeded simulation of otp programs, with fault injection and exact replay.
+
+:func:`simulate` runs ``main`` in one thread, in virtual time (``MockClock`` with autojump),
+with Trio's scheduler made deterministic and seeded, and every random choice of otp and of
+the fault injector drawn from the same seed. It records a trace (spawns, deliveries, drops,
+delays, exits, restarts, injected faults, each with its virtual time) and hashes it: the same
+seed gives the same trace hash, always, so a failing seed replays exactly.
+
+What is deterministic: everything the program does through otp and Trio in virtual time.
+What is not: real I/O (sockets, files, threads), wall-clock reads (``time.time``), and
+``random`` used without a seed. Keep those out of simulated code.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+import attrs
+import trio
+import trio.testing
+
+from .. import _process
+from .._envelope import Envelope, Kind
+from .._errors import OtpError
+from .._process import DEAD, Runtime, _Process
+from .._supervisor import SupervisorFlags
+
+logger = logging.getLogger("otp.testing")
+
+
+class FaultKind(enum.Enum):
+    #: The process raises :class:`InjectedFault` in its next handler (a crash).
+    CRASH = "crash"
+    #: The process is killed at once (reason ``"killed"``).
+    KILL = "kill"
+    #: Messages to the process are delayed by up to ``max_delay`` for ``duration``.
+    DELAY = "delay"
+    #: Messages to the process are dropped for ``duration``.
+    DROP = "drop"
+    #: Messages between a group of processes and the rest are dropped (or held until the
+    #: partition heals) for ``duration``.
+    PARTITION = "partition"
+    #: The process's next handler takes ``duration`` longer.
+    SLOW = "slow"
+
+
+class InjectedFault(Exception):
+    """The exception an injected crash raises inside a handler."""
+
+
+def _to_kind(value: Any) -> FaultKind:
+    return value if isinstance(value, FaultKind) else FaultKind(value)
+
+
+def _to_kinds(value: Iterable[Any]) -> tuple[FaultKind, ...]:
+    return tuple(_to_kind(v) for v in value)
+
+
+def _check_non_negative(_inst: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
+
+
+@attrs.frozen
+class Fault:
+    """One planned fault: ``kind`` at virtual time ``at`` on ``target``.
+
+    ``target`` is a registered name, a pid, or None for a process chosen by the seed.
+    ``duration`` is how long a delay, drop, partition or slow-down lasts; ``group`` names one
+    side of a partition (chosen by the seed when empty); ``hold`` keeps partitioned messages
+    and delivers them when the partition heals instead of dropping them.
+    """
+
+    at: float = attrs.field(validator=_check_non_negative)
+    kind: FaultKind = attrs.field(converter=_to_kind)
+    target: Any = None
+    duration: float = attrs.field(default=0.1, validator=_check_non_negative)
+    group: tuple[Any, ...] = ()
+    hold: bool = False
+
+
+ALL_KINDS: Final = tuple(FaultKind)
+
+
+@attrs.frozen
+class FaultPlan:
+    """Faults for a simulation: random ones at ``rate`` per virtual second, and/or a schedule.
+
+    Random faults pick their kind from ``kinds`` and their target among live processes,
+    workers only unless ``supervisors`` is true, never those named in ``spare``; they start
+    after ``start_after`` and stop at ``stop_after`` (virtual seconds) if given.
+    """
+
+    rate: float = attrs.field(default=0.0, validator=_check_non_negative)
+    kinds: tuple[FaultKind, ...] = attrs.field(default=ALL_KINDS, converter=_to_kinds)
+    schedule: tuple[Fault, ...] = attrs.field(default=(), converter=tuple)
+    max_delay: float = attrs.field(default=0.05, validator=_check_non_negative)
+    duration: float = attrs.field(default=0.2, validator=_check_non_negative)
+    spare: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    supervisors: bool = False
+    start_after: float = attrs.field(default=0.0, validator=_check_non_negative)
+    stop_after: float | None = attrs.field(default=None, validator=_check_non_negative)
+
+
+@attrs.frozen
+class TraceEvent:
+    """One recorded event. ``pid``/``other`` are pid numbers (``<0.N.0>``), or None."""
+
+    time: float
+    kind: str
+    pid: int | None
+    other: int | None
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.time:.9f} {self.kind} {self.pid} {self.other} {self.detail}"
+
+
+@attrs.frozen
+class SimResult:
+    """The outcome of one simulated run."""
+
+    seed: int
+    trace: tuple[TraceEvent, ...]
+    trace_hash: str
+    virtual_time: float
+    failure: BaseException | None
+    result: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def raise_failure(self) -> None:
+        """Re-raise the failure, annotated with the seed that replays it."""
+        if self.failure is not None:
+            raise SimulationFailure(self.seed, self.failure) from self.failure
+
+
+class SimulationFailure(OtpError):
+    """A simulated run failed; ``seed`` replays it exactly."""
+
+    def __init__(self, seed: int, failure: BaseException) -> None:
+        super().__init__(
+            f"simulation failed with seed {seed} (replay: simulate(main, seed={seed}) or "
+            f"pytest --sim-seed {seed}): {type(failure).__name__}: {failure}"
+        )
+        self.seed = seed
+        self.failure = failure
+
+
+class Deadlock(OtpError):
+    """The simulated program did not finish within ``max_virtual_time``."""
+
+
+class InvariantViolation(OtpError):
+    """A simulated run broke one of otp's guarantees."""
+
+
+def _reason(reason: Any) -> str:
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}({reason})"
+    return repr(reason)
+
+
+def _msg_type(message: Any) -> str:
+    return type(message).__name__
+
+
+class _Simulation:
+    """The runtime's tracer in a simulation: records the trace and injects faults."""
+
+    def __init__(self, seed: int, plan: FaultPlan | None, keep_trace: bool) -> None:
+        self.rng = random.Random(f"otp.testing.faults:{seed}")
+        self.plan = plan
+        self.keep = keep_trace
+        self.events: list[TraceEvent] = []
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.crash_next: set[_Process] = set()
+        self.slow_next: dict[_Process, float] = {}
+        self.delay_until: dict[_Process, float] = {}
+        self.drop_until: dict[_Process, float] = {}
+        self.partitions: list[tuple[frozenset[_Process], float, bool]] = []
+        self.held: list[tuple[_Process, Envelope]] = []
+        self.nursery: trio.Nursery | None = None
+        self.runtime: Runtime | None = None
+        self.restarts: dict[int, list[float]] = {}
+        self.limits: dict[int, tuple[int, float]] = {}
+        self.active = True
+
+    # -- trace ---------------------------------------------------------------------------------
+
+    def record(self, kind: str, pid: int | None, other: int | None, detail: str) -> None:
+        event = TraceEvent(trio.current_time(), kind, pid, other, detail)
+        self.hash.update(event.line().encode())
+        self.hash.update(b"\n")
+        self.count += 1
+        if self.keep:
+            self.events.append(event)
+
+    def spawned(self, proc: _Process) -> None:
+        self.record("spawn", proc.pid.id, None, f"{proc.cls.__qualname__} name={proc.name!r}")
+
+    def started_child(self, sup: _Process, child_id: Any, proc: _Process) -> None:
+        self.record("child", sup.pid.id, proc.pid.id, repr(child_id))
+
+    def exited(self, proc: _Process, reason: Any) -> None:
+        self.crash_next.discard(proc)
+        self.slow_next.pop(proc, None)
+        self.record("exit", proc.pid.id, None, _reason(reason))
+
+    def restarting(self, sup: _Process, child_id: Any, reason: Any,
+                   flags: SupervisorFlags) -> None:
+        self.restarts.setdefault(sup.pid.id, []).append(trio.current_time())
+        self.limits[sup.pid.id] = (flags.intensity, flags.period)
+        self.record("restart", sup.pid.id, None, f"{child_id!r} after {_reason(reason)}")
+
+    def exhausted(self, sup: _Process, child_id: Any, reason: Any,
+                  flags: SupervisorFlags) -> None:
+        self.record("give-up", sup.pid.id, None, f"{child_id!r} {flags.on_exhausted.value}")
+
+    # -- delivery hooks ------------------------------------------------------------------------
+
+    def offer(self, proc: _Process, env: Envelope) -> bool:
+        sender = env.sender
+        sid = None if sender is None else sender.id
+        now = trio.current_time()
+        if self.active:
+            if self.drop_until and self.drop_until.get(proc, -1.0) > now:
+                self.record("drop", sid, proc.pid.id, _msg_type(env.message))
+                return True
+            for group, until, hold in self.partitions:
+                if until > now and sender is not None and (
+                    (sender._proc in group) != (proc in group)
+                ):
+                    if hold:
+                        self.record("hold", sid, proc.pid.id, _msg_type(env.message))
+                        self.held.append((proc, env))
+                    else:
+                        self.record("drop", sid, proc.pid.id, _msg_type(env.message))
+                    return True
+            if self.delay_until and self.delay_until.get(proc, -1.0) > now and self.nursery:
+                delay = self.rng.uniform(0, self.plan.max_delay if self.plan else 0.05)
+                self.record("delay", sid, proc.pid.id, f"{_msg_type(env.message)} {delay:.6f}")
+                self.nursery.start_soon(self._deliver_later, proc, env, delay)
+                return True
+        self.record("send", sid, proc.pid.id, _msg_type(env.message))
+        return proc.offer(env, False)
+
+    async def _deliver_later(self, proc: _Process, env: Envelope, delay: float) -> None:
+        await trio.sleep(delay)
+        self._deliver_now(proc, env)
+
+    def _deliver_now(self, proc: _Process, env: Envelope) -> None:
+        if proc.status == DEAD:
+            return
+        if env.kind is Kind.CALL and env.state != 0:  # type: ignore[attr-defined]
+            return  # the caller gave up meanwhile
+        self.record("send", None if env.sender is None else env.sender.id, proc.pid.id,
+                    _msg_type(env.message))
+        try:
+            if not proc.offer(env, False):
+                proc.add_blocked(env, None)
+        except OtpError as exc:
+            if env.kind is Kind.CALL:
+                env._fail(exc)  # type: ignore[attr-defined]
+
+    async def before_handle(self, proc: _Process, env: Envelope) -> None:
+        if proc in self.slow_next:
+            delay = self.slow_next.pop(proc)
+            self.record("slow", proc.pid.id, None, f"{delay:.6f}")
+            await trio.sleep(delay)
+        if proc in self.crash_next:
+            self.crash_next.discard(proc)
+            self.record("crash", proc.pid.id, None, _msg_type(env.message))
+            raise InjectedFault(f"injected crash of {proc.pid!r}")
+
+    # -- the injector --------------------------------------------------------------------------
+
+    def _candidates(self) -> list[_Process]:
+        assert self.runtime is not None
+        plan = self.plan
+        spare = set(plan.spare) if plan else set()
+        out = []
+        for proc in self.runtime.procs.values():
+            if proc.status != _process.RUNNING:
+                continue
+            if plan is not None and not plan.supervisors and proc.cls._otp_supervisor:
+                continue
+            if proc.name is not None and proc.name in spare:
+                continue
+            if proc.pid in spare:
+                continue
+            out.append(proc)
+        out.sort(key=lambda p: p.pid.id)
+        return out
+
+    def _resolve(self, target: Any) -> _Process | None:
+        assert self.runtime is not None
+        if target is None:
+            candidates = self._candidates()
+            return self.rng.choice(candidates) if candidates else None
+        if isinstance(target, _process.Pid):
+            return target._proc
+        proc = self.runtime.names.get(target)
+        return proc
+
+    def apply(self, fault: Fault) -> None:
+        now = trio.current_time()
+        if fault.kind is FaultKind.PARTITION:
+            self._partition(fault, now)
+            return
+        proc = self._resolve(fault.target)
+        if proc is None or proc.status == DEAD:
+            self.record("fault-missed", None, None, f"{fault.kind.value} {fault.target!r}")
+            return
+        self.record("fault", proc.pid.id, None, f"{fault.kind.value} {fault.duration:.6f}")
+        if fault.kind is FaultKind.CRASH:
+            self.crash_next.add(proc)
+            # a crash lands in the next handler: make sure there is one
+            proc.offer(_process._new_env(Envelope, _Poke(), Kind.INFO, proc.runtime), False)
+        elif fault.kind is FaultKind.KILL:
+            proc.kill("killed")
+        elif fault.kind is FaultKind.DELAY:
+            self.delay_until[proc] = now + fault.duration
+        elif fault.kind is FaultKind.DROP:
+            self.drop_until[proc] = now + fault.duration
+        elif fault.kind is FaultKind.SLOW:
+            self.slow_next[proc] = fault.duration
+
+    def _partition(self, fault: Fault, now: float) -> None:
+        candidates = self._candidates()
+        if fault.group:
+            members = [p for p in (self._resolve(t) for t in fault.group) if p is not None]
+        else:
+            k = len(candidates) // 2
+            members = self.rng.sample(candidates, k) if k else []
+        group = frozenset(members)
+        self.record("partition", None, None,
+                    f"{sorted(p.pid.id for p in group)} {fault.duration:.6f} hold={fault.hold}")
+        self.partitions.append((group, now + fault.duration, fault.hold))
+        if fault.hold and self.nursery is not None:
+            self.nursery.start_soon(self._heal, now + fault.duration)
+
+    async def _heal(self, at: float) -> None:
+        await trio.sleep_until(at)
+        now = trio.current_time()
+        self.partitions = [p for p in self.partitions if p[1] > now]
+        held, self.held = self.held, []
+        for proc, env in held:
+            self._deliver_now(proc, env)
+
+    async def run_plan(self) -> None:
+        plan = self.plan
+        if plan is None:
+            await trio.sleep_forever()
+            return
+        async with trio.open_nursery() as nursery:
+            for fault in sorted(plan.schedule, key=lambda f: f.at):
+                nursery.start_soon(self._scheduled, fault)
+            if plan.rate > 0 and plan.kinds:
+                nursery.start_soon(self._random, plan)
+
+    async def _scheduled(self, fault: Fault) -> None:
+        await trio.sleep_until(fault.at)
+        self.apply(fault)
+
+    async def _random(self, plan: FaultPlan) -> None:
+        await trio.sleep_until(plan.start_after)
+        while True:
+            await trio.sleep(self.rng.expovariate(plan.rate))
+            if plan.stop_after is not None and trio.current_time() >= plan.stop_after:
+                return
+            kind = self.rng.choice(plan.kinds)
+            duration = self.rng.uniform(0, plan.duration)
+            self.apply(Fault(trio.current_time(), kind, None, duration))
+
+
+class _Poke:
+    """A message the injector sends so that an injected crash has a handler to land in."""
+
+
+async def _run(
+    main: Callable[[], Awaitable[Any]],
+    sim: _Simulation,
+    seed: int,
+    max_virtual_time: float,
+    box: dict[str, Any],
+) -> None:
+    box["t0"] = trio.current_time()
+    async with _process.runtime(seed=seed) as rt:
+        rt.tracer = sim
+        sim.runtime = rt
+        async with trio.open_nursery() as nursery:
+            sim.nursery = nursery
+            nursery.start_soon(sim.run_plan)
+            with trio.move_on_after(max_virtual_time) as scope:
+                box["result"] = await main()
+            if scope.cancelled_caught:
+                raise Deadlock(
+                    f"the program did not finish within {max_virtual_time} virtual seconds "
+                    "(deadlock or livelock)"
+                )
+            sim.active = False
+            nursery.cancel_scope.cancel()
+        sim.record("shutdown", None, None, "")
+    box["t1"] = trio.current_time()
+    left = [p for p in rt.procs.values() if p.status != DEAD]
+    if left:
+        raise InvariantViolation(f"processes left running after shutdown: {left}")
+    for sup, times in sim.restarts.items():
+        intensity, period = sim.limits[sup]
+        for i in range(len(times)):
+            window = [t for t in times[: i + 1] if times[i] - t < period]
+            if len(window) > intensity:
+                raise InvariantViolation(
+                    f"supervisor <0.{sup}.0> restarted {len(window)} times within {period} s "
+                    f"(intensity {intensity})"
+                )
+
+
+def simulate(
+    main: Callable[[], Awaitable[Any]],
+    *,
+    seed: int,
+    faults: FaultPlan | None = None,
+    max_virtual_time: float = 3600.0,
+    keep_trace: bool = True,
+) -> SimResult:
+    """Run ``main()`` deterministically under ``seed`` and return what happened.
+
+    ``main`` runs inside a fresh :func:`otp.runtime` (seeded with ``seed``) under
+    ``trio.testing.MockClock(autojump_threshold=0)`` with Trio's scheduler shuffled by a
+    random generator seeded with ``seed``; ``faults`` injects seeded faults. The run fails
+    (``SimResult.failure``) when ``main`` raises, when it does not finish within
+    ``max_virtual_time`` virtual seconds, when a process is left running after the runtime
+    shut down, or when a supervisor restarted more often than its intensity allows. Failures
+    are returned, not raised: call :meth:`SimResult.raise_failure`.
+    """
+    trio_run = trio._core._run
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    trio_run._r.seed(f"otp.testing.scheduler:{seed}")
+    sim = _Simulation(seed, faults, keep_trace)
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    box: dict[str, Any] = {}
+    failure: BaseException | None = None
+    try:
+        trio.run(_run, main, sim, seed, max_virtual_time, box, clock=clock)
+    except BaseException as exc:  # the run's failure is data, returned to the caller
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        failure = _unwrap(exc)
+    return SimResult(
+        seed=seed,
+        trace=tuple(sim.events),
+        trace_hash=sim.hash.hexdigest(),
+        virtual_time=box.get("t1", box.get("t0", 0.0)) - box.get("t0", 0.0),
+        failure=failure,
+        result=box.get("result"),
+    )
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def find_failure(
+    main: Callable[[], Awaitable[Any]],
+    seeds: Iterable[int],
+    **kwargs: Any,
+) -> SimResult | None:
+    """Run ``main`` under each seed until one fails; return that result (or None)."""
+    for seed in seeds:
+        result = simulate(main, seed=seed, **kwargs)
+        if not result.ok:
+            return result
+    return None
+
+
+def assert_deterministic(
+    main: Callable[[], Awaitable[Any]], *, seed: int, **kwargs: Any
+) -> SimResult:
+    """Run ``main`` twice under ``seed``; raise :class:`InvariantViolation` if the traces
+    differ (as madsim does). Returns the first result."""
+    first = simulate(main, seed=seed, **kwargs)
+    second = simulate(main, seed=seed, **kwargs)
+    if first.trace_hash != second.trace_hash:
+        diverged = next(
+            (
+                (a, b)
+                for a, b in zip(first.trace, second.trace, strict=False)
+                if a != b
+            ),
+            None,
+        )
+        raise InvariantViolation(
+            f"seed {seed} is not deterministic: traces differ (first divergence: {diverged})"
+        )
+    return first
+
