@@ -10,11 +10,11 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results.json"
 
@@ -81,10 +81,12 @@ def median(values: Sequence[float]) -> float:
 # Interleaved rounds
 
 
-Variant = Callable[[], Awaitable[Any]]
+T = TypeVar("T")
 
 
-async def interleave(rounds: int, variants: dict[str, Variant]) -> dict[str, list[Any]]:
+async def interleave(
+    rounds: int, variants: Mapping[str, Callable[[], Awaitable[T]]]
+) -> dict[str, list[T]]:
     """Run every variant once per round, in a rotating order, and collect their results.
 
     Alternating the contestants inside each round (and rotating who goes first) makes machine
@@ -93,7 +95,7 @@ async def interleave(rounds: int, variants: dict[str, Variant]) -> dict[str, lis
     variant's garbage from being collected on another's time.
     """
     names = list(variants)
-    results: dict[str, list[Any]] = {name: [] for name in names}
+    results: dict[str, list[T]] = {name: [] for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:

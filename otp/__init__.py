@@ -8,7 +8,7 @@ metrics. See the README for a tour.
 from __future__ import annotations
 
 from . import bus, codec
-from ._boot import boot, render_tree
+from ._boot import boot, render_tree, start_tree
 from ._envelope import Envelope, Kind, current_envelope, current_trace_id
 from ._errors import (
     AlreadyRegistered,
@@ -39,8 +39,10 @@ from ._process import (
     ProcessStatistics,
     Runtime,
     Stop,
+    TimerRef,
     UnexpectedMessage,
     call,
+    cancel_timer,
     cast,
     cast_nowait,
     current_runtime,
@@ -55,6 +57,7 @@ from ._process import (
     reply,
     runtime,
     send,
+    send_after,
     send_nowait,
     start,
     start_link,
@@ -115,6 +118,7 @@ from ._tree import (
 __all__ = [
     "render_tree",
     "boot",
+    "start_tree",
     "load_tree",
     "dump_tree",
     "WorkerNode",
@@ -202,6 +206,9 @@ __all__ = [
     "runtime",
     "self",
     "send",
+    "send_after",
+    "cancel_timer",
+    "TimerRef",
     "send_nowait",
     "start",
     "start_child",

@@ -49,6 +49,14 @@ def describe_start_error(exc: BaseException) -> tuple[str, BaseException]:
     return "/".join(path), reason
 
 
+async def start_tree(spec: TreeSpec) -> _process.Pid:
+    """Start the tree ``spec`` in the current runtime and return the root supervisor's pid.
+
+    Raises :class:`otp.StartError` (naming the child) if a child's init fails.
+    """
+    return await start(resolve_start(spec.start), name=spec.name, **spec.supervisor_kwargs())
+
+
 async def run_tree(
     spec: TreeSpec,
     *,
@@ -62,9 +70,7 @@ async def run_tree(
     with trio.open_signal_receiver(*signals) as receiver:
         async with runtime():
             try:
-                root = await start(
-                    resolve_start(spec.start), name=spec.name, **spec.supervisor_kwargs()
-                )
+                root = await start_tree(spec)
             except StartError as exc:
                 child, reason = describe_start_error(exc)
                 logger.error("boot failed: child %s did not start: %r", child, reason)

@@ -78,7 +78,7 @@ def _snapshot(proc: _Process, child: Any = None) -> ProcessSnapshot:
         restarts=child.restarts if child is not None else 0,
         mailbox_depth=len(proc.queue),
         messages_handled=proc.handled,
-        histogram=tuple(proc.hist),
+        histogram=tuple(proc.hist) if proc.hist else _EMPTY_HIST,
         strategy=strategy,
         intensity=intensity,
         period=period,
@@ -163,7 +163,7 @@ class OtpCollector:
             dropped.add_metric(values, proc.dropped)
             cumulative = 0
             buckets: list[tuple[str, float]] = []
-            counts = proc.hist
+            counts = proc.hist or _EMPTY_HIST
             for bound, count in zip(HIST_BOUNDS, counts, strict=False):
                 cumulative += count
                 buckets.append((repr(bound), cumulative))

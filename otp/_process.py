@@ -80,6 +80,12 @@ _PENDING, _DONE, _TIMED_OUT, _ABANDONED = 0, 1, 2, 3
 #: Number of histogram buckets: bucket k counts handler times below 1.024 µs * 2**k, the last
 #: one everything slower (about 34 s and up).
 HIST_BUCKETS: Final = 26
+EMPTY_HISTOGRAM: Final = (0,) * HIST_BUCKETS
+
+#: A server that always has mail yields to the scheduler once per this many messages.
+BURST: Final = 16
+#: A cast or send that finds room at once yields once per this many sends of the runtime.
+SEND_BURST: Final = 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +377,7 @@ class Runtime:
         self.closing = False
         #: Hook for tracing/fault injection; None outside a simulation (costs one check).
         self.tracer: Any = None
+        self.sends = 0
 
     def processes(self) -> list[Pid]:
         """Pids of every live process, oldest first."""
@@ -516,7 +523,7 @@ class _Process:
         self.capacity = mailbox.capacity
         self.overflow = mailbox.overflow
         self.queue: deque[Envelope] = deque()
-        self.sysq: deque[Any] = deque()
+        self.sysq: deque[Any] | None = None  # created by the first system message
         self.blocked: deque[list[Any]] | None = None
         self.waiting = False
         self.task: Task | None = None
@@ -540,7 +547,7 @@ class _Process:
         self.sup_child: Any = None
         self.handled = 0
         self.dropped = 0
-        self.hist = [0] * HIST_BUCKETS
+        self.hist: list[int] | None = None  # created by the first handled message
         self.hist_ns = 0
         self._waiter_abort = self._abort_wait
         #: Set in a simulation: deliveries go through the runtime's tracer (fault injection).
@@ -602,6 +609,8 @@ class _Process:
         """Put ``item`` on the system lane, which is read before the user queue."""
         if self.status == DEAD:
             return
+        if self.sysq is None:
+            self.sysq = deque()
         self.sysq.append(item)
         self._wake()
 
@@ -663,12 +672,12 @@ class _Process:
                 capacity=self.capacity,
                 overflow=self.overflow,
                 depth=len(self.queue),
-                system_depth=len(self.sysq),
+                system_depth=len(self.sysq) if self.sysq else 0,
                 blocked_senders=len(self.blocked) if self.blocked else 0,
                 dropped=self.dropped,
             ),
             messages_handled=self.handled,
-            histogram=tuple(self.hist),
+            histogram=tuple(self.hist) if self.hist else EMPTY_HISTOGRAM,
             handler_seconds_total=self.hist_ns / 1e9,
             links=len(self.links) if self.links else 0,
             monitors=len(self.monitored_by) if self.monitored_by else 0,
@@ -744,12 +753,12 @@ class _Process:
 
     async def _loop(self, server: GenServer) -> Any:
         queue = self.queue
-        sysq = self.sysq
         hist = self.hist
         env_var = _current_envelope
         tracer = self.runtime.tracer
-        parked = True
+        burst = 0
         while True:
+            sysq = self.sysq
             if sysq:
                 item = sysq.popleft()
                 stop = await self._system(server, item)
@@ -759,15 +768,17 @@ class _Process:
             if not queue:
                 self.waiting = True
                 await wait_task_rescheduled(self._waiter_abort)
-                parked = True
+                burst = 0
                 continue
-            if not parked:
-                # Messages were waiting: yield once per message so a busy server never
-                # starves the rest of the program (and so a kill can land).
+            if burst >= BURST:
+                # Messages kept coming without the server ever parking: yield so a busy
+                # server never starves the rest of the program (and so a kill can land).
+                # Once per BURST messages, not per message: under load a yield per message
+                # halves throughput and doubles latency.
+                burst = 0
                 await trio.lowlevel.checkpoint()
-                if sysq:
-                    continue
-            parked = False
+                continue
+            burst += 1
             env = queue.popleft()
             if self.blocked:
                 self._unblock()
@@ -792,6 +803,8 @@ class _Process:
                 dt = perf_counter_ns() - t0
                 self.hist_ns += dt
                 b = (dt >> 10).bit_length()
+                if hist is None:
+                    hist = self.hist = [0] * HIST_BUCKETS
                 hist[b if b < HIST_BUCKETS else HIST_BUCKETS - 1] += 1
                 self.handled += 1
             self.current = None
@@ -866,7 +879,7 @@ class _Process:
         for env in self.queue:
             if env.kind is _CALL:
                 env._fail(CallError(pid, reason))  # type: ignore[attr-defined]
-        for item in self.sysq:
+        for item in self.sysq or ():
             if type(item) is _SysCall:
                 item.env._fail(CallError(pid, reason))
         if self.blocked:
@@ -900,7 +913,7 @@ class _Process:
             self.current = None
         self._fail_pending(reason)
         self.queue.clear()
-        self.sysq.clear()
+        self.sysq = None
         rt.procs.pop(self.pid.id, None)
         rt.roots.pop(self, None)
         if self.name is not None and rt.names.get(self.name) is self:
@@ -1264,9 +1277,23 @@ async def _deliver(target: Any, message: Any, kind: Kind, missing_ok: bool) -> N
     if proc.status == DEAD:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return
-    env = _new_env(Envelope, message, kind, proc.runtime)
+    await _put(proc, _new_env(Envelope, message, kind, proc.runtime))
+
+
+async def _put(proc: _Process, env: Envelope) -> None:
+    """Queue ``env``, waiting for room under ``BLOCK``.
+
+    When the message is queued at once this is a schedule point only once per
+    :data:`SEND_BURST` sends of the runtime (a cancel point the caller already passed): a
+    yield per message costs more than everything else a send does, and a sender in a loop
+    still yields regularly. Waiting for room is always a full checkpoint.
+    """
     if proc.offer(env):
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        rt = proc.runtime
+        rt.sends += 1
+        if rt.sends >= SEND_BURST:
+            rt.sends = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return
     entry = proc.add_blocked(env, current_task())
 
@@ -1289,7 +1316,6 @@ def _deliver_nowait(target: Any, message: Any, kind: Kind, missing_ok: bool) -> 
     env = _new_env(Envelope, message, kind, proc.runtime)
     if proc.offer(env):
         return True
-    proc.dropped += 1
     raise trio.WouldBlock
 
 
@@ -1297,7 +1323,8 @@ async def cast(target: Any, msg: Any) -> None:
     """Send ``msg`` to ``handle_cast`` of the target without waiting for it to be handled.
 
     A cast to a dead process or an unknown name is silently lost, as in OTP. When the mailbox
-    is full, the overflow policy decides (``BLOCK`` waits here). A checkpoint.
+    is full, the overflow policy decides (``BLOCK`` waits here). Always a cancel point; a
+    schedule point when it waits, and at least once every 16 sends otherwise (see ``_put``).
     """
     await _deliver(target, msg, _CAST, True)
 
@@ -1314,7 +1341,7 @@ async def send(target: Any, msg: Any) -> None:
     """Send a raw message to the target's ``handle_info``.
 
     Sending to an unregistered name raises :class:`NoProcess` (Erlang's ``badarg``); to a dead
-    pid the message is silently lost. A checkpoint.
+    pid the message is silently lost. Checkpoints as :func:`cast` does.
     """
     await _deliver(target, msg, _INFO, False)
 
@@ -1322,6 +1349,44 @@ async def send(target: Any, msg: Any) -> None:
 def send_nowait(target: Any, msg: Any) -> bool:
     """Synchronous :func:`send`: raises ``trio.WouldBlock`` where :func:`send` would wait."""
     return _deliver_nowait(target, msg, _INFO, False)
+
+
+class TimerRef:
+    """A pending :func:`send_after`; :func:`cancel_timer` stops it."""
+
+    __slots__ = ("fired", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.fired = False
+
+
+def send_after(target: Any, msg: Any, delay: float) -> TimerRef:
+    """Send ``msg`` to ``target``'s ``handle_info`` after ``delay`` seconds (virtual under a
+    MockClock), like Erlang's ``erlang:send_after``. Lost if the target is gone or its
+    mailbox refuses it then. The timer lives in the runtime, not in the calling task.
+    """
+    rt = current_runtime()
+    ref = TimerRef()
+
+    async def fire() -> None:
+        with ref.scope:
+            await trio.sleep(delay)
+            ref.fired = True
+            try:
+                _deliver_nowait(target, msg, _INFO, True)
+            except (trio.WouldBlock, MailboxFull):
+                pass
+
+    assert rt.nursery is not None
+    rt.nursery.start_soon(fire, name="otp.send_after")
+    return ref
+
+
+def cancel_timer(ref: TimerRef) -> bool:
+    """Cancel a :func:`send_after`; False if it already fired."""
+    ref.scope.cancel()
+    return not ref.fired
 
 
 def reply(from_: From, value: Any) -> None:

@@ -15,7 +15,9 @@ The rules, so a reader can predict every decision:
   others are stopped in reverse order, then all start again in order. ``REST_FOR_ONE``: the
   child and every child started after it, likewise.
 * **Intensity.** Each restart is recorded with its time. When more than ``intensity``
-  restarts fall within the last ``period`` seconds (OTP's default: 1 in 5 s), the supervisor
+  restarts fall within the last ``period`` seconds, ends included (OTP's default: 1 in 5 s;
+  a restart exactly ``period`` seconds old still counts, as in ``supervisor.erl``), the
+  supervisor
   gives up, as ``on_exhausted`` says:
 
   - ``ESCALATE`` (default): stop every child in reverse order and exit with ``"shutdown"``;
@@ -496,7 +498,8 @@ class Supervisor(GenServer):
         )
         specs = check_children(children, self.flags)
         self._proc = _current_process()
-        self._children: list[_Child] = []
+        # an ordered set: start order, O(1) membership and removal (DynamicSupervisor)
+        self._children: dict[_Child, None] = {}
         self._by_proc: dict[_Process, _Child] = {}
         self._restarts: deque[float] = deque()
         self._token = 0
@@ -505,7 +508,7 @@ class Supervisor(GenServer):
         self._stopping = False
         for spec in specs:
             child = _Child(spec, spec.args)
-            self._children.append(child)
+            self._children[child] = None
             try:
                 await self._start(child)
             except Exception as exc:
@@ -608,8 +611,7 @@ class Supervisor(GenServer):
         return None
 
     def _forget(self, child: _Child) -> None:
-        if child in self._children:
-            self._children.remove(child)
+        self._children.pop(child, None)
         if child in self._pending:
             self._pending.remove(child)
 
@@ -619,7 +621,8 @@ class Supervisor(GenServer):
         period = self.flags.period
         restarts = self._restarts
         restarts.append(now)
-        while restarts and now - restarts[0] >= period:
+        # As supervisor.erl: a restart exactly `period` seconds old still counts.
+        while restarts and now - restarts[0] > period:
             restarts.popleft()
         return len(restarts) <= self.flags.intensity
 
@@ -646,8 +649,8 @@ class Supervisor(GenServer):
         if strategy is ONE_FOR_ONE:
             group = [child]
         else:
-            i = self._children.index(child)
-            group = list(self._children) if strategy is ONE_FOR_ALL else self._children[i:]
+            children = list(self._children)
+            group = children if strategy is ONE_FOR_ALL else children[children.index(child):]
         for other in reversed(group):
             if other is not child and other.proc is not None:
                 await self._stop(other)
@@ -658,7 +661,7 @@ class Supervisor(GenServer):
         # How many times this child restarted within the period sets the backoff delay.
         now = trio.current_time()
         child.attempts.append(now)
-        while child.attempts and now - child.attempts[0] >= self.flags.period:
+        while child.attempts and now - child.attempts[0] > self.flags.period:
             child.attempts.popleft()
         delay = self.flags.backoff.delay(len(child.attempts), self._proc.runtime.random)
         if delay <= 0:
@@ -690,7 +693,10 @@ class Supervisor(GenServer):
                 c.status = "stopped"
                 logger.error("supervisor %r: restart of %r failed", self._proc.pid, c.spec.id,
                              exc_info=exc)
-                return await self._restart(c, exc)
+                outcome = await self._restart(c, exc)
+                if outcome is None and c.status == "failed":
+                    continue  # continue_without gave up on c: the rest of the group still starts
+                return outcome  # a new restart took over the group, or the supervisor stops
         return None
 
     async def _exhausted(self, child: _Child, reason: Any) -> Any:
@@ -721,7 +727,9 @@ class Supervisor(GenServer):
                     parent.system(_CountRestart(self._proc))
                 for c in reversed(self._children):
                     await self._stop(c)
-                self._children = [c for c in self._children if c.spec.restart is not TEMPORARY]
+                self._children = {
+                    c: None for c in self._children if c.spec.restart is not TEMPORARY
+                }
                 self._pending = []
                 self._restarts.clear()
                 return await self._start_group(list(self._children))
@@ -735,8 +743,10 @@ class Supervisor(GenServer):
     # -- the API -----------------------------------------------------------------------------
 
     def _find(self, key: Any) -> _Child | None:
+        if type(key) is Pid:
+            return self._by_proc.get(key._proc)
         for c in self._children:
-            if c.spec.id == key or (type(key) is Pid and c.pid == key):
+            if c.spec.id == key:
                 return c
         return None
 
@@ -796,7 +806,7 @@ class Supervisor(GenServer):
             pid = await self._start(child)
         except Exception as exc:
             raise StartError(spec.id, exc) from exc
-        self._children.append(child)
+        self._children[child] = None
         return pid
 
     async def _api_terminate(self, key: Any) -> None:
@@ -807,8 +817,6 @@ class Supervisor(GenServer):
         if child.spec.restart is TEMPORARY:
             self._forget(child)
 
-    def _children_view(self) -> list[_Child]:
-        return list(self._children)
 
 
 class DynamicSupervisor(Supervisor):
@@ -855,16 +863,11 @@ class DynamicSupervisor(Supervisor):
             pid = await self._start(child)
         except Exception as exc:
             raise StartError(spec.id, exc) from exc
-        self._children.append(child)
+        self._children[child] = None
         return pid
 
     def _find(self, key: Any) -> _Child | None:
-        if type(key) is not Pid:
-            return None
-        for c in self._children:
-            if c.pid == key:
-                return c
-        return None
+        return self._by_proc.get(key._proc) if type(key) is Pid else None
 
     async def _api_terminate(self, key: Any) -> None:
         child = self._existing(key)

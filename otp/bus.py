@@ -69,8 +69,7 @@ async def publish(topic: Any, event: Any) -> int:
             continue
         env = _process._new_env(Envelope, event, Kind.INFO, rt)
         try:
-            if not proc.offer(env):
-                await _process._deliver(proc.pid, event, Kind.INFO, True)
+            await _process._put(proc, env)
         except MailboxFull:
             continue
         delivered += 1

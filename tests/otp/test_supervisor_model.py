@@ -3,14 +3,18 @@ against the real ``otp.Supervisor`` and against a small pure-Python model of OTP
 (``otp/_supervisor.py``'s module docstring, and OTP's ``supervisor.erl``), compared after every
 step.
 
-Hypothesis draws the flags, the children and a list of operations; one ``trio.run`` under an
+Hypothesis draws the flags (strategy, intensity 0..4, period 1..10 s, on_exhausted escalate or
+continue_without, auto_shutdown), 2..6 children (permanent / transient / temporary, maybe
+significant) and a list of operations (crash a child, make it exit with a reason, send it exit
+signals, several at once, make its next init fail, let time pass); one ``trio.run`` under an
 autojumping ``MockClock`` interprets them in order, so Hypothesis shrinks a failure to a short
 sequence. Operations take no virtual time except ``Sleep``, so every restart happens at the
 virtual time of the operation that caused it and the model uses the same timestamps as the
 supervisor. After each operation we wait until every task is blocked (the supervisor has then
 processed the exits and finished its restarts) and compare:
 
-* whether the supervisor is alive, and when it gave up, that it exited with ``"shutdown"``;
+* whether the supervisor is alive, and when it gave up (intensity, auto_shutdown), that it
+  exited with ``"shutdown"`` after stopping its children in reverse order;
 * ``which_children`` and ``count_children``: ids in order, running or not, status, restarts;
 * pids: a child the model (re)started has a pid never seen before, the others keep theirs;
 * the event log the children write (init begun, init done, terminate with its reason), which
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, event, given, settings
@@ -121,6 +126,14 @@ SIGNALS = ["kill", "normal", "shutdown", ("shutdown", "x"), ("custom", "boom")]
 
 # --- the model ---------------------------------------------------------------------------------
 
+#: otp bug (see test_continue_without_after_a_failed_restart_keeps_the_rest_running): when a
+#: ONE_FOR_ALL / REST_FOR_ONE restart exhausts intensity because a child's init fails, and
+#: on_exhausted is CONTINUE_WITHOUT, the group's children after the failed one are never started
+#: again: they are left "stopped", though the rule says "keep the rest running". While True, the
+#: model predicts that behaviour so the rest of the comparison stays useful; set it to False once
+#: the bug is fixed (that xfail test then passes, strictly).
+KNOWN_BUG_ABANDONED_GROUP = False
+
 
 def is_normal(reason: Any) -> bool:
     """OTP: a transient child is not restarted after normal, shutdown or {shutdown, _}."""
@@ -133,6 +146,7 @@ def is_normal(reason: Any) -> bool:
 class ChildModel:
     id: str
     restart: str  # "permanent" | "transient" | "temporary"
+    significant: bool = False
     running: bool = False  # has a pid in which_children
     dead: bool = False  # its process died; the supervisor has not handled the exit yet
     status: str = "stopped"  # "running" | "stopped" | "failed"
@@ -146,6 +160,7 @@ class SupervisorModel:
     intensity: int
     period: float
     on_exhausted: str
+    auto_shutdown: str
     children: list[ChildModel]
     restart_times: list[float] = field(default_factory=list)
     alive: bool = True
@@ -188,28 +203,34 @@ class SupervisorModel:
             if self.alive and c in self.children and c.generation == generation and c.dead:
                 self.exited(c, reason, now)
 
+    def give_up(self) -> None:
+        # Stop every child in reverse order and exit with "shutdown".
+        for other in reversed(self.children):
+            self.stop(other)
+        self.alive = False
+
     def exited(self, child: ChildModel, reason: Any, now: float) -> None:
         child.running, child.dead, child.status = False, False, "stopped"
         # Which exits restart: TEMPORARY never, and its spec is forgotten.
         if child.restart == "temporary":
             self.children.remove(child)
+            self.not_restarted(child)
             return
         # TRANSIENT: every exit except normal, shutdown and (shutdown, detail).
         if child.restart == "transient" and is_normal(reason):
+            self.not_restarted(child)
             return
         # PERMANENT (any exit) and TRANSIENT (abnormal exit): a restart, recorded with its
         # time. Intensity: more than `intensity` restarts within the last `period` seconds
-        # and the supervisor gives up. (A restart exactly `period` seconds old has left the
-        # window, as in otp; OTP's supervisor.erl would still count it, in whole seconds.)
+        # and the supervisor gives up. (A restart exactly `period` seconds old still counts,
+        # as in supervisor.erl.)
         child.restarts += 1
-        self.restart_times = [t for t in self.restart_times if now - t < self.period]
+        self.restart_times = [t for t in self.restart_times if now - t <= self.period]
         self.restart_times.append(now)
         if len(self.restart_times) > self.intensity:
             if self.on_exhausted == "escalate":
                 # ESCALATE: stop every child in reverse order and exit with "shutdown".
-                for other in reversed(self.children):
-                    self.stop(other)
-                self.alive = False
+                self.give_up()
             else:
                 # CONTINUE_WITHOUT: the failing child stays stopped ("failed"), the rest
                 # keep running, and the restart history starts afresh.
@@ -234,19 +255,33 @@ class SupervisorModel:
             if other.restart == "temporary":
                 self.children.remove(other)
         # ... then the group starts again, in order.
-        group = [other for other in group if other.restart != "temporary"]
-        for k, other in enumerate(group):
-            if not self.start(other):
+        self.start_group([other for other in group if other.restart != "temporary"], now)
+
+    def not_restarted(self, child: ChildModel) -> None:
+        # Significant children shut the supervisor down when they exit on their own and are
+        # not restarted: ANY_SIGNIFICANT when any does, ALL_SIGNIFICANT when all have (none
+        # is running any more). Not when a sibling's restart stops them (as in OTP).
+        if not child.significant or self.auto_shutdown == "never":
+            return
+        if self.auto_shutdown == "any_significant" or not any(
+            c.significant and c.running for c in self.children
+        ):
+            self.give_up()
+
+    def start_group(self, group: list[ChildModel], now: float) -> None:
+        for k, child in enumerate(group):
+            if child.running or child not in self.children:
+                continue
+            if not self.start(child):
                 # A restart whose init fails counts as another exit of that child, with the
                 # exception as reason, and goes through the same rules. The restart that
                 # follows covers the rest of this group (ONE_FOR_ALL: everything; REST_FOR_ONE:
                 # the failed child and after), unless intensity is exhausted ...
-                self.exited(other, RuntimeError("init fails"), now)
-                if self.alive and other.status == "failed":
+                self.exited(child, RuntimeError("init fails"), now)
+                if self.alive and child.status == "failed" and not KNOWN_BUG_ABANDONED_GROUP:
                     # ... and CONTINUE_WITHOUT keeps "the rest running": the group's other
                     # children still start.
-                    for rest in group[k + 1 :]:
-                        self.start(rest)  # (a second failure here: not generated)
+                    self.start_group(group[k + 1 :], now)
                 return
 
 
@@ -258,35 +293,42 @@ class Observation:
     alive: bool
     exit_reason: Any
     log: list[Event]
+    fail: set[str]
     rows: list[otp.ChildInfo]
     counts: otp.ChildCounts | None
 
 
 class Harness:
-    def __init__(self, model: SupervisorModel, sup: otp.Pid, log: list[Event]) -> None:
+    def __init__(
+        self, model: SupervisorModel, sup: otp.Pid, log: list[Event], fail: set[str]
+    ) -> None:
         self.model = model
         self.sup = sup
         self.log = log
+        self.fail = fail
         self.size = len(model.children)
         self.pids: dict[str, otp.Pid] = {}  # the last pid seen for each running child
         self.generations: dict[str, int] = {}  # the model's generation when it was seen
         self.seen: set[otp.Pid] = set()  # every child pid ever seen
 
     async def observe(self) -> Observation:
+        log, fail = list(self.log), set(self.fail)
         if not self.sup.is_alive():
-            return Observation(False, self.sup._proc.exit_reason, list(self.log), [], None)
+            return Observation(False, self.sup._proc.exit_reason, log, fail, [], None)
         rows = await otp.which_children(self.sup)
         counts = await otp.count_children(self.sup)
-        return Observation(True, None, list(self.log), rows, counts)
+        return Observation(True, None, log, fail, rows, counts)
 
     def differences(self, model: SupervisorModel, obs: Observation) -> str | None:
         """What the observation gets wrong by the model, or None."""
         if obs.log != model.log:
             return f"event log:\n  got  {obs.log}\n  want {model.log}"
+        if obs.fail != model.fail:
+            return f"inits still to fail: got {obs.fail}, want {model.fail}"
         if obs.alive != model.alive:
             return f"supervisor alive: got {obs.alive}, want {model.alive}"
         if not model.alive:
-            # Escalate: the supervisor exits with "shutdown" and no child of it is left.
+            # It gave up: it exits with "shutdown" and no child of it is left.
             if obs.exit_reason != "shutdown":
                 return f"supervisor exit reason: got {obs.exit_reason!r}, want 'shutdown'"
             left = [pid for pid in self.pids.values() if pid.is_alive()]
@@ -344,6 +386,9 @@ class Harness:
         candidates = [model]
         if isinstance(op, Sleep):
             await trio.sleep(op.dt)
+        elif isinstance(op, FailInit):
+            self.fail.add(f"c{op.i % self.size}")
+            model.fail.add(f"c{op.i % self.size}")
         elif isinstance(op, Crash | Stop):
             c = model.child(f"c{op.i % self.size}")
             if c is not None and c.running:  # else: nothing to crash or stop
@@ -393,39 +438,59 @@ def quiet_otp_logger() -> Iterator[None]:
         log.disabled = old
 
 
-async def run_model(
-    strategy: str,
-    intensity: int,
-    period: float,
-    on_exhausted: str,
-    restarts: list[str],
-    ops: list[Op],
-) -> None:
+@dataclass(frozen=True)
+class Flags:
+    strategy: str
+    intensity: int
+    period: int
+    on_exhausted: str
+    auto_shutdown: str
+
+
+async def run_model(flags: Flags, children: list[tuple[str, bool]], ops: list[Op]) -> None:
     log: list[Event] = []
+    fail: set[str] = set()
     model = SupervisorModel(
-        strategy,
-        intensity,
-        period,
-        on_exhausted,
-        [ChildModel(f"c{i}", r) for i, r in enumerate(restarts)],
+        flags.strategy,
+        flags.intensity,
+        float(flags.period),
+        flags.on_exhausted,
+        flags.auto_shutdown,
+        [
+            # Only a transient or temporary child may be significant, and only with an
+            # auto_shutdown other than "never".
+            ChildModel(
+                f"c{i}",
+                restart,
+                significant and restart != "permanent" and flags.auto_shutdown != "never",
+            )
+            for i, (restart, significant) in enumerate(children)
+        ],
     )
     specs = [
-        otp.ChildSpec(c.id, Child, kwargs={"label": c.id, "log": log}, restart=c.restart)
+        otp.ChildSpec(
+            c.id,
+            Child,
+            kwargs={"label": c.id, "log": log, "fail": fail},
+            restart=c.restart,
+            significant=c.significant,
+        )
         for c in model.children
     ]
     async with otp.runtime():
         sup = await otp.start(
             otp.Supervisor,
             children=specs,
-            strategy=strategy,
-            intensity=intensity,
-            period=period,
-            on_exhausted=on_exhausted,
+            strategy=flags.strategy,
+            intensity=flags.intensity,
+            period=flags.period,
+            on_exhausted=flags.on_exhausted,
+            auto_shutdown=flags.auto_shutdown,
         )
         # Start: children start in list order.
         for c in model.children:
             model.start(c)
-        harness = Harness(model, sup, log)
+        harness = Harness(model, sup, log, fail)
         await harness.check("start", [model])
         for n, op in enumerate(ops):
             await harness.apply(n, op)
@@ -443,11 +508,26 @@ MAX_CHILDREN = 6
 child_index = st.integers(0, MAX_CHILDREN - 1)
 signals = st.lists(st.tuples(child_index, st.sampled_from(SIGNALS)), min_size=1, max_size=3)
 
+all_flags = st.builds(
+    Flags,
+    strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
+    intensity=st.integers(0, 4),
+    period=st.integers(1, 10),
+    on_exhausted=st.sampled_from(["escalate", "continue_without"]),
+    auto_shutdown=st.sampled_from(["never", "any_significant", "all_significant"]),
+)
+# (restart type, significant if allowed)
+child_specs = st.lists(
+    st.tuples(st.sampled_from(["permanent", "transient", "temporary"]), st.booleans()),
+    min_size=2,
+    max_size=MAX_CHILDREN,
+)
 operations = st.lists(
     st.one_of(
         st.builds(Crash, child_index),
         st.builds(Stop, child_index, st.sampled_from(EXIT_REASONS)),
         st.builds(Signal, signals.map(tuple)),
+        st.builds(FailInit, child_index),
         # Half seconds, so restarts exactly `period` seconds apart happen too.
         st.builds(Sleep, st.integers(1, 24).map(lambda n: n / 2)),
     ),
@@ -457,32 +537,42 @@ operations = st.lists(
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
-    intensity=st.integers(0, 4),
-    period=st.integers(1, 10),
-    on_exhausted=st.sampled_from(["escalate", "continue_without"]),
-    restarts=st.lists(
-        st.sampled_from(["permanent", "transient", "temporary"]), min_size=2, max_size=6
-    ),
-    ops=operations,
-)
+@given(flags=all_flags, children=child_specs, ops=operations)
 def test_supervisor_matches_model(
-    strategy: str,
-    intensity: int,
-    period: int,
-    on_exhausted: str,
-    restarts: list[str],
-    ops: list[Op],
+    flags: Flags, children: list[tuple[str, bool]], ops: list[Op]
 ) -> None:
     with quiet_otp_logger():
         trio.run(
-            run_model,
-            strategy,
-            intensity,
-            float(period),
-            on_exhausted,
-            restarts,
-            ops,
-            clock=trio.testing.MockClock(autojump_threshold=0),
+            run_model, flags, children, ops, clock=trio.testing.MockClock(autojump_threshold=0)
         )
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+async def test_continue_without_after_a_failed_restart_keeps_the_rest_running(
+    strategy: str,
+) -> None:
+    """CONTINUE_WITHOUT: "leave the failing child stopped, keep the rest running". Here the
+    restart after a's crash stops b, a's init then fails, which exhausts intensity 1: a is
+    left "failed", and b must run again. otp leaves b stopped (no pid, status "stopped")."""
+    log: list[Event] = []
+    fail: set[str] = set()
+    async with otp.runtime():
+        specs = [
+            otp.ChildSpec(label, Child, kwargs={"label": label, "log": log, "fail": fail})
+            for label in ("a", "b")
+        ]
+        sup = await otp.start(
+            otp.Supervisor,
+            children=specs,
+            strategy=strategy,
+            intensity=1,
+            on_exhausted="continue_without",
+        )
+        a = (await otp.which_children(sup))[0].pid
+        assert a is not None
+        fail.add("a")  # a's next init fails
+        with quiet_otp_logger():
+            await otp.cast(a, "crash")  # restart 1: stop b, start a: fails, restart 2 > 1
+            await trio.testing.wait_all_tasks_blocked()
+        rows = await otp.which_children(sup)
+        assert [(r.id, r.status) for r in rows] == [("a", "failed"), ("b", "running")]
