@@ -56,3 +56,10 @@ register(
     "throughput, call latency under 100 callers, spawn rate, memory per process, restart "
     "latency",
 )
+
+register(
+    "sim",
+    "bench.sim_bench",
+    "otp.testing.simulate speed: 1,000 virtual seconds of a 50-process tree, virtual seconds "
+    "per real second, beside the same program under plain trio.run",
+)

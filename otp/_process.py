@@ -34,6 +34,7 @@ takes effect at the handler's next checkpoint. A CPU-bound handler delays it.
 from __future__ import annotations
 
 import contextvars
+import heapq
 import itertools
 import logging
 import math
@@ -283,19 +284,44 @@ class From(Envelope):  # type: ignore[override]
         return self.state == _PENDING
 
 
-class _Timeouts:
-    """Call deadlines, grouped by timeout value so each group is ordered by deadline.
+class TimerRef:
+    """A pending :func:`send_after`; :func:`cancel_timer` stops it."""
 
-    Registering and settling a call are dict operations; one task sleeps until the earliest
-    deadline and fails the calls that reached theirs.
+    __slots__ = ("cancelled", "fired", "message", "parent", "sender", "target")
+
+    def __init__(self, target: Any, message: Any, sender: Pid | None,
+                 parent: Envelope | None) -> None:
+        self.target = target
+        self.message = message
+        self.sender = sender
+        self.parent = parent
+        self.cancelled = False
+        self.fired = False
+
+
+class _Timers:
+    """Every deadline of a runtime, kept by one task.
+
+    Call timeouts are grouped by timeout value, so each group is ordered by deadline:
+    registering and settling a call are dict operations. :func:`send_after` timers sit in a
+    heap ordered by (deadline, sequence number), cancelled lazily. One task sleeps until the
+    earliest deadline, fails the calls that reached theirs and delivers due timers.
     """
 
-    __slots__ = ("buckets", "scope", "wake_at")
+    __slots__ = ("buckets", "heap", "scope", "seq", "wake_at")
 
     def __init__(self) -> None:
         self.buckets: dict[float, dict[From, None]] = {}
+        self.heap: list[tuple[float, int, TimerRef]] = []
+        self.seq = itertools.count()
         self.scope: trio.CancelScope | None = None
         self.wake_at = INFINITY
+
+    def _wake_by(self, deadline: float) -> None:
+        if deadline < self.wake_at:
+            self.wake_at = deadline
+            if self.scope is not None:
+                self.scope.deadline = deadline
 
     def add(self, env: From, timeout: float, now: float) -> None:
         bucket = self.buckets.get(timeout)
@@ -305,12 +331,13 @@ class _Timeouts:
         env.deadline = deadline
         env.bucket = bucket
         bucket[env] = None
-        if deadline < self.wake_at:
-            self.wake_at = deadline
-            if self.scope is not None:
-                self.scope.deadline = deadline
+        self._wake_by(deadline)
 
-    async def run(self) -> None:
+    def add_timer(self, ref: TimerRef, deadline: float) -> None:
+        heapq.heappush(self.heap, (deadline, next(self.seq), ref))
+        self._wake_by(deadline)
+
+    async def run(self, rt: Runtime) -> None:
         while True:
             with trio.CancelScope(deadline=self.wake_at) as scope:
                 self.scope = scope
@@ -328,7 +355,39 @@ class _Timeouts:
                     env._expire()
                 if not bucket:
                     del self.buckets[timeout]
+            heap = self.heap
+            while heap and heap[0][0] <= now:
+                _, _, ref = heapq.heappop(heap)
+                if not ref.cancelled:
+                    ref.fired = True
+                    _fire(rt, ref)
+            if heap:
+                wake_at = min(wake_at, heap[0][0])
             self.wake_at = wake_at
+
+
+def _fire(rt: Runtime, ref: TimerRef) -> None:
+    try:
+        proc = _resolve(ref.target)
+    except NoProcess:
+        return
+    if proc.status == DEAD:
+        return
+    parent = ref.parent
+    cid = rt.next_id()
+    env = Envelope(
+        ref.message,
+        _INFO,
+        cid,
+        cid if parent is None else parent.trace_id,
+        None if parent is None else parent.correlation_id,
+        ref.sender,
+        trio.current_time(),
+    )
+    try:
+        proc.offer(env)  # lost when the mailbox refuses it, like a send to a full mailbox
+    except MailboxFull:
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +432,7 @@ class Runtime:
         self._ids = itertools.count(1)
         self.next_id: Callable[[], int] = self._ids.__next__
         self.random = random.Random(seed)
-        self.timeouts = _Timeouts()
+        self.timers = _Timers()
         self.closing = False
         #: Hook for tracing/fault injection; None outside a simulation (costs one check).
         self.tracer: Any = None
@@ -414,7 +473,7 @@ async def runtime(*, seed: int | None = None) -> AsyncIterator[Runtime]:
     try:
         async with trio.open_nursery() as nursery:
             rt.nursery = nursery
-            nursery.start_soon(rt.timeouts.run, name="otp.timeouts")
+            nursery.start_soon(rt.timers.run, rt, name="otp.timers")
             try:
                 yield rt
             except BaseException as exc:
@@ -761,7 +820,7 @@ class _Process:
                 t0 = perf_counter_ns()
                 kind = env.kind
                 try:
-                    if tracer is not None:
+                    if tracer is not None and tracer.handler_faults:
                         await tracer.before_handle(self, env)
                     if kind is _CALL:
                         result = await server.handle_call(env.message, env)  # type: ignore[arg-type]
@@ -1254,7 +1313,7 @@ async def call(target: Any, request: Any, timeout: float = 5.0) -> Any:
         timeout,
     )
     if timeout != INFINITY:
-        rt.timeouts.add(env, timeout, now)
+        rt.timers.add(env, timeout, now)
     try:
         if not proc.offer(env):
             proc.add_blocked(env, None)
@@ -1350,41 +1409,22 @@ def send_nowait(target: Any, msg: Any) -> bool:
     return _deliver_nowait(target, msg, _INFO, False)
 
 
-class TimerRef:
-    """A pending :func:`send_after`; :func:`cancel_timer` stops it."""
-
-    __slots__ = ("fired", "scope")
-
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        self.fired = False
-
-
 def send_after(target: Any, msg: Any, delay: float) -> TimerRef:
     """Send ``msg`` to ``target``'s ``handle_info`` after ``delay`` seconds (virtual under a
     MockClock), like Erlang's ``erlang:send_after``. Lost if the target is gone or its
-    mailbox refuses it then. The timer lives in the runtime, not in the calling task.
+    mailbox refuses it then. Timers live in the runtime (one task keeps all of them), not in
+    the calling task; the message's sender and trace are the caller's.
     """
     rt = current_runtime()
-    ref = TimerRef()
-
-    async def fire() -> None:
-        with ref.scope:
-            await trio.sleep(delay)
-            ref.fired = True
-            try:
-                _deliver_nowait(target, msg, _INFO, True)
-            except (trio.WouldBlock, MailboxFull):
-                pass
-
-    assert rt.nursery is not None
-    rt.nursery.start_soon(fire, name="otp.send_after")
+    me = _current_proc.get()
+    ref = TimerRef(target, msg, None if me is None else me.pid, _current_envelope.get())
+    rt.timers.add_timer(ref, trio.current_time() + max(delay, 0.0))
     return ref
 
 
 def cancel_timer(ref: TimerRef) -> bool:
     """Cancel a :func:`send_after`; False if it already fired."""
-    ref.scope.cancel()
+    ref.cancelled = True
     return not ref.fired
 
 
@@ -1560,7 +1600,7 @@ async def sys_call(target: Any, fn: Callable[[Any], Coroutine[Any, Any, Any]],
     env.target = target
     env.timeout = timeout
     if timeout != INFINITY:
-        rt.timeouts.add(env, timeout, env.sent_at)
+        rt.timers.add(env, timeout, env.sent_at)
     proc.system(_SysCall(fn, env))
     return await wait_task_rescheduled(env._abort)
 

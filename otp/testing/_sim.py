@@ -181,6 +181,7 @@ class _Simulation:
         self.keep = keep_trace
         self.events: list[TraceEvent] = []
         self.hash = hashlib.sha256()
+        self.update = self.hash.update
         self.count = 0
         self.crash_next: set[_Process] = set()
         self.slow_next: dict[_Process, float] = {}
@@ -196,13 +197,17 @@ class _Simulation:
 
     # -- trace ---------------------------------------------------------------------------------
 
-    def record(self, kind: str, pid: int | None, other: int | None, detail: str) -> None:
-        event = TraceEvent(trio.current_time(), kind, pid, other, detail)
-        self.hash.update(event.line().encode())
-        self.hash.update(b"\n")
+    def record(
+        self, kind: str, pid: int | None, other: int | None, detail: str, now: float | None = None
+    ) -> None:
+        if now is None:
+            now = trio.current_time()
+        # The hashed text is TraceEvent.line() plus a newline, built without the event object
+        # unless the trace is kept: this runs for every delivery of a simulation.
+        self.update(f"{now:.9f} {kind} {pid} {other} {detail}\n".encode())
         self.count += 1
         if self.keep:
-            self.events.append(event)
+            self.events.append(TraceEvent(now, kind, pid, other, detail))
 
     def spawned(self, proc: _Process) -> None:
         self.record("spawn", proc.pid.id, None, f"{proc.cls.__qualname__} name={proc.name!r}")
@@ -230,7 +235,7 @@ class _Simulation:
     def offer(self, proc: _Process, env: Envelope) -> bool:
         sender = env.sender
         sid = None if sender is None else sender.id
-        now = trio.current_time()
+        now = env.sent_at  # the envelope was made just now: no second clock read
         if self.active:
             if self.drop_until and self.drop_until.get(proc, -1.0) > now:
                 self.record("drop", sid, proc.pid.id, _msg_type(env.message))
@@ -250,7 +255,7 @@ class _Simulation:
                 self.record("delay", sid, proc.pid.id, f"{_msg_type(env.message)} {delay:.6f}")
                 self.nursery.start_soon(self._deliver_later, proc, env, delay)
                 return True
-        self.record("send", sid, proc.pid.id, _msg_type(env.message))
+        self.record("send", sid, proc.pid.id, _msg_type(env.message), now)
         return proc.offer(env, False)
 
     async def _deliver_later(self, proc: _Process, env: Envelope, delay: float) -> None:
@@ -271,6 +276,12 @@ class _Simulation:
             if env.kind is Kind.CALL:
                 env._fail(exc)  # type: ignore[attr-defined]
 
+    @property
+    def handler_faults(self) -> bool:
+        """Whether some process has a crash or slow-down waiting for its next handler (the
+        process loop awaits :meth:`before_handle` only then)."""
+        return bool(self.crash_next or self.slow_next)
+
     async def before_handle(self, proc: _Process, env: Envelope) -> None:
         if proc in self.slow_next:
             delay = self.slow_next.pop(proc)
@@ -280,6 +291,7 @@ class _Simulation:
             self.crash_next.discard(proc)
             self.record("crash", proc.pid.id, None, _msg_type(env.message))
             raise InjectedFault(f"injected crash of {proc.pid!r}")
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     # -- the injector --------------------------------------------------------------------------
 

@@ -69,3 +69,34 @@ class Chatter(Echo):
                 pass
         else:
             await otp.cast(peer, ("hello", self.seen))
+
+
+def chatter_tree(
+    groups: int = 7, per_group: int = 6, every: float = 0.01, call_ratio: float = 0.25
+) -> list[otp.ChildSpec]:
+    """Children for a root supervisor: ``groups`` supervisors of ``per_group`` chatters each
+    (with the root, ``1 + groups * (1 + per_group)`` processes: 50 by default). Together the
+    chatters send one message every ``every`` virtual seconds, ``call_ratio`` of them calls."""
+    names = [f"c{g}.{i}" for g in range(groups) for i in range(per_group)]
+    interval = every * len(names)
+    return [
+        otp.ChildSpec(
+            f"g{g}",
+            otp.Supervisor,
+            kwargs={
+                "children": [
+                    otp.ChildSpec(
+                        f"c{g}.{i}",
+                        Chatter,
+                        args=(names, interval, call_ratio),
+                        name=f"c{g}.{i}",
+                    )
+                    for i in range(per_group)
+                ],
+                "strategy": ["one_for_one", "one_for_all", "rest_for_one"][g % 3],
+                "intensity": 5,
+                "period": 1.0,
+            },
+        )
+        for g in range(groups)
+    ]

@@ -368,3 +368,28 @@ async def test_statistics_count_messages() -> None:
         assert sum(stats.histogram) == 5
         assert stats.mailbox.capacity == 8
         assert stats.status == "running"
+
+
+async def test_send_after_delivers_later_and_cancel_timer_stops_it() -> None:
+    class Timed(Counter):
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            if request == "arm":
+                self.ref = otp.send_after(otp.self(), ("ding", trio.current_time()), 2.0)
+                otp.send_after(otp.self(), "second", 3.0)
+                return None
+            if request == "disarm":
+                return otp.cancel_timer(self.ref)
+            return await super().handle_call(request, from_)
+
+    async with otp.runtime():
+        pid = await otp.start(Timed)
+        await otp.call(pid, "arm")
+        await trio.sleep(2.5)
+        (info,) = await otp.call(pid, "infos")
+        assert info == ("ding", 0.0) or info[0] == "ding"
+        assert await otp.call(pid, "disarm") is False  # already fired
+        await otp.call(pid, "arm")
+        assert await otp.call(pid, "disarm") is True
+        await trio.sleep(5)
+        infos = await otp.call(pid, "infos")
+        assert [i if isinstance(i, str) else i[0] for i in infos] == ["ding", "second", "second"]
