@@ -40,7 +40,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
@@ -752,7 +752,7 @@ class _Process:
                 self.scope = scope
                 if self.kill_reason is not None:
                     scope.cancel()
-                if self.cls._otp_supervisor:
+                if self.cls._otp_supervisor or self.cls.owns_tasks:
                     async with trio.open_nursery() as nursery:
                         self.nursery = nursery
                         reason = await self._lifecycle(args, kwargs)
@@ -1056,6 +1056,10 @@ class GenServer:
 
     #: Supervisors set this: the process gets a nursery for its children.
     _otp_supervisor: ClassVar[bool] = False
+    #: Set to True for a server that runs background tasks (an HTTP listener, a poller): the
+    #: process gets a nursery, :func:`start_task` / :func:`start_task_soon` start tasks in it,
+    #: and they are cancelled when the process exits (after ``terminate``).
+    owns_tasks: ClassVar[bool] = False
 
     async def init(self, *args: Any, **kwargs: Any) -> Any:
         """Runs before :func:`start` returns. Return None or :class:`Continue`."""
@@ -1140,6 +1144,66 @@ def _resolve(target: Any) -> _Process:
     if proc is None:
         raise NoProcess(target)
     return proc
+
+
+def _task_nursery() -> tuple[_Process, trio.Nursery]:
+    proc = _current_process()
+    if proc.nursery is None or proc.cls._otp_supervisor:
+        raise OtpError(
+            f"{proc.cls.__qualname__} cannot start tasks: set owns_tasks = True on the class"
+        )
+    return proc, proc.nursery
+
+
+async def _guard_task(proc: _Process, fn: Callable[..., Any], args: tuple[Any, ...],
+                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    try:
+        if task_status is trio.TASK_STATUS_IGNORED:
+            await fn(*args)
+        else:
+            await fn(*args, task_status=task_status)
+    except Exception as exc:
+        # A failing task takes its process down like a linked process would: as an exit
+        # signal with the exception as reason (an Exit message if the process traps exits).
+        logger.error("task %r of %r failed", fn, proc.pid, exc_info=exc)
+        _exit_signal(proc, None, exc)
+
+
+def start_task_soon(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """Start ``fn(*args)`` as a task of the calling process (whose class sets
+    ``owns_tasks = True``). It is cancelled when the process exits; if it raises, the
+    process receives an exit signal with that exception as reason."""
+    proc, nursery = _task_nursery()
+    nursery.start_soon(_guard_task, proc, fn, args)
+
+
+async def start_task(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Like :func:`start_task_soon` for a task that takes ``task_status`` (as
+    ``nursery.start`` does): returns once it calls ``task_status.started(value)``, with that
+    value. An exception before that is raised here."""
+    proc, nursery = _task_nursery()
+
+    async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+
+        def report(value: Any = None) -> None:
+            nonlocal started
+            started = True
+            task_status.started(value)
+
+        class _Status:
+            def started(self, value: Any = None) -> None:
+                report(value)
+
+        try:
+            await fn(*args, task_status=_Status())
+        except Exception as exc:
+            if not started:
+                raise
+            logger.error("task %r of %r failed", fn, proc.pid, exc_info=exc)
+            _exit_signal(proc, None, exc)
+
+    return await nursery.start(run)
 
 
 def whereis(name: Any) -> Pid | None:
