@@ -1,0 +1,489 @@
+"""Engine API client (JSON-RPC 2.0 over HTTP, JWT HS256) and the original Alys's block flow.
+
+:class:`EngineClient` talks to an execution client (Geth, Reth) on its authenticated Engine
+API port (8551 by default). It follows the execution-apis specification
+(``ethereum/execution-apis``):
+
+* ``src/engine/authentication.md`` — every HTTP request carries its own JWT in
+  ``Authorization: Bearer <token>``: algorithm HS256 (``none`` is never used), the claim
+  ``iat`` = the current unix time, signed with the 256-bit secret that both sides read from a
+  hex file (:func:`load_jwt_secret`). The execution client accepts ``iat`` within ±60 s.
+* ``src/engine/common.md`` — JSON-RPC 2.0 envelopes; the error codes (``-38001`` unknown
+  payload, ...) surface as :class:`EngineError` with ``code`` set; ``engine_exchangeCapabilities``
+  takes and returns method names with version suffixes; timeouts (8 s for forkchoiceUpdated
+  and newPayload, 1 s for getPayload and exchangeCapabilities, which a consensus client MAY
+  exceed — we wait ``timeout`` seconds, 8 by default, for every call).
+* ``src/engine/shanghai.md`` — ``engine_forkchoiceUpdatedV2``, ``engine_getPayloadV2``,
+  ``engine_newPayloadV2``, with the V2 structures of :mod:`node.types.execution`.
+
+Everything that can go wrong in a call — a JSON-RPC error object, an HTTP status other than
+200, a connection failure, no answer within ``timeout``, a body that is not a JSON-RPC 2.0
+response to *this* request, a result of the wrong shape, a body larger than
+``max_response_bytes`` — raises :class:`EngineError` naming the method. Responses are read
+leniently with respect to unknown members (execution clients add members of later forks,
+e.g. Geth's ``blobGasUsed: null``); everything the V2 shapes define is checked strictly.
+
+The flow of the original (ALYS.md, "Execution layer"), usable with any
+:class:`~node.types.execution.ExecutionEngine` (this client or the embedded engine):
+
+* :func:`build_block` — ``forkchoiceUpdated(head, safe = finalized = finalized, attributes
+  {timestamp, prevRandao 0, suggestedFeeRecipient, withdrawals})`` then ``getPayload``.
+* :func:`commit_block` — ``forkchoiceUpdated(parent)`` → ``newPayload`` →
+  ``forkchoiceUpdated(latestValidHash)``; returns the new head hash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import httpx
+import jwt
+import trio
+
+from node.types.execution import (
+    DEFAULT_FEE_RECIPIENT,
+    ENGINE_CAPABILITIES,
+    HASH_SIZE,
+    INVALID_PARAMS,
+    PAYLOAD_ID_SIZE,
+    ZERO_HASH,
+    EngineError,
+    ExecutionEngine,
+    ExecutionPayload,
+    ForkchoiceState,
+    ForkchoiceUpdatedResult,
+    GetPayloadResult,
+    PayloadAttributes,
+    PayloadStatus,
+    PayloadStatusKind,
+    SchemaError,
+    Withdrawal,
+    data_to_json,
+)
+
+__all__ = [
+    "DEFAULT_ENGINE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "JWT_SECRET_SIZE",
+    "EngineClient",
+    "EngineError",
+    "ExecutionEngine",
+    "JwtSecretError",
+    "PayloadStatusError",
+    "build_block",
+    "commit_block",
+    "load_jwt_secret",
+]
+
+DEFAULT_ENGINE_URL: Final = "http://127.0.0.1:8551"
+DEFAULT_TIMEOUT: Final = 8.0
+#: Large enough for a full block of calldata (30M gas / 16 gas per byte, hex-encoded).
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
+#: authentication.md: "the hex-encoded 256 bit secret key".
+JWT_SECRET_SIZE: Final = 32
+
+_FCU: Final = "engine_forkchoiceUpdatedV2"
+_GET: Final = "engine_getPayloadV2"
+_NEW: Final = "engine_newPayloadV2"
+_CAPS: Final = "engine_exchangeCapabilities"
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class JwtSecretError(ValueError):
+    """The JWT secret file is missing, unreadable or not 32 bytes of hex."""
+
+
+def load_jwt_secret(path: str | os.PathLike[str]) -> bytes:
+    """Read a JWT secret file: 64 hex digits (32 bytes), an optional ``0x`` prefix, and
+    surrounding whitespace, as execution clients write ``jwt.hex`` (authentication.md, "Key
+    distribution"). Raises :class:`JwtSecretError` naming the file and the problem."""
+    where = os.fspath(path)
+    try:
+        with open(where, "rb") as f:
+            raw = f.read(4096)
+    except OSError as exc:
+        raise JwtSecretError(
+            f"JWT secret file {where}: cannot read it: {exc.strerror or exc}"
+        ) from exc
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise JwtSecretError(
+            f"JWT secret file {where}: expected 64 hex digits, found non-ASCII bytes"
+        ) from exc
+    if text[:2] in ("0x", "0X"):
+        text = text[2:]
+    if len(text) != 2 * JWT_SECRET_SIZE:
+        raise JwtSecretError(
+            f"JWT secret file {where}: expected 64 hex digits (a 256-bit secret), "
+            f"found {len(text)} characters"
+        )
+    if _HEX64.fullmatch(text) is None:
+        bad = next(c for c in text if c not in "0123456789abcdefABCDEF")
+        raise JwtSecretError(f"JWT secret file {where}: {bad!r} is not a hex digit")
+    return bytes.fromhex(text)
+
+
+class PayloadStatusError(EngineError):
+    """The engine answered, but with a payload status the block flow cannot go on with
+    (``INVALID``, ``SYNCING``, ``ACCEPTED``, or ``VALID`` without what ``VALID`` promises).
+    ``status`` is the engine's :class:`~node.types.execution.PayloadStatus`."""
+
+    def __init__(self, method: str, status: PayloadStatus, problem: str) -> None:
+        self.status = status
+        detail = f"{problem}: {status.status.value}"
+        if status.latest_valid_hash is not None:
+            detail += f", latest valid hash 0x{status.latest_valid_hash.hex()}"
+        if status.validation_error:
+            detail += f", {status.validation_error}"
+        super().__init__(None, detail, method)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_status_error, (self.method, self.status, self.message))
+
+
+def _rebuild_status_error(method: str, status: PayloadStatus, message: str) -> PayloadStatusError:
+    err = PayloadStatusError(method, status, "")
+    err.message = message
+    err.args = (str(err),)
+    return err
+
+
+def _snippet(raw: bytes) -> str:
+    text = raw[:200].decode("utf-8", "replace")
+    return text + ("..." if len(raw) > 200 else "")
+
+
+class EngineClient:
+    """An :class:`~node.types.execution.ExecutionEngine` over HTTP: see the module docstring.
+
+    ``transport`` replaces httpx's network transport (tests pass ``httpx.MockTransport``);
+    ``clock`` gives the ``iat`` claim (unix seconds). Use as ``async with EngineClient(...)``
+    or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        jwt_secret: bytes,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"EngineClient url must be an http(s) URL, got {url!r}")
+        if type(jwt_secret) is not bytes or len(jwt_secret) != JWT_SECRET_SIZE:
+            raise ValueError(
+                f"EngineClient jwt_secret must be {JWT_SECRET_SIZE} bytes (a 256-bit secret), "
+                f"got {len(jwt_secret) if isinstance(jwt_secret, bytes) else jwt_secret!r}"
+            )
+        if not timeout > 0:
+            raise ValueError(f"EngineClient timeout must be positive, got {timeout!r}")
+        if type(max_response_bytes) is not int or max_response_bytes <= 0:
+            raise ValueError(
+                f"EngineClient max_response_bytes must be a positive int, "
+                f"got {max_response_bytes!r}"
+            )
+        self.url = url
+        self.timeout = float(timeout)
+        self.max_response_bytes = max_response_bytes
+        self._secret = jwt_secret
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._http = httpx.AsyncClient(
+            transport=transport, timeout=httpx.Timeout(self.timeout), follow_redirects=False
+        )
+
+    async def __aenter__(self) -> EngineClient:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await trio.lowlevel.checkpoint()
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ Engine API
+
+    async def exchange_capabilities(
+        self, methods: Sequence[str] = ENGINE_CAPABILITIES
+    ) -> list[str]:
+        """``engine_exchangeCapabilities`` (common.md)."""
+        await trio.lowlevel.checkpoint()
+        if isinstance(methods, str | bytes) or not all(isinstance(m, str) for m in methods):
+            raise EngineError(INVALID_PARAMS, "expected a list of method names", _CAPS)
+        result = await self.call(_CAPS, [list(methods)])
+        if not isinstance(result, list) or not all(isinstance(m, str) for m in result):
+            raise EngineError(
+                None, f"malformed result: expected an array of strings, got {result!r:.200}", _CAPS
+            )
+        return result
+
+    async def forkchoice_updated(
+        self, state: ForkchoiceState, attributes: PayloadAttributes | None = None
+    ) -> ForkchoiceUpdatedResult:
+        """``engine_forkchoiceUpdatedV2`` (shanghai.md)."""
+        await trio.lowlevel.checkpoint()
+        if not isinstance(state, ForkchoiceState):
+            raise EngineError(INVALID_PARAMS, f"expected a ForkchoiceState, got {state!r}", _FCU)
+        if attributes is not None and not isinstance(attributes, PayloadAttributes):
+            raise EngineError(
+                INVALID_PARAMS, f"expected PayloadAttributes or None, got {attributes!r}", _FCU
+            )
+        params = [state.to_json(), None if attributes is None else attributes.to_json()]
+        result = await self.call(_FCU, params)
+        return _parse(
+            lambda r: ForkchoiceUpdatedResult.from_json(r, "result", strict=False), result, _FCU
+        )
+
+    async def get_payload(self, payload_id: bytes) -> GetPayloadResult:
+        """``engine_getPayloadV2`` (shanghai.md)."""
+        await trio.lowlevel.checkpoint()
+        if type(payload_id) is not bytes or len(payload_id) != PAYLOAD_ID_SIZE:
+            raise EngineError(
+                INVALID_PARAMS, f"a payload id is {PAYLOAD_ID_SIZE} bytes, got {payload_id!r}", _GET
+            )
+        result = await self.call(_GET, [data_to_json(payload_id)])
+        return _parse(lambda r: GetPayloadResult.from_json(r, "result", strict=False), result, _GET)
+
+    async def new_payload(self, payload: ExecutionPayload) -> PayloadStatus:
+        """``engine_newPayloadV2`` (shanghai.md)."""
+        await trio.lowlevel.checkpoint()
+        if not isinstance(payload, ExecutionPayload):
+            raise EngineError(
+                INVALID_PARAMS, f"expected an ExecutionPayload, got {payload!r}", _NEW
+            )
+        result = await self.call(_NEW, [payload.to_json()])
+        return _parse(lambda r: PayloadStatus.from_json(r, "result", strict=False), result, _NEW)
+
+    # ------------------------------------------------------------------ JSON-RPC
+
+    def _token(self) -> str:
+        """A fresh JWT for one request (authentication.md, "JWT Claims")."""
+        return jwt.encode({"iat": int(self._clock())}, self._secret, algorithm="HS256")
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC 2.0 call; returns the ``result`` member or raises :class:`EngineError`."""
+        request_id = next(self._ids)
+        try:
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
+                separators=(",", ":"),
+                allow_nan=False,
+            ).encode()
+        except (TypeError, ValueError) as exc:
+            raise EngineError(
+                INVALID_PARAMS, f"the params cannot be sent as JSON: {exc}", method
+            ) from exc
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {self._token()}",
+        }
+        try:
+            with trio.fail_after(self.timeout):
+                async with self._http.stream(
+                    "POST", self.url, content=body, headers=headers
+                ) as response:
+                    raw = await self._read_body(response, method)
+                    status = response.status_code
+        except trio.TooSlowError:
+            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from None
+        except httpx.TimeoutException as exc:
+            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise EngineError(
+                None, f"cannot reach the engine at {self.url}: {exc!r}", method
+            ) from exc
+        return self._unwrap(raw, status, request_id, method)
+
+    async def _read_body(self, response: httpx.Response, method: str) -> bytes:
+        limit = self.max_response_bytes
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise EngineError(
+                None,
+                f"response of {length} bytes exceeds the limit of {limit} bytes",
+                method,
+                http_status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise EngineError(
+                    None,
+                    f"response exceeds the limit of {limit} bytes",
+                    method,
+                    http_status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _unwrap(self, raw: bytes, status: int, request_id: int, method: str) -> Any:
+        http_status = None if status == 200 else status
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            if http_status is not None:
+                raise EngineError(
+                    None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status
+                ) from None
+            raise EngineError(
+                None, f"malformed response: not JSON: {_snippet(raw)!r}", method
+            ) from None
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            error = doc["error"]
+            code = error.get("code")
+            message = error.get("message")
+            if type(code) is int and isinstance(message, str):
+                raise EngineError(
+                    code, message, method, data=error.get("data"), http_status=http_status
+                )
+        if http_status is not None:
+            raise EngineError(None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status)
+        if not isinstance(doc, dict):
+            raise EngineError(
+                None, f"malformed response: expected a JSON-RPC object, got {doc!r:.100}", method
+            )
+        if doc.get("jsonrpc") != "2.0":
+            raise EngineError(
+                None,
+                f"malformed response: 'jsonrpc' must be \"2.0\", got {doc.get('jsonrpc')!r:.40}",
+                method,
+            )
+        if doc.get("id") != request_id or type(doc.get("id")) is not int:
+            raise EngineError(
+                None,
+                f"malformed response: id {doc.get('id')!r:.40} does not match the request's "
+                f"{request_id}",
+                method,
+            )
+        if "error" in doc:
+            raise EngineError(
+                None, f"malformed response: bad error object {doc['error']!r:.200}", method
+            )
+        if "result" not in doc:
+            raise EngineError(None, "malformed response: neither 'result' nor 'error'", method)
+        return doc["result"]
+
+
+_T = TypeVar("_T")
+
+
+def _parse(parser: Callable[[Any], _T], result: Any, method: str) -> _T:
+    """Read a result leniently (unknown members ignored) at the path ``result``."""
+    try:
+        return parser(result)
+    except SchemaError as exc:
+        raise EngineError(None, f"malformed result: {exc}", method) from exc
+
+
+# --------------------------------------------------------------------------- the block flow
+
+
+def _checked_hash(value: bytes | None, name: str) -> bytes:
+    if value is None:
+        return ZERO_HASH
+    if type(value) is not bytes or len(value) != HASH_SIZE:
+        raise ValueError(f"{name} must be a {HASH_SIZE}-byte hash, got {value!r}")
+    return value
+
+
+async def build_block(
+    engine: ExecutionEngine,
+    head: bytes,
+    finalized: bytes | None,
+    timestamp: int,
+    fee_recipient: bytes = DEFAULT_FEE_RECIPIENT,
+    withdrawals: Sequence[Withdrawal] = (),
+) -> ExecutionPayload:
+    """Build a payload on ``head`` as the original does: ``forkchoiceUpdated(head, safe =
+    finalized = finalized (zero when None), {timestamp, prevRandao 0, fee_recipient,
+    withdrawals})``, then ``getPayload``. Raises :class:`PayloadStatusError` when the engine
+    will not build (head ``INVALID`` or ``SYNCING``, or no payload id) and
+    :class:`EngineError` for failed calls."""
+    await trio.lowlevel.checkpoint()
+    head = _checked_hash(head, "head")
+    fin = _checked_hash(finalized, "finalized")
+    attributes = PayloadAttributes(
+        timestamp=timestamp,
+        prev_randao=ZERO_HASH,
+        suggested_fee_recipient=fee_recipient,
+        withdrawals=tuple(withdrawals),
+    )
+    result = await engine.forkchoice_updated(ForkchoiceState(head, fin, fin), attributes)
+    status = result.payload_status
+    if status.status is not PayloadStatusKind.VALID:
+        raise PayloadStatusError(_FCU, status, f"cannot build on the head 0x{head.hex()}")
+    if result.payload_id is None:
+        raise PayloadStatusError(
+            _FCU, status, f"the engine started no build process on 0x{head.hex()}"
+        )
+    built = await engine.get_payload(result.payload_id)
+    payload = built.execution_payload
+    if payload.parent_hash != head:
+        raise EngineError(
+            None,
+            f"the engine built on 0x{payload.parent_hash.hex()}, not on the head 0x{head.hex()}",
+            _GET,
+        )
+    return payload
+
+
+async def commit_block(
+    engine: ExecutionEngine, payload: ExecutionPayload, finalized: bytes | None
+) -> bytes:
+    """Import ``payload`` and make it the head as the original does:
+    ``forkchoiceUpdated(parent)`` → ``newPayload`` → ``forkchoiceUpdated(latestValidHash)``,
+    with safe = finalized = ``finalized`` (zero when None). Returns the new head hash.
+
+    Raises :class:`PayloadStatusError` when the parent is ``INVALID``, when ``newPayload``
+    does not answer ``VALID`` with the payload's hash (``INVALID``; ``SYNCING`` or ``ACCEPTED``
+    give no latest valid hash to move to), or when the final forkchoice is not ``VALID``;
+    :class:`EngineError` for failed calls. A ``SYNCING`` answer to the first forkchoiceUpdated
+    is tolerated: ``newPayload`` then decides."""
+    await trio.lowlevel.checkpoint()
+    fin = _checked_hash(finalized, "finalized")
+    first = await engine.forkchoice_updated(ForkchoiceState(payload.parent_hash, fin, fin))
+    if first.payload_status.status is PayloadStatusKind.INVALID:
+        raise PayloadStatusError(
+            _FCU, first.payload_status, f"the parent 0x{payload.parent_hash.hex()} is invalid"
+        )
+    status = await engine.new_payload(payload)
+    if status.status is not PayloadStatusKind.VALID or status.latest_valid_hash is None:
+        raise PayloadStatusError(
+            _NEW,
+            status,
+            f"block {payload.block_number} (0x{payload.block_hash.hex()}) was not accepted",
+        )
+    head = status.latest_valid_hash
+    if head != payload.block_hash:
+        raise PayloadStatusError(
+            _NEW,
+            status,
+            f"VALID must name the payload's own hash 0x{payload.block_hash.hex()}",
+        )
+    last = await engine.forkchoice_updated(ForkchoiceState(head, fin, fin))
+    if last.payload_status.status is not PayloadStatusKind.VALID:
+        raise PayloadStatusError(_FCU, last.payload_status, f"cannot make 0x{head.hex()} the head")
+    return head
