@@ -63,3 +63,10 @@ register(
     "otp.testing.simulate speed: 1,000 virtual seconds of a 50-process tree, virtual seconds "
     "per real second, beside the same program under plain trio.run",
 )
+
+register(
+    "bls",
+    "bench.bls_bench",
+    "BLS12-381 bindings for Ethereum's PoP scheme: official-vector conformance and ops/s of "
+    "sign, verify, aggregate 15, fast_aggregate_verify 15, side by side",
+)
