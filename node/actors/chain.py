@@ -1,0 +1,356 @@
+"""ChainActor: Aura slots, block production, validation, import and finalization.
+
+Thin by design: the rules are in ``node.workflows.chain``; this actor keeps the chain state
+(head, last finalized block, queued PoW), asks the EngineActor to build and execute payloads
+and the StorageActor to persist blocks, and logs one line per block.
+
+* Every slot (``unix_ms // slot_duration_ms``) the authority ``authorities[slot % n]``
+  produces a block, only when synced. With no peers configured the node is synced.
+* A block carries the queued AuxPoW header if a miner submitted one; importing it finalizes
+  its range: the range end becomes the last finalized block, and the engine's safe and
+  finalized hashes move there.
+* Past ``max_blocks_without_pow`` blocks after the last finalized one, production pauses
+  with a log line until PoW arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+import otp
+
+from .. import metrics
+from ..config import ChainConfig, structure_section
+from ..crypto import bls
+from ..types.chain import (
+    AggregateApproval,
+    AuxPowHeader,
+    BlockRef,
+    ConsensusBlock,
+    SignedConsensusBlock,
+)
+from ..workflows import chain as rules
+from ..workflows import difficulty
+from . import engine as engine_msgs
+from . import storage as storage_msgs
+
+logger = logging.getLogger("alys.chain")
+
+#: The G2 point at infinity, compressed: the empty aggregate signature genesis carries.
+EMPTY_SIGNATURE = bytes([0xC0]) + bytes(95)
+ZERO_HASH = bytes(32)
+
+
+@attrs.frozen
+class GetStatus:
+    pass
+
+
+@attrs.frozen
+class ChainStatus:
+    head: BlockRef | None
+    finalized: BlockRef | None
+    queued_pow: AuxPowHeader | None
+    synced: bool
+    paused: bool
+    authority_index: int | None
+    authorities: int
+    #: The bits the next AuxPoW must meet.
+    bits: int
+
+
+@attrs.frozen
+class GetUnfinalized:
+    """The canonical blocks after the last finalized one, up to the head, as BlockRefs."""
+
+
+@attrs.frozen
+class QueuePow:
+    """A checked AuxPoW header for the next produced block (from the AuxPowActor)."""
+
+    header: AuxPowHeader
+
+
+@attrs.frozen
+class ImportBlock:
+    """A block received from elsewhere (the network, a test)."""
+
+    block: SignedConsensusBlock
+
+
+@attrs.frozen
+class ProduceNow:
+    """Produce a block for the current slot now, if this node is its author (tests, tools)."""
+
+
+@attrs.frozen
+class BlockImported:
+    """Published on the bus topic ``"chain.blocks"`` after every import."""
+
+    ref: BlockRef
+    slot: int
+    finalized: BlockRef
+    produced: bool
+
+
+def load_or_create_key(path: Path) -> bls.SecretKey:
+    """The node's authority key: read from ``path`` (hex), or generated once and written."""
+    if path.exists():
+        text = path.read_text(encoding="utf-8").strip()
+        try:
+            return bls.SecretKey.from_bytes(bytes.fromhex(text.removeprefix("0x")))
+        except (ValueError, bls.BLSError) as exc:
+            raise otp.OtpError(f"the key file {path} is not a valid BLS secret key: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = bls.SecretKey.from_seed(secrets.token_bytes(32))
+    path.write_text(key.to_bytes().hex() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    logger.info("generated a new authority key in %s", path)
+    return key
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ChainActor(otp.GenServer):
+    async def init(
+        self,
+        config: dict[str, Any] | None = None,
+        data_dir: str = ".alys",
+        storage: str = "storage",
+        engine: str = "engine",
+        synced: bool = True,
+        produce: bool = True,
+    ) -> None:
+        self.cfg: ChainConfig = structure_section(config or {}, ChainConfig, "chain")
+        self.storage, self.engine = storage, engine
+        self.synced = synced
+        self.key = load_or_create_key(Path(data_dir) / "keys" / "authority.key")
+        mine = self.key.public_key()
+        if self.cfg.authorities:
+            self.authorities = tuple(
+                bls.PublicKey.from_bytes(bytes.fromhex(a.removeprefix("0x")))
+                for a in self.cfg.authorities
+            )
+        else:
+            self.authorities = (mine,)
+        self.index = next(
+            (i for i, pk in enumerate(self.authorities) if pk.to_bytes() == mine.to_bytes()),
+            None,
+        )
+        self.queued: AuxPowHeader | None = None
+        self.paused = False
+        self.clock = now_ms
+        head = await otp.call(storage, storage_msgs.GetHead())
+        if head is None:
+            await self._genesis()
+            head = await otp.call(storage, storage_msgs.GetHead())
+        self.head: SignedConsensusBlock = await self._block(head.hash)
+        self.finalized: BlockRef = await otp.call(storage, storage_msgs.GetFinalized())
+        self.finalized_block = await self._block(self.finalized.hash)
+        self.bits = await self._current_bits()
+        metrics.HEAD_HEIGHT.set(self.head.height)
+        metrics.FINALIZED_HEIGHT.set(self.finalized.height)
+        logger.info(
+            "chain at #%d %s (finalized #%d); authority %s of %d",
+            self.head.height, self.head.hash().hex()[:16], self.finalized.height,
+            self.index, len(self.authorities),
+        )
+        if produce and self.index is not None:
+            self._schedule_next_slot()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _block(self, block_hash: bytes) -> SignedConsensusBlock:
+        block = await otp.call(self.storage, storage_msgs.GetBlock(block_hash))
+        if block is None:
+            raise otp.OtpError(f"block {block_hash.hex()} is missing from storage")
+        return block  # type: ignore[no-any-return]
+
+    async def _genesis(self) -> None:
+        payload = await otp.call(self.engine, engine_msgs.GetGenesis())
+        header = AuxPowHeader(ZERO_HASH, ZERO_HASH, self.cfg.bits, self.cfg.chain_id, 0, None,
+                              bytes.fromhex(self.cfg.fee_recipient[2:]))
+        genesis = SignedConsensusBlock(
+            ConsensusBlock(ZERO_HASH, 0, payload, header), AggregateApproval(0, EMPTY_SIGNATURE)
+        )
+        ref = genesis.ref()
+        await otp.call(self.storage, storage_msgs.PutBlock(genesis, head=True, finalized=ref))
+        logger.info("genesis block %s", ref.hash.hex())
+
+    async def _current_bits(self) -> int:
+        """The bits the next AuxPoW must meet: the latest AuxPoW header's, retargeted."""
+        latest = await otp.call(self.storage, storage_msgs.GetLatestAuxPow())
+        block = await self._block(latest.hash) if latest is not None else self.head
+        header = block.message.auxpow_header
+        last_bits = header.bits if header is not None else self.cfg.bits
+        return difficulty.next_bits(
+            difficulty.config_from(self.cfg), last_bits, self.head.height,
+            difficulty.blocks_since_pow(self.head.height, self.finalized.height),
+        )
+
+    async def _unfinalized(self) -> list[BlockRef]:
+        refs = []
+        for height in range(self.finalized.height + 1, self.head.height + 1):
+            block = await otp.call(self.storage, storage_msgs.GetBlockByHeight(height))
+            if block is None:
+                raise otp.OtpError(f"canonical block #{height} is missing from storage")
+            refs.append(block.ref())
+        return refs
+
+    def _context(self, unfinalized: list[BlockRef]) -> rules.ValidationContext:
+        return rules.ValidationContext(
+            authorities=self.authorities,
+            slot_duration_ms=self.cfg.slot_duration_ms,
+            now_ms=self.clock(),
+            chain_id=self.cfg.chain_id,
+            max_blocks_without_pow=self.cfg.max_blocks_without_pow,
+            finalized=self.finalized,
+            unfinalized=tuple(unfinalized),
+            expected_bits=self.bits,
+        )
+
+    def _schedule_next_slot(self) -> None:
+        duration = self.cfg.slot_duration_ms
+        now = self.clock()
+        next_start = (now // duration + 1) * duration
+        otp.send_after(otp.self(), "slot", max(next_start - now, 0) / 1000)
+
+    # -- production ---------------------------------------------------------------------------
+
+    async def handle_info(self, msg: Any) -> None:
+        if msg != "slot":
+            await super().handle_info(msg)
+            return
+        self._schedule_next_slot()
+        await self._produce()
+
+    async def _produce(self) -> BlockRef | None:
+        slot = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
+        if self.index is None or not self.synced or slot <= self.head.message.slot:
+            await trio.lowlevel.checkpoint()
+            return None
+        if rules.author_index(slot, len(self.authorities)) != self.index:
+            await trio.lowlevel.checkpoint()
+            return None
+        pow_header = self.queued
+        height = self.head.height + 1
+        if pow_header is None and height - self.finalized.height > self.cfg.max_blocks_without_pow:
+            if not self.paused:
+                logger.warning(
+                    "production paused at #%d: %d blocks since the last finalized block "
+                    "(#%d) and no AuxPoW yet; waiting for a miner (max_blocks_without_pow=%d)",
+                    self.head.height, self.head.height - self.finalized.height,
+                    self.finalized.height, self.cfg.max_blocks_without_pow,
+                )
+                self.paused = True
+            return None
+        if self.paused:
+            logger.info("PoW arrived: production resumes")
+            self.paused = False
+        withdrawals: list[Any] = []
+        if pow_header is not None:
+            fees = await otp.call(self.storage, storage_msgs.GetFees(self.head.hash()))
+            federation = [bytes.fromhex(a[2:]) for a in self.cfg.federation_evm_addresses]
+            withdrawals = rules.fee_withdrawals(fees, pow_header.fee_recipient, federation)
+        payload = await otp.call(self.engine, engine_msgs.BuildPayload(
+            head=self.head.message.execution_payload.block_hash,
+            finalized=self.finalized_block.message.execution_payload.block_hash,
+            timestamp=max(rules.slot_start_ms(slot, self.cfg.slot_duration_ms) // 1000,
+                          self.head.message.execution_payload.timestamp + 1),
+            fee_recipient=bytes.fromhex(self.cfg.fee_recipient[2:]),
+            withdrawals=tuple(withdrawals),
+        ))
+        block = rules.new_block(self.head, slot, payload, pow_header)
+        signed = rules.sign_block(block, self.key, self.index)
+        ref = await self._import(signed, produced=True)
+        metrics.BLOCKS_PRODUCED.inc()
+        return ref
+
+    # -- import -------------------------------------------------------------------------------
+
+    async def _import(self, signed: SignedConsensusBlock, produced: bool = False) -> BlockRef:
+        started = time.perf_counter()
+        block = signed.message
+        if block.parent_hash != self.head.hash():
+            raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
+                                   "with the network)")
+        unfinalized = await self._unfinalized()
+        rules.validate_block(signed, self.head, self._context(unfinalized))
+        new_finalized = self.finalized
+        finalized_block = self.finalized_block
+        if block.auxpow_header is not None:
+            end = block.auxpow_header.range_end
+            finalized_block = await self._block(end)
+            new_finalized = finalized_block.ref()
+        head_hash, engine_state = await otp.call(self.engine, engine_msgs.CommitPayload(
+            block.execution_payload, finalized_block.message.execution_payload.block_hash,
+        ))
+        if head_hash != block.execution_payload.block_hash:
+            raise rules.BlockError("payload", "the engine did not accept the payload as head")
+        fees = 0 if block.auxpow_header is not None else await otp.call(
+            self.storage, storage_msgs.GetFees(self.head.hash()))
+        ref = await otp.call(self.storage, storage_msgs.PutBlock(
+            signed, head=True,
+            finalized=new_finalized if new_finalized != self.finalized else None,
+            engine_state=engine_state, fees=fees,
+        ))
+        self.head = signed
+        if block.auxpow_header is not None:
+            self.finalized, self.finalized_block = new_finalized, finalized_block
+            if self.queued is not None and self.queued.range_end == block.auxpow_header.range_end:
+                self.queued = None
+        self.bits = await self._current_bits()
+        elapsed = time.perf_counter() - started
+        metrics.BLOCKS_IMPORTED.inc()
+        metrics.IMPORT_SECONDS.observe(elapsed)
+        metrics.HEAD_HEIGHT.set(ref.height)
+        metrics.FINALIZED_HEIGHT.set(self.finalized.height)
+        logger.info(
+            "%s block #%d %s slot %d, %d tx, finalized #%d%s (%.1f ms)",
+            "produced" if produced else "imported", ref.height, ref.hash.hex()[:16],
+            block.slot, len(block.execution_payload.transactions), self.finalized.height,
+            f", AuxPoW for #{block.auxpow_header.height}" if block.auxpow_header else "",
+            elapsed * 1000,
+        )
+        otp.bus.publish_nowait("chain.blocks",
+                               BlockImported(ref, block.slot, self.finalized, produced))
+        return ref
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        kind = type(request)
+        if kind is GetStatus:
+            await trio.lowlevel.checkpoint()
+            return ChainStatus(self.head.ref(), self.finalized, self.queued, self.synced,
+                               self.paused, self.index, len(self.authorities), self.bits)
+        if kind is GetUnfinalized:
+            return await self._unfinalized()
+        if kind is QueuePow:
+            header = request.header
+            unfinalized = await self._unfinalized()
+            if not unfinalized or header.range_start != unfinalized[0].hash:
+                return rules.BlockError("auxpow-range", "the PoW's range no longer starts "
+                                        "after the last finalized block")
+            if all(r.hash != header.range_end for r in unfinalized):
+                return rules.BlockError("auxpow-range", "the PoW's range end is not an "
+                                        "unfinalized block")
+            self.queued = header
+            return None
+        if kind is ImportBlock:
+            try:
+                return await self._import(request.block)
+            except rules.BlockError as exc:
+                return exc
+        if kind is ProduceNow:
+            return await self._produce()
+        raise otp.UnexpectedMessage(self, "call", request)

@@ -1,0 +1,269 @@
+"""The node's configuration: a typed schema, layered from four sources.
+
+Layers, each overriding the one before: built-in defaults < a TOML file (``--config FILE``,
+or ``./alys.toml`` when present) < environment variables ``ALYS_*`` < ``--set key=value``.
+An environment variable names its key with ``__`` between sections:
+``ALYS_CHAIN__SLOT_DURATION_MS=200`` sets ``chain.slot_duration_ms``; ``ALYS_DATA_DIR`` sets
+``data_dir``. Values from the environment and ``--set`` are read as TOML values when they
+parse as one (``200``, ``true``, ``"x"``, ``[1, 2]``), else taken as strings.
+
+Every mistake (unknown key, wrong type, bad value) is reported at once in a
+:class:`ConfigError` naming the key path and where the value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+ENV_PREFIX = "ALYS_"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``problems`` lists every mistake as ``key path: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _positive(_inst: Any, attribute: Any, value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value}")
+
+
+def _non_negative(_inst: Any, attribute: Any, value: Any) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value}")
+
+
+def _port(_inst: Any, attribute: Any, value: Any) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a TCP port (0-65535), not {value}")
+
+
+def _evm_address(_inst: Any, attribute: Any, value: Any) -> None:
+    text = value[2:] if value.startswith("0x") else value
+    if len(text) != 40 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise ValueError(f"{attribute.name} must be a 20-byte hex address, not {value!r}")
+
+
+@attrs.frozen
+class ChainConfig:
+    """Consensus and merged-mining parameters (the original's chain spec, in TOML)."""
+
+    #: Aura slot length; our dev default is 2 s (the original's dev spec: 4 s, main: 5 s).
+    slot_duration_ms: int = attrs.field(default=2000, validator=_positive)
+    #: BLS public keys (hex) of the authorities, in order. Empty: a single-authority dev chain
+    #: whose one authority is this node's own key.
+    authorities: tuple[str, ...] = ()
+    #: A block without PoW is refused past this many blocks after the last finalized one.
+    max_blocks_without_pow: int = attrs.field(default=20, validator=_positive)
+    #: The merged-mining chain id (the original's dev spec: 121212).
+    chain_id: int = attrs.field(default=121212, validator=_non_negative)
+    #: The compact PoW target at genesis: the original's dev spec, 0x1e25cdf2 (505794034),
+    #: about 444,000 hashes (0.3 s of a CPU here). 0x207fffff needs a couple of hashes.
+    bits: int = attrs.field(default=0x1E25CDF2, validator=_positive)
+    pow_target_timespan: int = attrs.field(default=60, validator=_positive)
+    pow_target_spacing: int = attrs.field(default=5, validator=_positive)
+    max_pow_adjustment: int = attrs.field(default=20, validator=_positive)
+    pow_limit: int = attrs.field(default=0x207FFFFF, validator=_positive)
+    pow_lower_limit: int = attrs.field(default=0x1D00FFFF, validator=_positive)
+    #: Where an AuxPoW block's fee share goes when a miner gives no address.
+    fee_recipient: str = attrs.field(
+        default="0x000000000000000000000000000000000000dEaD", validator=_evm_address
+    )
+    #: The execution layer's chain id.
+    execution_chain_id: int = attrs.field(default=121212, validator=_positive)
+    #: EVM addresses of the federation (they share 20% of each AuxPoW block's fees).
+    federation_evm_addresses: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class RpcConfig:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=3000, validator=_port)
+    max_body_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+
+
+@attrs.frozen
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=9001, validator=_port)
+
+
+@attrs.frozen
+class EngineConfig:
+    """``kind = "embedded"`` runs the in-process execution engine; ``"http"`` talks to Geth
+    or Reth over the Engine API at ``url`` with the JWT secret in ``jwt_secret_path``."""
+
+    kind: str = attrs.field(
+        default="embedded", validator=attrs.validators.in_(("embedded", "http"))
+    )
+    url: str = "http://127.0.0.1:8551"
+    jwt_secret_path: str | None = None
+    timeout: float = attrs.field(default=8.0, validator=_positive)
+
+
+@attrs.frozen
+class MinerConfig:
+    """The dev CPU merged-miner (``--dev-miner``): it mines against the node's own RPC."""
+
+    enabled: bool = False
+    #: The miner's EVM address for its fee share.
+    address: str = attrs.field(
+        default="0x000000000000000000000000000000000000dEaD", validator=_evm_address
+    )
+    #: Seconds between attempts to fetch work.
+    interval: float = attrs.field(default=1.0, validator=_positive)
+
+
+@attrs.frozen
+class NodeConfig:
+    data_dir: str = ".alys"
+    log_level: str = attrs.field(
+        default="INFO",
+        validator=attrs.validators.in_(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    )
+    chain: ChainConfig = ChainConfig()
+    rpc: RpcConfig = RpcConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    engine: EngineConfig = EngineConfig()
+    miner: MinerConfig = MinerConfig()
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The configuration as plain values: what ``${node.x}`` references in a tree read."""
+        return {"node": _converter.unstructure(self)}
+
+
+def _strict(kind: type[Any]) -> Any:
+    def hook(value: Any, _type: Any) -> Any:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    return hook
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+for _kind in (int, float, str, bool):
+    _converter.register_structure_hook(_kind, _strict(_kind))
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    node = target
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_value(raw: str) -> Any:
+    """A value from the environment or ``--set``: a TOML value if it parses as one."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``ALYS_*`` variables as a nested mapping."""
+    layer: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        _set_path(layer, dotted, parse_value(raw))
+    return layer
+
+
+def set_layer(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value`` items as a nested mapping."""
+    layer: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected key=value")
+            continue
+        _set_path(layer, key.strip(), parse_value(raw.strip()))
+    if problems:
+        raise ConfigError(problems)
+    return layer
+
+
+def load_config(
+    file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    sets: Sequence[str] = (),
+) -> NodeConfig:
+    """Build the configuration from its layers (see the module docs)."""
+    layer: dict[str, Any] = {}
+    if file is None and Path("alys.toml").is_file():
+        file = "alys.toml"
+    if file is not None:
+        try:
+            layer = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{file}: cannot read: {exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
+    layer = _merge(layer, env_layer(os.environ if environ is None else environ))
+    layer = _merge(layer, set_layer(sets))
+    return structure(layer)
+
+
+def structure(data: Mapping[str, Any]) -> NodeConfig:
+    """A :class:`NodeConfig` from a mapping; every problem in one :class:`ConfigError`."""
+    config: NodeConfig = structure_section(data, NodeConfig, "config")
+    return config
+
+
+def _describe(exc: BaseException, _type: Any) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def structure_section(data: Mapping[str, Any], kind: type[Any], name: str) -> Any:
+    """One section (``chain``, ``rpc``...) from a mapping, as actors receive theirs through
+    ``${node.<section>}`` references; problems raise :class:`ConfigError`."""
+    if isinstance(data, kind):
+        return data
+    try:
+        return _converter.structure(dict(data), kind)
+    except Exception as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            messages = []
+            for line in cattrs.transform_error(exc, path=name, format_exception=_describe):
+                message, _, where = line.rpartition(" @ ")
+                messages.append(f"{where}: {message}" if message else line)
+        else:
+            messages = [f"{name}: {exc}"]
+        raise ConfigError(messages) from None
