@@ -70,3 +70,10 @@ register(
     "BLS12-381 bindings for Ethereum's PoP scheme: official-vector conformance and ops/s of "
     "sign, verify, aggregate 15, fast_aggregate_verify 15, side by side",
 )
+
+register(
+    "node",
+    "bench.node_bench",
+    "the Alys node: produce + import latency with the embedded engine (beside direct calls "
+    "and the seed's claim) and boot-to-ready time",
+)

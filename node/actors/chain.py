@@ -156,7 +156,14 @@ class ChainActor(otp.GenServer):
         self.head: SignedConsensusBlock = await self._block(head.hash)
         self.finalized: BlockRef = await otp.call(storage, storage_msgs.GetFinalized())
         self.finalized_block = await self._block(self.finalized.hash)
-        self.bits = await self._current_bits()
+        # The unfinalized range and the last PoW's bits are kept in memory: read once here,
+        # then updated by every import (an import never scans storage).
+        self.unfinalized = await self._load_unfinalized()
+        latest = await otp.call(storage, storage_msgs.GetLatestAuxPow())
+        pow_block = await self._block(latest.hash) if latest is not None else self.head
+        header = pow_block.message.auxpow_header
+        self.last_pow_bits = header.bits if header is not None else self.cfg.bits
+        self.bits = self._next_bits()
         metrics.HEAD_HEIGHT.set(self.head.height)
         metrics.FINALIZED_HEIGHT.set(self.finalized.height)
         logger.info(
@@ -186,18 +193,14 @@ class ChainActor(otp.GenServer):
         await otp.call(self.storage, storage_msgs.PutBlock(genesis, head=True, finalized=ref))
         logger.info("genesis block %s", ref.hash.hex())
 
-    async def _current_bits(self) -> int:
+    def _next_bits(self) -> int:
         """The bits the next AuxPoW must meet: the latest AuxPoW header's, retargeted."""
-        latest = await otp.call(self.storage, storage_msgs.GetLatestAuxPow())
-        block = await self._block(latest.hash) if latest is not None else self.head
-        header = block.message.auxpow_header
-        last_bits = header.bits if header is not None else self.cfg.bits
         return difficulty.next_bits(
-            difficulty.config_from(self.cfg), last_bits, self.head.height,
+            difficulty.config_from(self.cfg), self.last_pow_bits, self.head.height,
             difficulty.blocks_since_pow(self.head.height, self.finalized.height),
         )
 
-    async def _unfinalized(self) -> list[BlockRef]:
+    async def _load_unfinalized(self) -> list[BlockRef]:
         refs = []
         for height in range(self.finalized.height + 1, self.head.height + 1):
             block = await otp.call(self.storage, storage_msgs.GetBlockByHeight(height))
@@ -283,8 +286,7 @@ class ChainActor(otp.GenServer):
         if block.parent_hash != self.head.hash():
             raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
                                    "with the network)")
-        unfinalized = await self._unfinalized()
-        rules.validate_block(signed, self.head, self._context(unfinalized))
+        rules.validate_block(signed, self.head, self._context(self.unfinalized))
         new_finalized = self.finalized
         finalized_block = self.finalized_block
         if block.auxpow_header is not None:
@@ -304,11 +306,15 @@ class ChainActor(otp.GenServer):
             engine_state=engine_state, fees=fees,
         ))
         self.head = signed
+        self.unfinalized.append(ref)
         if block.auxpow_header is not None:
             self.finalized, self.finalized_block = new_finalized, finalized_block
+            end = [r.hash for r in self.unfinalized].index(new_finalized.hash)
+            del self.unfinalized[: end + 1]
+            self.last_pow_bits = block.auxpow_header.bits
             if self.queued is not None and self.queued.range_end == block.auxpow_header.range_end:
                 self.queued = None
-        self.bits = await self._current_bits()
+        self.bits = self._next_bits()
         elapsed = time.perf_counter() - started
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)
@@ -334,10 +340,12 @@ class ChainActor(otp.GenServer):
             return ChainStatus(self.head.ref(), self.finalized, self.queued, self.synced,
                                self.paused, self.index, len(self.authorities), self.bits)
         if kind is GetUnfinalized:
-            return await self._unfinalized()
+            await trio.lowlevel.checkpoint()
+            return list(self.unfinalized)
         if kind is QueuePow:
+            await trio.lowlevel.checkpoint()
             header = request.header
-            unfinalized = await self._unfinalized()
+            unfinalized = self.unfinalized
             if not unfinalized or header.range_start != unfinalized[0].hash:
                 return rules.BlockError("auxpow-range", "the PoW's range no longer starts "
                                         "after the last finalized block")
