@@ -24,7 +24,7 @@ import otp
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..execution.embedded import EmbeddedEngine
 from ..integration.engine import EngineClient, build_block, commit_block, load_jwt_secret
-from ..types.execution import ExecutionPayload, Withdrawal
+from ..types.execution import ExecutionPayload, Withdrawal, payload_from_eth_block
 from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.engine")
@@ -131,7 +131,9 @@ class EngineActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             if self.embedded is not None:
                 return self.embedded.genesis_payload()
-            raise otp.OtpError("genesis from an HTTP execution client is not supported yet")
+            # As the original: the execution layer's block 0 is the genesis payload.
+            block = await self.engine.call("eth_getBlockByNumber", ["0x0", False])
+            return payload_from_eth_block(block, "eth_getBlockByNumber(0)")
         raise otp.UnexpectedMessage(self, "call", request)
 
     async def terminate(self, reason: Any) -> None:

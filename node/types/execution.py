@@ -810,3 +810,80 @@ class ExecutionEngine(Protocol):
     async def aclose(self) -> None:
         """Release connections or other resources."""
         ...
+
+
+# --------------------------------------------------------------------------- eth blocks
+
+#: Keccak-256 of the RLP of an empty list: the uncle hash of every post-merge block.
+EMPTY_UNCLES_HASH: Final = bytes.fromhex(
+    "1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
+)
+_ETH_BLOCK_KEYS: Final = (
+    "parentHash", "miner", "stateRoot", "receiptsRoot", "logsBloom", "mixHash", "number",
+    "gasLimit", "gasUsed", "timestamp", "extraData", "baseFeePerGas", "hash", "transactions",
+    "withdrawals",
+)
+
+
+def payload_from_eth_block(obj: Any, path: str = "$") -> ExecutionPayload:
+    """An ``ExecutionPayload`` from an ``eth_getBlockByNumber(n, false)`` result (the
+    execution-apis ``Block`` object): how the original takes the execution layer's block 0
+    as its genesis payload. Only genesis-like blocks (no transactions) are supported, since a
+    block fetched without full transactions carries only their hashes."""
+    o = _object(obj, path, "Block", _ETH_BLOCK_KEYS, strict=False)
+
+    def data(key: str, size: int | None = None, max_size: int | None = None) -> bytes:
+        return data_from_json(o[key], _member(path, key), size=size, max_size=max_size)
+
+    def quantity(key: str, bits: int = _U64) -> int:
+        return quantity_from_json(o[key], _member(path, key), bits=bits)
+
+    if _array(o["transactions"], _member(path, "transactions"), "transactions"):
+        raise SchemaError(_member(path, "transactions"), "a block with transactions cannot be "
+                          "rebuilt from transaction hashes")
+    return ExecutionPayload(
+        parent_hash=data("parentHash", HASH_SIZE),
+        fee_recipient=data("miner", ADDRESS_SIZE),
+        state_root=data("stateRoot", HASH_SIZE),
+        receipts_root=data("receiptsRoot", HASH_SIZE),
+        logs_bloom=data("logsBloom", LOGS_BLOOM_SIZE),
+        prev_randao=data("mixHash", HASH_SIZE),
+        block_number=quantity("number"),
+        gas_limit=quantity("gasLimit"),
+        gas_used=quantity("gasUsed"),
+        timestamp=quantity("timestamp"),
+        extra_data=data("extraData", max_size=MAX_EXTRA_DATA_SIZE),
+        base_fee_per_gas=quantity("baseFeePerGas", _U256),
+        block_hash=data("hash", HASH_SIZE),
+        transactions=(),
+        withdrawals=_withdrawals_from_json(o["withdrawals"], _member(path, "withdrawals"), True),
+    )
+
+
+def eth_block_json(payload: ExecutionPayload) -> dict[str, Any]:
+    """The ``Block`` object an execution client returns for a payload (no transactions),
+    as ``eth_getBlockByNumber(n, false)`` does; used by the test server."""
+    return {
+        "hash": data_to_json(payload.block_hash),
+        "parentHash": data_to_json(payload.parent_hash),
+        "sha3Uncles": data_to_json(EMPTY_UNCLES_HASH),
+        "miner": data_to_json(payload.fee_recipient),
+        "stateRoot": data_to_json(payload.state_root),
+        "transactionsRoot": data_to_json(ZERO_HASH),
+        "receiptsRoot": data_to_json(payload.receipts_root),
+        "logsBloom": data_to_json(payload.logs_bloom),
+        "difficulty": "0x0",
+        "number": quantity_to_json(payload.block_number),
+        "gasLimit": quantity_to_json(payload.gas_limit),
+        "gasUsed": quantity_to_json(payload.gas_used),
+        "timestamp": quantity_to_json(payload.timestamp),
+        "extraData": data_to_json(payload.extra_data),
+        "mixHash": data_to_json(payload.prev_randao),
+        "nonce": "0x0000000000000000",
+        "baseFeePerGas": quantity_to_json(payload.base_fee_per_gas),
+        "withdrawalsRoot": data_to_json(ZERO_HASH),
+        "size": "0x0",
+        "transactions": [],
+        "uncles": [],
+        "withdrawals": [w.to_json() for w in payload.withdrawals],
+    }

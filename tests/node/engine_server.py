@@ -74,6 +74,8 @@ from node.types.execution import (
     PayloadStatus,
     SchemaError,
     data_from_json,
+    eth_block_json,
+    quantity_from_json,
 )
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "EngineApp", "RecordedCall", "engine_server"]
@@ -137,6 +139,9 @@ class EngineApp:
             "engine_forkchoiceUpdatedV2": self._forkchoice_updated,
             "engine_getPayloadV2": self._get_payload,
             "engine_newPayloadV2": self._new_payload,
+            # Execution clients serve the eth namespace on the authenticated port too; the
+            # node reads block 0 with it to build its genesis.
+            "eth_getBlockByNumber": self._get_block_by_number,
         }
 
     # ------------------------------------------------------------------ ASGI
@@ -343,6 +348,17 @@ class EngineApp:
         out = result.to_json()
         GetPayloadResult.from_json(out, "result")
         return out
+
+    async def _get_block_by_number(self, params: list[Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        self._count(params, 2, 2)
+        tag, full = params
+        if not isinstance(full, bool):
+            raise _RpcError(INVALID_PARAMS, "params[1]: expected a boolean")
+        number = self.engine.head_number if tag == "latest" else quantity_from_json(
+            tag, "params[0]")
+        payload = self.engine.block_by_number(number)
+        return None if payload is None else eth_block_json(payload)
 
     async def _new_payload(self, params: list[Any]) -> Any:
         await trio.lowlevel.checkpoint()
