@@ -8,7 +8,14 @@
 * If the root supervisor exits on its own (a child escalated to it), the reason is logged and
   the exit code is 1.
 * If a child's ``init`` fails during boot, the error names the child (``storage/db``) and the
-  exit code is 1. An invalid tree gives exit code 2 and every problem on stderr.
+  exit code is 1. An invalid tree gives exit code 2 and every problem on stderr, as do bad
+  command-line arguments (``--set a=1 --set a.b=2``).
+* A signal while the tree is still booting (a child's ``init`` has not returned, or hangs)
+  interrupts the boot: the ``init`` that is running is ended (reason ``"shutdown"``) and no
+  further child starts, so the boot fails as if that child's ``init`` had failed: the
+  children already started stop in reverse order, the error names the child, and the exit
+  code is 1 (the tree never ran: a failed boot, not a clean stop). A second signal kills
+  what is left at once (exit code 130 or 143).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import trio
 
 from . import _process
 from ._errors import OtpError, StartError
-from ._process import INFINITY, runtime, start, wait_exit
+from ._process import INFINITY, STARTING, Runtime, runtime, start, wait_exit
 from ._supervisor import BRUTAL_KILL
 from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, load_tree, resolve_start
 
@@ -65,64 +72,97 @@ async def run_tree(
 ) -> int:
     """Start ``spec`` in a new runtime and run it until a signal or an escalation.
 
-    Reports the root pid through ``task_status`` once every child has started.
+    Reports the root pid through ``task_status`` once every child has started. Signals are
+    read from the start: one that arrives while the tree boots interrupts the boot (see the
+    module docs).
     """
     with trio.open_signal_receiver(*signals) as receiver:
-        async with runtime():
-            try:
-                root = await start_tree(spec)
-            except StartError as exc:
-                child, reason = describe_start_error(exc)
-                logger.error("boot failed: child %s did not start: %r", child, reason)
-                return EXIT_FAILED
-            except Exception as exc:
-                logger.error("boot failed: the root supervisor did not start: %r", exc)
-                return EXIT_FAILED
-            logger.info("tree %r booted (%d children)", spec.id, len(spec.children))
-            task_status.started(root)
+        async with runtime() as rt:
             code = EXIT_OK
+            root: _process.Pid | None = None
+            stopping: str | None = None  # the name of the first signal, once one came
+
             async with trio.open_nursery() as nursery:
 
-                async def watch_root() -> None:
-                    nonlocal code
-                    reason = await wait_exit(root)
-                    if not stopping:
-                        logger.error("root supervisor exited: %r", reason)
-                        code = EXIT_FAILED
-                    nursery.cancel_scope.cancel()
-
                 async def stop_root() -> None:
+                    assert root is not None
                     try:
                         await _process.stop(root, "shutdown")
                     except (OtpError, ValueError):
                         pass  # killed by a second signal, or a terminate that crashed: logged
 
-                stopping = False
-                nursery.start_soon(watch_root)
+                async def boot_and_watch() -> None:
+                    nonlocal code, root
+                    try:
+                        root = await start_tree(spec)
+                    except Exception as exc:
+                        failed = "boot failed" if stopping is None else (
+                            f"boot failed (interrupted by {stopping})"
+                        )
+                        if isinstance(exc, StartError):
+                            child, reason = describe_start_error(exc)
+                            logger.error("%s: child %s did not start: %r", failed, child, reason)
+                        else:
+                            logger.error("%s: the root supervisor did not start: %r", failed,
+                                         exc)
+                        code = EXIT_FAILED
+                        nursery.cancel_scope.cancel()
+                        return
+                    logger.info("tree %r booted (%d children)", spec.id, len(spec.children))
+                    task_status.started(root)
+                    if stopping is not None:
+                        # A signal came as the last init returned: nothing was interrupted,
+                        # so stop in order now.
+                        logger.info("%s: shutting down in order", stopping)
+                        nursery.start_soon(stop_root)
+                    reason = await wait_exit(root)
+                    if stopping is None:
+                        logger.error("root supervisor exited: %r", reason)
+                        code = EXIT_FAILED
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(boot_and_watch)
                 async for signum in receiver:
                     name = signal.Signals(signum).name
-                    if not stopping:
-                        stopping = True
-                        logger.info("%s: shutting down in order", name)
-                        nursery.start_soon(stop_root)
+                    if stopping is None:
+                        stopping = name
+                        if root is None:
+                            logger.info("%s during boot: interrupting it", name)
+                            _interrupt_boot(rt)
+                        else:
+                            logger.info("%s: shutting down in order", name)
+                            nursery.start_soon(stop_root)
                     else:
                         logger.warning("%s again: killing what is left", name)
-                        _process.kill(root)
+                        for proc in list(rt.roots):
+                            proc.kill("killed")
                         code = 128 + signum
+                        nursery.cancel_scope.cancel()
                         break
             return code
+
+
+def _interrupt_boot(rt: Runtime) -> None:
+    """End the ``init`` that is running and refuse any further start, so the tree's start
+    fails and unwinds in order (each supervisor stops the children it had started)."""
+    rt.closing = True
+    for proc in list(rt.procs.values()):
+        # Supervisors in init are waiting for a child: ending the innermost worker suffices.
+        if proc.status == STARTING and not proc.cls._otp_supervisor:
+            proc.kill("shutdown")
 
 
 def boot(
     spec_or_path: TreeSpec | str | Path,
     config: Mapping[str, Any] | None = None,
 ) -> int:
-    """Load (if given a path) and run a tree until SIGINT/SIGTERM; return the exit code."""
+    """Load (if given a path: a ``str`` is a path here too, whatever its suffix) and run a
+    tree until SIGINT/SIGTERM; return the exit code."""
     if isinstance(spec_or_path, SupervisorNode):
         spec = spec_or_path
     else:
         try:
-            spec = load_tree(spec_or_path, config)
+            spec = load_tree(Path(spec_or_path), config)
         except TreeError as exc:
             print(exc, file=sys.stderr)
             return EXIT_INVALID
@@ -192,22 +232,31 @@ def render_tree(spec: TreeSpec) -> str:
 # The command line
 
 
+class _UsageError(ValueError):
+    """A bad command-line argument: reported with the usage, exit code 2."""
+
+
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     import tomllib
 
     config: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise _UsageError(f"--set expects section.key=value, got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
         node = config
-        parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parts[: i + 1])
+                raise _UsageError(
+                    f"--set {item!r}: {where!r} is already set to a value, not a table"
+                )
         node[parts[-1]] = value
     return config
 
@@ -249,9 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set a configuration value (repeatable)")
     args = parser.parse_args(argv)
-    config = _config(args)
+    try:
+        config = _config(args)
+    except _UsageError as exc:
+        parser.error(str(exc))  # exits with code 2
     if args.command == "boot":
-        return boot(args.file, config)
+        return boot(Path(args.file), config)
     try:
         spec = load_tree(Path(args.file), config)
     except TreeError as exc:

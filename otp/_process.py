@@ -287,7 +287,7 @@ class From(Envelope):  # type: ignore[override]
 class TimerRef:
     """A pending :func:`send_after`; :func:`cancel_timer` stops it."""
 
-    __slots__ = ("cancelled", "fired", "message", "parent", "sender", "target")
+    __slots__ = ("cancelled", "fired", "message", "parent", "sender", "target", "timers")
 
     def __init__(self, target: Any, message: Any, sender: Pid | None,
                  parent: Envelope | None) -> None:
@@ -297,6 +297,7 @@ class TimerRef:
         self.parent = parent
         self.cancelled = False
         self.fired = False
+        self.timers: _Timers | None = None
 
 
 class _Timers:
@@ -304,11 +305,14 @@ class _Timers:
 
     Call timeouts are grouped by timeout value, so each group is ordered by deadline:
     registering and settling a call are dict operations. :func:`send_after` timers sit in a
-    heap ordered by (deadline, sequence number), cancelled lazily. One task sleeps until the
-    earliest deadline, fails the calls that reached theirs and delivers due timers.
+    heap ordered by (deadline, sequence number). A cancelled timer stays in the heap (without
+    its message) until its deadline, unless cancelled entries come to outnumber live ones:
+    then the heap is rebuilt without them, so cancelling never holds memory for long. One
+    task sleeps until the earliest deadline, fails the calls that reached theirs and delivers
+    due timers.
     """
 
-    __slots__ = ("buckets", "heap", "scope", "seq", "wake_at")
+    __slots__ = ("buckets", "cancelled", "heap", "scope", "seq", "wake_at")
 
     def __init__(self) -> None:
         self.buckets: dict[float, dict[From, None]] = {}
@@ -316,6 +320,8 @@ class _Timers:
         self.seq = itertools.count()
         self.scope: trio.CancelScope | None = None
         self.wake_at = INFINITY
+        #: How many entries of ``heap`` are cancelled timers.
+        self.cancelled = 0
 
     def _wake_by(self, deadline: float) -> None:
         if deadline < self.wake_at:
@@ -334,8 +340,17 @@ class _Timers:
         self._wake_by(deadline)
 
     def add_timer(self, ref: TimerRef, deadline: float) -> None:
+        ref.timers = self
         heapq.heappush(self.heap, (deadline, next(self.seq), ref))
         self._wake_by(deadline)
+
+    def cancel(self, ref: TimerRef) -> None:
+        """Count a newly cancelled timer; compact the heap once most entries are cancelled."""
+        self.cancelled += 1
+        if self.cancelled * 2 > len(self.heap):
+            self.heap = [entry for entry in self.heap if not entry[2].cancelled]
+            heapq.heapify(self.heap)
+            self.cancelled = 0
 
     async def run(self, rt: Runtime) -> None:
         while True:
@@ -358,9 +373,12 @@ class _Timers:
             heap = self.heap
             while heap and heap[0][0] <= now:
                 _, _, ref = heapq.heappop(heap)
-                if not ref.cancelled:
+                if ref.cancelled:
+                    self.cancelled -= 1
+                else:
                     ref.fired = True
                     _fire(rt, ref)
+                    ref.message = ref.parent = None
             if heap:
                 wake_at = min(wake_at, heap[0][0])
             self.wake_at = wake_at
@@ -428,6 +446,8 @@ class Runtime:
         self.roots: dict[_Process, None] = {}
         self.names: dict[Any, _Process] = {}
         self.topics: dict[Any, dict[_Process, None]] = {}
+        #: The bus topics of each subscribed process (see :mod:`otp.bus`).
+        self.subscriptions: dict[_Process, dict[Any, None]] = {}
         self._pids = itertools.count(1)
         self._ids = itertools.count(1)
         self.next_id: Callable[[], int] = self._ids.__next__
@@ -514,11 +534,12 @@ async def _shutdown_process(proc: _Process, timeout: float) -> None:
 
 
 class _Starter:
-    __slots__ = ("proc", "state", "task")
+    __slots__ = ("link", "proc", "state", "task")
 
-    def __init__(self, task: Task, proc: _Process) -> None:
+    def __init__(self, task: Task, proc: _Process, link: _Process | None) -> None:
         self.task = task
         self.proc = proc
+        self.link = link
         self.state = _PENDING
 
     def done(self, result: outcome.Outcome[Any]) -> None:
@@ -527,9 +548,12 @@ class _Starter:
             reschedule(self.task, result)
 
     def abort(self, _raise_cancel: Any) -> Abort:
-        # The starter was cancelled: the half-started process must not outlive the call.
+        # The starter was cancelled: the half-started process must not outlive the call. As
+        # proc_lib does on a start timeout, unlink first: the starter is not told of that kill.
         if self.state == _PENDING:
             self.state = _ABANDONED
+            if self.link is not None:
+                _unlink(self.link, self.proc)
             self.proc.kill("killed")
         return Abort.SUCCEEDED
 
@@ -598,7 +622,7 @@ class _Process:
         self.trap_exit = False
         self.current: Envelope | None = None
         self.deferred: dict[From, None] | None = None
-        self.cleanups: list[Callable[[_Process], None]] | None = None
+        self.cleanups: dict[Callable[[_Process], None], None] | None = None
         self.exit_event: trio.Event | None = None
         self.starter: _Starter | None = None
         self.parent: _Process | None = None
@@ -717,9 +741,12 @@ class _Process:
         return INFINITY if self.cls._otp_supervisor else 5.0
 
     def add_cleanup(self, fn: Callable[[_Process], None]) -> None:
+        """Run ``fn(proc)`` when the process exits. Adding an equal ``fn`` again (the same
+        function, or the same bound method of the same object) is a no-op, so a registry or a
+        bus adds one cleanup per process however often the process joins and leaves."""
         if self.cleanups is None:
-            self.cleanups = []
-        self.cleanups.append(fn)
+            self.cleanups = {}
+        self.cleanups[fn] = None
 
     def statistics(self) -> ProcessStatistics:
         return ProcessStatistics(
@@ -748,19 +775,26 @@ class _Process:
         _current_proc.set(self)
         reason: Any = "killed"
         try:
-            with trio.CancelScope() as scope:
-                self.scope = scope
-                if self.kill_reason is not None:
-                    scope.cancel()
-                if self.cls._otp_supervisor or self.cls.owns_tasks:
-                    async with trio.open_nursery() as nursery:
-                        self.nursery = nursery
+            try:
+                with trio.CancelScope() as scope:
+                    self.scope = scope
+                    if self.kill_reason is not None:
+                        scope.cancel()
+                    if self.cls._otp_supervisor or self.cls.owns_tasks:
+                        async with trio.open_nursery() as nursery:
+                            self.nursery = nursery
+                            reason = await self._lifecycle(args, kwargs)
+                            nursery.cancel_scope.cancel()
+                    else:
                         reason = await self._lifecycle(args, kwargs)
-                        nursery.cancel_scope.cancel()
-                else:
-                    reason = await self._lifecycle(args, kwargs)
-            if scope.cancelled_caught:
-                reason = self.kill_reason if self.kill_reason is not None else "killed"
+                if scope.cancelled_caught:
+                    reason = self.kill_reason if self.kill_reason is not None else "killed"
+            except Exception as exc:
+                # Something escaped the process's own nursery (a task, a supervisor's timer):
+                # it ends this process, with that exception as reason, and nothing else.
+                reason = _unwrap_group(exc)
+                logger.error("process %r (%s) crashed", self.pid, self.cls.__qualname__,
+                             exc_info=exc)
         finally:
             self._die(reason)
 
@@ -977,9 +1011,14 @@ class _Process:
         if self.name is not None and rt.names.get(self.name) is self:
             del rt.names[self.name]
         if self.cleanups:
-            for fn in self.cleanups:
-                fn(self)
-            self.cleanups = None
+            cleanups, self.cleanups = self.cleanups, None
+            for fn in cleanups:
+                try:
+                    fn(self)
+                except Exception as exc:
+                    # A user registry's unregister_name, say: log it and finish dying, so
+                    # links, monitors and the parent still hear of this exit.
+                    logger.error("cleanup %r of %r raised", fn, self.pid, exc_info=exc)
         if self.monitors:
             for ref, target in self.monitors.items():
                 if target.monitored_by:
@@ -1022,6 +1061,13 @@ class _Process:
 
 
 _CANCELLED: Final[Any] = object()
+
+
+def _unwrap_group(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-exception groups (as Trio nurseries raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 @attrs.define(slots=True, eq=False)
@@ -1245,15 +1291,28 @@ async def _spawn(
     if nursery is None:
         nursery = rt.nursery
         rt.roots[proc] = None
-    starter = proc.starter = _Starter(current_task(), proc)
+    if link is not None:
+        # Linked before the process runs, as spawn_link does: no exit can slip between.
+        _link(link, proc)
+    starter = proc.starter = _Starter(current_task(), proc, link)
     assert nursery is not None
     nursery.start_soon(proc.main, args, kwargs, name=proc)
     tracer = rt.tracer
     if tracer is not None:
         tracer.spawned(proc)
-    pid: Pid = await wait_task_rescheduled(starter.abort)
-    if link is not None:
-        _link(link, proc)
+    if link is None:
+        pid: Pid = await wait_task_rescheduled(starter.abort)
+        return pid
+    try:
+        pid = await wait_task_rescheduled(starter.abort)
+    except BaseException:
+        # init failed: the exit signal already crossed the link. A trapping caller gets the
+        # failure as this exception, not also as an Exit message (proc_lib flushes it).
+        sysq = link.sysq
+        if sysq:
+            for item in [i for i in sysq if type(i) is _ExitSignal and i.sender == proc.pid]:
+                sysq.remove(item)
+        raise
     return pid
 
 
@@ -1312,6 +1371,15 @@ async def start_link(
     cls: type[G], *args: Any, name: Any = None, mailbox: Mailbox | None = None, **kwargs: Any
 ) -> Pid:
     """Like :func:`start`, and link the new process to the calling one.
+
+    As with Erlang's ``proc_lib:start_link``, the link exists before the new process runs
+    ``init``, so an exit right after ``init`` (in ``handle_continue``, say) reaches the
+    caller like any linked exit. If ``init`` fails, this raises that exception, and the exit
+    signal crosses the link as in Erlang: a caller that traps exits is not sent the
+    :class:`Exit` message (the exception says it all, as OTP 26's ``proc_lib`` flushes it);
+    one that does not trap exits is ended with that exception as reason at its next
+    checkpoint (catch it in ``handle_call`` and the process still exits). Cancelling the
+    caller while ``init`` runs unlinks, then kills the new process.
 
     Outside a process there is nothing to link to and this is :func:`start`.
     """
@@ -1487,9 +1555,15 @@ def send_after(target: Any, msg: Any, delay: float) -> TimerRef:
 
 
 def cancel_timer(ref: TimerRef) -> bool:
-    """Cancel a :func:`send_after`; False if it already fired."""
+    """Cancel a :func:`send_after`. True if that stopped it; False if it had already fired
+    or been cancelled. The message is released at once."""
+    if ref.cancelled or ref.fired:
+        return False
     ref.cancelled = True
-    return not ref.fired
+    ref.message = ref.parent = None
+    if ref.timers is not None:
+        ref.timers.cancel(ref)
+    return True
 
 
 def reply(from_: From, value: Any) -> None:
@@ -1592,14 +1666,16 @@ def link(target: Any) -> None:
     _link(_current_process(), _resolve(target))
 
 
-def unlink(target: Any) -> None:
-    """Remove a link; no exit signal crosses it afterwards."""
-    a = _current_process()
-    b = _resolve(target)
+def _unlink(a: _Process, b: _Process) -> None:
     if a.links:
         a.links.pop(b, None)
     if b.links:
         b.links.pop(a, None)
+
+
+def unlink(target: Any) -> None:
+    """Remove a link; no exit signal crosses it afterwards."""
+    _unlink(_current_process(), _resolve(target))
 
 
 def monitor(target: Any) -> int:

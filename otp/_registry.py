@@ -41,7 +41,15 @@ class Via:
     def _otp_register(self, proc: _process._Process) -> None:
         self.registry.register_name(self.key, proc.pid)
         registry, key = self.registry, self.key
-        proc.add_cleanup(lambda _p: registry.unregister_name(key))
+
+        def unregister(p: _process._Process) -> None:
+            # Only if the name is still ours: user code may have unregistered it, or it may
+            # already name another process.
+            holder = registry.whereis_name(key)
+            if holder is not None and holder == p.pid:
+                registry.unregister_name(key)
+
+        proc.add_cleanup(unregister)
 
 
 def via(registry: NameRegistry, key: Any) -> Via:
@@ -69,9 +77,14 @@ class Registry:
         self.keys = Keys(keys)
         self.name = name
         self._entries: dict[Any, dict[_process.Pid, Any]] = {}
+        #: The keys of each process that has registered here (kept, maybe empty, until it
+        #: exits: its one cleanup is registered then).
+        self._by_proc: dict[_process._Process, dict[Any, None]] = {}
 
     def __repr__(self) -> str:
-        return f"<Registry {self.name or hex(id(self))} {self.keys.value}>"
+        # No memory address: a simulation's trace (which shows via-names) must not change
+        # from one run to the next.
+        return f"<Registry {self.name or 'unnamed'} {self.keys.value}>"
 
     # -- process-facing API ------------------------------------------------------------------
 
@@ -80,25 +93,36 @@ class Registry:
         proc = _process._current_process() if pid is None else pid._proc
         if proc.status == _process.DEAD:
             raise NoProcess(proc.pid, proc.exit_reason)
-        entries = self._entries.setdefault(key, {})
-        if self.keys is Keys.UNIQUE:
+        entries = self._entries.get(key)
+        if entries is None:
+            entries = {}
+        elif self.keys is Keys.UNIQUE:
             for holder in entries:
                 if holder != proc.pid:
                     raise AlreadyRegistered(key, holder)
-        first = not any(self._holds(proc.pid))
+        self._entries[key] = entries
         entries[proc.pid] = value
-        if first:
+        mine = self._by_proc.get(proc)
+        if mine is None:
+            mine = self._by_proc[proc] = {}
             proc.add_cleanup(self._drop_process)
+        mine[key] = None
 
     def unregister(self, key: Any, pid: _process.Pid | None = None) -> None:
         """Remove ``pid`` (default: the calling process) from ``key``."""
         if pid is None:
             pid = _process._current_process().pid
+        self._remove(key, pid)
+
+    def _remove(self, key: Any, pid: _process.Pid) -> None:
         entries = self._entries.get(key)
         if entries is not None:
             entries.pop(pid, None)
             if not entries:
                 del self._entries[key]
+        mine = self._by_proc.get(pid._proc)
+        if mine is not None:
+            mine.pop(key, None)
 
     def lookup(self, key: Any) -> list[tuple[_process.Pid, Any]]:
         """``[(pid, value), ...]`` registered under ``key``, in registration order."""
@@ -106,7 +130,7 @@ class Registry:
 
     def keys_of(self, pid: _process.Pid) -> list[Any]:
         """Every key ``pid`` is registered under."""
-        return [k for k, entries in self._entries.items() if pid in entries]
+        return list(self._by_proc.get(pid._proc, ()))
 
     def members(self, key: Any) -> list[_process.Pid]:
         """The pids under ``key`` (a process group's members)."""
@@ -116,15 +140,13 @@ class Registry:
         """Number of (key, pid) entries."""
         return sum(len(e) for e in self._entries.values())
 
-    def _holds(self, pid: _process.Pid) -> Any:
-        return (k for k, entries in self._entries.items() if pid in entries)
-
     def _drop_process(self, proc: _process._Process) -> None:
-        for key in list(self._entries):
-            entries = self._entries[key]
-            entries.pop(proc.pid, None)
-            if not entries:
-                del self._entries[key]
+        for key in self._by_proc.pop(proc, ()):
+            entries = self._entries.get(key)
+            if entries is not None:
+                entries.pop(proc.pid, None)
+                if not entries:
+                    del self._entries[key]
 
     # -- otp.via protocol --------------------------------------------------------------------
 
@@ -134,7 +156,8 @@ class Registry:
         self.register(key, None, pid)
 
     def unregister_name(self, key: Any) -> None:
-        self._entries.pop(key, None)
+        for pid in list(self._entries.get(key, ())):
+            self._remove(key, pid)
 
     def whereis_name(self, key: Any) -> _process.Pid | None:
         entries = self._entries.get(key)

@@ -35,8 +35,12 @@ The rules, so a reader can predict every decision:
   reason, and goes through the same rules; intensity bounds the retries.
 * **Significant children** (transient or temporary only) shut the supervisor down when they
   exit on their own and are not restarted: with ``auto_shutdown=ANY_SIGNIFICANT`` when any
-  does, with ``ALL_SIGNIFICANT`` when all have. The supervisor then exits with
-  ``"shutdown"``.
+  does, with ``ALL_SIGNIFICANT`` when all have (one waiting out its restart backoff has not:
+  it is coming back). The supervisor then exits with ``"shutdown"``.
+* **Requests.** A bad request never crashes a supervisor: an unknown child, a duplicate id or
+  a child whose ``init`` fails in ``start_child`` or ``restart_child`` (``StartError``; the
+  spec stays, the child stopped) is an error raised in the caller, and a call the
+  supervisor does not know is answered with a refusal.
 """
 
 from __future__ import annotations
@@ -159,12 +163,14 @@ ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE = (
 )
 
 
-def _non_negative(what: str) -> Any:
+def _non_negative(what: str, finite: bool = True) -> Any:
     def check(_inst: Any, _attr: Any, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"{what} must be a number, not {type(value).__name__}")
         if not value >= 0:
             raise ValueError(f"{what} must be >= 0, not {value}")
+        if finite and value == math.inf:
+            raise ValueError(f"{what} must be finite, not {value}")
 
     return check
 
@@ -181,13 +187,19 @@ class Backoff:
 
     ``jitter`` (0 to 1) spreads each delay uniformly over ``delay * (1 ± jitter)``, drawn from
     the runtime's seeded random generator.
+
+    ``initial``, ``factor`` and ``jitter`` must be finite numbers; ``max`` may be
+    ``INFINITY`` (the default: no cap). A delay that would grow past ``max`` (or past what a
+    float can hold) is ``max``: growth stops there, it never overflows or turns into NaN.
     """
 
     kind: BackoffKind = attrs.field(
         default=BackoffKind.NONE, converter=_to_backoff_kind
     )
     initial: float = attrs.field(default=0.0, validator=_non_negative("backoff initial"))
-    max: float = attrs.field(default=INFINITY, validator=_non_negative("backoff max"))
+    max: float = attrs.field(
+        default=INFINITY, validator=_non_negative("backoff max", finite=False)
+    )
     factor: float = attrs.field(default=2.0, validator=_non_negative("backoff factor"))
     jitter: float = attrs.field(default=0.0, validator=_non_negative("backoff jitter"))
 
@@ -200,19 +212,26 @@ class Backoff:
             raise ValueError(f"backoff max ({self.max}) is below initial ({self.initial})")
 
     def delay(self, n: int, rng: Any = None) -> float:
-        """Seconds to wait before the ``n``-th restart (``n >= 1``)."""
+        """Seconds to wait before the ``n``-th restart (``n >= 1``): never negative, never NaN,
+        at most ``max`` before jitter."""
         kind = self.kind
         if kind is BackoffKind.NONE:
             return 0.0
-        if kind is BackoffKind.FIXED:
-            d = self.initial
-        elif kind is BackoffKind.EXPONENTIAL:
-            exp = max(n - 1, 0)
-            d = self.initial * self.factor**exp if exp < 1024 else math.inf
+        initial = float(self.initial)
+        steps = max(n - 1, 0)
+        if kind is BackoffKind.FIXED or initial == 0.0 or steps == 0:
+            d = initial
         else:
-            d = self.initial * (1 + max(n - 1, 0) * (self.factor - 1))
+            try:
+                if kind is BackoffKind.EXPONENTIAL:
+                    d = initial * float(self.factor) ** steps
+                else:
+                    d = initial * (1.0 + steps * (float(self.factor) - 1.0))
+            except OverflowError:
+                d = math.inf
+        # initial and factor are finite and >= 0, so d is a number in [0, inf]: the cap holds.
         d = min(d, self.max)
-        if self.jitter and rng is not None and d > 0:
+        if self.jitter and rng is not None and 0.0 < d < math.inf:
             d *= 1 + self.jitter * (2 * rng.random() - 1)
         return d
 
@@ -592,11 +611,17 @@ class Supervisor(GenServer):
     async def _child_exited(self, child: _Child, reason: Any) -> Any:
         spec = child.spec
         if spec.restart is TEMPORARY or (spec.restart is TRANSIENT and is_normal_exit(reason)):
-            if spec.restart is TEMPORARY:
-                self._forget(child)
+            self._not_restarted(child)
             self._report(spec.id, "exited", reason)
             return await self._auto_shutdown(child)
         return await self._restart(child, reason)
+
+    def _not_restarted(self, child: _Child) -> None:
+        """``child`` exited and will not be restarted (it ended as its restart type allows,
+        or ``continue_without`` gave up on it): a temporary child's spec is forgotten, any
+        other stays for :func:`restart_child`."""
+        if child.spec.restart is TEMPORARY:
+            self._forget(child)
 
     async def _auto_shutdown(self, child: _Child) -> Any:
         await trio.lowlevel.checkpoint()
@@ -606,7 +631,12 @@ class Supervisor(GenServer):
         if mode is AutoShutdown.ANY_SIGNIFICANT:
             return _STOP_SHUTDOWN
         if mode is AutoShutdown.ALL_SIGNIFICANT:
-            if not any(c.spec.significant and c.proc is not None for c in self._children):
+            # A significant child waiting out its restart backoff is still there.
+            pending = self._pending
+            if not any(
+                c.spec.significant and (c.proc is not None or c in pending)
+                for c in self._children
+            ):
                 return _STOP_SHUTDOWN
         return None
 
@@ -707,7 +737,11 @@ class Supervisor(GenServer):
         sup = self._proc.pid
         if mode is OnExhausted.CONTINUE_WITHOUT:
             child.status = "failed"
+            if child.proc is None:
+                self._not_restarted(child)
             self._restarts.clear()
+            if tracer is not None:
+                tracer.restarts_reset(self._proc)
             logger.error(
                 "supervisor %r: child %r exceeded %d restarts in %s s; continuing without it",
                 sup, child.spec.id, self.flags.intensity, self.flags.period,
@@ -732,6 +766,8 @@ class Supervisor(GenServer):
                 }
                 self._pending = []
                 self._restarts.clear()
+                if tracer is not None:
+                    tracer.restarts_reset(self._proc)
                 return await self._start_group(list(self._children))
         logger.error(
             "supervisor %r: child %r exceeded %d restarts in %s s; shutting down",
@@ -771,12 +807,7 @@ class Supervisor(GenServer):
             if kind is _TerminateChild:
                 return await self._api_terminate(request.key)
             if kind is _RestartChild:
-                child = self._existing(request.key)
-                if child.proc is not None:
-                    raise SupervisorError(f"child {request.key!r} is running")
-                if child in self._pending:
-                    self._pending.remove(child)
-                return await self._start(child)
+                return await self._api_restart(request.key)
             if kind is _DeleteChild:
                 child = self._existing(request.key)
                 if child.proc is not None:
@@ -786,7 +817,9 @@ class Supervisor(GenServer):
                 return None
         except (OtpError, ValueError, TypeError) as exc:
             return _Refused(exc)
-        return await super().handle_call(request, from_)
+        # A request this supervisor does not know is refused: a bad call never crashes it.
+        await trio.lowlevel.checkpoint()
+        return _Refused(SupervisorError(f"unknown supervisor request {request!r}"))
 
     def _existing(self, key: Any) -> _Child:
         child = self._find(key)
@@ -809,6 +842,20 @@ class Supervisor(GenServer):
         self._children[child] = None
         return pid
 
+    async def _api_restart(self, key: Any) -> Pid:
+        child = self._existing(key)
+        if child.proc is not None:
+            raise SupervisorError(f"child {key!r} is running")
+        if child in self._pending:
+            self._pending.remove(child)
+        try:
+            return await self._start(child)
+        except Exception as exc:
+            # As start_child: the caller gets StartError, the child stays stopped (its spec
+            # kept), and the supervisor carries on.
+            child.status = "stopped"
+            raise StartError(child.spec.id, exc) from exc
+
     async def _api_terminate(self, key: Any) -> None:
         child = self._existing(key)
         if child in self._pending:
@@ -825,7 +872,10 @@ class DynamicSupervisor(Supervisor):
     ``await otp.start(otp.DynamicSupervisor, max_children=..., extra_args=(...))``;
     ``otp.start_child(sup, spec)`` starts a child with ``extra_args + spec.args``; children
     are addressed by pid; ids need not be unique. Intensity, period, backoff and
-    ``on_exhausted`` work as for :class:`Supervisor`.
+    ``on_exhausted`` work as for :class:`Supervisor`. A child that is not going to be
+    restarted (temporary, transient after a normal exit, terminated, or given up on by
+    ``continue_without``) is forgotten at once: it no longer counts against
+    ``max_children``.
     """
 
     async def init(  # type: ignore[override]
@@ -874,6 +924,11 @@ class DynamicSupervisor(Supervisor):
         await self._stop(child)
         self._forget(child)
 
+    def _not_restarted(self, child: _Child) -> None:
+        # Children are addressed by pid: one that is not coming back can never be restarted
+        # or deleted, so it is forgotten (and no longer counts against max_children).
+        self._forget(child)
+
 
 async def _sup_call(sup: Any, request: Any) -> Any:
     result = await _process.call(sup, request, timeout=INFINITY)
@@ -899,7 +954,11 @@ async def terminate_child(sup: Any, child: Any) -> None:
 
 
 async def restart_child(sup: Any, child_id: Any) -> Pid:
-    """Start again a stopped child whose spec the supervisor still holds."""
+    """Start again a stopped child whose spec the supervisor still holds.
+
+    Raises :class:`SupervisorError` if there is no such child or it is running, and
+    :class:`StartError` if its init fails (the child then stays stopped, its spec kept).
+    """
     pid: Pid = await _sup_call(sup, _RestartChild(child_id))
     return pid
 

@@ -10,7 +10,10 @@ any other child is a worker with ``start = "module:Class"``. Every child may hav
 
 Strings of the form ``${section.key}`` are replaced from the ``config`` mapping: a string that
 is exactly one reference takes the referenced value with its type; a reference inside a longer
-string is replaced by its text.
+string is replaced by its text. Write ``$${`` for a literal ``${`` (``"$${HOME}"`` loads as the
+text ``${HOME}``); :func:`dump_tree` escapes every ``${`` that way, so
+``load_tree(dump_tree(spec)) == spec`` for any spec. Values taken from ``config`` are used as
+they are: a ``${`` inside them is not a reference.
 
 :func:`load_tree` checks everything at once (unknown keys, wrong types, bad enum values,
 duplicate ids and names, unimportable or wrong-kind ``start`` targets, unresolved references)
@@ -227,6 +230,8 @@ SUPERVISOR_KEYS: Final = (
 BACKOFF_KEYS: Final = ("kind", "initial", "max", "factor", "jitter")
 MAILBOX_KEYS: Final = ("capacity", "overflow")
 _REF = re.compile(r"\$\{([^}]*)\}")
+#: A reference, or the escape ``$${`` (group 1 is None then), scanned left to right.
+_TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -327,14 +332,18 @@ class _Loader:
 
     def substitute(self, value: Any, path: str) -> Any:
         if isinstance(value, str):
-            refs = _REF.findall(value)
-            if not refs:
+            if "${" not in value:
                 return value
             whole = _REF.fullmatch(value)
+
+            def replace(m: re.Match[str]) -> str:
+                ref = m.group(1)
+                return "${" if ref is None else str(self.lookup(ref.strip()))
+
             try:
                 if whole:
                     return self.lookup(whole.group(1).strip())
-                return _REF.sub(lambda m: str(self.lookup(m.group(1).strip())), value)
+                return _TOKEN.sub(replace, value)
             except KeyError as exc:
                 self.problem(
                     path,
@@ -485,13 +494,23 @@ class _Loader:
         self.unknown_keys(t, BACKOFF_KEYS, path)
         kind = self.enum(t, "kind", BackoffKind, path, BackoffKind.NONE)
         nums = {}
+        bad = False
         for key, default in (("initial", 0.0), ("max", INFINITY), ("factor", 2.0),
                              ("jitter", 0.0)):
-            nums[key] = self.scalar(t, key, float, path, default, "a number >= 0")
+            finite = key != "max"
+            allowed = "a finite number >= 0" if finite else "a number >= 0 (inf for no cap)"
+            value = self.scalar(t, key, float, path, default, allowed)
+            if finite and math.isinf(value):
+                self.problem(f"{path}.{key}", f"bad value {value}", allowed)
+                value, bad = default, True
+            nums[key] = value
+        if bad:
+            return Backoff()
         try:
             return Backoff(kind, **nums)
         except (TypeError, ValueError) as exc:
-            self.problem(path, str(exc), "kind, initial <= max, factor >= 1, 0 <= jitter <= 1")
+            self.problem(path, str(exc),
+                         "kind, finite initial <= max, finite factor >= 1, 0 <= jitter <= 1")
             return Backoff()
 
     def node(self, value: Any, path: str) -> WorkerNode | SupervisorNode | None:
@@ -688,6 +707,18 @@ def _node_dict(node: WorkerNode | SupervisorNode, root: bool = False) -> dict[st
     return out
 
 
+def _escape(value: Any) -> Any:
+    """Every string with each ``${`` written as ``$${``, so that loading reads it literally."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
 def dump_tree(spec: TreeSpec) -> str:
-    """Write a tree as TOML (tomli-w); ``load_tree(dump_tree(s)) == s``."""
-    return tomli_w.dumps({"tree": _node_dict(spec, root=True)})
+    """Write a tree as TOML (tomli-w); ``load_tree(dump_tree(s)) == s``. Every ``${`` in a
+    string is written as ``$${`` (see the module docs)."""
+    return tomli_w.dumps({"tree": _escape(_node_dict(spec, root=True))})

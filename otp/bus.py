@@ -23,29 +23,41 @@ __all__ = ["publish", "publish_nowait", "subscribe", "subscribers", "unsubscribe
 def subscribe(topic: Any) -> None:
     """Subscribe the calling process to ``topic``. Subscribing twice is a no-op."""
     proc = _process._current_process()
-    subs = proc.runtime.topics.setdefault(topic, {})
+    rt = proc.runtime
+    subs = rt.topics.setdefault(topic, {})
     if proc in subs:
         return
     subs[proc] = None
+    mine = rt.subscriptions.get(proc)
+    if mine is None:
+        # One cleanup per process, however often it subscribes and unsubscribes.
+        mine = rt.subscriptions[proc] = {}
+        proc.add_cleanup(_drop_subscriber)
+    mine[topic] = None
 
-    def drop(p: _process._Process) -> None:
-        current = p.runtime.topics.get(topic)
-        if current is not None:
-            current.pop(p, None)
-            if not current:
-                del p.runtime.topics[topic]
 
-    proc.add_cleanup(drop)
+def _drop_subscriber(proc: _process._Process) -> None:
+    rt = proc.runtime
+    for topic in rt.subscriptions.pop(proc, ()):
+        _leave(rt, proc, topic)
+
+
+def _leave(rt: _process.Runtime, proc: _process._Process, topic: Any) -> None:
+    subs = rt.topics.get(topic)
+    if subs is not None:
+        subs.pop(proc, None)
+        if not subs:
+            del rt.topics[topic]
 
 
 def unsubscribe(topic: Any) -> None:
     """Stop receiving ``topic``."""
     proc = _process._current_process()
-    subs = proc.runtime.topics.get(topic)
-    if subs is not None:
-        subs.pop(proc, None)
-        if not subs:
-            del proc.runtime.topics[topic]
+    rt = proc.runtime
+    mine = rt.subscriptions.get(proc)
+    if mine is not None:
+        mine.pop(topic, None)
+    _leave(rt, proc, topic)
 
 
 def subscribers(topic: Any) -> list[_process.Pid]:

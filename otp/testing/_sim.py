@@ -9,6 +9,12 @@ seed gives the same trace hash, always, so a failing seed replays exactly.
 What is deterministic: everything the program does through otp and Trio in virtual time.
 What is not: real I/O (sockets, files, threads), wall-clock reads (``time.time``), and
 ``random`` used without a seed. Keep those out of simulated code.
+
+The hash covers only text that is the same in every Python process: memory addresses in
+reprs (``<Foo object at 0x7f...>``) are masked and sets (in names, child ids and exit
+reasons) are written in sorted order, so a seed hashes the same in another process, on
+another machine or under another ``PYTHONHASHSEED``. (A program whose own behaviour follows
+set order or ``id()`` is another matter: keep those out of simulated code too.)
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import enum
 import hashlib
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -26,8 +33,8 @@ import trio.testing
 
 from .. import _process
 from .._envelope import Envelope, Kind
-from .._errors import OtpError
-from .._process import DEAD, Runtime, _Process
+from .._errors import CallError, OtpError
+from .._process import DEAD, EXITING, Runtime, _Process
 from .._supervisor import SupervisorFlags
 
 logger = logging.getLogger("otp.testing")
@@ -162,10 +169,43 @@ class InvariantViolation(OtpError):
     """A simulated run broke one of otp's guarantees."""
 
 
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+
+
+def _stable(text: str) -> str:
+    """``text`` without memory addresses (default reprs), which differ from run to run."""
+    return _ADDRESS.sub("0x?", text) if "0x" in text else text
+
+
+def _repr(value: Any, depth: int = 0) -> str:
+    """A repr that is the same in every Python process: sets in sorted order (their order
+    follows ``PYTHONHASHSEED``), memory addresses masked. Used for names, child ids and exit
+    reasons in the trace, not for every delivery."""
+    kind = type(value)
+    if depth < 8:
+        if kind is set or kind is frozenset:
+            items = ", ".join(sorted(_repr(v, depth + 1) for v in value))
+            return f"{kind.__name__}({{{items}}})"
+        if kind is tuple or kind is list:
+            items = ", ".join(_repr(v, depth + 1) for v in value)
+            if kind is list:
+                return f"[{items}]"
+            return f"({items},)" if len(value) == 1 else f"({items})"
+        if kind is dict:
+            return "{" + ", ".join(
+                f"{_repr(k, depth + 1)}: {_repr(v, depth + 1)}" for k, v in value.items()
+            ) + "}"
+    return _stable(repr(value))
+
+
 def _reason(reason: Any) -> str:
     if isinstance(reason, BaseException):
-        return f"{type(reason).__name__}({reason})"
-    return repr(reason)
+        args = reason.args
+        text = str(args[0]) if len(args) == 1 and isinstance(args[0], str) else ", ".join(
+            _repr(a) for a in args
+        )
+        return _stable(f"{type(reason).__name__}({text})")
+    return _repr(reason)
 
 
 def _msg_type(message: Any) -> str:
@@ -189,10 +229,16 @@ class _Simulation:
         self.drop_until: dict[_Process, float] = {}
         self.partitions: list[tuple[frozenset[_Process], float, bool]] = []
         self.held: list[tuple[_Process, Envelope]] = []
+        #: Calls a fault took out of the normal path (delayed, held or dropped), by target:
+        #: failed at once when the target exits, as a call to it would be.
+        self.inflight: dict[_Process, dict[Envelope, None]] = {}
         self.nursery: trio.Nursery | None = None
         self.runtime: Runtime | None = None
+        #: Per supervisor: its restarts within the current intensity window; a reset of its
+        #: restart history (continue_without, restart_tree) empties the window.
         self.restarts: dict[int, list[float]] = {}
-        self.limits: dict[int, tuple[int, float]] = {}
+        #: The first broken intensity limit, raised as InvariantViolation after the run.
+        self.violation: str | None = None
         self.active = True
 
     # -- trace ---------------------------------------------------------------------------------
@@ -210,25 +256,62 @@ class _Simulation:
             self.events.append(TraceEvent(now, kind, pid, other, detail))
 
     def spawned(self, proc: _Process) -> None:
-        self.record("spawn", proc.pid.id, None, f"{proc.cls.__qualname__} name={proc.name!r}")
+        self.record("spawn", proc.pid.id, None,
+                    f"{proc.cls.__qualname__} name={_repr(proc.name)}")
 
     def started_child(self, sup: _Process, child_id: Any, proc: _Process) -> None:
-        self.record("child", sup.pid.id, proc.pid.id, repr(child_id))
+        self.record("child", sup.pid.id, proc.pid.id, _repr(child_id))
 
     def exited(self, proc: _Process, reason: Any) -> None:
         self.crash_next.discard(proc)
         self.slow_next.pop(proc, None)
         self.record("exit", proc.pid.id, None, _reason(reason))
+        inflight = self.inflight.pop(proc, None)
+        if inflight:
+            # Calls whose request a fault delayed, held or dropped fail now, as those queued
+            # in the mailbox did: the caller does not wait out its timeout.
+            for env in inflight:
+                if env.state == 0:  # type: ignore[attr-defined]
+                    env._fail(CallError(proc.pid, reason))  # type: ignore[attr-defined]
+
+    def _track(self, proc: _Process, env: Envelope) -> None:
+        if env.kind is not Kind.CALL:
+            return
+        calls = self.inflight.get(proc)
+        if calls is None:
+            calls = self.inflight[proc] = {}
+        elif len(calls) >= 64 and len(calls) & (len(calls) - 1) == 0:
+            # Now and then (at each power of two) forget calls that were settled otherwise
+            # (replied to, timed out): a long-lived target does not accumulate them.
+            for settled in [e for e in calls if e.state != 0]:  # type: ignore[attr-defined]
+                del calls[settled]
+        calls[env] = None
 
     def restarting(self, sup: _Process, child_id: Any, reason: Any,
                    flags: SupervisorFlags) -> None:
-        self.restarts.setdefault(sup.pid.id, []).append(trio.current_time())
-        self.limits[sup.pid.id] = (flags.intensity, flags.period)
-        self.record("restart", sup.pid.id, None, f"{child_id!r} after {_reason(reason)}")
+        now = trio.current_time()
+        window = self.restarts.setdefault(sup.pid.id, [])
+        window.append(now)
+        intensity, period = flags.intensity, flags.period
+        # The supervisor counts a restart exactly `period` old; this check is a little more
+        # lenient (strictly within `period`), so rounding never makes a false alarm.
+        window[:] = [t for t in window if now - t < period]
+        if len(window) > intensity and self.violation is None:
+            self.violation = (
+                f"supervisor <0.{sup.pid.id}.0> restarted {len(window)} times within {period} s "
+                f"(intensity {intensity})"
+            )
+        self.record("restart", sup.pid.id, None, f"{_repr(child_id)} after {_reason(reason)}")
 
     def exhausted(self, sup: _Process, child_id: Any, reason: Any,
                   flags: SupervisorFlags) -> None:
-        self.record("give-up", sup.pid.id, None, f"{child_id!r} {flags.on_exhausted.value}")
+        self.record("give-up", sup.pid.id, None, f"{_repr(child_id)} {flags.on_exhausted.value}")
+
+    def restarts_reset(self, sup: _Process) -> None:
+        """The supervisor cleared its restart history (continue_without, restart_tree): the
+        intensity check starts a fresh window, as the supervisor does."""
+        self.restarts.pop(sup.pid.id, None)
+        self.record("restarts-reset", sup.pid.id, None, "")
 
     # -- delivery hooks ------------------------------------------------------------------------
 
@@ -239,6 +322,7 @@ class _Simulation:
         if self.active:
             if self.drop_until and self.drop_until.get(proc, -1.0) > now:
                 self.record("drop", sid, proc.pid.id, _msg_type(env.message))
+                self._track(proc, env)
                 return True
             for group, until, hold in self.partitions:
                 if until > now and sender is not None and (
@@ -249,10 +333,12 @@ class _Simulation:
                         self.held.append((proc, env))
                     else:
                         self.record("drop", sid, proc.pid.id, _msg_type(env.message))
+                    self._track(proc, env)
                     return True
             if self.delay_until and self.delay_until.get(proc, -1.0) > now and self.nursery:
                 delay = self.rng.uniform(0, self.plan.max_delay if self.plan else 0.05)
                 self.record("delay", sid, proc.pid.id, f"{_msg_type(env.message)} {delay:.6f}")
+                self._track(proc, env)
                 self.nursery.start_soon(self._deliver_later, proc, env, delay)
                 return True
         self.record("send", sid, proc.pid.id, _msg_type(env.message), now)
@@ -263,10 +349,16 @@ class _Simulation:
         self._deliver_now(proc, env)
 
     def _deliver_now(self, proc: _Process, env: Envelope) -> None:
-        if proc.status == DEAD:
-            return
+        calls = self.inflight.get(proc)
+        if calls is not None:
+            calls.pop(env, None)
         if env.kind is Kind.CALL and env.state != 0:  # type: ignore[attr-defined]
-            return  # the caller gave up meanwhile
+            return  # the caller gave up meanwhile, or the call already failed
+        if proc.status >= EXITING:
+            # As call() does for a server that is dead or dying: fail at once with its reason.
+            if env.kind is Kind.CALL:
+                env._fail(CallError(proc.pid, proc.exit_reason))  # type: ignore[attr-defined]
+            return
         self.record("send", None if env.sender is None else env.sender.id, proc.pid.id,
                     _msg_type(env.message))
         try:
@@ -324,19 +416,30 @@ class _Simulation:
         return proc
 
     def apply(self, fault: Fault) -> None:
+        """Inject ``fault`` now. Never raises: a fault that cannot be applied is recorded as
+        ``fault-error`` and logged, and the simulation goes on."""
+        try:
+            self._apply(fault)
+        except Exception as exc:
+            logger.error("fault %r could not be applied", fault, exc_info=exc)
+            self.record("fault-error", None, None, f"{fault.kind.value} {_reason(exc)}")
+
+    def _apply(self, fault: Fault) -> None:
         now = trio.current_time()
         if fault.kind is FaultKind.PARTITION:
             self._partition(fault, now)
             return
         proc = self._resolve(fault.target)
         if proc is None or proc.status == DEAD:
-            self.record("fault-missed", None, None, f"{fault.kind.value} {fault.target!r}")
+            self.record("fault-missed", None, None, f"{fault.kind.value} {_repr(fault.target)}")
             return
         self.record("fault", proc.pid.id, None, f"{fault.kind.value} {fault.duration:.6f}")
         if fault.kind is FaultKind.CRASH:
             self.crash_next.add(proc)
-            # a crash lands in the next handler: make sure there is one
-            proc.offer(_process._new_env(Envelope, _Poke(), Kind.INFO, proc.runtime), False)
+            # A crash lands in the next handler: make sure there is one. The poke bypasses the
+            # overflow policy (a full FAIL mailbox must not refuse it, DROP_OLDEST must not
+            # evict a real message for it), as a monitor notice does.
+            proc.force(_process._new_env(Envelope, _Poke(), Kind.INFO, proc.runtime))
         elif fault.kind is FaultKind.KILL:
             proc.kill("killed")
         elif fault.kind is FaultKind.DELAY:
@@ -406,35 +509,30 @@ async def _run(
     box: dict[str, Any],
 ) -> None:
     box["t0"] = trio.current_time()
-    async with _process.runtime(seed=seed) as rt:
-        rt.tracer = sim
-        sim.runtime = rt
-        async with trio.open_nursery() as nursery:
-            sim.nursery = nursery
-            nursery.start_soon(sim.run_plan)
-            with trio.move_on_after(max_virtual_time) as scope:
-                box["result"] = await main()
-            if scope.cancelled_caught:
-                raise Deadlock(
-                    f"the program did not finish within {max_virtual_time} virtual seconds "
-                    "(deadlock or livelock)"
-                )
-            sim.active = False
-            nursery.cancel_scope.cancel()
-        sim.record("shutdown", None, None, "")
-    box["t1"] = trio.current_time()
+    try:
+        async with _process.runtime(seed=seed) as rt:
+            rt.tracer = sim
+            sim.runtime = rt
+            async with trio.open_nursery() as nursery:
+                sim.nursery = nursery
+                nursery.start_soon(sim.run_plan)
+                with trio.move_on_after(max_virtual_time) as scope:
+                    box["result"] = await main()
+                if scope.cancelled_caught:
+                    raise Deadlock(
+                        f"the program did not finish within {max_virtual_time} virtual seconds "
+                        "(deadlock or livelock)"
+                    )
+                sim.active = False
+                nursery.cancel_scope.cancel()
+            sim.record("shutdown", None, None, "")
+    finally:
+        box["t1"] = trio.current_time()
     left = [p for p in rt.procs.values() if p.status != DEAD]
     if left:
         raise InvariantViolation(f"processes left running after shutdown: {left}")
-    for sup, times in sim.restarts.items():
-        intensity, period = sim.limits[sup]
-        for i in range(len(times)):
-            window = [t for t in times[: i + 1] if times[i] - t < period]
-            if len(window) > intensity:
-                raise InvariantViolation(
-                    f"supervisor <0.{sup}.0> restarted {len(window)} times within {period} s "
-                    f"(intensity {intensity})"
-                )
+    if sim.violation is not None:
+        raise InvariantViolation(sim.violation)
 
 
 def simulate(
@@ -456,18 +554,25 @@ def simulate(
     are returned, not raised: call :meth:`SimResult.raise_failure`.
     """
     trio_run = trio._core._run
-    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    trio_run._r.seed(f"otp.testing.scheduler:{seed}")
+    # Trio's private switch and scheduler generator: set for this run only, then put back as
+    # they were, so the rest of the process (other tests) keeps Trio's usual scheduling.
+    saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    saved_state = trio_run._r.getstate()
     sim = _Simulation(seed, faults, keep_trace)
     clock = trio.testing.MockClock(autojump_threshold=0)
     box: dict[str, Any] = {}
     failure: BaseException | None = None
     try:
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+        trio_run._r.seed(f"otp.testing.scheduler:{seed}")
         trio.run(_run, main, sim, seed, max_virtual_time, box, clock=clock)
     except BaseException as exc:  # the run's failure is data, returned to the caller
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         failure = _unwrap(exc)
+    finally:
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
+        trio_run._r.setstate(saved_state)
     return SimResult(
         seed=seed,
         trace=tuple(sim.events),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,13 @@ class Recorder(otp.GenServer):
 
 class RecordingSupervisor(otp.Supervisor):
     pass
+
+
+class HangInInit(otp.GenServer):
+    """Its init never returns (a dependency that never answers)."""
+
+    async def init(self, log: str) -> None:
+        with Path(log).open("a") as f:
+            f.write("init hang\n")
+        logging.getLogger("otp.test").info("hang: waiting forever in init")
+        await trio.sleep_forever()

@@ -165,3 +165,55 @@ def test_check_with_config_resolves_references(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 2
     proc = otp_cli("check", str(path), "--set", "sup.intensity=4")
     assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_hanging_init_interrupts_the_boot(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    log = tmp_path / "events.log"
+    path = tmp_path / "hang.toml"
+    path.write_text(
+        '[tree]\nid = "root"\n'
+        '[[tree.children]]\nid = "first"\nstart = "tests.otp.boot_servers:Recorder"\n'
+        f'args = {{ log = "{log}", label = "first" }}\n'
+        '[[tree.children]]\nid = "hang"\nstart = "tests.otp.boot_servers:HangInInit"\n'
+        f'args = {{ log = "{log}" }}\n'
+    )
+    proc = otp_cli("boot", str(path))
+    wait_for_line(proc, "waiting forever in init")
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 1  # a boot that never finished is a failed boot
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert f"boot failed (interrupted by {sig.name}): child hang did not start" in err
+    # what had started stops in order, as for any failed boot
+    assert events(tmp_path) == [
+        "init first", "init hang", "terminating first", "terminate first 'shutdown'"
+    ]
+
+
+def test_boot_reads_a_tree_file_whatever_its_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "tree.conf"
+    path.write_text(write_tree(tmp_path).read_text())
+    proc = otp_cli("boot", str(path))
+    wait_for_line(proc, "booted")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert events(tmp_path)[-1] == "terminate first 'shutdown'"
+
+
+def test_conflicting_set_options_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otp._boot import main
+
+    path = write_tree(tmp_path)
+    for sets in (["a=1", "a.b=2"], ["a.b.c=1", "a.b=2", "a.b.c.d=3"], ["a..b=1"]):
+        args = [arg for s in sets for arg in ("--set", s)]
+        with pytest.raises(SystemExit) as info:
+            main(["check", str(path), *args])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "usage:" in err and "--set" in err and "Traceback" not in err
+    assert main(["check", str(path), "--set", "a.b=2", "--set", "a=1"]) == 0  # last one wins

@@ -393,3 +393,24 @@ async def test_send_after_delivers_later_and_cancel_timer_stops_it() -> None:
         await trio.sleep(5)
         infos = await otp.call(pid, "infos")
         assert [i if isinstance(i, str) else i[0] for i in infos] == ["ding", "second", "second"]
+
+
+async def test_cancelled_timers_release_their_message_and_leave_the_heap() -> None:
+    class Big:
+        pass
+
+    async with otp.runtime() as rt:
+        pid = await otp.start(Counter)
+        refs = [otp.send_after(pid, Big(), 3600.0) for _ in range(1000)]
+        kept = otp.send_after(pid, "kept", 7200.0)
+        for ref in refs:
+            assert otp.cancel_timer(ref) is True
+            assert ref.message is None and ref.parent is None
+        assert otp.cancel_timer(refs[0]) is False  # already cancelled
+        # compacted once cancelled entries outnumbered live ones: only a few remain
+        assert len(rt.timers.heap) <= 2 and rt.timers.cancelled <= 1
+        assert [entry[2] for entry in rt.timers.heap if not entry[2].cancelled] == [kept]
+        await trio.sleep(7300)
+        assert await otp.call(pid, "infos") == ["kept"]
+        assert otp.cancel_timer(kept) is False  # already fired
+        assert rt.timers.heap == [] and rt.timers.cancelled == 0

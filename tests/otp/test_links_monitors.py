@@ -227,3 +227,95 @@ async def test_exit_signal_interrupts_a_busy_handler() -> None:
             otp.exit(a, "stop-now")
         assert trio.current_time() == start
         assert a._proc.exit_reason == "stop-now"
+
+
+class QuickCrash(otp.GenServer):
+    """Crashes in handle_continue, right after its init returned, and is dead before its
+    starter runs again (no checkpoint from init's return to its exit)."""
+
+    async def init(self) -> Any:
+        await trio.lowlevel.checkpoint()
+        return otp.Continue("go")
+
+    async def handle_continue(self, arg: Any) -> None:
+        raise RuntimeError("crash right after init")
+
+    async def terminate(self, reason: Any) -> None:
+        pass
+
+
+class BadInit(otp.GenServer):
+    async def init(self) -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("init failed")
+
+
+class Starter(Trapper):
+    """start_link's a child on request and reports what happened (or dies of it)."""
+
+    async def init(self, trap: bool = True, label: Any = None) -> None:  # type: ignore[override]
+        await Counter.init(self, 0, label)
+        otp.trap_exit(trap)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        if isinstance(request, tuple) and request[0] == "start_link":
+            try:
+                return ("ok", await otp.start_link(request[1]))
+            except Exception as exc:
+                return ("error", exc)
+        if isinstance(request, tuple) and request[0] == "start_link_with_timeout":
+            with trio.move_on_after(request[2]):
+                return ("ok", await otp.start_link(request[1]))
+            return "cancelled"
+        return await super().handle_call(request, from_)
+
+
+async def test_start_link_links_before_init_so_an_early_crash_reaches_the_caller() -> None:
+    async with otp.runtime():
+        for _ in range(3):
+            parent = await otp.start(Starter, True)
+            status, child = await otp.call(parent, ("start_link", QuickCrash))
+            assert status == "ok"
+            await until(lambda c=child: not c.is_alive())  # type: ignore[misc]
+            await trio.sleep(0.01)
+            (info,) = await otp.call(parent, "infos")
+            assert info.pid == child and isinstance(info.reason, RuntimeError)  # not "noproc"
+        # A caller that does not trap exits dies of the linked crash, as in Erlang.
+        parent = await otp.start(Starter, False)
+        status, child = await otp.call(parent, ("start_link", QuickCrash))
+        assert status == "ok"
+        assert isinstance(await otp.wait_exit(parent, timeout=1), RuntimeError)
+
+
+async def test_start_link_with_failing_init_raises_and_a_trapping_caller_gets_no_exit() -> None:
+    async with otp.runtime():
+        parent = await otp.start(Starter, True)
+        status, exc = await otp.call(parent, ("start_link", BadInit))
+        assert status == "error" and isinstance(exc, KeyError)
+        await trio.sleep(0.1)
+        assert parent.is_alive()
+        assert await otp.call(parent, "infos") == []  # the failure came as the exception only
+        assert parent._proc.links is None or not parent._proc.links
+
+
+async def test_start_link_with_failing_init_ends_a_non_trapping_caller_as_erlang_does() -> None:
+    async with otp.runtime():
+        parent = await otp.start(Starter, False)
+        # start_link raises the init error (the handler catches it and replies), and the exit
+        # signal that crossed the link ends the caller at its next checkpoint.
+        status, exc = await otp.call(parent, ("start_link", BadInit))
+        assert status == "error" and isinstance(exc, KeyError)
+        assert await otp.wait_exit(parent, timeout=1) is exc
+
+
+async def test_cancelled_start_link_kills_the_child_but_not_the_caller() -> None:
+    class Hang(otp.GenServer):
+        async def init(self) -> None:
+            await trio.sleep_forever()
+
+    async with otp.runtime():
+        parent = await otp.start(Starter, False)
+        assert await otp.call(parent, ("start_link_with_timeout", Hang, 1.0)) == "cancelled"
+        await trio.sleep(1)
+        assert parent.is_alive()
+        assert await otp.call(parent, "get") == 0

@@ -3,6 +3,8 @@ on_exhausted, shutdown, significant children, the child API and DynamicSuperviso
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 import pytest
@@ -494,3 +496,153 @@ async def test_failing_init_worker_under_supervisor_start_error() -> None:
     async with otp.runtime():
         with pytest.raises(otp.StartError, match="init failed"):
             await sup_of(otp.ChildSpec("f", FailingInit))
+
+
+# -- bad requests, backoff limits, dynamic children, significant children in backoff ---------
+
+
+async def test_restart_child_whose_init_fails_raises_start_error_and_supervisor_lives() -> None:
+    async with otp.runtime():
+        sup = await sup_of(spec("a"), spec("b"))
+        await otp.terminate_child(sup, "a")
+        FAIL_INIT.add("a")
+        with pytest.raises(otp.StartError, match="a refuses to start"):
+            await otp.restart_child(sup, "a")
+        await trio.sleep(1)
+        assert sup.is_alive()
+        children = {c.id: c for c in await otp.which_children(sup)}
+        assert children["a"].status == "stopped" and children["a"].pid is None
+        assert children["b"].status == "running"
+        FAIL_INIT.clear()
+        assert await otp.restart_child(sup, "a") == otp.whereis("a")
+
+
+async def test_unknown_request_is_refused_and_the_supervisor_lives() -> None:
+    from otp._supervisor import _Refused
+
+    async with otp.runtime():
+        sup = await sup_of(spec("a"))
+        a = otp.whereis("a")
+        answer = await otp.call(sup, "hello")
+        assert isinstance(answer, _Refused)
+        assert isinstance(answer.error, otp.SupervisorError)
+        assert "unknown supervisor request 'hello'" in str(answer.error)
+        await trio.sleep(1)
+        assert sup.is_alive() and a is not None and a.is_alive()
+
+
+def test_backoff_delay_caps_at_max_without_overflow_or_nan() -> None:
+    b = otp.Backoff("exponential", initial=0.001, max=60.0, factor=10.0)
+    assert [b.delay(n) for n in (10, 308, 309, 310, 10_000, 10**9)] == [60.0] * 6
+    huge = otp.Backoff("exponential", initial=1e300, factor=1e10)  # no cap: grows to inf
+    assert huge.delay(2) == math.inf and huge.delay(5000) == math.inf
+    assert otp.Backoff("exponential", initial=0.0, factor=1e300).delay(1000) == 0.0
+    p = otp.Backoff("progressive", initial=1.0, max=5.0, factor=1e300)
+    assert p.delay(10**6) == 5.0
+    jittered = otp.Backoff("exponential", initial=1.0, factor=2.0, jitter=1.0)
+    for n in (1, 2, 2000):
+        d = jittered.delay(n, random.Random(n))
+        assert not math.isnan(d) and d >= 0
+
+
+@pytest.mark.parametrize("field", ["initial", "factor", "jitter"])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_backoff_rejects_non_finite_initial_factor_and_jitter(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"backoff {field}"):
+        otp.Backoff("progressive", **{field: value})
+
+
+def test_backoff_max_may_be_infinite_but_not_nan() -> None:
+    assert otp.Backoff("fixed", initial=1.0, max=math.inf).delay(3) == 1.0
+    with pytest.raises(ValueError, match="backoff max"):
+        otp.Backoff("fixed", initial=1.0, max=math.nan)
+
+
+async def test_exponential_backoff_past_float_range_restarts_at_max() -> None:
+    # 0.001 * 10.0 ** 309 overflows a float: the delay must stay at max, restart after
+    # restart, until intensity (not an OverflowError) ends the supervisor.
+    class CrashAtOnce(otp.GenServer):
+        async def init(self) -> None:
+            await trio.lowlevel.checkpoint()
+            otp.cast_nowait(otp.self(), "crash")
+
+        async def handle_cast(self, msg: Any) -> None:
+            await trio.lowlevel.checkpoint()
+            raise RuntimeError(msg)
+
+    async with otp.runtime():
+        sup = await sup_of(
+            otp.ChildSpec("a", CrashAtOnce), intensity=400, period=1e9,
+            backoff=otp.Backoff("exponential", initial=0.001, max=1.0, factor=10.0),
+        )
+        assert await otp.wait_exit(sup) == "shutdown"
+        # delays 0.001, 0.01, 0.1, then 1.0 for each of the other 397 restarts
+        assert trio.current_time() == pytest.approx(0.111 + 397.0, abs=0.01)
+
+
+async def test_exception_escaping_a_supervisor_nursery_ends_only_that_supervisor() -> None:
+    class BrokenBackoff(otp.Backoff):
+        def delay(self, n: int, rng: Any = None) -> float:
+            return math.nan  # trio.sleep(nan) raises in the supervisor's timer task
+
+    async with otp.runtime():
+        bystander = await otp.start(Counter)
+        sup = await sup_of(spec("a"), intensity=5, backoff=BrokenBackoff("fixed", initial=1.0))
+        a = otp.whereis("a")
+        await otp.cast("a", "crash")
+        reason = await otp.wait_exit(sup, timeout=10)
+        assert isinstance(reason, ValueError)
+        assert a is not None and not a.is_alive()
+        assert bystander.is_alive() and await otp.call(bystander, "inc") == 1
+
+
+async def test_dynamic_supervisor_forgets_children_that_will_not_be_restarted() -> None:
+    class Job(otp.GenServer):
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            await trio.lowlevel.checkpoint()
+            if request == "crash":
+                raise RuntimeError("job crashed")
+            return otp.Stop("normal", reply="done")
+
+    async with otp.runtime():
+        sup = await otp.start(
+            otp.DynamicSupervisor, max_children=2, intensity=0, on_exhausted="continue_without"
+        )
+        for restart in ("transient", "temporary"):
+            pid = await otp.start_child(sup, otp.ChildSpec(restart, Job, restart=restart))
+            assert await otp.call(pid, "go") == "done"
+            await until(lambda p=pid: not p.is_alive())  # type: ignore[misc]
+        await trio.sleep(0.1)
+        assert await otp.which_children(sup) == []
+        # continue_without gives up on a crashing permanent child: forgotten too
+        pid = await otp.start_child(sup, otp.ChildSpec("p", Job))
+        with pytest.raises(otp.CallError):
+            await otp.call(pid, "crash")
+        await trio.sleep(0.1)
+        assert sup.is_alive()
+        assert await otp.count_children(sup) == otp.ChildCounts(0, 0, 0, 0)
+        # ...so max_children counts only children that are there
+        await otp.start_child(sup, otp.ChildSpec("x", Job))
+        await otp.start_child(sup, otp.ChildSpec("y", Job))
+        with pytest.raises(otp.SupervisorError, match="max_children"):
+            await otp.start_child(sup, otp.ChildSpec("z", Job))
+
+
+async def test_all_significant_counts_a_child_waiting_out_its_backoff() -> None:
+    async with otp.runtime():
+        sup = await sup_of(
+            spec("a", "transient", significant=True),
+            spec("b", "transient", significant=True),
+            auto_shutdown="all_significant", intensity=5,
+            backoff=otp.Backoff("fixed", initial=1.0),
+        )
+        await otp.cast("a", "crash")  # a restarts after 1 s
+        await until(lambda: otp.whereis("a") is None)
+        await otp.cast("b", ("exit", "normal"))  # b is done; a is still coming back
+        await trio.sleep(2)
+        assert sup.is_alive()
+        a = otp.whereis("a")
+        assert a is not None
+        await otp.cast(a, ("exit", "normal"))  # now every significant child is done
+        await until(lambda: not sup.is_alive())
+        assert sup._proc.exit_reason == "shutdown"

@@ -67,3 +67,32 @@ async def test_only_servers_that_own_tasks_may_start_them() -> None:
     async with otp.runtime():
         with pytest.raises(otp.OtpError, match="owns_tasks"):
             await otp.start(Plain)
+
+
+async def test_an_exception_escaping_the_process_nursery_ends_only_that_process() -> None:
+    from otp._process import _current_process
+
+    class Leaky(otp.GenServer):
+        owns_tasks = True
+
+        async def handle_call(self, request: Any, from_: otp.From) -> Any:
+            async def boom() -> None:
+                await trio.lowlevel.checkpoint()
+                raise KeyError("escaped")
+
+            # Straight into the nursery, past the task guard: as a bug in otp itself would.
+            nursery = _current_process().nursery
+            assert nursery is not None
+            nursery.start_soon(boom)
+            await trio.sleep_forever()
+
+    async with otp.runtime():
+        bystander = await otp.start(Poller)
+        pid = await otp.start(Leaky)
+        with pytest.raises(otp.CallError) as info:
+            await otp.call(pid, "go")
+        assert isinstance(info.value.reason, KeyError)
+        reason = await otp.wait_exit(pid)
+        assert isinstance(reason, KeyError)  # unwrapped from the nursery's ExceptionGroup
+        assert bystander.is_alive()
+        assert await otp.call(bystander, "x") == (8080, 0)

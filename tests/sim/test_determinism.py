@@ -4,9 +4,17 @@ every run (no deadlock, nothing left running, restart intensity obeyed)."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
+import otp
 from otp.testing import FaultKind, FaultPlan, assert_deterministic, simulate
 
 from .trees import tree_program
@@ -53,3 +61,145 @@ def test_trace_records_virtual_times_and_parties() -> None:
     times = [e.time for e in result.trace]
     assert times == sorted(times)
     assert result.virtual_time == pytest.approx(0.2, abs=0.01)
+
+
+# -- the intensity check follows the supervisor's own history resets --------------------------
+
+
+class Crasher(otp.GenServer):
+    async def handle_cast(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError(msg)
+
+
+def test_intensity_check_starts_afresh_after_continue_without() -> None:
+    async def main() -> Any:
+        sup = await otp.start(
+            otp.Supervisor,
+            children=[otp.ChildSpec("a", Crasher, name="a"), otp.ChildSpec("b", Crasher, name="b")],
+            intensity=1, period=5.0, on_exhausted="continue_without",
+        )
+        await otp.cast("a", "x")
+        await trio.sleep(0.1)  # restart 1 of a
+        await otp.cast("a", "x")
+        await trio.sleep(0.1)  # exhausted: continue without a, history cleared (documented)
+        await otp.cast("b", "x")
+        await trio.sleep(0.1)  # a restart of b is within the rules again
+        return [(c.id, c.status) for c in await otp.which_children(sup)]
+
+    result = simulate(main, seed=0)
+    result.raise_failure()
+    assert result.result == [("a", "failed"), ("b", "running")]
+    assert [e.kind for e in result.trace if e.kind in ("restart", "restarts-reset")] == [
+        "restart", "restarts-reset", "restart",
+    ]
+
+
+def test_intensity_check_starts_afresh_after_restart_tree() -> None:
+    async def main() -> Any:
+        await otp.start(
+            otp.Supervisor, children=[otp.ChildSpec("a", Crasher, name="a")],
+            intensity=1, period=5.0, on_exhausted="restart_tree",
+        )
+        for _ in range(2):
+            await otp.cast("a", "x")
+            await trio.sleep(0.1)
+        await trio.sleep(6.0)  # past the tree-restart period: the next exhaustion may retry
+        for _ in range(3):
+            await otp.cast("a", "x")
+            await trio.sleep(0.1)
+
+    result = simulate(main, seed=0)
+    result.raise_failure()
+    assert sum(e.kind == "restarts-reset" for e in result.trace) == 2
+
+
+def test_the_intensity_check_still_catches_a_real_violation() -> None:
+    from otp.testing._sim import _Simulation
+
+    sim = _Simulation(0, None, True)
+    flags = otp.SupervisorFlags(intensity=1, period=5.0)
+
+    async def main() -> None:
+        async with otp.runtime():
+            sup = await otp.start(otp.Supervisor)
+            for _ in range(2):  # a supervisor that restarts twice in 5 s with intensity 1
+                sim.restarting(sup._proc, "a", "boom", flags)
+                await trio.sleep(1.0)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]
+    assert sim.violation is not None and "restarted 2 times within 5.0 s" in sim.violation
+
+
+# -- hashes are the same in every Python process ------------------------------------------------
+
+PROGRAM = """
+import sys
+import otp, trio
+from otp.testing import simulate
+
+class Thing:  # default repr: <__main__.Thing object at 0x...>
+    pass
+
+class W(otp.GenServer):
+    async def handle_cast(self, msg):
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError(msg)
+
+REG = otp.Registry()
+ID = Thing()
+
+async def main():
+    await otp.start(otp.Supervisor, children=[
+        otp.ChildSpec(ID, W, name=otp.via(REG, "w")),
+        otp.ChildSpec(frozenset({"x", "y", "z"}), W, name="s"),
+    ], intensity=5)
+    await otp.cast(otp.via(REG, "w"), Thing())
+    await otp.cast("s", {"k", "l", "m"})
+    await trio.sleep(1)
+
+result = simulate(main, seed=42)
+assert result.ok, result.failure
+print(result.trace_hash)
+"""
+
+
+def test_trace_hash_is_the_same_in_another_process_and_hash_seed(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    root = Path(__file__).resolve().parents[2]
+    hashes = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        out = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60,
+            check=True,
+        )
+        hashes.add(out.stdout.strip())
+    assert len(hashes) == 1
+
+
+def test_registry_repr_is_stable() -> None:
+    assert repr(otp.Registry()) == "<Registry unnamed unique>"
+    assert repr(otp.Registry("duplicate", name="peers")) == "<Registry peers duplicate>"
+
+
+# -- simulate leaves the rest of the process as it found it -----------------------------------
+
+
+def test_simulate_restores_trios_scheduling_flag_and_generator() -> None:
+    import trio._core._run as trio_run
+
+    flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    state = trio_run._r.getstate()
+
+    async def fails() -> None:
+        await trio.sleep(2.5)
+        raise KeyError("boom")
+
+    result = simulate(fails, seed=9)
+    assert trio_run._ALLOW_DETERMINISTIC_SCHEDULING is flag
+    assert trio_run._r.getstate() == state
+    # and a failing run still reports how long it ran
+    assert isinstance(result.failure, KeyError)
+    assert result.virtual_time == pytest.approx(2.5)

@@ -195,3 +195,104 @@ def test_a_process_that_will_not_stop_is_killed_at_shutdown() -> None:
 
     result = simulate(main, seed=0)
     assert result.ok  # the runtime kills it after its 5 s shutdown: nothing is left
+
+
+class Echo(otp.GenServer):
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        return request
+
+
+class Caller(otp.GenServer):
+    """Calls a target for the test and reports how the call ended and how long it took."""
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        _, target, timeout = request
+        t0 = trio.current_time()
+        try:
+            outcome: Any = ("replied", await otp.call(target, "hi", timeout=timeout))
+        except otp.OtpError as exc:
+            outcome = (type(exc).__name__, getattr(exc, "reason", None))
+        return (*outcome, trio.current_time() - t0)
+
+
+@pytest.mark.parametrize("timeout", [otp.INFINITY, 5.0])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(0.5, "delay", "srv", duration=1.0),
+        Fault(0.5, "drop", "srv", duration=1.0),
+        Fault(0.5, "partition", group=("srv",), duration=1.0, hold=True),
+        Fault(0.5, "partition", group=("srv",), duration=1.0),
+    ],
+    ids=["delay", "drop", "partition-hold", "partition-drop"],
+)
+def test_a_call_held_back_by_a_fault_fails_at_once_when_its_target_dies(
+    fault: Fault, timeout: float
+) -> None:
+    async def main() -> Any:
+        srv = await otp.start(Echo, name="srv")
+        caller = await otp.start(Caller)
+        await trio.sleep(1.0)  # the fault is on from 0.5 to 1.5
+
+        async def killer() -> None:
+            await trio.sleep(0.001)
+            otp.kill(srv)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(killer)
+            return await otp.call(caller, ("call", srv, timeout), timeout=otp.INFINITY)
+
+    result = simulate(main, seed=1, faults=FaultPlan(schedule=(fault,), max_delay=0.05))
+    result.raise_failure()
+    kind, reason, took = result.result
+    assert (kind, reason) == ("CallError", "killed")
+    assert took == pytest.approx(0.001, abs=1e-6)  # not the timeout, not forever
+    assert any(e.kind in ("delay", "drop", "hold") for e in result.trace)
+
+
+def test_an_injected_crash_reaches_a_process_with_a_full_fail_mailbox() -> None:
+    class Slow(otp.GenServer):
+        async def handle_cast(self, msg: Any) -> None:
+            await trio.sleep(1.0)
+
+    async def main() -> Any:
+        pid = await otp.start(Slow, name="slow", mailbox=otp.Mailbox(1, "fail"))
+        await otp.cast(pid, 1)  # being handled
+        await trio.sleep(0.01)
+        await otp.cast(pid, 2)  # fills the mailbox
+        return await otp.wait_exit(pid)
+
+    result = run(main, Fault(0.5, "crash", "slow"))
+    assert isinstance(result.result, InjectedFault)
+    assert not any(e.kind == "fault-error" for e in result.trace)
+
+
+def test_an_injected_crash_does_not_evict_a_message_from_a_drop_oldest_mailbox() -> None:
+    class Slow(Recorder):
+        async def handle_cast(self, msg: Any) -> None:
+            await super().handle_cast(msg)
+            await trio.sleep(1.0)
+
+        async def handle_info(self, msg: Any) -> None:
+            await super().handle_info(msg)
+
+    async def main() -> Any:
+        pid = await otp.start(Slow, name="slow", mailbox=otp.Mailbox(1, "drop_oldest"))
+        await otp.cast(pid, "first")
+        await trio.sleep(0.01)
+        await otp.cast(pid, "second")  # waits in the single slot
+        await trio.sleep(0.6)  # the crash is armed at 0.5 and lands on "second"
+        return await otp.wait_exit(pid), otp.statistics(pid).mailbox.dropped
+
+    reason, dropped = run(main, Fault(0.5, "crash", "slow")).result
+    assert isinstance(reason, InjectedFault) and dropped == 0
+
+
+def test_a_fault_that_cannot_be_applied_is_recorded_not_raised() -> None:
+    async def main() -> None:
+        await otp.start(Recorder, name="w")
+        await trio.sleep(1.0)
+
+    result = run(main, Fault(0.5, "kill", ["unhashable", "target"]))
+    assert any(e.kind == "fault-error" for e in result.trace)
