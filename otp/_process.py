@@ -377,14 +377,14 @@ class _Timers:
                     self.cancelled -= 1
                 else:
                     ref.fired = True
-                    _fire(rt, ref)
+                    _fire(rt, ref, now)
                     ref.message = ref.parent = None
             if heap:
                 wake_at = min(wake_at, heap[0][0])
             self.wake_at = wake_at
 
 
-def _fire(rt: Runtime, ref: TimerRef) -> None:
+def _fire(rt: Runtime, ref: TimerRef, now: float) -> None:
     try:
         proc = _resolve(ref.target)
     except NoProcess:
@@ -400,7 +400,7 @@ def _fire(rt: Runtime, ref: TimerRef) -> None:
         cid if parent is None else parent.trace_id,
         None if parent is None else parent.correlation_id,
         ref.sender,
-        trio.current_time(),
+        now,
     )
     try:
         proc.offer(env)  # lost when the mailbox refuses it, like a send to a full mailbox
