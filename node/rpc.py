@@ -156,7 +156,8 @@ async def serve_app(
             bound_host, _, bound_port = hostport.rpartition(":")
             task_status.started((bound_host.strip("[]"), int(bound_port)))
 
-    await serve(app, hypercorn_config(host, port, max_body), task_status=_Status())  # type: ignore[arg-type]
+    status: Any = _Status()
+    await serve(app, hypercorn_config(host, port, max_body), task_status=status)
 
 
 # -- parameter checking helpers -------------------------------------------------------------------

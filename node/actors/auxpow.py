@@ -11,6 +11,7 @@ Every RPC request is handled inside this actor (the HTTP task calls it), one at 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -135,6 +136,10 @@ class AuxPowActor(otp.GenServer):
             return await getattr(self, f"rpc_{request.method}")(request.params)
         except RpcError as err:
             return _Failed(err)  # an answer for the client, not a crash of this actor
+        except otp.OtpError as exc:
+            # The chain or storage actor is down or restarting: its supervisor is on it; the
+            # client is told to come back, and this actor (and the RPC server) carry on.
+            return _Failed(RpcError(CHAIN_SYNCING, f"the node is not ready: {exc}", 503))
 
     async def rpc_createauxblock(self, params: list[Any]) -> Any:
         address = param(params, 0, "address", optional=True)
@@ -236,9 +241,8 @@ async def mine(aux_hash: bytes, chain_id: int, bits: int) -> auxpow_rules.AuxPow
     for parent_time in range(1 << 32):
         try:
             return await trio.to_thread.run_sync(
-                lambda t=parent_time: auxpow_rules.mine_auxpow(
-                    aux_hash, chain_id, bits, max_nonce=MINING_CHUNK, time=t
-                )
+                functools.partial(auxpow_rules.mine_auxpow, aux_hash, chain_id, bits,
+                                  max_nonce=MINING_CHUNK, time=parent_time)
             )
         except auxpow_rules.MiningError:
             continue

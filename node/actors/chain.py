@@ -11,6 +11,10 @@ and the StorageActor to persist blocks, and logs one line per block.
   finalized hashes move there.
 * Past ``max_blocks_without_pow`` blocks after the last finalized one, production pauses
   with a log line until PoW arrives.
+* A PoW whose work the chain has outgrown (its range no longer starts after the last
+  finalized block, or the target was retargeted since the work was handed out) is refused
+  when queued and dropped, with a log line, if it goes stale while queued: a block carrying
+  it would fail validation.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import otp
 from .. import metrics
 from ..config import ChainConfig, structure_section
 from ..crypto import bls
+from ..integration.engine import PayloadStatusError
 from ..types.chain import (
     AggregateApproval,
     AuxPowHeader,
     BlockRef,
     ConsensusBlock,
+    IndividualApproval,
     SignedConsensusBlock,
 )
 from ..workflows import chain as rules
@@ -83,6 +89,15 @@ class ImportBlock:
     """A block received from elsewhere (the network, a test)."""
 
     block: SignedConsensusBlock
+
+
+@attrs.frozen
+class AddApproval:
+    """Another authority's approval of the block this node produced and holds until it has
+    ceil(2n/3) approvals; replies the imported block's BlockRef once it has them, else None
+    (a BlockError for an approval that does not verify)."""
+
+    approval: IndividualApproval
 
 
 @attrs.frozen
@@ -149,6 +164,8 @@ class ChainActor(otp.GenServer):
         self.queued: AuxPowHeader | None = None
         self.paused = False
         self.clock = now_ms
+        #: Our block waiting for the other authorities' approvals (they arrive with the network).
+        self.awaiting: SignedConsensusBlock | None = None
         head = await otp.call(storage, storage_msgs.GetHead())
         if head is None:
             await self._genesis()
@@ -245,6 +262,11 @@ class ChainActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             return None
         pow_header = self.queued
+        if pow_header is not None and (problem := self._stale(pow_header)) is not None:
+            # The chain moved on since it was queued (a retarget, another PoW block): the
+            # block would fail validation with it, so it goes and a miner fetches new work.
+            logger.warning("queued AuxPoW for #%d dropped: %s", pow_header.height, problem)
+            self.queued = pow_header = None
         height = self.head.height + 1
         if pow_header is None and height - self.finalized.height > self.cfg.max_blocks_without_pow:
             if not self.paused:
@@ -274,9 +296,33 @@ class ChainActor(otp.GenServer):
         ))
         block = rules.new_block(self.head, slot, payload, pow_header)
         signed = rules.sign_block(block, self.key, self.index)
+        needed = rules.required_approvals(len(self.authorities))
+        if signed.signature.count() < needed:
+            # Several authorities: the block is imported once ceil(2n/3) of them approved it.
+            rules.validate_block(signed, self.head, self._context(self.unfinalized),
+                                 require_approvals=False)
+            self.awaiting = signed
+            logger.info("block #%d %s slot %d waits for %d approvals (has %d)", block.height,
+                        signed.hash().hex()[:16], slot, needed, signed.signature.count())
+            return None
         ref = await self._import(signed, produced=True)
         metrics.BLOCKS_PRODUCED.inc()
         return ref
+
+    def _stale(self, header: AuxPowHeader) -> rules.BlockError | None:
+        """Why a PoW header could not go into the next block, or None if it can."""
+        unfinalized = self.unfinalized
+        if not unfinalized or header.range_start != unfinalized[0].hash:
+            return rules.BlockError("auxpow-range", "the PoW's range no longer starts "
+                                    "after the last finalized block")
+        if all(r.hash != header.range_end for r in unfinalized):
+            return rules.BlockError("auxpow-range", "the PoW's range end is not an "
+                                    "unfinalized block")
+        if header.bits != self.bits:
+            return rules.BlockError("auxpow-bits", f"the PoW meets bits {header.bits:#x}, but "
+                                    f"the target has changed to {self.bits:#x}: the work is "
+                                    f"stale, fetch new work")
+        return None
 
     # -- import -------------------------------------------------------------------------------
 
@@ -293,14 +339,18 @@ class ChainActor(otp.GenServer):
             end = block.auxpow_header.range_end
             finalized_block = await self._block(end)
             new_finalized = finalized_block.ref()
-        head_hash, engine_state = await otp.call(self.engine, engine_msgs.CommitPayload(
+        committed = await otp.call(self.engine, engine_msgs.CommitPayload(
             block.execution_payload, finalized_block.message.execution_payload.block_hash,
         ))
+        if isinstance(committed, PayloadStatusError):
+            raise rules.BlockError("payload", f"the execution engine refused the payload: "
+                                   f"{committed}")
+        head_hash, engine_state = committed
         if head_hash != block.execution_payload.block_hash:
             raise rules.BlockError("payload", "the engine did not accept the payload as head")
         fees = 0 if block.auxpow_header is not None else await otp.call(
             self.storage, storage_msgs.GetFees(self.head.hash()))
-        ref = await otp.call(self.storage, storage_msgs.PutBlock(
+        ref: BlockRef = await otp.call(self.storage, storage_msgs.PutBlock(
             signed, head=True,
             finalized=new_finalized if new_finalized != self.finalized else None,
             engine_state=engine_state, fees=fees,
@@ -309,8 +359,8 @@ class ChainActor(otp.GenServer):
         self.unfinalized.append(ref)
         if block.auxpow_header is not None:
             self.finalized, self.finalized_block = new_finalized, finalized_block
-            end = [r.hash for r in self.unfinalized].index(new_finalized.hash)
-            del self.unfinalized[: end + 1]
+            last = [r.hash for r in self.unfinalized].index(new_finalized.hash)
+            del self.unfinalized[: last + 1]
             self.last_pow_bits = block.auxpow_header.bits
             if self.queued is not None and self.queued.range_end == block.auxpow_header.range_end:
                 self.queued = None
@@ -344,19 +394,29 @@ class ChainActor(otp.GenServer):
             return list(self.unfinalized)
         if kind is QueuePow:
             await trio.lowlevel.checkpoint()
-            header = request.header
-            unfinalized = self.unfinalized
-            if not unfinalized or header.range_start != unfinalized[0].hash:
-                return rules.BlockError("auxpow-range", "the PoW's range no longer starts "
-                                        "after the last finalized block")
-            if all(r.hash != header.range_end for r in unfinalized):
-                return rules.BlockError("auxpow-range", "the PoW's range end is not an "
-                                        "unfinalized block")
-            self.queued = header
+            problem = self._stale(request.header)
+            if problem is not None:
+                return problem
+            self.queued = request.header
             return None
         if kind is ImportBlock:
             try:
                 return await self._import(request.block)
+            except rules.BlockError as exc:
+                return exc
+        if kind is AddApproval:
+            await trio.lowlevel.checkpoint()
+            if self.awaiting is None or self.awaiting.message.parent_hash != self.head.hash():
+                self.awaiting = None
+                return rules.BlockError("approval", "no block of ours awaits approvals")
+            try:
+                self.awaiting = rules.add_approval(self.awaiting, request.approval,
+                                                   self.authorities)
+                if self.awaiting.signature.count() < rules.required_approvals(
+                        len(self.authorities)):
+                    return None
+                signed, self.awaiting = self.awaiting, None
+                return await self._import(signed, produced=True)
             except rules.BlockError as exc:
                 return exc
         if kind is ProduceNow:

@@ -23,7 +23,13 @@ import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..execution.embedded import EmbeddedEngine
-from ..integration.engine import EngineClient, build_block, commit_block, load_jwt_secret
+from ..integration.engine import (
+    EngineClient,
+    PayloadStatusError,
+    build_block,
+    commit_block,
+    load_jwt_secret,
+)
 from ..types.execution import ExecutionPayload, Withdrawal, payload_from_eth_block
 from . import storage as storage_msgs
 
@@ -58,7 +64,8 @@ class BuildPayload:
 class CommitPayload:
     """Execute ``payload`` and make it the head; replies ``(head hash, engine state)`` where
     the state is the embedded engine's snapshot to store with the block, every
-    :data:`SNAPSHOT_EVERY` blocks (None otherwise, and over HTTP)."""
+    :data:`SNAPSHOT_EVERY` blocks (None otherwise, and over HTTP), or the
+    :class:`PayloadStatusError` when the engine refuses the payload (the actor carries on)."""
 
     payload: ExecutionPayload
     finalized: bytes
@@ -122,7 +129,10 @@ class EngineActor(otp.GenServer):
                 request.fee_recipient, list(request.withdrawals),
             )
         if kind is CommitPayload:
-            head = await commit_block(self.engine, request.payload, request.finalized)
+            try:
+                head = await commit_block(self.engine, request.payload, request.finalized)
+            except PayloadStatusError as exc:
+                return exc  # the engine refused this payload: an answer, not an engine fault
             state = None
             if self.embedded is not None and request.payload.block_number % SNAPSHOT_EVERY == 0:
                 state = self.embedded.snapshot()

@@ -199,7 +199,7 @@ class StorageActor(otp.GenServer):
         return block
 
     def _hash_at(self, key: bytes) -> bytes | None:
-        raw = self.db.get(key)
+        raw: bytes | None = self.db.get(key)
         if raw is not None and len(raw) != 32:
             raise StorageCorrupt(key, f"expected a 32-byte hash, found {len(raw)} bytes")
         return raw

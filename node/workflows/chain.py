@@ -239,6 +239,10 @@ def validate_pow(block: ConsensusBlock, ctx: ValidationContext) -> None:
             break
     else:
         raise BlockError("auxpow-range", "the range end is not an unfinalized ancestor")
+    end_ref = next(r for r in ctx.unfinalized if r.hash == header.range_end)
+    if header.height != end_ref.height:
+        raise BlockError("auxpow-height", f"height {header.height}, but the range ends at "
+                         f"#{end_ref.height}")
     if header.chain_id != ctx.chain_id:
         raise BlockError("auxpow-chain-id", f"chain id {header.chain_id}, ours {ctx.chain_id}")
     if header.bits != ctx.expected_bits:
