@@ -52,6 +52,19 @@ def _response(result: Any, error: RpcError | None, request_id: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """Answer ASGI lifespan messages (nothing to set up); True if ``scope`` was one."""
+    if scope["type"] != "lifespan":
+        return False
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return True
+
+
 class RpcApp:
     """The ASGI application: POST / with a JSON-RPC body; ``handler(method, params)`` answers
     known methods (``methods``) and raises :class:`RpcError` for a specific failure."""
@@ -62,15 +75,7 @@ class RpcApp:
         self.max_body = max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        if await lifespan(scope, receive, send) or scope["type"] != "http":
             return
         if scope["method"] != "POST":
             await self._send(send, 405, _response(None, RpcError(

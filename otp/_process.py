@@ -1588,6 +1588,12 @@ async def stop(target: Any, reason: Any = "normal", timeout: float = INFINITY) -
     if proc.task is current_task():
         raise OtpError("a process cannot stop itself synchronously: return otp.Stop(...)")
     proc.system(_StopRequest(reason))
+    if await _await_exit(proc, target, timeout) != reason:
+        raise CallError(target, proc.exit_reason)
+
+
+async def _await_exit(proc: _Process, target: Any, timeout: float) -> Any:
+    """Wait until ``proc`` has exited (CallTimeout after ``timeout``); its exit reason."""
     if timeout == INFINITY:
         await proc.wait_dead()
     else:
@@ -1595,8 +1601,7 @@ async def stop(target: Any, reason: Any = "normal", timeout: float = INFINITY) -
             await proc.wait_dead()
         if proc.status != DEAD:
             raise CallTimeout(target, timeout)
-    if proc.exit_reason != reason:
-        raise CallError(target, proc.exit_reason)
+    return proc.exit_reason
 
 
 async def wait_exit(target: Any, timeout: float = INFINITY) -> Any:
@@ -1606,15 +1611,7 @@ async def wait_exit(target: Any, timeout: float = INFINITY) -> Any:
     :class:`NoProcess` for an unknown name and :class:`CallTimeout` when ``timeout`` runs out.
     A pid that has already exited returns its reason at once.
     """
-    proc = _resolve(target)
-    if timeout == INFINITY:
-        await proc.wait_dead()
-    else:
-        with trio.move_on_after(timeout):
-            await proc.wait_dead()
-        if proc.status != DEAD:
-            raise CallTimeout(target, timeout)
-    return proc.exit_reason
+    return await _await_exit(_resolve(target), target, timeout)
 
 
 def exit(target: Any, reason: Any) -> None:

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import otp
 
 from .. import metrics
-from ..rpc import serve_app
+from ..rpc import lifespan, serve_app
 
 logger = logging.getLogger("alys.metrics")
 
@@ -43,15 +43,7 @@ class MetricsApp:
         self.chain_name = chain_name
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+        if await lifespan(scope, receive, send) or scope["type"] != "http":
             return
         path = scope["path"]
         if scope["method"] != "GET":
