@@ -26,6 +26,7 @@ fastest one whose gaps a wrapper can close; ``node.crypto.bls``'s row shows it c
 
 from __future__ import annotations
 
+import abc
 import gc
 import hashlib
 import importlib
@@ -62,7 +63,9 @@ OP_LABELS = {
 # what the scheme needs (a library's gap must show up in the vectors).
 
 
-class Adapter:
+class Adapter(abc.ABC):
+    """One binding under test; subclasses implement every abstract method."""
+
     name = ""
     dist = ""
     slow = False  # pure Python: fewer iterations, skipped by --quick
@@ -75,30 +78,38 @@ class Adapter:
     def prepare_pk(self, pk: bytes) -> Any:
         return pk
 
+    @abc.abstractmethod
     def sk_to_pk(self, sk: Any) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def sign(self, sk: Any, msg: bytes) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def verify(self, pk: Any, msg: bytes, sig: bytes) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def aggregate(self, sigs: Sequence[bytes]) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def fast_aggregate_verify(self, pks: Sequence[Any], msg: bytes, sig: bytes) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def aggregate_verify(self, pks: Sequence[Any], msgs: Sequence[bytes], sig: bytes) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def decode_g1(self, data: bytes) -> None:
         """Raise unless ``data`` is a valid compressed G1 point (infinity included)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def decode_g2(self, data: bytes) -> None:
-        raise NotImplementedError
+        ...
 
 
 class Arkworks(Adapter):
