@@ -1,4 +1,5 @@
-"""``python -m node boot [supervision.toml] [--config FILE] [--set key=value] [--dev-miner]``.
+"""``python -m node boot|check|tree [supervision.toml] [--config FILE] [--set key=value]
+[--dev-miner]``.
 
 Loads the layered configuration (defaults < TOML file < ``ALYS_*`` environment < ``--set``),
 fills the tree's ``${node.*}`` references from it and boots the tree until SIGINT/SIGTERM.
@@ -22,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node", description="an Alys node")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("boot", "run the node until SIGINT/SIGTERM"),
-                       ("check", "validate the configuration and the tree")):
+                       ("check", "validate the configuration and the tree"),
+                       ("tree", "draw the supervision tree with this configuration")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("tree", nargs="?", default="supervision.toml",
                        help="the supervision tree (default: supervision.toml)")
@@ -52,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check":
         print(f"{args.tree}: ok ({sum(1 for _ in spec.walk())} nodes); data in {config.data_dir}")
+        return 0
+    if args.command == "tree":
+        print(otp.render_tree(spec))
         return 0
     os.makedirs(config.data_dir, exist_ok=True)
     return otp.boot(spec)
