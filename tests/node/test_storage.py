@@ -11,11 +11,14 @@ from pathlib import Path
 
 import plyvel
 import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import otp
 from node.actors import storage as s
 from node.actors.storage import StorageActor, StorageCorrupt
-from node.types.chain import BlockRef
+from node.types.chain import BlockRef, SignedConsensusBlock
 
 from .factories import chain
 
@@ -126,8 +129,6 @@ def test_database_left_by_a_killed_process_opens_consistent(tmp_path: Path) -> N
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    import trio
-
     async def check() -> int:
         async with otp.runtime():
             db = await otp.start(StorageActor, path)  # the start-up checks pass
@@ -139,3 +140,50 @@ def test_database_left_by_a_killed_process_opens_consistent(tmp_path: Path) -> N
             return int(head.height)
 
     assert trio.run(check) >= 50
+
+
+def _fresh_db(path: str, blocks: list[SignedConsensusBlock]) -> None:
+    async def fill() -> None:
+        async with otp.runtime():
+            db = await otp.start(StorageActor, path)
+            for block in blocks:
+                await otp.call(db, s.PutBlock(block, finalized=block.ref()))
+            await otp.stop(db)
+
+    trio.run(fill)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["head", "finalized", "auxpow", "version", "block", "height"]),
+    st.binary(max_size=80),
+)
+def test_fuzz_a_damaged_record_is_refused_by_name_or_harmless(
+    tmp_path_factory: pytest.TempPathFactory, which: str, garbage: bytes
+) -> None:
+    blocks = chain(3)
+    path = str(tmp_path_factory.mktemp("db"))
+    _fresh_db(path, blocks)
+    key = {
+        "head": s.KEY_HEAD, "finalized": s.KEY_FINALIZED, "auxpow": s.KEY_AUXPOW,
+        "version": s.KEY_VERSION, "block": s.block_key(blocks[2].hash()),
+        "height": s.height_key(2),
+    }[which]
+    raw = plyvel.DB(path)
+    raw.put(key, garbage)
+    raw.close()
+
+    async def reopen() -> None:
+        async with otp.runtime():
+            try:
+                db = await otp.start(StorageActor, path)
+            except StorageCorrupt as exc:
+                assert exc.key == key or exc.key.startswith((b"b/", b"h/", b"m/", b"v"))
+                return
+            # it started: then what it serves is whole
+            head = await otp.call(db, s.GetHead())
+            assert head is not None
+            block = await otp.call(db, s.GetBlock(head.hash))
+            assert block is not None and block.hash() == head.hash
+
+    trio.run(reopen)
