@@ -31,11 +31,13 @@ import attrs
 import trio
 import trio.testing
 
-from .. import _process
 from .._envelope import Envelope, Kind
 from .._errors import CallError, OtpError
-from .._process import DEAD, EXITING, Runtime, _Process
-from .._supervisor import SupervisorFlags
+from .._messaging import new_envelope
+from .._proc import _Process
+from .._runtime import Runtime
+from .._start import runtime
+from .._values import DEAD, EXITING, RUNNING, Pid
 
 logger = logging.getLogger("otp.testing")
 
@@ -255,14 +257,15 @@ class _Simulation:
         if self.keep:
             self.events.append(TraceEvent(now, kind, pid, other, detail))
 
-    def spawned(self, proc: _Process) -> None:
-        self.record("spawn", proc.pid.id, None,
-                    f"{proc.cls.__qualname__} name={_repr(proc.name)}")
+    def spawned(self, pid: Pid) -> None:
+        proc: _Process = pid._proc
+        self.record("spawn", pid.id, None, f"{proc.cls.__qualname__} name={_repr(proc.name)}")
 
-    def started_child(self, sup: _Process, child_id: Any, proc: _Process) -> None:
-        self.record("child", sup.pid.id, proc.pid.id, _repr(child_id))
+    def started_child(self, sup: Pid, child_id: Any, child: Pid) -> None:
+        self.record("child", sup.id, child.id, _repr(child_id))
 
-    def exited(self, proc: _Process, reason: Any) -> None:
+    def exited(self, pid: Pid, reason: Any) -> None:
+        proc: _Process = pid._proc
         self.crash_next.discard(proc)
         self.slow_next.pop(proc, None)
         self.record("exit", proc.pid.id, None, _reason(reason))
@@ -287,35 +290,34 @@ class _Simulation:
                 del calls[settled]
         calls[env] = None
 
-    def restarting(self, sup: _Process, child_id: Any, reason: Any,
-                   flags: SupervisorFlags) -> None:
+    def restarting(self, sup: Pid, child_id: Any, reason: Any, intensity: int,
+                   period: float) -> None:
         now = trio.current_time()
-        window = self.restarts.setdefault(sup.pid.id, [])
+        window = self.restarts.setdefault(sup.id, [])
         window.append(now)
-        intensity, period = flags.intensity, flags.period
         # The supervisor counts a restart exactly `period` old; this check is a little more
         # lenient (strictly within `period`), so rounding never makes a false alarm.
         window[:] = [t for t in window if now - t < period]
         if len(window) > intensity and self.violation is None:
             self.violation = (
-                f"supervisor <0.{sup.pid.id}.0> restarted {len(window)} times within {period} s "
+                f"supervisor <0.{sup.id}.0> restarted {len(window)} times within {period} s "
                 f"(intensity {intensity})"
             )
-        self.record("restart", sup.pid.id, None, f"{_repr(child_id)} after {_reason(reason)}")
+        self.record("restart", sup.id, None, f"{_repr(child_id)} after {_reason(reason)}")
 
-    def exhausted(self, sup: _Process, child_id: Any, reason: Any,
-                  flags: SupervisorFlags) -> None:
-        self.record("give-up", sup.pid.id, None, f"{_repr(child_id)} {flags.on_exhausted.value}")
+    def exhausted(self, sup: Pid, child_id: Any, reason: Any, policy: str) -> None:
+        self.record("give-up", sup.id, None, f"{_repr(child_id)} {policy}")
 
-    def restarts_reset(self, sup: _Process) -> None:
+    def restarts_reset(self, sup: Pid) -> None:
         """The supervisor cleared its restart history (continue_without, restart_tree): the
         intensity check starts a fresh window, as the supervisor does."""
-        self.restarts.pop(sup.pid.id, None)
-        self.record("restarts-reset", sup.pid.id, None, "")
+        self.restarts.pop(sup.id, None)
+        self.record("restarts-reset", sup.id, None, "")
 
     # -- delivery hooks ------------------------------------------------------------------------
 
-    def offer(self, proc: _Process, env: Envelope) -> bool:
+    def offer(self, pid: Pid, env: Envelope) -> bool:
+        proc: _Process = pid._proc
         sender = env.sender
         sid = None if sender is None else sender.id
         now = env.sent_at  # the envelope was made just now: no second clock read
@@ -379,7 +381,8 @@ class _Simulation:
         process loop awaits :meth:`before_handle` only then)."""
         return bool(self.crash_next or self.slow_next)
 
-    async def before_handle(self, proc: _Process, env: Envelope) -> None:
+    async def before_handle(self, pid: Pid, env: Envelope) -> None:
+        proc: _Process = pid._proc
         if proc in self.slow_next:
             delay = self.slow_next.pop(proc)
             self.record("slow", proc.pid.id, None, f"{delay:.6f}")
@@ -397,8 +400,9 @@ class _Simulation:
         plan = self.plan
         spare = set(plan.spare) if plan else set()
         out = []
-        for proc in self.runtime.procs.values():
-            if proc.status != _process.RUNNING:
+        for pid in self.runtime.procs.values():
+            proc: _Process = pid._proc
+            if proc.status != RUNNING:
                 continue
             if plan is not None and not plan.supervisors and proc.cls._otp_supervisor:
                 continue
@@ -415,10 +419,11 @@ class _Simulation:
         if target is None:
             candidates = self._candidates()
             return self.rng.choice(candidates) if candidates else None
-        if isinstance(target, _process.Pid):
-            return target._proc
-        proc = self.runtime.names.get(target)
-        return proc
+        if isinstance(target, Pid):
+            found: _Process = target._proc
+            return found
+        pid = self.runtime.names.get(target)
+        return None if pid is None else pid._proc
 
     def apply(self, fault: Fault) -> None:
         """Inject ``fault`` now. Never raises: a fault that cannot be applied is recorded as
@@ -444,7 +449,7 @@ class _Simulation:
             # A crash lands in the next handler: make sure there is one. The poke bypasses the
             # overflow policy (a full FAIL mailbox must not refuse it, DROP_OLDEST must not
             # evict a real message for it), as a monitor notice does.
-            proc.force(_process._new_env(Envelope, _Poke(), Kind.INFO, proc.runtime))
+            proc.force(new_envelope(_Poke(), Kind.INFO, proc.runtime))
         elif fault.kind is FaultKind.KILL:
             proc.kill("killed")
         elif fault.kind is FaultKind.DELAY:
@@ -515,7 +520,7 @@ async def _run(
 ) -> None:
     box["t0"] = trio.current_time()
     try:
-        async with _process.runtime(seed=seed) as rt:
+        async with runtime(seed=seed) as rt:
             rt.tracer = sim
             sim.runtime = rt
             async with trio.open_nursery() as nursery:
@@ -533,7 +538,7 @@ async def _run(
             sim.record("shutdown", None, None, "")
     finally:
         box["t1"] = trio.current_time()
-    left = [p for p in rt.procs.values() if p.status != DEAD]
+    left = [p for p in rt.procs.values() if p._proc.status != DEAD]
     if left:
         raise InvariantViolation(f"processes left running after shutdown: {left}")
     if sim.violation is not None:

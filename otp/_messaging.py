@@ -1,0 +1,314 @@
+"""Messaging: call, reply, cast, send, their ``_nowait`` twins, and timed sends.
+
+Every message is queued by one synchronous core, :func:`_enqueue`; the async forms add the
+checkpoints and the wait for room under ``Overflow.BLOCK``:
+
+* ``cast`` and ``send`` are always a cancel point, and a schedule point when they wait for
+  room and at least once every :data:`SEND_BURST` sends of the runtime otherwise. (A yield per
+  message costs more than everything else a send does; a sender in a loop still yields
+  regularly.)
+* ``cast_nowait`` and ``send_nowait`` raise ``trio.WouldBlock`` where the async form would
+  wait.
+* A cast to a dead process or an unregistered name is lost silently, as in OTP; a send to
+  an unregistered name raises :class:`otp.NoProcess` (Erlang's ``badarg``), to a dead pid it
+  is lost. A target that is not a target at all raises ``TypeError`` at once.
+
+A call parks its caller on a :class:`~otp._envelope.From` (the request's envelope and the
+reply slot in one), with its deadline kept by the runtime's timer task: no cancel scope, no
+channel, so a call costs little more than a bare Trio park/reschedule round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final, TypeVar, overload
+
+import trio
+from trio.lowlevel import Abort, current_task, wait_task_rescheduled
+
+from ._envelope import Envelope, Expired, From, Kind, _current_envelope
+from ._errors import CallError, CallTimeout, MailboxFull, NoProcess, OtpError
+from ._mailbox import GAVE_UP
+from ._names import check_target, lookup, resolve
+from ._proc import _current_proc, _Process
+from ._request import Request
+from ._runtime import Runtime, current_runtime
+from ._timers import TimerRef
+from ._values import DEAD, EXITING, INFINITY, Pid
+
+logger = logging.getLogger("otp")
+
+_CALL, _CAST, _INFO = Kind.CALL, Kind.CAST, Kind.INFO
+
+#: A cast or send that finds room at once yields once per this many sends of the runtime.
+SEND_BURST: Final = 16
+
+R = TypeVar("R")
+
+
+def new_envelope(message: Any, kind: Kind, rt: Runtime) -> Envelope:
+    """An envelope sent now by the calling context, in the trace of what it is handling."""
+    parent = _current_envelope.get()
+    cid = rt.next_id()
+    me = _current_proc.get()
+    return Envelope(
+        message,
+        kind,
+        cid,
+        cid if parent is None else parent.trace_id,
+        None if parent is None else parent.correlation_id,
+        None if me is None else me.pid,
+        trio.current_time(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# call and reply
+
+
+@overload
+async def call(target: Any, request: Request[R], timeout: float = 5.0) -> R: ...
+@overload
+async def call(target: Any, request: Any, timeout: float = 5.0) -> Any: ...
+
+
+async def call(target: Any, request: Any, timeout: float = 5.0) -> Any:
+    """Send ``request`` to a server and wait for its reply.
+
+    ``timeout`` (seconds, default 5, ``otp.INFINITY`` for none) covers waiting for room in the
+    mailbox as well as the reply; :class:`CallTimeout` when it runs out. A server that is dead
+    fails the call at once with :class:`NoProcess`; one that exits (or is exiting) before
+    replying fails it with :class:`CallError` carrying the exit reason; an exception in its
+    ``handle_call`` arrives as :class:`CallError` with that exception as ``reason``.
+
+    A request that subclasses ``otp.Request[T]`` types the reply as ``T`` for the type
+    checker (nothing is checked at run time).
+
+    Cancelling the caller abandons the call: the request may still be handled, its reply is
+    dropped (and the server stops holding it). A checkpoint.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    proc: _Process = target._proc if type(target) is Pid else resolve(target)
+    status = proc.status
+    if status >= EXITING:
+        if status == DEAD:
+            raise NoProcess(target, proc.exit_reason)
+        raise CallError(target, proc.exit_reason)
+    if not timeout > 0:
+        raise ValueError(f"a call timeout must be > 0 seconds, not {timeout!r}")
+    rt = proc.runtime
+    task = current_task()
+    if task is proc.task:
+        raise OtpError(f"{proc.pid!r} called itself: that would deadlock")
+    parent = _current_envelope.get()
+    me = _current_proc.get()
+    cid = rt.next_id()
+    now = trio.current_time()
+    env = From(
+        request,
+        _CALL,
+        cid,
+        cid if parent is None else parent.trace_id,
+        None if parent is None else parent.correlation_id,
+        None if me is None else me.pid,
+        now,
+        task,
+    )
+    if timeout != INFINITY:
+        rt.timers.add_call(env, timeout, now)
+    try:
+        if not proc.offer(env):
+            proc.add_blocked(env, None)
+    except MailboxFull:
+        env._abort(None)
+        raise
+    try:
+        return await wait_task_rescheduled(env)
+    except Expired:
+        raise CallTimeout(target, timeout) from None
+
+
+def reply(from_: From, value: Any) -> None:
+    """Answer a call whose handler returned :data:`NoReply`. Late or repeated replies are
+    dropped (the caller has moved on)."""
+    if type(from_) is not From:
+        raise TypeError(f"reply takes the from_ of a handle_call, not {from_!r}")
+    from_._reply(value)
+
+
+# --------------------------------------------------------------------------------------------
+# cast and send
+
+def _enqueue(target: Any, message: Any, kind: Kind, missing_ok: bool) -> Any:
+    """Queue ``message`` now if the target's mailbox lets it in. Returns the process when
+    queued, None when lost (dead target, or unregistered name with ``missing_ok``), or
+    ``(process, envelope)`` when the sender must wait for room."""
+    if type(target) is Pid:
+        proc: _Process = target._proc
+    else:
+        pid = lookup(current_runtime(), target)
+        if pid is None:
+            if missing_ok:
+                return None
+            raise NoProcess(target)
+        proc = pid._proc
+    if proc.status == DEAD:
+        return None
+    rt = proc.runtime
+    parent = _current_envelope.get()
+    me = _current_proc.get()
+    cid = rt.next_id()
+    env = Envelope(
+        message,
+        kind,
+        cid,
+        cid if parent is None else parent.trace_id,
+        None if parent is None else parent.correlation_id,
+        None if me is None else me.pid,
+        trio.current_time(),
+    )
+    if proc.offer(env):
+        return proc
+    return proc, env
+
+
+async def _deliver(target: Any, message: Any, kind: Kind, missing_ok: bool) -> None:
+    await trio.lowlevel.checkpoint_if_cancelled()
+    result = _enqueue(target, message, kind, missing_ok)
+    if result is None:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    elif type(result) is tuple:
+        await wait_for_room(*result)
+    else:
+        rt = result.runtime
+        rt.sends += 1
+        if rt.sends >= SEND_BURST:
+            rt.sends = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+async def put(proc: _Process, env: Envelope) -> None:
+    """Queue ``env`` in ``proc``'s mailbox, waiting for room under ``BLOCK`` (the bus)."""
+    if proc.offer(env):
+        rt = proc.runtime
+        rt.sends += 1
+        if rt.sends >= SEND_BURST:
+            rt.sends = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return
+    await wait_for_room(proc, env)
+
+
+async def wait_for_room(proc: _Process, env: Envelope) -> None:
+    """Wait behind a full ``BLOCK`` mailbox until ``env`` is in (or the process died)."""
+    entry = proc.add_blocked(env, current_task())
+
+    def abort(_raise_cancel: Any) -> Abort:
+        entry[1] = GAVE_UP
+        return Abort.SUCCEEDED
+
+    await wait_task_rescheduled(abort)
+
+
+def _enqueue_nowait(target: Any, message: Any, kind: Kind, missing_ok: bool) -> bool:
+    result = _enqueue(target, message, kind, missing_ok)
+    if type(result) is tuple:
+        raise trio.WouldBlock
+    return result is not None
+
+
+async def cast(target: Any, msg: Any) -> None:
+    """Send ``msg`` to ``handle_cast`` of the target without waiting for it to be handled.
+
+    A cast to a dead process or an unknown name is silently lost, as in OTP. When the mailbox
+    is full, the overflow policy decides (``BLOCK`` waits here). Always a cancel point; a
+    schedule point when it waits, and at least once every 16 sends otherwise.
+    """
+    await _deliver(target, msg, _CAST, True)
+
+
+def cast_nowait(target: Any, msg: Any) -> bool:
+    """Synchronous :func:`cast`: raises ``trio.WouldBlock`` where :func:`cast` would wait.
+
+    Returns whether the message was queued.
+    """
+    return _enqueue_nowait(target, msg, _CAST, True)
+
+
+async def send(target: Any, msg: Any) -> None:
+    """Send a raw message to the target's ``handle_info``.
+
+    Sending to an unregistered name raises :class:`NoProcess` (Erlang's ``badarg``); to a dead
+    pid the message is silently lost. Checkpoints as :func:`cast` does.
+    """
+    await _deliver(target, msg, _INFO, False)
+
+
+def send_nowait(target: Any, msg: Any) -> bool:
+    """Synchronous :func:`send`: raises ``trio.WouldBlock`` where :func:`send` would wait."""
+    return _enqueue_nowait(target, msg, _INFO, False)
+
+
+# --------------------------------------------------------------------------------------------
+# Timed sends
+
+
+def send_after(target: Any, msg: Any, delay: float) -> TimerRef:
+    """Send ``msg`` to ``target``'s ``handle_info`` after ``delay`` seconds (virtual under a
+    MockClock), like Erlang's ``erlang:send_after``.
+
+    The target is checked here (``TypeError`` if it is not a pid, a name or a via-name) but
+    looked up when the timer fires: if no process has the name then, or the mailbox refuses
+    the message, it is dropped, logged and counted (``Runtime.timers_dropped``). Timers live
+    in the runtime (one task keeps all of them), not in the calling task; the message's
+    sender and trace are the caller's. A negative delay fires at once.
+    """
+    check_target(target)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay != delay:
+        raise TypeError(f"send_after delay must be a number of seconds, not {delay!r}")
+    rt = current_runtime()
+    me = _current_proc.get()
+    ref = TimerRef(target, msg, None if me is None else me.pid, _current_envelope.get())
+    rt.timers.add_timer(ref, trio.current_time() + max(delay, 0.0))
+    return ref
+
+
+def cancel_timer(ref: TimerRef) -> bool:
+    """Cancel a :func:`send_after`. True if that stopped it; False if it had already fired
+    or been cancelled. The message is released at once."""
+    return ref.cancel()
+
+
+def deliver_timer(rt: Runtime, ref: TimerRef, now: float) -> None:
+    """Deliver a due timer (run by the timer task: never raises)."""
+    try:
+        pid = lookup(rt, ref.target)
+    except Exception as exc:  # a via-registry whose lookup fails
+        rt.timers_dropped += 1
+        logger.warning("timed message to %r dropped: looking up the name failed: %r",
+                       ref.target, exc)
+        return
+    if pid is None or pid._proc.status == DEAD:
+        rt.timers_dropped += 1
+        logger.warning("timed message to %r dropped: no such process", ref.target)
+        return
+    proc: _Process = pid._proc
+    parent = ref.parent
+    cid = rt.next_id()
+    env = Envelope(
+        ref.message,
+        _INFO,
+        cid,
+        cid if parent is None else parent.trace_id,
+        None if parent is None else parent.correlation_id,
+        ref.sender,
+        now,
+    )
+    try:
+        queued = proc.offer(env)
+    except MailboxFull:
+        queued = False
+    if not queued:
+        rt.timers_dropped += 1
+        logger.warning("timed message to %r dropped: its mailbox is full", ref.target)
+
