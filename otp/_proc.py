@@ -86,6 +86,8 @@ class ProcessStatistics:
     links: int
     monitors: int
     trap_exit: bool
+    #: Calls whose handler returned NoReply and whose callers still wait for otp.reply.
+    held_calls: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +322,7 @@ class _Process(Inbox):
             links=len(self.links) if self.links else 0,
             monitors=len(self.monitored_by) if self.monitored_by else 0,
             trap_exit=self.trap_exit,
+            held_calls=len(self.deferred) if self.deferred else 0,
         )
 
     # -- the task ----------------------------------------------------------------------------
