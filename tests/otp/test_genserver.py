@@ -515,7 +515,8 @@ async def test_init_returning_ignore_starts_nothing_and_returns_none() -> None:
 
 async def test_init_returning_something_else_fails_start_with_a_clear_error() -> None:
     async with otp.runtime() as rt:
-        with pytest.raises(TypeError, match=r"expected None, otp\.Continue, otp\.Stop or otp\.Ignore"):
+        expected = r"expected None, otp\.Continue, otp\.Stop or otp\.Ignore"
+        with pytest.raises(TypeError, match=expected):
             await otp.start(Refuses, 42)
         assert rt.procs == {}
 
