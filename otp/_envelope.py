@@ -8,8 +8,8 @@ message whose handling sent this one), the sender's pid and the send time (``tri
 so virtual under a MockClock). Ids are integers from the runtime's counter: cheap and, in a
 seeded simulation, deterministic.
 
-While a handler runs, :func:`current_envelope` returns its envelope; the value lives in a
-context variable, so tasks the handler starts inherit it and calls it makes carry the trace on.
+While a handler runs, :func:`current_envelope` returns its envelope: calls and sends it makes
+carry the trace on, and tasks the process starts keep the envelope current when they started.
 
 A call travels in a :class:`From`: the envelope of the request, and the slot its caller is
 parked on. Settling it (a reply, a failure, the timeout, the caller giving up) happens once;
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import outcome
@@ -180,17 +180,37 @@ class From(Envelope):  # type: ignore[override]
         return self.state == PENDING
 
 
-_current_envelope: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
-    "otp_current_envelope", default=None
+class Context(Protocol):
+    """Who is running: a process (the process object itself) or a task it owns."""
+
+    #: The process the code runs for.
+    pid: Pid
+    #: The envelope whose handling this code is part of (None: none).
+    current: Envelope | None
+    #: The process object (``otp._proc._Process``).
+    process: Any
+
+
+#: The running code's :class:`Context`: set once by each process task and each task a
+#: process owns; None elsewhere. One variable, read once per send and never set per message:
+#: a process tracks the message it handles in its own ``current`` slot.
+_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "otp_context", default=None
 )
 
 
 def current_envelope() -> Envelope | None:
-    """The envelope of the message being handled, or None outside a handler."""
-    return _current_envelope.get()
+    """The envelope of the message being handled, or None outside a handler.
+
+    In a task the process started (``otp.start_task``), the envelope the process was
+    handling when it started the task; in ``init``, that of the code that started the
+    process.
+    """
+    ctx = _context.get()
+    return None if ctx is None else ctx.current
 
 
 def current_trace_id() -> int | None:
     """The trace id flowing through this context, or None."""
-    env = _current_envelope.get()
+    env = current_envelope()
     return None if env is None else env.trace_id

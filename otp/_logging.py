@@ -19,8 +19,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-from ._envelope import _current_envelope
-from ._proc import _current_proc
+from ._envelope import _context
 
 __all__ = ["JsonFormatter", "ProcessContextFilter", "configure_logging"]
 
@@ -34,15 +33,15 @@ class ProcessContextFilter(logging.Filter):
     record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        proc = _current_proc.get()
-        env = _current_envelope.get()
+        ctx = _context.get()
         pid = name = trace = None
-        if proc is not None:
-            pid = repr(proc.pid)
-            if proc.name is not None:
-                name = proc.name if isinstance(proc.name, str) else repr(proc.name)
-        if env is not None:
-            trace = env.trace_id
+        if ctx is not None:
+            pid = repr(ctx.pid)
+            proc_name = ctx.process.name
+            if proc_name is not None:
+                name = proc_name if isinstance(proc_name, str) else repr(proc_name)
+            if ctx.current is not None:
+                trace = ctx.current.trace_id
         record.otp_pid = pid
         record.otp_name = name
         record.otp_trace_id = trace

@@ -23,7 +23,6 @@ An exit signal from the process that started this one with :func:`otp.start_link
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable, Coroutine
 from time import perf_counter_ns
@@ -34,7 +33,7 @@ import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from ._envelope import PENDING, Envelope, From, Kind, _current_envelope
+from ._envelope import PENDING, Envelope, From, Kind, _context, current_envelope
 from ._errors import CallError, NoProcess, OtpError, StartRefused
 from ._genserver import GenServer
 from ._mailbox import GAVE_UP, Inbox, Mailbox, MailboxStatistics
@@ -45,6 +44,7 @@ from ._values import (
     INFINITY,
     NOTHING,
     RUNNING,
+    STARTING,
     STATUS_NAMES,
     Continue,
     Down,
@@ -164,7 +164,6 @@ class _Process(Inbox):
         "deferred",
         "exit_event",
         "exit_reason",
-        "handled",
         "hist",
         "hist_ns",
         "kill_reason",
@@ -175,6 +174,7 @@ class _Process(Inbox):
         "name",
         "nursery",
         "parent",
+        "process",
         "runtime",
         "scope",
         "server",
@@ -188,6 +188,8 @@ class _Process(Inbox):
         self.runtime = rt
         self.cls = cls
         self.pid = Pid(next(rt.pid_numbers), self)
+        #: A process is its own execution context (see ``otp._envelope.Context``).
+        self.process = self
         self.name: Any = None
         self.scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
@@ -211,7 +213,6 @@ class _Process(Inbox):
         #: server (gen_server's EXIT from the parent).
         self.link_parent: Pid | None = None
         self.sup_child: Any = None
-        self.handled = 0
         self.hist: list[int] | None = None  # created by the first handled message
         self.hist_ns = 0
         self.hooked = rt.tracer is not None
@@ -223,6 +224,11 @@ class _Process(Inbox):
         tracer = self.runtime.tracer
         assert tracer is not None
         return tracer.offer(self.pid, env)
+
+    @property
+    def handled(self) -> int:
+        """Messages handled so far (each one counted in the histogram)."""
+        return sum(self.hist) if self.hist else 0
 
     def __call__(self, _raise_cancel: Any) -> Abort:
         # The process is its own abort function while it waits for mail (no bound-method
@@ -259,7 +265,7 @@ class _Process(Inbox):
         """An envelope for a notice the runtime delivers (Down, Exit), in the trace of the
         message being handled where there is one."""
         rt = self.runtime
-        parent = _current_envelope.get()
+        parent = current_envelope()
         cid = rt.next_id()
         return Envelope(
             message,
@@ -329,7 +335,7 @@ class _Process(Inbox):
 
     async def main(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.task = current_task()
-        _current_proc.set(self)
+        _context.set(self)
         reason: Any = "killed"
         try:
             try:
@@ -366,7 +372,7 @@ class _Process(Inbox):
             return exc
         if result is not None and not isinstance(result, Continue):
             return self._refuse(result)
-        _current_envelope.set(None)
+        self.current = None  # init ran in its starter's trace; messages bring their own
         self.status = RUNNING
         if self.starter is not None:
             self.starter.done(outcome.Value(self.pid))
@@ -380,37 +386,47 @@ class _Process(Inbox):
             # (each is an object the garbage collector tracks, 100,000 processes over).
             queue = self.queue
             hist = self.hist
-            env_var = _current_envelope
+            top = HIST_BUCKETS - 1
             tracer = self.runtime.tracer
             burst = 0
+            # When the handler time of a message is measured, its end is the start of the
+            # next message handled in the same burst: one clock read per message. 0: unknown.
+            t0 = 0
             while True:
                 sysq = self.sysq
                 if sysq:
                     item = sysq.popleft()
+                    self.current = None
                     stop = await self._system(server, item)
                     if stop is not None:
                         return stop
+                    t0 = 0
                     continue
                 if not queue:
+                    # ``current`` stays set from one message to the next (a store less per
+                    # message): it is cleared here, and before system items.
+                    self.current = None
                     self.waiting = True
                     await wait_task_rescheduled(self)
-                    burst = 0
+                    burst = t0 = 0
                     continue
                 if burst >= BURST:
                     # Messages kept coming without the server ever parking: yield so a busy
                     # server never starves the rest of the program (and so a kill can land).
                     # Once per BURST messages, not per message: under load a yield per message
                     # halves throughput and doubles latency.
-                    burst = 0
+                    burst = t0 = 0
                     await trio.lowlevel.checkpoint()
                     continue
+                if hist is None:  # the first message: idle processes keep no histogram
+                    hist = self.hist = [0] * HIST_BUCKETS
                 burst += 1
                 env = queue.popleft()
                 if self.blocked:
                     self.unblock()
                 self.current = env
-                token = env_var.set(env)
-                t0 = perf_counter_ns()
+                if not t0:
+                    t0 = perf_counter_ns()
                 kind = env.kind
                 try:
                     if tracer is not None and tracer.handler_faults:
@@ -427,19 +443,17 @@ class _Process(Inbox):
                     else:  # _EXIT: the parent that linked to this server exited
                         result = Stop(env.message.reason)
                 finally:
-                    env_var.reset(token)
-                    dt = perf_counter_ns() - t0
+                    t1 = perf_counter_ns()
+                    dt = t1 - t0
+                    t0 = t1
                     self.hist_ns += dt
                     b = (dt >> 10).bit_length()
-                    if hist is None:
-                        hist = self.hist = [0] * HIST_BUCKETS
-                    hist[b if b < HIST_BUCKETS else HIST_BUCKETS - 1] += 1
-                    self.handled += 1
-                self.current = None
+                    hist[b if b < top else top] += 1
                 if result is not None:
                     stop = await self._directive(server, env, result)
                     if stop is not None:
                         return stop
+                    t0 = 0
         except Exception as exc:
             current = self.current
             if current is not None and current.kind is _CALL:
@@ -521,7 +535,7 @@ class _Process(Inbox):
         if kind is StopRequest:
             return await self._terminate(server, item.reason)
         if kind is SysCall:
-            token = _current_envelope.set(item.env)
+            self.current = item.env
             try:
                 value = await item.fn(server)
             except Exception as exc:
@@ -529,7 +543,7 @@ class _Process(Inbox):
             else:
                 item.env._reply(value)
             finally:
-                _current_envelope.reset(token)
+                self.current = None
             return None
         result = await server._otp_system(item)
         if isinstance(result, Stop):
@@ -564,6 +578,9 @@ class _Process(Inbox):
 
     def _die(self, reason: Any) -> None:
         rt = self.runtime
+        # Until init returns, ``current`` is the starter's envelope (the trace init runs in),
+        # not a message of this process's.
+        started = self.status != STARTING
         self.status = DEAD
         self.exit_reason = reason
         pid = self.pid
@@ -577,9 +594,9 @@ class _Process(Inbox):
                 exc = reason if isinstance(reason, BaseException) else NoProcess(pid, reason)
                 starter.done(outcome.Error(exc))
         current = self.current
-        if current is not None and current.kind is _CALL:
+        if started and current is not None and current.kind is _CALL:
             current._fail(CallError(pid, reason))  # type: ignore[attr-defined]
-            self.current = None
+        self.current = None
         self._fail_pending(reason)
         self.queue.clear()
         self.sysq = None
@@ -659,20 +676,15 @@ def flush_exits(proc: _Process, sender: Pid) -> None:
 # --------------------------------------------------------------------------------------------
 # The calling process
 
-_current_proc: contextvars.ContextVar[_Process | None] = contextvars.ContextVar(
-    "otp_process", default=None
-)
-
-
 def self_() -> Pid | None:
     """The pid of the calling process, or None outside any process (``otp.self()``)."""
-    proc = _current_proc.get()
-    return None if proc is None else proc.pid
+    ctx = _context.get()
+    return None if ctx is None else ctx.pid
 
 
 def current_process() -> _Process:
-    proc = _current_proc.get()
-    if proc is None:
+    ctx = _context.get()
+    if ctx is None:
         raise OtpError("this must be called from inside an otp process")
+    proc: _Process = ctx.process
     return proc
-

@@ -17,6 +17,7 @@ import contextvars
 import itertools
 import random
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 import trio
@@ -84,6 +85,22 @@ class Runtime:
         self.tracer: Tracer | None = None
         #: Sends since the last yield (see :func:`otp.cast`).
         self.sends = 0
+        #: ``trio.current_time`` without its lookups: the run's clock, bound once.
+        self.now: Callable[[], float] = trio.current_time
+        #: For Trio's own SystemClock, whose time is ``offset + time.perf_counter()``: the
+        #: offset, so the hottest paths read the time without a Python call (None: call now).
+        self.clock_offset: float | None = None
+
+    def use_clock(self, clock: trio.abc.Clock) -> None:
+        """Read time from ``clock`` (the run's clock; see :attr:`clock_offset`)."""
+        self.now = clock.current_time
+        self.clock_offset = None
+        kind = type(clock)
+        if kind.__name__ == "SystemClock" and kind.__module__.startswith("trio"):
+            offset: float = clock.offset  # type: ignore[attr-defined]
+            # Only if SystemClock still keeps time as documented in its source.
+            if abs(clock.current_time() - (offset + perf_counter())) < 1e-3:
+                self.clock_offset = offset
 
     def processes(self) -> list[Pid]:
         """Pids of every live process, oldest first."""

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import trio
 from trio.lowlevel import current_task, wait_task_rescheduled
 
+from ._envelope import _context, current_envelope
 from ._errors import CallError, CallTimeout, NoProcess, OtpError
 from ._genserver import GenServer
 from ._mailbox import DEFAULT_MAILBOX, Mailbox
 from ._messaging import deliver_timer
 from ._names import register_as, resolve
-from ._proc import StopRequest, _current_proc, _Process, _Starter, flush_exits, link
+from ._proc import StopRequest, _Process, _Starter, flush_exits, link
 from ._runtime import Runtime, _current_runtime, current_runtime
 from ._values import DEAD, INFINITY, Pid
 
@@ -35,6 +36,7 @@ async def runtime(*, seed: int | None = None) -> AsyncIterator[Runtime]:
     """Open a runtime; processes started inside run until the block exits (see the module
     docs for how they stop)."""
     rt = Runtime(seed)
+    rt.use_clock(trio.lowlevel.current_clock())
     token = _current_runtime.set(rt)
     body_error: BaseException | None = None
     try:
@@ -109,6 +111,7 @@ async def spawn(
         link(link_to, proc)
         proc.link_parent = link_to.pid
     starter = proc.starter = _Starter(current_task(), proc, link_to)
+    proc.current = current_envelope()  # init runs in its starter's trace
     assert nursery is not None
     nursery.start_soon(proc.main, args, kwargs, name=proc)
     tracer = rt.tracer
@@ -161,8 +164,9 @@ async def start_link(
     ``gen_server`` does. Outside a process there is nothing to link to and this is
     :func:`start`.
     """
+    ctx = _context.get()
     return await spawn(cls, args, kwargs, name=name, mailbox=mailbox,
-                       link_to=_current_proc.get())
+                       link_to=None if ctx is None else ctx.process)
 
 
 async def stop(target: Any, reason: Any = "normal", timeout: float = INFINITY) -> None:

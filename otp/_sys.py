@@ -13,11 +13,11 @@ from typing import Any
 import trio
 from trio.lowlevel import current_task, wait_task_rescheduled
 
-from ._envelope import Expired, From, Kind, _current_envelope
+from ._envelope import Expired, From, Kind, _context
 from ._errors import CallError, CallTimeout, NoProcess, OtpError
 from ._genserver import GenServer
 from ._names import resolve
-from ._proc import ProcessStatistics, SysCall, _current_proc
+from ._proc import ProcessStatistics, SysCall
 from ._values import DEAD, EXITING, INFINITY
 
 
@@ -37,8 +37,8 @@ async def sys_call(target: Any, fn: Callable[[Any], Coroutine[Any, Any, Any]],
     if proc.task is current_task():
         raise OtpError(f"{proc.pid!r} called itself: that would deadlock")
     rt = proc.runtime
-    parent = _current_envelope.get()
-    me = _current_proc.get()
+    ctx = _context.get()
+    parent = None if ctx is None else ctx.current
     cid = rt.next_id()
     now = trio.current_time()
     env = From(
@@ -47,7 +47,7 @@ async def sys_call(target: Any, fn: Callable[[Any], Coroutine[Any, Any, Any]],
         cid,
         cid if parent is None else parent.trace_id,
         None if parent is None else parent.correlation_id,
-        None if me is None else me.pid,
+        None if ctx is None else ctx.pid,
         now,
         current_task(),
     )

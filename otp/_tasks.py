@@ -15,10 +15,25 @@ from typing import Any
 
 import trio
 
+from ._envelope import Envelope, _context, current_envelope
 from ._errors import OtpError
 from ._proc import _Process, current_process
+from ._values import Pid
 
 logger = logging.getLogger("otp")
+
+
+class TaskContext:
+    """The execution context of a task a process owns: it acts for the process (sends come
+    from its pid, ``otp.self()`` is its pid) in the trace of the message the process was
+    handling when it started the task."""
+
+    __slots__ = ("current", "pid", "process")
+
+    def __init__(self, proc: _Process, current: Envelope | None) -> None:
+        self.process = proc
+        self.pid: Pid = proc.pid
+        self.current = current
 
 
 def _task_nursery() -> tuple[_Process, trio.Nursery]:
@@ -35,7 +50,9 @@ def _failed(proc: _Process, fn: Any, exc: Exception) -> None:
     proc.signal_exit(None, exc)
 
 
-async def _guard_task(proc: _Process, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+async def _guard_task(ctx: TaskContext, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    _context.set(ctx)
+    proc = ctx.process
     try:
         await fn(*args)
     except Exception as exc:
@@ -47,7 +64,7 @@ def start_task_soon(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
     ``owns_tasks = True``). It is cancelled when the process exits; if it raises, the
     process receives an exit signal with that exception as reason."""
     proc, nursery = _task_nursery()
-    nursery.start_soon(_guard_task, proc, fn, args)
+    nursery.start_soon(_guard_task, TaskContext(proc, current_envelope()), fn, args)
 
 
 async def start_task(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -55,8 +72,10 @@ async def start_task(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     ``nursery.start`` does): returns once it calls ``task_status.started(value)``, with that
     value. An exception before that is raised here."""
     proc, nursery = _task_nursery()
+    ctx = TaskContext(proc, current_envelope())
 
     async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        _context.set(ctx)
         started = False
 
         class _Status:
