@@ -17,7 +17,7 @@ from typing import Any, Final
 import attrs
 from trio.lowlevel import Task, reschedule
 
-from ._envelope import PENDING, Envelope, Kind
+from ._envelope import PENDING, WOKEN, Envelope, Kind
 from ._errors import MailboxFull
 from ._values import DEAD, STARTING, Pid
 
@@ -132,7 +132,7 @@ class Inbox:
     def _wake(self) -> None:
         if self.waiting:
             self.waiting = False
-            reschedule(self.task)  # type: ignore[arg-type]
+            reschedule(self.task, WOKEN)  # type: ignore[arg-type]
 
     def offer(self, env: Envelope, hook: bool = True) -> bool:
         """Put ``env`` in the user queue if the overflow policy allows it without waiting.
@@ -149,7 +149,7 @@ class Inbox:
             queue.append(env)
             if self.waiting:
                 self.waiting = False
-                reschedule(self.task)  # type: ignore[arg-type]
+                reschedule(self.task, WOKEN)  # type: ignore[arg-type]
             return True
         overflow = self.overflow
         if overflow is Overflow.BLOCK:
@@ -201,7 +201,7 @@ class Inbox:
                 continue
             self.queue.append(env)
             if task is not None:
-                reschedule(task)
+                reschedule(task, WOKEN)
             return
 
     def statistics(self) -> MailboxStatistics:

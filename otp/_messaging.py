@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar, overload
 import trio
 from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
-from ._envelope import Envelope, Expired, From, Kind, _context, current_envelope
+from ._envelope import PENDING, WOKEN, Envelope, Expired, From, Kind, _context, current_envelope
 from ._errors import CallError, CallTimeout, MailboxFull, NoProcess, OtpError
 from ._mailbox import GAVE_UP
 from ._names import check_target, lookup, resolve
@@ -103,20 +103,29 @@ async def call(target: Any, request: Any, timeout: float = 5.0) -> Any:
     task = current_task()
     if task is proc.task:
         raise OtpError(f"{proc.pid!r} called itself: that would deadlock")
+    # From(...) without the call to __init__, as in _deliver.
+    env = _new(From)
+    env.message = request
+    env.kind = _CALL
+    env.correlation_id = cid = rt.next_id()
     ctx = _context.get()
-    parent = None if ctx is None else ctx.current
-    cid = rt.next_id()
-    now = rt.now()
-    env = From(
-        request,
-        _CALL,
-        cid,
-        cid if parent is None else parent.trace_id,
-        None if parent is None else parent.correlation_id,
-        None if ctx is None else ctx.pid,
-        now,
-        task,
-    )
+    if ctx is None:
+        env.trace_id = cid
+        env.causation_id = env.sender = None
+    else:
+        env.sender = ctx.pid
+        parent = ctx.current
+        if parent is None:
+            env.trace_id = cid
+            env.causation_id = None
+        else:
+            env.trace_id = parent.trace_id
+            env.causation_id = parent.correlation_id
+    offset = rt.clock_offset
+    env.sent_at = now = rt.now() if offset is None else offset + perf_counter()
+    env.task = task
+    env.state = PENDING
+    env.bucket = env.held = None
     if timeout != INFINITY:
         rt.timers.add_call(env, timeout, now)
     try:
@@ -198,7 +207,7 @@ async def _deliver(target: Any, message: Any, kind: Kind, missing_ok: bool) -> N
             queue.append(env)
             if proc.waiting:
                 proc.waiting = False
-                reschedule(proc.task)  # type: ignore[arg-type]
+                reschedule(proc.task, WOKEN)  # type: ignore[arg-type]
         elif not proc.offer(env):
             await wait_for_room(proc, env)
             return
