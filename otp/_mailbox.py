@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -101,7 +102,7 @@ class Inbox:
         "blocked",
         "capacity",
         "dropped",
-        "hooked",
+        "hook",
         "overflow",
         "pid",
         "queue",
@@ -123,11 +124,9 @@ class Inbox:
         self.task: Task | None = None
         self.status = STARTING
         self.dropped = 0
-        #: True in a simulation: deliveries go through :meth:`_hook` (fault injection).
-        self.hooked = False
-
-    def _hook(self, env: Envelope) -> bool:
-        raise NotImplementedError  # the process class routes deliveries to its tracer
+        #: In a simulation, the tracer's ``offer(pid, env)``: every delivery goes through it
+        #: (fault injection). None otherwise.
+        self.hook: Callable[[Pid, Envelope], bool] | None = None
 
     def _wake(self) -> None:
         if self.waiting:
@@ -142,8 +141,8 @@ class Inbox:
         Returns False when the sender must wait (``BLOCK`` and full); raises MailboxFull under
         ``FAIL`` (and for a call under ``DROP_NEWEST``).
         """
-        if self.hooked and hook:
-            return self._hook(env)
+        if hook and self.hook is not None:
+            return self.hook(self.pid, env)
         queue = self.queue
         if len(queue) < self.capacity and not self.blocked:
             queue.append(env)

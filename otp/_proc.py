@@ -215,15 +215,11 @@ class _Process(Inbox):
         self.sup_child: Any = None
         self.hist: list[int] | None = None  # created by the first handled message
         self.hist_ns = 0
-        self.hooked = rt.tracer is not None
+        if rt.tracer is not None:
+            self.hook = rt.tracer.offer
 
     def __repr__(self) -> str:
         return f"<process {self.pid!r} {self.cls.__name__} name={self.name!r}>"
-
-    def _hook(self, env: Envelope) -> bool:
-        tracer = self.runtime.tracer
-        assert tracer is not None
-        return tracer.offer(self.pid, env)
 
     @property
     def handled(self) -> int:

@@ -36,10 +36,9 @@ class Tracer(Protocol):
         it; the return value is the offer's (False: the sender must wait)."""
         ...
 
-    @property
-    def handler_faults(self) -> bool:
-        """True while some process has a fault waiting for its next handler."""
-        ...
+    #: True while some process has a fault waiting for its next handler (an attribute, read
+    #: before every message of a simulation).
+    handler_faults: bool
 
     async def before_handle(self, pid: Pid, env: Envelope) -> None:
         """Runs before ``pid`` handles ``env`` while :attr:`handler_faults` is true."""

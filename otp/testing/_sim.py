@@ -223,10 +223,19 @@ class _Simulation:
         self.keep = keep_trace
         self.events: list[TraceEvent] = []
         self.hash = hashlib.sha256()
-        self.update = self.hash.update
+        #: Trace lines not hashed yet: hashed 1,024 at a time (the hash of the concatenation
+        #: is the hash of the lines one by one), and when the hash is read.
+        self.lines: list[bytes] = []
+        #: The last event time and its text: most events share the time of the one before.
+        self.last_now = -1.0
+        self.now_text = b""
+        #: Message type names as bytes, by type.
+        self.type_names: dict[type, bytes] = {}
         self.count = 0
         self.crash_next: set[_Process] = set()
         self.slow_next: dict[_Process, float] = {}
+        #: ``bool(crash_next or slow_next)``, kept up to date by _faults_changed.
+        self.handler_faults = False
         self.delay_until: dict[_Process, float] = {}
         self.drop_until: dict[_Process, float] = {}
         self.partitions: list[tuple[frozenset[_Process], float, bool]] = []
@@ -251,11 +260,45 @@ class _Simulation:
         if now is None:
             now = trio.current_time()
         # The hashed text is TraceEvent.line() plus a newline, built without the event object
-        # unless the trace is kept: this runs for every delivery of a simulation.
-        self.update(f"{now:.9f} {kind} {pid} {other} {detail}\n".encode())
-        self.count += 1
+        # unless the trace is kept.
+        self._line(f"{now:.9f} {kind} {pid} {other} {detail}\n".encode())
         if self.keep:
             self.events.append(TraceEvent(now, kind, pid, other, detail))
+
+    def _line(self, line: bytes) -> None:
+        lines = self.lines
+        lines.append(line)
+        self.count += 1
+        if len(lines) >= 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hash the lines not hashed yet."""
+        if self.lines:
+            self.hash.update(b"".join(self.lines))
+            self.lines.clear()
+
+    def hexdigest(self) -> str:
+        self.flush()
+        return self.hash.hexdigest()
+
+    def _send(self, now: float, sid: int | None, target: int, message: Any) -> None:
+        """``record("send", sid, target, type name, now)``, as fast as it can be: this runs
+        for every message of a simulation."""
+        if now != self.last_now:
+            self.last_now = now
+            self.now_text = b"%.9f" % now
+        kind = type(message)
+        name = self.type_names.get(kind)
+        if name is None:
+            name = self.type_names[kind] = kind.__name__.encode()
+        lines = self.lines
+        lines.append(b"%s send %r %d %s\n" % (self.now_text, sid, target, name))
+        self.count += 1
+        if len(lines) >= 1024:
+            self.flush()
+        if self.keep:
+            self.events.append(TraceEvent(now, "send", sid, target, kind.__name__))
 
     def spawned(self, pid: Pid) -> None:
         proc: _Process = pid._proc
@@ -268,6 +311,7 @@ class _Simulation:
         proc: _Process = pid._proc
         self.crash_next.discard(proc)
         self.slow_next.pop(proc, None)
+        self._faults_changed()
         self.record("exit", proc.pid.id, None, _reason(reason))
         inflight = self.inflight.pop(proc, None)
         if inflight:
@@ -343,12 +387,7 @@ class _Simulation:
                 self._track(proc, env)
                 self.nursery.start_soon(self._deliver_later, proc, env, delay)
                 return True
-        # record("send", ...) inlined: this line runs for every message of a simulation
-        self.update(b"%.9f send %r %d %s\n" % (now, sid, proc.pid.id,
-                                                  type(env.message).__name__.encode()))
-        self.count += 1
-        if self.keep:
-            self.events.append(TraceEvent(now, "send", sid, proc.pid.id, _msg_type(env.message)))
+        self._send(now, sid, pid.id, env.message)
         return proc.offer(env, False)
 
     async def _deliver_later(self, proc: _Process, env: Envelope, delay: float) -> None:
@@ -366,8 +405,8 @@ class _Simulation:
             if env.kind is Kind.CALL:
                 env._fail(CallError(proc.pid, proc.exit_reason))  # type: ignore[attr-defined]
             return
-        self.record("send", None if env.sender is None else env.sender.id, proc.pid.id,
-                    _msg_type(env.message))
+        self._send(trio.current_time(), None if env.sender is None else env.sender.id,
+                   proc.pid.id, env.message)
         try:
             if not proc.offer(env, False):
                 proc.add_blocked(env, None)
@@ -375,20 +414,21 @@ class _Simulation:
             if env.kind is Kind.CALL:
                 env._fail(exc)  # type: ignore[attr-defined]
 
-    @property
-    def handler_faults(self) -> bool:
+    def _faults_changed(self) -> None:
         """Whether some process has a crash or slow-down waiting for its next handler (the
         process loop awaits :meth:`before_handle` only then)."""
-        return bool(self.crash_next or self.slow_next)
+        self.handler_faults = bool(self.crash_next or self.slow_next)
 
     async def before_handle(self, pid: Pid, env: Envelope) -> None:
         proc: _Process = pid._proc
         if proc in self.slow_next:
             delay = self.slow_next.pop(proc)
+            self._faults_changed()
             self.record("slow", proc.pid.id, None, f"{delay:.6f}")
             await trio.sleep(delay)
         if proc in self.crash_next:
             self.crash_next.discard(proc)
+            self._faults_changed()
             self.record("crash", proc.pid.id, None, _msg_type(env.message))
             raise InjectedFault(f"injected crash of {proc.pid!r}")
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -446,6 +486,7 @@ class _Simulation:
         self.record("fault", proc.pid.id, None, f"{fault.kind.value} {fault.duration:.6f}")
         if fault.kind is FaultKind.CRASH:
             self.crash_next.add(proc)
+            self._faults_changed()
             # A crash lands in the next handler: make sure there is one. The poke bypasses the
             # overflow policy (a full FAIL mailbox must not refuse it, DROP_OLDEST must not
             # evict a real message for it), as a monitor notice does.
@@ -458,6 +499,7 @@ class _Simulation:
             self.drop_until[proc] = now + fault.duration
         elif fault.kind is FaultKind.SLOW:
             self.slow_next[proc] = fault.duration
+            self._faults_changed()
 
     def _partition(self, fault: Fault, now: float) -> None:
         candidates = self._candidates()
@@ -545,6 +587,22 @@ async def _run(
         raise InvariantViolation(sim.violation)
 
 
+class _SchedulerRandom(random.Random):
+    """The generator Trio's deterministic scheduler shuffles each batch of runnable tasks
+    with: the same uniform permutations as ``random.shuffle``, without its per-call cost for
+    the batches of one or two tasks that make up most of a simulation."""
+
+    def shuffle(self, x: Any) -> None:
+        n = len(x)
+        if n < 2:
+            return
+        if n == 2:
+            if self.getrandbits(1):
+                x.reverse()
+            return
+        super().shuffle(x)
+
+
 def simulate(
     main: Callable[[], Awaitable[Any]],
     *,
@@ -567,14 +625,14 @@ def simulate(
     # Trio's private switch and scheduler generator: set for this run only, then put back as
     # they were, so the rest of the process (other tests) keeps Trio's usual scheduling.
     saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
-    saved_state = trio_run._r.getstate()
+    saved_random = trio_run._r
     sim = _Simulation(seed, faults, keep_trace)
     clock = trio.testing.MockClock(autojump_threshold=0)
     box: dict[str, Any] = {}
     failure: BaseException | None = None
     try:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-        trio_run._r.seed(f"otp.testing.scheduler:{seed}")
+        trio_run._r = _SchedulerRandom(f"otp.testing.scheduler:{seed}")
         trio.run(_run, main, sim, seed, max_virtual_time, box, clock=clock)
     except BaseException as exc:  # the run's failure is data, returned to the caller
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -582,11 +640,11 @@ def simulate(
         failure = _unwrap(exc)
     finally:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
-        trio_run._r.setstate(saved_state)
+        trio_run._r = saved_random
     return SimResult(
         seed=seed,
         trace=tuple(sim.events),
-        trace_hash=sim.hash.hexdigest(),
+        trace_hash=sim.hexdigest(),
         virtual_time=box.get("t1", box.get("t0", 0.0)) - box.get("t0", 0.0),
         failure=failure,
         result=box.get("result"),
