@@ -177,15 +177,19 @@ def test_sign_block_is_the_producers_single_entry_aggregate() -> None:
     assert signed.message == block
     assert signed.signature.bitfield == 0b100 and signed.signature.indexes() == [2]
     signature = bls.Signature.from_bytes(signed.signature.signature)
-    assert bls.verify(PUBS[2], block.hash(), signature)
-    assert not bls.verify(PUBS[1], block.hash(), signature)
+    assert bls.verify(PUBS[2], block.signing_root(), signature)
+    assert not bls.verify(PUBS[1], block.signing_root(), signature)
+    # the signing root, never the bare block hash, is what is signed
+    assert not bls.verify(PUBS[2], block.hash(), signature)
 
 
-def test_approve_signs_the_block_hash() -> None:
+def test_approve_signs_the_blocks_signing_root() -> None:
     approval = rules.approve(BLOCKS[1].hash(), KEYS[3], 3)
     assert approval.authority_index == 3
-    assert bls.verify(PUBS[3], BLOCKS[1].hash(),
+    assert bls.verify(PUBS[3], BLOCKS[1].signing_root(),
                       bls.Signature.from_bytes(approval.signature))
+    assert not bls.verify(PUBS[3], BLOCKS[1].hash(),
+                          bls.Signature.from_bytes(approval.signature))
 
 
 def test_approvals_grow_the_aggregate_until_it_is_enough() -> None:
@@ -196,8 +200,9 @@ def test_approvals_grow_the_aggregate_until_it_is_enough() -> None:
         signed = rules.add_approval(signed, rules.approve(block.hash(), KEYS[index], index), PUBS)
     assert signed.signature.indexes() == [0, 1, 3]
     aggregate = bls.Signature.from_bytes(signed.signature.signature)
-    assert bls.fast_aggregate_verify([PUBS[0], PUBS[1], PUBS[3]], block.hash(), aggregate)
-    assert not bls.fast_aggregate_verify([PUBS[0], PUBS[1]], block.hash(), aggregate)
+    assert bls.fast_aggregate_verify([PUBS[0], PUBS[1], PUBS[3]], block.signing_root(),
+                                     aggregate)
+    assert not bls.fast_aggregate_verify([PUBS[0], PUBS[1]], block.signing_root(), aggregate)
     rules.validate_block(signed, GENESIS, context(GENESIS))
     # a fourth approval still verifies
     signed = rules.add_approval(signed, rules.approve(block.hash(), KEYS[2], 2), PUBS)
@@ -416,11 +421,13 @@ def test_pow_proof_must_commit_to_the_range(pow_header: AuxPowHeader) -> None:
                 context(head)) == "auxpow-commitment-root"
 
 
-def test_pow_header_height_must_be_its_range_end(pow_header: AuxPowHeader) -> None:
+def test_pow_header_height_is_not_validated_as_in_the_original(pow_header: AuxPowHeader) -> None:
+    # ALYS.md: the header carries the height of the latest AuxPoW block + 1, and "the
+    # original never validates it"; nor do we (the proof does not commit to it).
     head = BLOCKS[4]
-    wrong = attrs.evolve(pow_header, height=pow_header.height + 1)
-    assert rule(rules.validate_block, child(head, header=wrong), head,
-                context(head)) == "auxpow-height"
+    for height in (0, 1, pow_header.height + 1, 2**64 - 1):
+        rules.validate_block(child(head, header=attrs.evolve(pow_header, height=height)), head,
+                             context(head))
 
 
 def test_pow_proof_must_decode(pow_header: AuxPowHeader) -> None:

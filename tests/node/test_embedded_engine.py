@@ -366,8 +366,8 @@ async def test_restore_refuses_damaged_state() -> None:
     import cbor2
 
     doc = cbor2.loads(data)
-    doc["version"] = 2
-    with pytest.raises(EngineStateError, match="snapshot: version: expected 1, got 2"):
+    doc["version"] = 3
+    with pytest.raises(EngineStateError, match="snapshot: version: expected 2, got 3"):
         EmbeddedEngine.restore(cbor2.dumps(doc))
 
     def edit_block(doc: Any, i: int, field: int, value: Any) -> None:
@@ -393,7 +393,7 @@ async def test_restore_refuses_damaged_state() -> None:
         EmbeddedEngine.restore(cbor2.dumps(doc))
     doc = cbor2.loads(data)
     doc["config"]["chain_id"] = 8
-    with pytest.raises(EngineStateError, match=r"blocks\[0\] is not the genesis"):
+    with pytest.raises(EngineStateError, match=r"anchor is not the genesis"):
         EmbeddedEngine.restore(cbor2.dumps(doc))
     doc = cbor2.loads(data)
     doc["forkchoice"][2] = chain[-1].block_hash[:31] + b"\x00"

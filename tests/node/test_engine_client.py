@@ -41,6 +41,7 @@ from node.types.execution import (
     PayloadAttributes,
     PayloadStatus,
     PayloadStatusKind,
+    Receipt,
     Withdrawal,
 )
 
@@ -683,6 +684,18 @@ class ScriptedEngine:
         self.calls.append("new")
         assert self.new is not None
         return self.new
+
+    async def latest_block(self) -> tuple[int, bytes]:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for the latest block")
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for a block number")
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for receipts")
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

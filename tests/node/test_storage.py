@@ -70,7 +70,7 @@ async def test_a_block_off_the_head_is_stored_but_not_indexed(tmp_path: Path) ->
         (s.KEY_HEAD, b"\xff\x00garbage", "corrupt storage record b'm/head'"),
         (s.KEY_VERSION, b"\x07", "schema 7"),
         (s.KEY_FINALIZED, None, "points at block"),
-        ("block", b"\x01\x02", "corrupt storage record b'b/"),
+        ("block", b"\x01\x02", "corrupt storage record b.b/"),
         ("height", b"short", "expected a 32-byte hash"),
     ],
 )
@@ -90,7 +90,7 @@ async def test_corrupt_records_stop_the_start_and_name_the_key(
     elif key == "height":
         raw.put(s.height_key(1), value)
     elif key == s.KEY_FINALIZED:
-        raw.put(key, otp.codec.encode(BlockRef(bytes(range(32)), 9)))
+        raw.put(key, s.encode_ref(BlockRef(bytes(range(32)), 1)))
     else:
         raw.put(key, value)  # type: ignore[arg-type]
     raw.close()
@@ -110,7 +110,9 @@ WRITER = textwrap.dedent("""
         async with otp.runtime():
             db = await otp.start(s.StorageActor, sys.argv[1])
             for block in blocks:
-                await otp.call(db, s.PutBlock(block, engine_state=bytes(2048)))
+                await otp.call(db, s.PutBlock(
+                    block, engine_state=bytes(2048),
+                    finalized=block.ref() if block.height == 0 else None))
                 print(block.height, flush=True)
 
     trio.run(main)
