@@ -310,6 +310,9 @@ class EngineClient:
         """``eth_getBlockReceipts(hash)``: the block's receipts, in order."""
         method = "eth_getBlockReceipts"
         result = await self.call(method, [data_to_json(block_hash)])
+        if result is None:
+            raise EngineError(None, f"the engine does not have block 0x{block_hash.hex()}",
+                              method)
         if not isinstance(result, list):
             raise EngineError(None, f"malformed result: expected an array of receipts, got "
                               f"{result!r:.100}", method)
