@@ -23,7 +23,10 @@ One fault, one restart: calls to the storage and the engine go through
 :func:`node.actors.sibling.call`, which waits (bounded) for a sibling its supervisor is
 restarting. A slot that finds either sibling away is skipped with a log line; a call that
 cannot be served gets the error as its answer. This actor does not crash for a sibling's
-fault, and its in-memory state stays that of the stored chain.
+fault, and its in-memory state stays that of the stored chain: when the write of a block
+fails because the storage died, whether the block made it is unknown until the storage is
+back, so the next operation first reads the stored head and takes the block's state only if
+it is there.
 """
 
 from __future__ import annotations
@@ -211,6 +214,8 @@ class ChainActor(otp.GenServer):
         self.away: str | None = None  # the sibling a skipped slot was waiting for
         #: Our block waiting for the other authorities' approvals (they arrive with the network).
         self.awaiting: SignedConsensusBlock | None = None
+        #: A block whose write failed with the storage: stored or not, we learn when it is back.
+        self.unsure: tuple[BlockRef, rules.ChainState] | None = None
         info: storage_msgs.ChainInfo = await self._storage(storage_msgs.GetChainInfo(), INIT_WAIT)
         if info.head is None:
             await self._genesis()
@@ -316,6 +321,30 @@ class ChainActor(otp.GenServer):
             return False
         return True
 
+    async def _reconcile(self) -> None:
+        """After a failed block write: adopt the block if the storage has it as its head."""
+        if self.unsure is None:
+            await trio.lowlevel.checkpoint()
+            return
+        ref, state = self.unsure
+        head = await self._storage(storage_msgs.GetHead())
+        self.unsure = None
+        if head == ref:
+            logger.info("block #%d %s was stored before the storage went down", ref.height,
+                        ref.hash.hex()[:16])
+            self._adopt(state)
+        else:
+            logger.info("block #%d %s was not stored; the chain goes on from #%d", ref.height,
+                        ref.hash.hex()[:16], self.state.head.height)
+
+    def _adopt(self, new: rules.ChainState) -> None:
+        header = new.head.message.auxpow_header
+        self.state = new
+        if header is not None and self.queued is not None and (
+                self.queued.range_end == header.range_end):
+            self.queued = None
+        self.bits = rules.next_bits(new, self.difficulty)
+
     # -- production ---------------------------------------------------------------------------
 
     async def handle_info(self, msg: Any) -> None:
@@ -356,6 +385,10 @@ class ChainActor(otp.GenServer):
         if self.away is not None:
             logger.info("%s is back: production resumes", self.away)
             self.away = None
+        await self._reconcile()
+        state = self.state
+        if slot <= state.head.message.slot:
+            return None
         head_payload = state.head.message.execution_payload
         timestamp = rules.payload_timestamp(slot, self.cfg.slot_duration_ms,
                                             head_payload.timestamp)
@@ -417,6 +450,7 @@ class ChainActor(otp.GenServer):
 
     async def _import(self, signed: SignedConsensusBlock, produced: bool = False) -> BlockRef:
         started = time.perf_counter()
+        await self._reconcile()
         state = self.state
         block = signed.message
         if block.parent_hash != state.head.hash():
@@ -438,16 +472,16 @@ class ChainActor(otp.GenServer):
         new = rules.import_block(state, signed, committed.fees, range_end)
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
-        ref: BlockRef = await self._storage(storage_msgs.PutBlock(
-            signed, head=True,
-            finalized=new.finalized if new.finalized != state.finalized else None,
-            engine_state=committed.engine_state, fees=new.fees,
-        ))
-        self.state = new
-        if block.auxpow_header is not None:
-            if self.queued is not None and self.queued.range_end == block.auxpow_header.range_end:
-                self.queued = None
-        self.bits = rules.next_bits(new, self.difficulty)
+        try:
+            ref: BlockRef = await self._storage(storage_msgs.PutBlock(
+                signed, head=True,
+                finalized=new.finalized if new.finalized != state.finalized else None,
+                engine_state=committed.engine_state, fees=new.fees,
+            ))
+        except otp.OtpError:
+            self.unsure = (signed.ref(), new)
+            raise
+        self._adopt(new)
         elapsed = time.perf_counter() - started
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)

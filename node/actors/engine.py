@@ -10,10 +10,12 @@ attributes)`` then ``getPayload``; commit = ``forkchoiceUpdated(parent)`` → ``
 
 **The restart path, the same for every engine.** At start, and whenever the engine answers
 ``SYNCING`` (or ``ACCEPTED``) to a build or a commit — it lacks blocks the node has, because it
-restarted, lost its data or was never given them — the actor runs
-:func:`node.integration.engine.resync` over the stored chain: every stored payload after the
-last one the engine has is sent again with ``newPayload``, and the forkchoice names the
-finalized block only once the engine has it. Then the build or commit is tried once more.
+restarted, lost its data or was never given them — or refuses a forkchoice naming a block it
+lacks (``-38002``), the actor runs :func:`node.integration.engine.resync` over the stored
+chain: every stored payload after the last one the engine has is sent again with
+``newPayload``, and the forkchoice names the finalized block only once the engine has it.
+Then the build or commit is tried once more. (The embedded engine is first restored from the
+stored anchor: it may have moved its anchor for a block that never reached storage.)
 
 **The embedded engine's state** is its *anchor*: when a commit moves the finalized block,
 the engine forgets everything before it (``retain_from``) and the commit's answer carries
@@ -46,7 +48,9 @@ from ..integration.engine import (
     resync,
 )
 from ..types.execution import (
+    INVALID_FORKCHOICE_STATE,
     ZERO_HASH,
+    EngineError,
     ExecutionPayload,
     PayloadStatusKind,
     Withdrawal,
@@ -138,8 +142,10 @@ class EngineActor(otp.GenServer):
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.embedded: EmbeddedEngine | None = None
         self.stored = _StoredChain(storage)
+        self.storage_name = storage
+        self.chain_id = chain_cfg.execution_chain_id
         if self.cfg.kind == "embedded":
-            self.embedded = await self._restore(storage, chain_cfg.execution_chain_id)
+            self.embedded = await self._restore()
             self.engine: Any = self.embedded
         else:
             if self.cfg.jwt_secret_path is None:
@@ -158,8 +164,9 @@ class EngineActor(otp.GenServer):
         else:
             logger.info("execution client at %s (%d stored blocks re-sent)", self.cfg.url, sent)
 
-    async def _restore(self, storage_name: str, chain_id: int) -> EmbeddedEngine:
-        state = await storage.call(storage.GetEngineState(), storage=storage_name,
+    async def _restore(self) -> EmbeddedEngine:
+        chain_id = self.chain_id
+        state = await storage.call(storage.GetEngineState(), storage=self.storage_name,
                                    wait=STORAGE_WAIT)
         if state is not None:
             try:
@@ -182,28 +189,38 @@ class EngineActor(otp.GenServer):
         return await resync(self.engine, self.stored, progress=progress)
 
     @staticmethod
-    def _lacks_blocks(exc: PayloadStatusError) -> bool:
-        return exc.status.status in (PayloadStatusKind.SYNCING, PayloadStatusKind.ACCEPTED)
+    def _lacks_blocks(exc: EngineError) -> bool:
+        """The engine lacks blocks the node has: it answered SYNCING or ACCEPTED, or refused
+        a forkchoice that names a block it does not have."""
+        if isinstance(exc, PayloadStatusError):
+            return exc.status.status in (PayloadStatusKind.SYNCING, PayloadStatusKind.ACCEPTED)
+        return exc.code == INVALID_FORKCHOICE_STATE
+
+    async def _recover(self, exc: EngineError, doing: str) -> None:
+        logger.warning("the engine cannot %s (%s): re-sending stored blocks", doing, exc)
+        if self.embedded is not None:
+            self.embedded = self.engine = await self._restore()
+        await self._resync()
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
         match request:
             case BuildPayload():
                 try:
                     return await self._build(request)
-                except PayloadStatusError as exc:
+                except EngineError as exc:
                     if not self._lacks_blocks(exc):
                         raise
-                    logger.warning("the engine cannot build (%s): re-sending stored blocks", exc)
-                    await self._resync()
+                    await self._recover(exc, "build")
                     return await self._build(request)
             case CommitPayload():
                 try:
                     head = await self._commit(request)
-                except PayloadStatusError as exc:
+                except EngineError as exc:
                     if not self._lacks_blocks(exc):
-                        return exc  # the engine refused this payload: an answer
-                    logger.warning("the engine lacks blocks (%s): re-sending stored blocks", exc)
-                    await self._resync()
+                        if isinstance(exc, PayloadStatusError):
+                            return exc  # the engine refused this payload: an answer
+                        raise
+                    await self._recover(exc, "commit")
                     try:
                         head = await self._commit(request)
                     except PayloadStatusError as again:

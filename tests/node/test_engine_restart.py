@@ -274,7 +274,7 @@ async def test_an_engine_that_lost_its_blocks_gets_them_again_and_production_goe
         actor.engine = actor.embedded = fresh  # type: ignore[attr-defined]
         ref = await produce(clock)  # the build answers SYNCING: re-send, then build
         assert ref.height == 4
-        assert fresh.head_number == 4
+        assert (await embedded()).head_number == 4
         await stop_actors("chain", "engine", "storage")
 
 
