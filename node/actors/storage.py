@@ -376,6 +376,39 @@ class ChainStore:
         return ChainInfo(head, self.finalized(), self.last_pow(), self.queued_pow(),
                          0 if head is None else self.fees(head.hash))
 
+    def verify_chain(self) -> ChainInfo:
+        """Walk the whole stored chain (slow: for tools and tests, never at boot): every
+        canonical block from genesis to the head decodes, hashes to its key, sits at its
+        height and names the block below it as its parent; the finalized and latest AuxPoW
+        blocks are canonical and the latter carries a header. Raises StorageCorrupt naming
+        the first problem; returns the meta records."""
+        info = self.chain_info()
+        if info.head is None:
+            return info
+        parent = ZERO_HASH
+        for height in range(info.head.height + 1):
+            block_hash = self.hash_at(height)
+            if block_hash is None:
+                raise StorageCorrupt(height_key(height), "the canonical block is missing")
+            block = self.block(block_hash)
+            if block is None:
+                raise StorageCorrupt(block_key(block_hash), f"indexed at #{height}, not stored")
+            if block.height != height:
+                raise StorageCorrupt(block_key(block_hash), f"indexed at #{height}, the block "
+                                     f"is at #{block.height}")
+            if block.message.parent_hash != parent:
+                raise StorageCorrupt(block_key(block_hash), f"#{height} does not chain to the "
+                                     f"block at #{height - 1}")
+            parent = block_hash
+        for key, ref in ((KEY_FINALIZED, info.finalized), (KEY_AUXPOW, info.last_pow)):
+            if ref is not None and self.hash_at(ref.height) != ref.hash:
+                raise StorageCorrupt(key, f"#{ref.height} is not canonical")
+        if info.last_pow is not None:
+            carrier = self.block(info.last_pow.hash)
+            if carrier is None or carrier.message.auxpow_header is None:
+                raise StorageCorrupt(KEY_AUXPOW, "the block carries no AuxPoW header")
+        return info
+
     def _check(self) -> None:
         raw = self.db.get(KEY_VERSION)
         if raw is None:
