@@ -254,9 +254,9 @@ def run(options: Options) -> dict[str, Any]:
                 out(f"  run {index}: FAILED: {str(exc)[:200]}")
                 break  # the data directory is what a failure is about: stop here
             if (index + 1) % 10 == 0:
-                last = cycles[-1].after
-                out(f"  {index + 1} runs: head #{last.head.height if last.head else '-'}, "
-                    f"finalized #{last.finalized.height if last.finalized else '-'}")
+                now = cycles[-1].after
+                out(f"  {index + 1} runs: head #{now.head.height if now.head else '-'}, "
+                    f"finalized #{now.finalized.height if now.finalized else '-'}")
         if not failures:
             try:
                 cycles.append(final_boot(data))

@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 import trio
 
 import otp
