@@ -356,7 +356,8 @@ class ChainActor(otp.GenServer):
             await self._produce()
         except otp.OtpError as exc:
             # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
-            # is lost, nothing was stored, the next slot tries again.
+            # is lost and the next one tries again (first learning, if the block's write
+            # failed, whether it was stored: see _reconcile).
             logger.warning("slot skipped: %s", exc)
 
     def _siblings_away(self) -> str | None:
