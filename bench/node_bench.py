@@ -354,12 +354,15 @@ def run(options: Options) -> dict[str, Any]:
             produce["long"] += trio.run(_produce, n, str(copy_chain(built, base / "long")),
                                         long_ms)
             produce["direct"] += _direct(n, tmp)
-            for which, path in (("short", base / "boot-short"),
-                                ("long", copy_chain(built, base / "boot-long"))):
-                boot[which].append(trio.run(_boot_in_process, path))
-            for which, path in (("short", base / "spawn-short"),
-                                ("long", copy_chain(built, base / "spawn-long"))):
-                seconds, memory = _boot_subprocess(path)
+            # Copies first, then one sync: a boot must not pay for writing back another
+            # directory's copy.
+            dirs = {"short": (base / "boot-short", base / "spawn-short"),
+                    "long": (copy_chain(built, base / "boot-long"),
+                             copy_chain(built, base / "spawn-long"))}
+            os.sync()
+            for which, (in_process, spawned) in dirs.items():
+                boot[which].append(trio.run(_boot_in_process, in_process))
+                seconds, memory = _boot_subprocess(spawned)
                 spawn[which].append(seconds)
                 rss[which].append(memory)
     for values in produce.values():
