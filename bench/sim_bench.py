@@ -6,7 +6,8 @@ every virtual 10 ms, for 1,000 virtual seconds. Measured
 three ways in interleaved rounds: under ``simulate`` (deterministic scheduling, trace, hash),
 under ``simulate`` with random faults (crash, kill, delay at 1 per virtual second), and the
 baseline: the same program under plain ``trio.run`` with an autojumping MockClock and no
-simulation at all. Goal: the simulated run takes under 5 s of real time.
+simulation at all. Goal: the simulated run takes at most 1.1x the plain run's real time (the
+harness's deterministic scheduling, tracing and hashing cost at most 10%).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench._common import Goal, median, out, verdict
 from otp.testing import FaultPlan, simulate
 from otp.testing.workers import chatter_tree
 
-GOAL = Goal("<", 5.0, "< 5 s real for 1,000 virtual s")
+GOAL = Goal("<=", 1.1, "<= 1.1x the plain run")
 FAULTS = FaultPlan(rate=1.0, kinds=("crash", "kill", "delay"))
 
 
@@ -84,9 +85,10 @@ def run(options: Options) -> dict[str, Any]:
                          "rounds": values}
         out(f"    {name:<18} {real:8.2f} s real   {seconds / real:10,.0f} virtual s per real s")
     sim_real = figures["simulate"]["real_seconds"] * scale
-    ok = GOAL.check(sim_real)
     overhead = figures["simulate"]["real_seconds"] / figures["plain trio"]["real_seconds"]
-    out(f"    simulate, 1,000 virtual s  {sim_real:8.2f} s   goal {GOAL.text}   {verdict(ok)}"
-        f"   ({overhead:.2f}x the plain run)")
+    ok = GOAL.check(overhead)
+    out(f"    simulate / plain trio  {overhead:8.2f}x   goal {GOAL.text}   {verdict(ok)}"
+        f"   ({sim_real:.2f} s real per 1,000 virtual s)")
     return {"virtual_seconds": seconds, "figures": figures,
-            "goals": {"simulate_1000s_real_seconds": {"value": sim_real, "pass": ok}}}
+            "goals": {"simulate_vs_plain": {"value": overhead, "goal": GOAL.text, "pass": ok},
+                      "simulate_1000s_real_seconds": sim_real}}

@@ -2,9 +2,9 @@
 
 A process is an :class:`~otp._mailbox.Inbox` (its two queues) plus its lifecycle:
 
-1. ``init`` runs in the new task while the starter waits (:class:`_Starter`). Its outcome
-   (started, refused, ignored, failed) is handed to the starter once; a start that does not
-   finish leaves nothing behind.
+1. ``init`` runs in the new task while the starter waits (parked, with the process as its
+   abort function). Its outcome (started, refused, ignored, failed) is handed to the starter
+   once; a start that does not finish leaves nothing behind.
 2. The receive loop takes the system lane first, then the user queue, and calls the
    callback for each message. A server that always has mail yields once per :data:`BURST`
    messages, so it never starves the rest of the program and a kill can land.
@@ -33,7 +33,7 @@ import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from ._envelope import PENDING, Envelope, From, Kind, _context, current_envelope
+from ._envelope import PENDING, Envelope, From, Kind, Reply, _context, current_envelope
 from ._errors import CallError, NoProcess, OtpError, StartRefused
 from ._genserver import GenServer
 from ._mailbox import GAVE_UP, Inbox, Mailbox, MailboxStatistics
@@ -118,39 +118,6 @@ class ChildExited:
 
 
 # --------------------------------------------------------------------------------------------
-# Starting
-
-
-class _Starter:
-    """The task waiting in :func:`otp.start` for ``init`` to finish, and what it will be told."""
-
-    __slots__ = ("link", "proc", "refusal", "state", "task")
-
-    def __init__(self, task: Task, proc: _Process, link: _Process | None) -> None:
-        self.task = task
-        self.proc = proc
-        self.link = link
-        self.state = PENDING
-        #: Set when init refused (Stop) or declined (Ignore): what the start returns.
-        self.refusal: outcome.Outcome[Any] | None = None
-
-    def done(self, result: outcome.Outcome[Any]) -> None:
-        if self.state == PENDING:
-            self.state = 1
-            reschedule(self.task, result)
-
-    def abort(self, _raise_cancel: Any) -> Abort:
-        # The starter was cancelled: the half-started process must not outlive the call. As
-        # proc_lib does on a start timeout, unlink first: the starter is not told of that kill.
-        if self.state == PENDING:
-            self.state = 2
-            if self.link is not None:
-                unlink(self.link, self.proc)
-            self.proc.kill("killed")
-        return Abort.SUCCEEDED
-
-
-# --------------------------------------------------------------------------------------------
 # The process
 
 
@@ -175,16 +142,18 @@ class _Process(Inbox):
         "nursery",
         "parent",
         "process",
+        "refusal",
         "runtime",
         "scope",
         "server",
         "starter",
+        "starter_link",
         "sup_child",
         "trap_exit",
     )
 
     def __init__(self, rt: Runtime, cls: type[GenServer], mailbox: Mailbox) -> None:
-        super().__init__(mailbox)
+        Inbox.__init__(self, mailbox)
         self.runtime = rt
         self.cls = cls
         self.pid = Pid(next(rt.pid_numbers), self)
@@ -206,7 +175,13 @@ class _Process(Inbox):
         self.deferred: dict[From, None] | None = None
         self.cleanups: dict[Callable[[_Process], None], None] | None = None
         self.exit_event: trio.Event | None = None
-        self.starter: _Starter | None = None
+        #: The task waiting in otp.start for init to finish (None once it was told).
+        self.starter: Task | None = None
+        #: The process the starter links the new one to (start_link): unlinked if the start
+        #: is cancelled.
+        self.starter_link: _Process | None = None
+        #: Set when init refused (Stop) or declined (Ignore): what the start returns.
+        self.refusal: outcome.Outcome[Any] | None = None
         #: The supervisor that started this process (told of its exit), if any.
         self.parent: _Process | None = None
         #: The process that started this one with start_link: its exit stops a trapping
@@ -227,10 +202,25 @@ class _Process(Inbox):
         return sum(self.hist) if self.hist else 0
 
     def __call__(self, _raise_cancel: Any) -> Abort:
-        # The process is its own abort function while it waits for mail (no bound-method
-        # object per process).
-        self.waiting = False
+        # The process is the abort function of the two waits that involve it (no bound-method
+        # object per process): its own wait for mail, and, while it starts, its starter's.
+        if self.status != STARTING:
+            self.waiting = False
+            return Abort.SUCCEEDED
+        # The starter was cancelled: the half-started process must not outlive the call. As
+        # proc_lib does on a start timeout, unlink first: the starter is not told of that kill.
+        if self.starter is not None:
+            self.starter = None
+            if self.starter_link is not None:
+                unlink(self.starter_link, self)
+            self.kill("killed")
         return Abort.SUCCEEDED
+
+    def _tell_starter(self, result: outcome.Outcome[Any]) -> None:
+        task = self.starter
+        if task is not None:
+            self.starter = None
+            reschedule(task, result)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -370,9 +360,7 @@ class _Process(Inbox):
             return self._refuse(result)
         self.current = None  # init ran in its starter's trace; messages bring their own
         self.status = RUNNING
-        if self.starter is not None:
-            self.starter.done(outcome.Value(self.pid))
-            self.starter = None
+        self._tell_starter(Reply(self.pid))
         try:
             if result is not None:
                 stop = await self._continue(server, result)
@@ -472,8 +460,7 @@ class _Process(Inbox):
             reason = TypeError(f"init of {self.cls.__qualname__} returned {result!r}: expected "
                                "None, otp.Continue, otp.Stop or otp.Ignore")
             refusal = outcome.Error(reason)
-        if self.starter is not None:
-            self.starter.refusal = refusal
+        self.refusal = refusal
         return reason
 
     async def _terminate(self, server: GenServer, reason: Any) -> Any:
@@ -580,15 +567,13 @@ class _Process(Inbox):
         self.status = DEAD
         self.exit_reason = reason
         pid = self.pid
-        starter = self.starter
-        if starter is not None:
+        if self.starter is not None:
             # init never finished: the start fails with the reason (or returns None: Ignore).
-            self.starter = None
-            if starter.refusal is not None:
-                starter.done(starter.refusal)
+            if self.refusal is not None:
+                self._tell_starter(self.refusal)
             else:
                 exc = reason if isinstance(reason, BaseException) else NoProcess(pid, reason)
-                starter.done(outcome.Error(exc))
+                self._tell_starter(outcome.Error(exc))
         current = self.current
         if started and current is not None and current.kind is _CALL:
             current._fail(CallError(pid, reason))  # type: ignore[attr-defined]
