@@ -34,7 +34,8 @@ from ._errors import OtpError, StartError
 from ._runtime import Runtime
 from ._specs import BRUTAL_KILL
 from ._start import runtime, start, stop, wait_exit
-from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, load_tree, resolve_start
+from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, resolve_start
+from ._treeload import load_tree
 from ._values import INFINITY, STARTING, Pid
 from .config import merge, parse_set
 

@@ -21,6 +21,7 @@ from trio.lowlevel import current_task, wait_task_rescheduled
 from ._envelope import _context, current_envelope
 from ._errors import CallError, CallTimeout, NoProcess, OtpError
 from ._genserver import GenServer
+from ._loop import run
 from ._mailbox import DEFAULT_MAILBOX, Mailbox
 from ._messaging import deliver_timer
 from ._names import register_as, resolve
@@ -114,7 +115,7 @@ async def spawn(
     proc.starter_link = link_to
     proc.current = current_envelope()  # init runs in its starter's trace
     assert nursery is not None
-    nursery.start_soon(proc.main, args, kwargs, name=cls.__qualname__)
+    nursery.start_soon(run, proc, args, kwargs, name=cls.__qualname__)
     tracer = rt.tracer
     if tracer is not None:
         tracer.spawned(pid)
