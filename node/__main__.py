@@ -41,10 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.log_level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    otp.configure_logging(config.log_level, config.log_format)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:

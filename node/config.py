@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 import cattrs
 
+import otp
+
 ENV_PREFIX = "ALYS_"
 
 
@@ -124,13 +126,21 @@ class MinerConfig:
     interval: float = attrs.field(default=1.0, validator=_positive)
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 @attrs.frozen
 class NodeConfig:
     data_dir: str = ".alys"
+    #: debug, info, warning, error or critical, in any case.
     log_level: str = attrs.field(
         default="INFO",
+        converter=_upper,
         validator=attrs.validators.in_(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     )
+    #: "text" (one line per record, the process in brackets) or "json" (one object per line).
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     chain: ChainConfig = ChainConfig()
     rpc: RpcConfig = RpcConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -159,59 +169,30 @@ for _kind in (int, float, str, bool):
     _converter.register_structure_hook(_kind, _strict(_kind))
 
 
-def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
-    node = target
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_value(raw: str) -> Any:
-    """A value from the environment or ``--set``: a TOML value if it parses as one."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``ALYS_*`` variables as a nested mapping."""
+    """The ``ALYS_*`` variables as a nested mapping (``ALYS_CHAIN__SLOT_DURATION_MS`` is
+    ``chain.slot_duration_ms``), each value read as ``--set`` reads one."""
     layer: dict[str, Any] = {}
+    problems = []
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
             continue
         dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
-        _set_path(layer, dotted, parse_value(raw))
+        try:
+            otp.config.set_path(layer, dotted, otp.config.parse_value(raw))
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ConfigError(problems)
     return layer
 
 
 def set_layer(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` items as a nested mapping."""
-    layer: dict[str, Any] = {}
-    problems = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            problems.append(f"--set {item!r}: expected key=value")
-            continue
-        _set_path(layer, key.strip(), parse_value(raw.strip()))
-    if problems:
-        raise ConfigError(problems)
-    return layer
+    """``--set key=value`` items as a nested mapping (``otp.config.parse_set``)."""
+    try:
+        return otp.config.parse_set(items)
+    except ValueError as exc:
+        raise ConfigError(str(exc).split("; ")) from None
 
 
 def load_config(
@@ -230,8 +211,8 @@ def load_config(
             raise ConfigError([f"{file}: cannot read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    layer = _merge(layer, env_layer(os.environ if environ is None else environ))
-    layer = _merge(layer, set_layer(sets))
+    layer = otp.config.merge(layer, env_layer(os.environ if environ is None else environ))
+    layer = otp.config.merge(layer, set_layer(sets))
     return structure(layer)
 
 
