@@ -14,6 +14,7 @@ Every mistake (unknown key, wrong type, bad value) is reported at once in a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -195,25 +196,100 @@ def set_layer(items: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(str(exc).split("; ")) from None
 
 
+def _leaves(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of every value (not table) in a nested mapping."""
+    paths = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            paths.extend(_leaves(value, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _file_lines(text: str) -> dict[str, int]:
+    """The line of each ``section.key = value`` of a configuration file (tables and plain
+    keys; a light scan, enough to point at a bad value)."""
+    lines: dict[str, int] = {}
+    section = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(raw)
+        if header:
+            section = header.group(1)
+            continue
+        key = _KEY.match(raw)
+        if key:
+            lines.setdefault(f"{section}.{key.group(1)}" if section else key.group(1), number)
+    return lines
+
+
 def load_config(
     file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
 ) -> NodeConfig:
-    """Build the configuration from its layers (see the module docs)."""
+    """Build the configuration from its layers (see the module docs). A problem names where
+    its value came from: the file and line, the ``ALYS_*`` variable, or the ``--set``."""
     layer: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if file is None and Path("alys.toml").is_file():
         file = "alys.toml"
     if file is not None:
         try:
-            layer = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+            text = Path(file).read_text(encoding="utf-8")
+            layer = tomllib.loads(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{file}: cannot read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    layer = otp.config.merge(layer, env_layer(os.environ if environ is None else environ))
-    layer = otp.config.merge(layer, set_layer(sets))
-    return structure(layer)
+        lines = _file_lines(text)
+        for path in _leaves(layer):
+            line = lines.get(path)
+            origins[path] = f"{file}:{line}" if line else str(file)
+    env = os.environ if environ is None else environ
+    env_values = env_layer(env)
+    for path in _leaves(env_values):
+        origins[path] = ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
+    set_values = set_layer(sets)
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        for path in _leaves(set_values):
+            if path == key or path.startswith(key + "."):
+                origins[path] = f"--set {item}"
+    layer = otp.config.merge(otp.config.merge(layer, env_values), set_values)
+    try:
+        return structure(layer)
+    except ConfigError as exc:
+        raise ConfigError([_with_origin(problem, origins) for problem in exc.problems]) from None
+
+
+def _with_origin(problem: str, origins: Mapping[str, str]) -> str:
+    """``problem`` (``config.a.b: message``) with where ``a.b`` (or, for unknown keys, each
+    of them) was set, when it was set at all (defaults have no origin)."""
+    where, _, message = problem.partition(": ")
+    path = where.removeprefix("config.").removeprefix("config")
+    found = []
+    if message.startswith("unknown key(s): "):
+        for key in message.removeprefix("unknown key(s): ").split(", "):
+            full = f"{path}.{key}" if path else key
+            found += [o for p, o in origins.items() if p == full or p.startswith(full + ".")]
+    elif path in origins:
+        found.append(origins[path])
+    else:
+        # An attrs validator reports at the section ("port must be ...", "'kind' must be
+        # in ..."): its first word names the key.
+        first = message.split(" ", 1)[0].strip("'")
+        full = f"{path}.{first}" if path else first
+        if full in origins:
+            found.append(origins[full])
+    if not found:
+        return problem
+    return f"{problem} (from {', '.join(dict.fromkeys(found))})"
 
 
 def structure(data: Mapping[str, Any]) -> NodeConfig:
