@@ -54,6 +54,7 @@ from ._proc import ProcessStatistics
 from ._proc import self_ as self
 from ._registry import Keys, Registry
 from ._request import Request
+from ._runtime import system_time
 from ._signals import demonitor, exit, kill, link, monitor, trap_exit, unlink
 from ._specs import (
     BRUTAL_KILL,
@@ -135,6 +136,7 @@ __all__ = [
     "configure_logging",
     "config",
     "lowlevel",
+    "system_time",
     "Down",
     "DynamicSupervisor",
     "Envelope",
