@@ -133,15 +133,16 @@ class Inbox:
             self.waiting = False
             reschedule(self.task, WOKEN)  # type: ignore[arg-type]
 
-    def offer(self, env: Envelope, hook: bool = True) -> bool:
+    def offer(self, env: Envelope, traced: bool = True) -> bool:
         """Put ``env`` in the user queue if the overflow policy allows it without waiting.
 
-        In a simulation the tracer sees the message first (``hook=False`` skips it).
+        In a simulation the tracer sees the message first (``traced=False``: the tracer
+        itself delivering it).
 
         Returns False when the sender must wait (``BLOCK`` and full); raises MailboxFull under
         ``FAIL`` (and for a call under ``DROP_NEWEST``).
         """
-        if hook and self.hook is not None:
+        if traced and self.hook is not None:
             return self.hook(self.pid, env)
         queue = self.queue
         if len(queue) < self.capacity and not self.blocked:
