@@ -310,6 +310,12 @@ class RpcApp:
         self.max_body = max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            # JSON-RPC here is HTTP POST only: refuse the handshake (HTTP 403), never an
+            # unanswered scope (which hypercorn turns into an empty HTTP 500).
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await lifespan(scope, receive, send)
             return

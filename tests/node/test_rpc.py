@@ -277,6 +277,11 @@ async def test_over_http_limits_methods_and_broken_clients() -> None:
                      b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" * 20):
             reply = await _raw_http(port, data, close_write=True)
             assert reply.startswith(b"HTTP/1.1 400 "), reply
+        # a WebSocket handshake is refused
+        reply = await _raw_http(port, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                b"Connection: Upgrade\r\nSec-WebSocket-Key: "
+                                b"dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 403 "), reply
         async with httpx.AsyncClient() as client:
             r = await client.post(url, content=b'{"method":"height","params":[2],"id":2}')
             assert r.json()["result"] == [2]  # the server carried on
