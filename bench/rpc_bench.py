@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import re
@@ -243,6 +244,8 @@ def _serve_minimal(responses: dict[bytes, bytes]) -> None:
     from node.rpc import hypercorn_config
 
     async def main() -> None:
+        gc.freeze()  # as the node does before it boots: imports are not garbage
+
         class Started:
             def started(self, binds: list[str] | None = None) -> None:
                 print(binds[0].rsplit(":", 1)[1] if binds else "0", flush=True)
