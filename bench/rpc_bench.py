@@ -16,7 +16,11 @@ Contestants, each a process of its own, measured in interleaved rounds by the sa
 Methods: ``getheadblock`` and ``getblockbyheight [1]`` (a finalized height: cached for ever),
 at 1, 10 and 50 concurrent keep-alive connections, each a closed loop (the next request when
 the reply is in). Goals: the node with ``--dev-miner`` reaches >= 0.9x the minimal app's
-requests/s at each concurrency, and its p99 at 50 clients is <= 2x the minimal app's.
+requests/s at each concurrency, and its p99 at 50 clients is <= 2x the minimal app's. Each
+round runs the three back to back (in a rotating order); a ratio is the median over rounds of
+that round's ratio, so that background load on the machine hits both sides of it alike. The
+server processes' CPU time per request (psutil) is printed beside: on a shared machine it is
+steadier than requests/s.
 
 The load generator is a single-threaded epoll loop over raw HTTP/1.1 keep-alive sockets (no
 HTTP library): per reply a ``recv``, a search for the header end and a ``send``. Its own
@@ -50,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
+
 from bench import Options
 from bench._common import Goal, median, out, percentile, verdict
 
@@ -82,6 +88,8 @@ class Load:
     completed: int
     latencies: list[float]
     client_cpu: float
+    #: Replies over the whole run, warm-up included (for CPU per request).
+    total: int = 0
 
     @property
     def rps(self) -> float:
@@ -136,6 +144,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
         cpu_from: float | None = None
         latencies: list[float] = []
         completed = 0
+        total = 0
         for fd, sock in conns.items():
             sock.send(request)
             sent_at[fd] = clock()
@@ -181,6 +190,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
                     if not check(reply, head_end + 4):
                         raise BadReply(f"unexpected reply: {reply[:300]!r}")
                     done = clock()
+                    total += 1
                     if measure_from <= done <= until:
                         completed += 1
                         if sent_at[fd] >= measure_from:
@@ -199,7 +209,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
         for sock in conns.values():
             sock.close()
     latencies.sort()
-    return Load(seconds, completed, latencies, cpu)
+    return Load(seconds, completed, latencies, cpu, total)
 
 
 # -- the servers under test -----------------------------------------------------------------------
@@ -305,8 +315,9 @@ def _serve_raw(responses: dict[bytes, bytes]) -> None:
 
 
 @contextmanager
-def server_process(kind: str, responses: dict[bytes, bytes], tmp: Path) -> Iterator[int]:
-    """``python -m bench.rpc_bench serve-KIND FILE``; its port."""
+def server_process(kind: str, responses: dict[bytes, bytes],
+                   tmp: Path) -> Iterator[tuple[int, int]]:
+    """``python -m bench.rpc_bench serve-KIND FILE``; its port and pid."""
     spec = tmp / f"{kind}.json"
     spec.write_text(json.dumps({b.decode(): r.decode() for b, r in responses.items()}))
     proc = subprocess.Popen([sys.executable, "-m", "bench.rpc_bench", f"serve-{kind}",
@@ -314,7 +325,7 @@ def server_process(kind: str, responses: dict[bytes, bytes], tmp: Path) -> Itera
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert proc.stdout is not None
-        yield int(proc.stdout.readline())
+        yield int(proc.stdout.readline()), proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -406,6 +417,11 @@ def block_lateness(node: NodeProcess, slot_ms: int) -> tuple[list[float], list[f
 # -- the run --------------------------------------------------------------------------------------
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def _fmt(load_: list[Load]) -> tuple[float, float, float]:
     """Median requests/s over rounds; p50 and p99 (ms) over all rounds' latencies."""
     pooled = sorted(x for ld in load_ for x in ld.latencies)
@@ -414,15 +430,17 @@ def _fmt(load_: list[Load]) -> tuple[float, float, float]:
 
 
 def run(options: Options) -> dict[str, Any]:
-    rounds = options.rounds or (1 if options.quick else 3)
-    seconds = 1.0 if options.quick else 2.0
+    rounds = options.rounds or (1 if options.quick else 6)
+    seconds = 1.0 if options.quick else 1.5
     warmup = 0.3
     slot_ms = 2000
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpc-bench-")))
         out("rpc benchmark: python -m node boot supervision.toml --dev-miner (README defaults),")
         out(f"  beside the same node without the miner and a minimal hypercorn+Trio app serving "
-            f"the same bytes; {rounds} interleaved round(s) of {seconds:.0f} s per figure")
+            f"the same bytes; {rounds} interleaved round(s) of {seconds:.1f} s per figure")
+        out("  (req/s: median over rounds; p50/p99: over all rounds' requests; ratios: node "
+            "--dev-miner / minimal, the median of the rounds' ratios)")
         miner = stack.enter_context(node_process(tmp, "miner", "--dev-miner"))
         plain = stack.enter_context(node_process(
             tmp, "plain", "--set", "chain.max_blocks_without_pow=1000000000"))
@@ -433,8 +451,9 @@ def run(options: Options) -> dict[str, Any]:
             time.sleep(0.2)
         before = chain_status(miner.port)
         responses = {body: rpc_call(miner.port, body) for body in METHODS.values()}
-        minimal_port = stack.enter_context(server_process("minimal", responses, tmp))
-        raw_port = stack.enter_context(server_process("raw", responses, tmp))
+        minimal_port, minimal_pid = stack.enter_context(
+            server_process("minimal", responses, tmp))
+        raw_port, _raw_pid = stack.enter_context(server_process("raw", responses, tmp))
 
         out("\nload generator ceiling (a raw-socket server answering the same bytes, no framework)")
         ceiling: dict[int, float] = {}
@@ -444,9 +463,13 @@ def run(options: Options) -> dict[str, Any]:
                                     exact_reply(responses[METHODS["getheadblock"]])).rps
             out(f"  {clients:>3} client(s)  {ceiling[clients]:>10,.0f} req/s")
 
-        targets = {NODE_MINER: (miner.port, node_reply_ok, miner),
-                   NODE_PLAIN: (plain.port, node_reply_ok, plain),
-                   MINIMAL: (minimal_port, None, None)}
+        targets = {NODE_MINER: (miner.port, node_reply_ok, miner, miner.pid),
+                   NODE_PLAIN: (plain.port, node_reply_ok, plain, plain.pid),
+                   MINIMAL: (minimal_port, None, None, minimal_pid)}
+        processes = {name: psutil.Process(target[3]) for name, target in targets.items()}
+        grinders = processes[NODE_MINER].children()
+        grinder_cpu = 0.0
+        miner_seconds = 0.0
         figures: dict[str, Any] = {}
         all_ok = True
         for method, body in METHODS.items():
@@ -456,6 +479,7 @@ def run(options: Options) -> dict[str, Any]:
                 + "  ratio  p99 ratio  goal")
             out(f"  {'':>7}  " + "   req/s    p50    p99 ms    " * len(targets))
             figures[method] = {}
+            cpu_per_request: dict[str, list[float]] = {name: [] for name in targets}
             for clients in CONCURRENCY:
                 results: dict[str, list[Load]] = {name: [] for name in targets}
                 busy: list[float] = []
@@ -463,17 +487,30 @@ def run(options: Options) -> dict[str, Any]:
                 for r in range(rounds):
                     k = r % len(names)
                     for name in names[k:] + names[:k]:
-                        port, check, node = targets[name]
+                        port, check, node, _pid = targets[name]
                         checker = check or exact_reply(responses[body])
                         t0 = time.time()
+                        cpu0 = _cpu(processes[name])
+                        ground0 = sum(_cpu(g) for g in grinders) if name == NODE_MINER else 0
                         result = load(port, request, clients, seconds, warmup, checker)
+                        cpu_per_request[name].append((_cpu(processes[name]) - cpu0)
+                                                     / max(result.total, 1))
+                        if name == NODE_MINER:
+                            grinder_cpu += sum(_cpu(g) for g in grinders) - ground0
+                            miner_seconds += time.time() - t0
                         if node is not None:
                             node.windows.append((t0, time.time()))
                         results[name].append(result)
                         busy.append(result.client_cpu / (seconds + 1e-9))
                 row = {name: _fmt(loads) for name, loads in results.items()}
-                ratio = row[NODE_MINER][0] / row[MINIMAL][0]
-                p99_ratio = row[NODE_MINER][2] / row[MINIMAL][2]
+                # Ratios per round (the contestants ran back to back, under the same background
+                # load), then their median: steadier than a ratio of medians on a busy machine.
+                ratio = median([m.rps / b.rps for m, b in zip(results[NODE_MINER],
+                                                              results[MINIMAL], strict=True)])
+                p99_ratio = median([m.p(99) / b.p(99) for m, b in zip(
+                    results[NODE_MINER], results[MINIMAL], strict=True)])
+                plain_ratio = median([m.rps / b.rps for m, b in zip(
+                    results[NODE_PLAIN], results[MINIMAL], strict=True)])
                 ok = THROUGHPUT_GOAL.check(ratio) and (clients != 50 or P99_GOAL.check(p99_ratio))
                 all_ok &= ok
                 cells = "".join(f"{rps:>8,.0f} {p50:>6.2f} {p99:>6.2f}    "
@@ -484,12 +521,19 @@ def run(options: Options) -> dict[str, Any]:
                         "rps": rps, "p50_ms": p50, "p99_ms": p99}
                     for name, (rps, p50, p99) in row.items()
                 } | {"ratio": ratio, "p99_ratio": p99_ratio,
-                     "plain_ratio": row[NODE_PLAIN][0] / row[MINIMAL][0],
+                     "plain_ratio": plain_ratio,
                      "client_cpu_busy": max(busy), "pass": ok}
+            cpu_us = {name: median(v) * 1e6 for name, v in cpu_per_request.items()}
+            figures[method]["server_cpu_us_per_request"] = cpu_us
+            out("  server CPU per request (median over runs): " + ", ".join(
+                f"{name} {us:,.0f} µs" for name, us in cpu_us.items()))
         after = chain_status(miner.port)
-        out(f"\nclient CPU use while measuring: at most "
-            f"{max(f['client_cpu_busy'] for m in figures.values() for f in m.values()):.0%} "
-            "of a core; its ceiling above is what it can do")
+        busiest = max(f["client_cpu_busy"] for m in figures.values() for c, f in m.items()
+                      if c.isdigit())
+        out(f"\nclient CPU use while measuring: at most {busiest:.0%} of a core; its ceiling "
+            "above is what it can do")
+        out(f"the dev miner's grinding process used {grinder_cpu / miner_seconds:.0%} of a core "
+            "(niceness 19) while its node was measured")
         lateness = {}
         out(f"\nblock lateness after the slot's start, blocks made under RPC load ({slot_ms} ms "
             "slots)")
@@ -508,6 +552,7 @@ def run(options: Options) -> dict[str, Any]:
         return {
             "methods": figures,
             "client_ceiling_rps": {str(k): v for k, v in ceiling.items()},
+            "grinder_cpu_share_under_load": grinder_cpu / miner_seconds,
             "block_lateness": lateness,
             "miner_chain": {"head": [before["head"]["height"], after["head"]["height"]],
                             "finalized": [before["finalized"]["height"],
