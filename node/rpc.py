@@ -335,8 +335,11 @@ class RpcApp:
         except Exception:
             logger.exception("JSON-RPC: answering a request failed")
             status, payload = 500, _LAST_RESORT
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _headers(len(payload))})
+        headers = _headers(len(payload))
+        if status == 413:
+            # The rest of the body was never read: this connection cannot carry another request.
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes | None:

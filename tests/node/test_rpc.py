@@ -256,6 +256,8 @@ async def test_over_http_limits_methods_and_broken_clients() -> None:
             r = await client.post(url, content=b"x" * 5000)
             assert r.status_code == 413 and r.json()["error"]["code"] == INVALID_REQUEST
             assert "over 1024 bytes" in r.json()["error"]["message"]
+            # the unread rest of the body makes the connection unusable: the client is told
+            assert r.headers["connection"] == "close"
 
             # over the limit in chunks (no declared length)
             async def chunks() -> Any:
