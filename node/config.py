@@ -133,8 +133,8 @@ class MinerConfig:
     )
     #: Seconds between attempts to fetch work.
     interval: float = attrs.field(default=1.0, validator=_positive)
-    #: The grinding process's niceness (0-19): at 19 it takes only CPU nothing else wants,
-    #: so the node's RPC and blocks do not slow down when it mines.
+    #: The grinding process's niceness (0-19): at 19 (and, on Linux, SCHED_IDLE with it) it
+    #: takes only CPU nothing else wants, so the node's RPC and blocks keep their speed.
     niceness: int = attrs.field(default=19, validator=_niceness)
 
 

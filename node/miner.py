@@ -13,7 +13,9 @@ chunk with another parent-block timestamp) and looks at stdin between chunks: a 
 replaces the current one, and the end of stdin (the node closed the pipe, or died) ends this
 process, so it never outlives its node. SIGINT is ignored (Ctrl-C in a terminal reaches the
 whole process group; the node stops this process itself, in order). It lowers its own CPU
-priority to ``--niceness`` (default 19) so that it only takes CPU nobody else wants.
+priority to ``--niceness`` (default 19); at 19, on Linux, it also asks for ``SCHED_IDLE``, the
+policy of work that runs only on CPU nobody else wants: a woken node thread preempts it at
+once, where a nice-19 process still gets its small share.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(args.niceness)
+    if args.niceness == 19 and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass  # not allowed here: niceness 19 alone
     try:
         return serve(sys.stdin.fileno(), sys.stdout.fileno())
     except BrokenPipeError:

@@ -7,7 +7,8 @@ proof that comes back is submitted (:class:`SubmitAuxBlock`). The grinding proce
 actor's: started by ``init``, killed when the actor stops (by a task cancelled with the
 actor), and if it dies the actor crashes with it, so its supervisor restarts both, once per
 death, under the chain supervisor's policy. The process runs at niceness ``miner.niceness``
-(19 by default): the node's RPC and blocks keep their speed while it mines.
+(19 by default, with ``SCHED_IDLE`` on Linux): the node's RPC and blocks keep their speed while
+it mines.
 
 When ``miner.enabled`` is false (the default; ``--dev-miner`` sets it) the actor starts
 nothing and idles, so the tree is the same with and without a miner.

@@ -121,6 +121,7 @@ async def test_the_actor_owns_its_grinding_process() -> None:
         first = await otp.call("dev_miner", "grinder_pid")
         assert alive(first) and first != os.getpid()
         assert os.getpriority(os.PRIO_PROCESS, first) == 19  # it takes only spare CPU
+        assert os.sched_getscheduler(first) == os.SCHED_IDLE
         # the process dies: the actor crashes with it, and is restarted once, with a new one
         os.kill(first, signal.SIGKILL)
 
