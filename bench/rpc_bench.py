@@ -430,8 +430,8 @@ def _fmt(load_: list[Load]) -> tuple[float, float, float]:
 
 
 def run(options: Options) -> dict[str, Any]:
-    rounds = options.rounds or (1 if options.quick else 6)
-    seconds = 1.0 if options.quick else 1.5
+    rounds = options.rounds or (1 if options.quick else 10)
+    seconds = 1.0
     warmup = 0.3
     slot_ms = 2000
     with ExitStack() as stack:
@@ -533,7 +533,7 @@ def run(options: Options) -> dict[str, Any]:
         out(f"\nclient CPU use while measuring: at most {busiest:.0%} of a core; its ceiling "
             "above is what it can do")
         out(f"the dev miner's grinding process used {grinder_cpu / miner_seconds:.0%} of a core "
-            "(niceness 19) while its node was measured")
+            "(niceness 19, SCHED_IDLE) while its node was measured")
         lateness = {}
         out(f"\nblock lateness after the slot's start, blocks made under RPC load ({slot_ms} ms "
             "slots)")
