@@ -29,6 +29,9 @@ bytes with no HTTP framework, and printed first: the figures mean something whil
 above them. Every reply is checked (status 200; the node's carry ``"error":null``; the
 baseline's are the expected bytes); a bad one aborts the run.
 
+The miner's effect, isolated: the same node with its grinding process running and suspended
+(SIGSTOP), paired per round, at 1 and 50 clients.
+
 Block latency: the nodes' log lines give each block's production time; the lateness after
 its slot's start (the slot timer, production, import) is reported for blocks produced while
 the node was under load, with and without the miner.
@@ -527,6 +530,31 @@ def run(options: Options) -> dict[str, Any]:
             figures[method]["server_cpu_us_per_request"] = cpu_us
             out("  server CPU per request (median over runs): " + ", ".join(
                 f"{name} {us:,.0f} µs" for name, us in cpu_us.items()))
+        out("\nthe dev miner's effect on its node: the grinding process running vs suspended "
+            "(SIGSTOP), getheadblock, paired per round")
+        miner_effect: dict[str, float] = {}
+        request = http_request(METHODS["getheadblock"])
+        for clients in (1, 50):
+            pairs: list[tuple[Load, Load]] = []
+            for r in range(max(2, rounds)):
+                runs: dict[bool, Load] = {}
+                for running in ((True, False) if r % 2 else (False, True)):
+                    if not running:
+                        for g in grinders:
+                            g.suspend()
+                    try:
+                        runs[running] = load(miner.port, request, clients, seconds, warmup,
+                                             node_reply_ok)
+                    finally:
+                        for g in grinders:
+                            g.resume()
+                pairs.append((runs[True], runs[False]))
+            rps_ratio = median([a.rps / b.rps for a, b in pairs])
+            p99_ratio = median([a.p(99) / b.p(99) for a, b in pairs])
+            miner_effect[str(clients)] = rps_ratio
+            miner_effect[f"{clients}_p99"] = p99_ratio
+            out(f"  {clients:>3} client(s): req/s running / suspended {rps_ratio:.2f}, "
+                f"p99 {p99_ratio:.2f}")
         after = chain_status(miner.port)
         busiest = max(f["client_cpu_busy"] for m in figures.values() for c, f in m.items()
                       if c.isdigit())
@@ -553,6 +581,7 @@ def run(options: Options) -> dict[str, Any]:
             "methods": figures,
             "client_ceiling_rps": {str(k): v for k, v in ceiling.items()},
             "grinder_cpu_share_under_load": grinder_cpu / miner_seconds,
+            "grinder_running_vs_suspended": miner_effect,
             "block_lateness": lateness,
             "miner_chain": {"head": [before["head"]["height"], after["head"]["height"]],
                             "finalized": [before["finalized"]["height"],
