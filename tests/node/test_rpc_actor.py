@@ -5,6 +5,7 @@ crash one of them."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -235,5 +236,53 @@ def test_hostile_requests_never_crash_an_actor(fuzz_dir: Path, batch: list[bytes
                 assert status in (200, 503) and reply["id"] == rid
             assert {name: otp.whereis(name) for name in NAMES} == pids
             assert (await call(actor, "getchainstatus"))["head"]["height"] >= 2
+
+    trio.run(main)
+
+
+def _damaged(proof: bytes) -> st.SearchStrategy[tuple[bool, bytes]]:
+    """(whether it can still be a valid proof, the bytes): a real proof cut short, spliced or
+    with a byte overwritten (which may leave it valid: the parent hash field is unused and,
+    at these bits, half of all parent headers meet the target), or bytes that are no proof."""
+    cut = st.integers(min_value=0, max_value=len(proof))
+    return st.one_of(
+        st.binary(max_size=300).map(lambda b: (False, b)),
+        cut.filter(lambda n: n < len(proof)).map(lambda n: (False, proof[:n])),
+        st.tuples(cut, st.binary(max_size=12), cut).map(
+            lambda t: (True, proof[:t[0]] + t[1] + proof[t[2]:])),
+        st.tuples(cut, st.integers(0, 255)).map(
+            lambda t: (True, proof[:t[0]] + bytes([t[1]]) + proof[t[0] + 1:])),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_proofs_for_real_work_are_refused_not_crashes(data: st.DataObject) -> None:
+    from node.workflows.auxpow import mine_auxpow
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            await check(Path(tmp))
+
+    async def check(tmp: Path) -> None:
+        async with node(tmp) as (actor, clock):
+            await produce(clock, 1)
+            work = await call(actor, "createauxblock")
+            proof = mine_auxpow(bytes.fromhex(work["hash"]), work["chainid"],
+                                int(work["bits"], 16)).to_bytes()
+            pids = {name: otp.whereis(name) for name in NAMES}
+            for may_pass, damaged in data.draw(st.lists(_damaged(proof), min_size=25,
+                                                        max_size=25)):
+                body = json.dumps({"method": "submitauxblock", "id": 1,
+                                   "params": [work["hash"], damaged.hex()]}).encode()
+                status, raw = await actor.app.answer(body)
+                reply = strict_loads(raw)
+                assert status == 200, reply
+                if reply["error"] is not None:
+                    assert reply["error"]["code"] == -26, reply
+                    assert "AuxPoW rejected: auxpow-" in reply["error"]["message"]
+                else:
+                    assert may_pass, damaged.hex()
+            assert {name: otp.whereis(name) for name in NAMES} == pids
 
     trio.run(main)
