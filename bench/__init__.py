@@ -25,6 +25,8 @@ class Options:
     quick: bool = False
     #: Override the number of interleaved rounds (None: the benchmark's default).
     rounds: int | None = None
+    #: How many runs a benchmark of repeated trials makes (``crash``; None: its default).
+    runs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,14 @@ register(
     "bench.bls_bench",
     "BLS12-381 bindings for Ethereum's PoP scheme: official-vector conformance and ops/s of "
     "sign, verify, aggregate 15, fast_aggregate_verify 15, side by side",
+)
+
+register(
+    "crash",
+    "bench.crash_bench",
+    "kill -9 the node (with --dev-miner) at random moments of boot, production, "
+    "finalization, PoW submission and RPC; every next boot must recover, finalize, and leave "
+    "a chain whose blocks all chain to their parents (--runs N, default 100)",
 )
 
 register(

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (~10 s)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per figure")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs of a benchmark of repeated trials (crash)")
     parser.add_argument(
         "--output", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})"
     )
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    options = Options(quick=args.quick, rounds=args.rounds)
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    options = Options(quick=args.quick, rounds=args.rounds, runs=args.runs)
     command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
     for name in args.names:
         run = BENCHMARKS[name].load()

@@ -34,7 +34,7 @@ def program(seconds: float) -> Any:
             otp.Supervisor, children=chatter_tree(call_ratio=0.0), intensity=10, period=1.0
         )
         await trio.sleep(seconds)
-        return len(otp.current_runtime().procs)
+        return len(otp.lowlevel.current_runtime().procs)
 
     return main
 

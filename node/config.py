@@ -100,6 +100,9 @@ class RpcConfig:
     max_body_bytes: int = attrs.field(default=1 << 20, validator=_positive)
     #: The reply cache's bound: encoded blocks, least recently used first out.
     cache_bytes: int = attrs.field(default=64 << 20, validator=_non_negative)
+    #: How long (seconds) a request waits for a restarting storage, chain or AuxPoW actor
+    #: before it is answered HTTP 503 "not ready".
+    sibling_wait: float = attrs.field(default=2.0, validator=_non_negative)
 
 
 @attrs.frozen

@@ -7,9 +7,9 @@ metrics. See the README for a tour.
 
 from __future__ import annotations
 
-from . import bus, codec
+from . import bus, codec, config, lowlevel
 from ._boot import boot, render_tree, start_tree
-from ._envelope import Envelope, Kind, current_envelope, current_trace_id
+from ._envelope import Envelope, From, Kind, current_envelope, current_trace_id
 from ._errors import (
     AlreadyRegistered,
     CallError,
@@ -18,64 +18,35 @@ from ._errors import (
     NoProcess,
     OtpError,
     StartError,
+    StartRefused,
     SupervisorError,
 )
+from ._genserver import GenServer, UnexpectedMessage
 from ._introspect import (
     OtpCollector,
     ProcessSnapshot,
     register_collector,
     tree_snapshot,
 )
+from ._logging import JsonFormatter, ProcessContextFilter, configure_logging
 from ._mailbox import DEFAULT_CAPACITY, Mailbox, MailboxStatistics, Overflow
-from ._process import (
-    INFINITY,
-    Continue,
-    Down,
-    Exit,
-    From,
-    GenServer,
-    NoReply,
-    Pid,
-    ProcessStatistics,
-    Runtime,
-    Stop,
-    TimerRef,
-    UnexpectedMessage,
+from ._messaging import (
     call,
     cancel_timer,
     cast,
     cast_nowait,
-    current_runtime,
-    demonitor,
-    exit,
-    get_state,
-    kill,
-    link,
-    monitor,
-    register,
-    registered,
     reply,
-    runtime,
     send,
     send_after,
     send_nowait,
-    start,
-    start_link,
-    start_task,
-    start_task_soon,
-    statistics,
-    stop,
-    sys_call,
-    trap_exit,
-    unlink,
-    unregister,
-    update_config,
-    wait_exit,
-    whereis,
 )
-from ._process import self_ as self
-from ._registry import Keys, NameRegistry, Registry, Via, via
-from ._supervisor import (
+from ._names import NameRegistry, Via, register, registered, unregister, via, whereis
+from ._proc import ProcessStatistics
+from ._proc import self_ as self
+from ._registry import Keys, Registry
+from ._request import Request
+from ._signals import demonitor, exit, kill, link, monitor, trap_exit, unlink
+from ._specs import (
     BRUTAL_KILL,
     ONE_FOR_ALL,
     ONE_FOR_ONE,
@@ -92,21 +63,26 @@ from ._supervisor import (
     ChildInfo,
     ChildSpec,
     ChildType,
-    DynamicSupervisor,
     OnExhausted,
     Restart,
     Strategy,
-    Supervisor,
     SupervisorFlags,
     SupervisorReport,
+)
+from ._start import runtime, start, start_link, stop, wait_exit
+from ._supervisor import (
+    DynamicSupervisor,
+    Supervisor,
     count_children,
     delete_child,
-    is_normal_exit,
     restart_child,
     start_child,
     terminate_child,
     which_children,
 )
+from ._sys import get_state, statistics, update_config
+from ._tasks import start_task, start_task_soon
+from ._timers import TimerRef
 from ._tree import (
     SupervisorNode,
     TreeError,
@@ -116,6 +92,7 @@ from ._tree import (
     dump_tree,
     load_tree,
 )
+from ._values import INFINITY, Continue, Down, Exit, Ignore, NoReply, Pid, Stop, is_normal_exit
 
 __all__ = [
     "render_tree",
@@ -150,6 +127,14 @@ __all__ = [
     "ChildSpec",
     "ChildType",
     "Continue",
+    "Ignore",
+    "Request",
+    "StartRefused",
+    "JsonFormatter",
+    "ProcessContextFilter",
+    "configure_logging",
+    "config",
+    "lowlevel",
     "Down",
     "DynamicSupervisor",
     "Envelope",
@@ -173,7 +158,6 @@ __all__ = [
     "ProcessStatistics",
     "Registry",
     "Restart",
-    "Runtime",
     "StartError",
     "Stop",
     "Strategy",
@@ -190,7 +174,6 @@ __all__ = [
     "codec",
     "count_children",
     "current_envelope",
-    "current_runtime",
     "current_trace_id",
     "delete_child",
     "demonitor",
@@ -219,7 +202,6 @@ __all__ = [
     "start_task_soon",
     "statistics",
     "stop",
-    "sys_call",
     "terminate_child",
     "trap_exit",
     "tree_snapshot",

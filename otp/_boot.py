@@ -30,11 +30,13 @@ from typing import Any
 
 import trio
 
-from . import _process
 from ._errors import OtpError, StartError
-from ._process import INFINITY, STARTING, Runtime, runtime, start, wait_exit
-from ._supervisor import BRUTAL_KILL
+from ._runtime import Runtime
+from ._specs import BRUTAL_KILL
+from ._start import runtime, start, stop, wait_exit
 from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, load_tree, resolve_start
+from ._values import INFINITY, STARTING, Pid
+from .config import merge, parse_set
 
 logger = logging.getLogger("otp.boot")
 
@@ -56,12 +58,15 @@ def describe_start_error(exc: BaseException) -> tuple[str, BaseException]:
     return "/".join(path), reason
 
 
-async def start_tree(spec: TreeSpec) -> _process.Pid:
+async def start_tree(spec: TreeSpec) -> Pid:
     """Start the tree ``spec`` in the current runtime and return the root supervisor's pid.
 
     Raises :class:`otp.StartError` (naming the child) if a child's init fails.
     """
-    return await start(resolve_start(spec.start), name=spec.name, **spec.supervisor_kwargs())
+    pid = await start(resolve_start(spec.start), name=spec.name, **spec.supervisor_kwargs())
+    if pid is None:
+        raise StartError(spec.id, "the root supervisor's init returned otp.Ignore")
+    return pid
 
 
 async def run_tree(
@@ -79,7 +84,7 @@ async def run_tree(
     with trio.open_signal_receiver(*signals) as receiver:
         async with runtime() as rt:
             code = EXIT_OK
-            root: _process.Pid | None = None
+            root: Pid | None = None
             stopping: str | None = None  # the name of the first signal, once one came
 
             async with trio.open_nursery() as nursery:
@@ -87,7 +92,7 @@ async def run_tree(
                 async def stop_root() -> None:
                     assert root is not None
                     try:
-                        await _process.stop(root, "shutdown")
+                        await stop(root, "shutdown")
                     except (OtpError, ValueError):
                         pass  # killed by a second signal, or a terminate that crashed: logged
 
@@ -134,8 +139,8 @@ async def run_tree(
                             nursery.start_soon(stop_root)
                     else:
                         logger.warning("%s again: killing what is left", name)
-                        for proc in list(rt.roots):
-                            proc.kill("killed")
+                        for pid in list(rt.roots):
+                            pid._proc.kill("killed")
                         code = 128 + signum
                         nursery.cancel_scope.cancel()
                         break
@@ -146,7 +151,8 @@ def _interrupt_boot(rt: Runtime) -> None:
     """End the ``init`` that is running and refuse any further start, so the tree's start
     fails and unwinds in order (each supervisor stops the children it had started)."""
     rt.closing = True
-    for proc in list(rt.procs.values()):
+    for pid in list(rt.procs.values()):
+        proc = pid._proc
         # Supervisors in init are waiting for a child: ending the innermost worker suffices.
         if proc.status == STARTING and not proc.cls._otp_supervisor:
             proc.kill("shutdown")
@@ -232,45 +238,6 @@ def render_tree(spec: TreeSpec) -> str:
 # The command line
 
 
-class _UsageError(ValueError):
-    """A bad command-line argument: reported with the usage, exit code 2."""
-
-
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    import tomllib
-
-    config: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.split(".")
-        if not sep or not all(parts):
-            raise _UsageError(f"--set expects section.key=value, got {item!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        node = config
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parts[: i + 1])
-                raise _UsageError(
-                    f"--set {item!r}: {where!r} is already set to a value, not a table"
-                )
-        node[parts[-1]] = value
-    return config
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any] | None:
     import tomllib
 
@@ -280,7 +247,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any] | None:
             config = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"cannot read config {args.config}: {exc}") from None
-    config = _merge(config, _parse_set(args.set))
+    config = merge(config, parse_set(args.set))
     return config or None
 
 
@@ -300,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = _config(args)
-    except _UsageError as exc:
+    except ValueError as exc:
         parser.error(str(exc))  # exits with code 2
     if args.command == "boot":
         return boot(Path(args.file), config)

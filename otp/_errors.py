@@ -30,7 +30,7 @@ class CallError(OtpError):
     """
 
     def __init__(self, target: Any, reason: Any) -> None:
-        super().__init__(f"call to {target!r} failed: {_describe(reason)}")
+        super().__init__(f"call to {target!r} failed: {describe_reason(reason)}")
         self.target = target
         self.reason = reason
         if isinstance(reason, BaseException):
@@ -68,11 +68,25 @@ class AlreadyRegistered(OtpError):
         self.pid = pid
 
 
+class StartRefused(OtpError):
+    """A process's ``init`` returned ``otp.Stop(reason)``: it refused to start.
+
+    ``reason`` is that reason. (An ``init`` that raises makes the start raise the exception
+    itself, as does a ``Stop`` whose reason is an exception.)
+    """
+
+    def __init__(self, cls: Any, reason: Any) -> None:
+        super().__init__(f"{getattr(cls, '__qualname__', cls)} refused to start: "
+                         f"{describe_reason(reason)}")
+        self.cls = cls
+        self.reason = reason
+
+
 class StartError(OtpError):
     """A supervisor could not start one of its children."""
 
     def __init__(self, child_id: Any, reason: Any) -> None:
-        super().__init__(f"failed to start child {child_id!r}: {_describe(reason)}")
+        super().__init__(f"failed to start child {child_id!r}: {describe_reason(reason)}")
         self.child_id = child_id
         self.reason = reason
         if isinstance(reason, BaseException):
@@ -83,7 +97,8 @@ class SupervisorError(OtpError):
     """A supervisor refused a request (unknown child id, child running, max children...)."""
 
 
-def _describe(reason: Any) -> str:
+def describe_reason(reason: Any) -> str:
+    """A reason as text: an exception as ``Type: message``, anything else as its repr."""
     if isinstance(reason, BaseException):
         return f"{type(reason).__name__}: {reason}"
     return repr(reason)

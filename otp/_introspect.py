@@ -18,8 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from . import _process
-from ._process import HIST_BUCKETS, Pid, Runtime, _Process
+from ._proc import HIST_BUCKETS, _Process
+from ._runtime import Runtime, current_runtime
+from ._values import DEAD, STATUS_NAMES, Pid
 
 
 @attrs.frozen
@@ -74,7 +75,7 @@ def _snapshot(proc: _Process, child: Any = None) -> ProcessSnapshot:
         name=proc.name,
         kind="supervisor" if proc.cls._otp_supervisor else "worker",
         behaviour=proc.cls.__qualname__,
-        status=_process._STATUS_NAMES[proc.status],
+        status=STATUS_NAMES[proc.status],
         restarts=child.restarts if child is not None else 0,
         mailbox_depth=len(proc.queue),
         messages_handled=proc.handled,
@@ -109,8 +110,8 @@ def tree_snapshot(rt: Runtime | None = None) -> tuple[ProcessSnapshot, ...]:
     its supervised subtree: pid, name, status, restarts, mailbox depth, messages handled and
     handler-time histogram. Stopped children appear with ``pid=None``."""
     if rt is None:
-        rt = _process.current_runtime()
-    return tuple(_snapshot(p) for p in rt.roots if p.status != _process.DEAD)
+        rt = current_runtime()
+    return tuple(_snapshot(p._proc) for p in rt.roots if p._proc.status != DEAD)
 
 
 #: Upper bounds (seconds) of the handler-time histogram buckets.
@@ -122,18 +123,19 @@ class OtpCollector:
 
     Reads each process's counters when scraped: ``otp_processes``,
     ``otp_process_messages_total``, ``otp_process_mailbox_depth``,
-    ``otp_process_mailbox_dropped_total``, ``otp_process_handler_seconds`` (histogram) and
-    ``otp_supervisor_child_restarts_total``. Labels: ``pid``, ``name``, ``behaviour``.
+    ``otp_process_mailbox_dropped_total``, ``otp_process_handler_seconds`` (histogram),
+    ``otp_supervisor_child_restarts_total`` and ``otp_timer_messages_dropped_total``.
+    Labels: ``pid``, ``name``, ``behaviour``.
     """
 
-    def __init__(self, rt: Runtime) -> None:
-        self.runtime = rt
+    def __init__(self, rt: Runtime | None = None) -> None:
+        self.runtime = current_runtime() if rt is None else rt
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
-        procs = list(self.runtime.procs.values())
+        procs: list[_Process] = [pid._proc for pid in self.runtime.procs.values()]
         total = GaugeMetricFamily("otp_processes", "Live otp processes")
         total.add_metric([], len(procs))
         yield total
@@ -174,6 +176,12 @@ class OtpCollector:
             if proc.cls._otp_supervisor and server is not None and hasattr(server, "_children"):
                 for child in server._children:
                     restarts.add_metric([repr(proc.pid), str(child.spec.id)], child.restarts)
+        timers = CounterMetricFamily(
+            "otp_timer_messages_dropped", "Timed messages (send_after) that found no process "
+            "or a mailbox that refused them",
+        )
+        timers.add_metric([], self.runtime.timers_dropped)
+        yield timers
         yield handled
         yield depth
         yield dropped
@@ -186,7 +194,7 @@ def register_collector(
 ) -> OtpCollector:
     """Register an :class:`OtpCollector` for ``rt`` (default: the current runtime)."""
     if rt is None:
-        rt = _process.current_runtime()
+        rt = current_runtime()
     collector = OtpCollector(rt)
     registry.register(collector)
     return collector

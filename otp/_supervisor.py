@@ -23,20 +23,31 @@ The rules, so a reader can predict every decision:
   - ``ESCALATE`` (default): stop every child in reverse order and exit with ``"shutdown"``;
     the parent supervisor decides what that means for it.
   - ``CONTINUE_WITHOUT``: leave the failing child stopped (status ``"failed"``), keep the rest
-    running, log it and publish a :class:`SupervisorReport` on the bus topic
-    ``"otp.supervisor"``; the restart history starts afresh.
+    running and report it; the restart history starts afresh.
   - ``RESTART_TREE``: stop every child and start them all again once, counting one restart of
     this supervisor against its parent's intensity. A second exhaustion within ``period`` of
     that tree restart escalates.
 * **Backoff.** Before a restart the supervisor may wait (:class:`Backoff`); it keeps answering
   calls while it waits. The delay grows with the number of restarts of that child within
-  ``period``.
+  ``period``. Each pending restart keeps its own timer: a sibling's crash neither shortens
+  nor lengthens it (a ``one_for_all`` or ``rest_for_one`` restart that takes in a child
+  already waiting replaces that child's pending restart with its own). ``terminate_child``
+  on a waiting child cancels its restart; ``which_children`` then reports it ``"stopped"``.
+* **Ignore.** A child whose ``init`` returns ``otp.Ignore`` is recorded as not running
+  (status ``"ignored"``, its spec kept for ``restart_child``; a temporary child's spec is
+  dropped) without counting a restart. A DynamicSupervisor does not add it at all.
 * **A restart whose init fails** counts as another exit of that child, with the exception as
   reason, and goes through the same rules; intensity bounds the retries.
 * **Significant children** (transient or temporary only) shut the supervisor down when they
   exit on their own and are not restarted: with ``auto_shutdown=ANY_SIGNIFICANT`` when any
   does, with ``ALL_SIGNIFICANT`` when all have (one waiting out its restart backoff has not:
   it is coming back). The supervisor then exits with ``"shutdown"``.
+* **Reports.** Every decision (a restart, a child that exited for good, an ignored start, a
+  failed restart, giving up) is logged on the ``"otp.supervisor"`` logger as a structured
+  event, Erlang's supervisor report: the record's ``otp_report`` attribute holds the
+  supervisor, the child id, the event, the reason and the child's restart count (the JSON
+  log format writes them as fields). The same :class:`SupervisorReport` is published on the
+  bus topic ``"otp.supervisor"``.
 * **Requests.** A bad request never crashes a supervisor: an unknown child, a duplicate id or
   a child whose ``init`` fails in ``start_child`` or ``restart_child`` (``StartError``; the
   spec stays, the child stopped) is an error raised in the caller, and a call the
@@ -45,376 +56,43 @@ The rules, so a reader can predict every decision:
 
 from __future__ import annotations
 
-import enum
-import math
+import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
 import trio
 
-from . import _process
 from ._errors import OtpError, StartError, SupervisorError
-from ._mailbox import Mailbox
-from ._process import (
-    INFINITY,
-    GenServer,
-    Pid,
-    Stop,
-    _ChildExited,
-    _current_process,
-    _Process,
-    _spawn,
-    logger,
+from ._genserver import GenServer
+from ._messaging import call
+from ._proc import ChildExited, _Process, current_process
+from ._specs import (
+    BRUTAL_KILL,
+    NO_BACKOFF,
+    ONE_FOR_ALL,
+    ONE_FOR_ONE,
+    SUPERVISOR,
+    TEMPORARY,
+    TRANSIENT,
+    AutoShutdown,
+    Backoff,
+    ChildCounts,
+    ChildInfo,
+    ChildSpec,
+    OnExhausted,
+    Strategy,
+    SupervisorFlags,
+    SupervisorReport,
+    check_children,
+    to_tuple,
 )
-
-BRUTAL_KILL: Final = "brutal_kill"
-"""Shutdown value: kill the child at once, without ``terminate``."""
-
-
-def _enum_converter(enum_cls: type[enum.Enum], what: str) -> Any:
-    def convert(value: Any) -> Any:
-        if isinstance(value, enum_cls):
-            return value
-        try:
-            return enum_cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in enum_cls)
-            raise ValueError(f"{what} must be one of {allowed}, not {value!r}") from None
-
-    return convert
-
-
-class Strategy(enum.Enum):
-    ONE_FOR_ONE = "one_for_one"
-    ONE_FOR_ALL = "one_for_all"
-    REST_FOR_ONE = "rest_for_one"
-
-
-class Restart(enum.Enum):
-    PERMANENT = "permanent"
-    TRANSIENT = "transient"
-    TEMPORARY = "temporary"
-
-
-class ChildType(enum.Enum):
-    WORKER = "worker"
-    SUPERVISOR = "supervisor"
-
-
-class OnExhausted(enum.Enum):
-    ESCALATE = "escalate"
-    CONTINUE_WITHOUT = "continue_without"
-    RESTART_TREE = "restart_tree"
-
-
-class AutoShutdown(enum.Enum):
-    NEVER = "never"
-    ANY_SIGNIFICANT = "any_significant"
-    ALL_SIGNIFICANT = "all_significant"
-
-
-class BackoffKind(enum.Enum):
-    NONE = "none"
-    FIXED = "fixed"
-    EXPONENTIAL = "exponential"
-    PROGRESSIVE = "progressive"
-
-
-_strategy = _enum_converter(Strategy, "strategy")
-_restart = _enum_converter(Restart, "restart")
-_child_type = _enum_converter(ChildType, "type")
-_on_exhausted = _enum_converter(OnExhausted, "on_exhausted")
-_auto_shutdown = _enum_converter(AutoShutdown, "auto_shutdown")
-_backoff_kind = _enum_converter(BackoffKind, "backoff kind")
-
-
-def _to_strategy(value: Any) -> Strategy:
-    return _strategy(value)  # type: ignore[no-any-return]
-
-
-def _to_restart(value: Any) -> Restart:
-    return _restart(value)  # type: ignore[no-any-return]
-
-
-def _to_child_type(value: Any) -> ChildType | None:
-    return None if value is None else _child_type(value)
-
-
-def _to_on_exhausted(value: Any) -> OnExhausted:
-    return _on_exhausted(value)  # type: ignore[no-any-return]
-
-
-def _to_auto_shutdown(value: Any) -> AutoShutdown:
-    return _auto_shutdown(value)  # type: ignore[no-any-return]
-
-
-def _to_backoff_kind(value: Any) -> BackoffKind:
-    return _backoff_kind(value)  # type: ignore[no-any-return]
-
-
-PERMANENT, TRANSIENT, TEMPORARY = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
-WORKER, SUPERVISOR = ChildType.WORKER, ChildType.SUPERVISOR
-ONE_FOR_ONE, ONE_FOR_ALL, REST_FOR_ONE = (
-    Strategy.ONE_FOR_ONE,
-    Strategy.ONE_FOR_ALL,
-    Strategy.REST_FOR_ONE,
-)
-
-
-def _non_negative(what: str, finite: bool = True) -> Any:
-    def check(_inst: Any, _attr: Any, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-        if not value >= 0:
-            raise ValueError(f"{what} must be >= 0, not {value}")
-        if finite and value == math.inf:
-            raise ValueError(f"{what} must be finite, not {value}")
-
-    return check
-
-
-@attrs.frozen
-class Backoff:
-    """Delay before restarting a child, by the number ``n`` of its restarts within ``period``.
-
-    * ``NONE``: restart at once (default).
-    * ``FIXED``: ``initial`` every time.
-    * ``EXPONENTIAL``: ``initial * factor ** (n - 1)``, at most ``max``.
-    * ``PROGRESSIVE``: a linear ramp, ``initial * (1 + (n - 1) * (factor - 1))``, at most
-      ``max`` (1 s, x1.5 gives 1, 1.5, 2, 2.5 ... s).
-
-    ``jitter`` (0 to 1) spreads each delay uniformly over ``delay * (1 ± jitter)``, drawn from
-    the runtime's seeded random generator.
-
-    ``initial``, ``factor`` and ``jitter`` must be finite numbers; ``max`` may be
-    ``INFINITY`` (the default: no cap). A delay that would grow past ``max`` (or past what a
-    float can hold) is ``max``: growth stops there, it never overflows or turns into NaN.
-    """
-
-    kind: BackoffKind = attrs.field(
-        default=BackoffKind.NONE, converter=_to_backoff_kind
-    )
-    initial: float = attrs.field(default=0.0, validator=_non_negative("backoff initial"))
-    max: float = attrs.field(
-        default=INFINITY, validator=_non_negative("backoff max", finite=False)
-    )
-    factor: float = attrs.field(default=2.0, validator=_non_negative("backoff factor"))
-    jitter: float = attrs.field(default=0.0, validator=_non_negative("backoff jitter"))
-
-    def __attrs_post_init__(self) -> None:
-        if self.jitter > 1:
-            raise ValueError(f"backoff jitter must be between 0 and 1, not {self.jitter}")
-        if self.kind in (BackoffKind.EXPONENTIAL, BackoffKind.PROGRESSIVE) and self.factor < 1:
-            raise ValueError(f"backoff factor must be >= 1, not {self.factor}")
-        if self.kind is not BackoffKind.NONE and self.max < self.initial:
-            raise ValueError(f"backoff max ({self.max}) is below initial ({self.initial})")
-
-    def delay(self, n: int, rng: Any = None) -> float:
-        """Seconds to wait before the ``n``-th restart (``n >= 1``): never negative, never NaN,
-        at most ``max`` before jitter."""
-        kind = self.kind
-        if kind is BackoffKind.NONE:
-            return 0.0
-        initial = float(self.initial)
-        steps = max(n - 1, 0)
-        if kind is BackoffKind.FIXED or initial == 0.0 or steps == 0:
-            d = initial
-        else:
-            try:
-                if kind is BackoffKind.EXPONENTIAL:
-                    d = initial * float(self.factor) ** steps
-                else:
-                    d = initial * (1.0 + steps * (float(self.factor) - 1.0))
-            except OverflowError:
-                d = math.inf
-        # initial and factor are finite and >= 0, so d is a number in [0, inf]: the cap holds.
-        d = min(d, self.max)
-        if self.jitter and rng is not None and 0.0 < d < math.inf:
-            d *= 1 + self.jitter * (2 * rng.random() - 1)
-        return d
-
-
-NO_BACKOFF: Final = Backoff()
-
-
-def _to_shutdown(value: Any) -> float | str | None:
-    if value is None or value == BRUTAL_KILL:
-        return value  # type: ignore[no-any-return]
-    if value == "infinity":
-        return INFINITY
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"shutdown must be seconds (a number), otp.BRUTAL_KILL or otp.INFINITY, not {value!r}"
-        )
-    if not value > 0:
-        raise ValueError(
-            f"shutdown must be a positive number of seconds, otp.BRUTAL_KILL or otp.INFINITY, "
-            f"not {value!r}"
-        )
-    return float(value)
-
-
-def _check_start(_inst: Any, _attr: Any, value: Any) -> None:
-    if not (isinstance(value, type) and issubclass(value, GenServer)):
-        raise TypeError(f"child start must be a GenServer subclass, not {value!r}")
-
-
-def _check_id(_inst: Any, _attr: Any, value: Any) -> None:
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(f"child id must be hashable, not {value!r}") from None
-
-
-def _to_tuple(value: Any) -> tuple[Any, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise TypeError(f"child args must be a list or tuple, not {value!r}")
-    return tuple(value)
-
-
-def _to_kwargs(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise TypeError(f"child kwargs must be a mapping of str keys, not {value!r}")
-    return dict(value)
-
-
-def _check_mailbox(_inst: Any, _attr: Any, value: Any) -> None:
-    if value is not None and not isinstance(value, Mailbox):
-        raise TypeError(f"child mailbox must be an otp.Mailbox, not {value!r}")
-
-
-@attrs.frozen
-class ChildSpec:
-    """How to start, restart and stop one child. Checked when it is built.
-
-    ``shutdown`` defaults to 5 s for a worker and ``INFINITY`` for a supervisor; ``type``
-    defaults to ``SUPERVISOR`` when ``start`` is a supervisor class. ``name``: the child
-    registers under it on every (re)start. ``significant``: see the module docs.
-    """
-
-    id: Any = attrs.field(validator=_check_id)
-    start: type[GenServer] = attrs.field(validator=_check_start)
-    args: tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple)
-    kwargs: dict[str, Any] = attrs.field(factory=dict, converter=_to_kwargs)
-    restart: Restart = attrs.field(default=PERMANENT, converter=_to_restart)
-    shutdown: float | str = attrs.field(default=None, converter=_to_shutdown)
-    type: ChildType = attrs.field(default=None, converter=_to_child_type)
-    name: Any = None
-    significant: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    mailbox: Mailbox | None = attrs.field(default=None, validator=_check_mailbox)
-
-    def __attrs_post_init__(self) -> None:
-        is_sup = self.start._otp_supervisor
-        if self.type is None:
-            object.__setattr__(self, "type", SUPERVISOR if is_sup else WORKER)
-        if self.shutdown is None:
-            object.__setattr__(self, "shutdown", INFINITY if self.type is SUPERVISOR else 5.0)
-        if self.significant and self.restart is PERMANENT:
-            raise ValueError(
-                f"child {self.id!r}: a significant child must be transient or temporary"
-            )
-        if self.name is not None and not isinstance(self.name, str) and not hasattr(
-            self.name, "_otp_register"
-        ):
-            raise TypeError(f"child {self.id!r}: name must be a str or otp.via(...)")
-
-
-def _check_intensity(_inst: Any, _attr: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"intensity must be an int, not {value!r}")
-    if value < 0:
-        raise ValueError(f"intensity must be >= 0, not {value}")
-
-
-def _check_period(_inst: Any, _attr: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"period must be a number of seconds, not {value!r}")
-    if not value > 0:
-        raise ValueError(f"period must be > 0 seconds, not {value}")
-
-
-def _check_backoff(_inst: Any, _attr: Any, value: Any) -> None:
-    if not isinstance(value, Backoff):
-        raise TypeError(f"backoff must be an otp.Backoff, not {value!r}")
-
-
-@attrs.frozen
-class SupervisorFlags:
-    """A supervisor's policy. Checked when it is built."""
-
-    strategy: Strategy = attrs.field(default=ONE_FOR_ONE, converter=_to_strategy)
-    intensity: int = attrs.field(default=1, validator=_check_intensity)
-    period: float = attrs.field(default=5.0, validator=_check_period)
-    backoff: Backoff = attrs.field(default=NO_BACKOFF, validator=_check_backoff)
-    on_exhausted: OnExhausted = attrs.field(
-        default=OnExhausted.ESCALATE, converter=_to_on_exhausted
-    )
-    auto_shutdown: AutoShutdown = attrs.field(
-        default=AutoShutdown.NEVER, converter=_to_auto_shutdown
-    )
-
-
-def check_children(children: Any, flags: SupervisorFlags) -> list[ChildSpec]:
-    """Check a list of child specs as a whole; raise one ValueError listing every problem."""
-    if isinstance(children, str | bytes) or not isinstance(children, Sequence):
-        raise TypeError(f"children must be a list of otp.ChildSpec, not {children!r}")
-    problems: list[str] = []
-    seen: set[Any] = set()
-    for i, spec in enumerate(children):
-        if not isinstance(spec, ChildSpec):
-            problems.append(f"children[{i}] is not an otp.ChildSpec: {spec!r}")
-            continue
-        if spec.id in seen:
-            problems.append(f"children[{i}]: duplicate child id {spec.id!r}")
-        seen.add(spec.id)
-        if spec.significant and flags.auto_shutdown is AutoShutdown.NEVER:
-            problems.append(
-                f"children[{i}] ({spec.id!r}) is significant but auto_shutdown is 'never'"
-            )
-    if problems:
-        raise ValueError("invalid children: " + "; ".join(problems))
-    return list(children)
-
-
-def is_normal_exit(reason: Any) -> bool:
-    """True for ``"normal"``, ``"shutdown"`` and ``("shutdown", detail)``."""
-    if reason == "normal" or reason == "shutdown":
-        return True
-    return isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
-
-
-@attrs.frozen
-class ChildInfo:
-    """One row of :func:`which_children`."""
-
-    id: Any
-    pid: Pid | None
-    type: ChildType
-    restart: Restart
-    status: str
-    restarts: int
-
-
-@attrs.frozen
-class ChildCounts:
-    """:func:`count_children`: specs, running children, supervisors and workers."""
-
-    specs: int
-    active: int
-    supervisors: int
-    workers: int
-
-
-@attrs.frozen
-class SupervisorReport:
-    """Published on the bus topic ``"otp.supervisor"`` whenever a supervisor acts."""
-
-    supervisor: Pid
-    child_id: Any
-    event: str
-    reason: Any
+from ._start import spawn
+from ._values import INFINITY, Pid, Stop, is_normal_exit
+from .bus import publish_nowait
+
+logger = logging.getLogger("otp.supervisor")
 
 
 # Calls a supervisor answers
@@ -468,7 +146,7 @@ class _CountRestart:
 
 
 class _Child:
-    __slots__ = ("args", "attempts", "proc", "restarts", "spec", "status")
+    __slots__ = ("args", "attempts", "pending", "proc", "restarts", "spec", "status")
 
     def __init__(self, spec: ChildSpec, args: tuple[Any, ...]) -> None:
         self.spec = spec
@@ -477,10 +155,22 @@ class _Child:
         self.status = "stopped"
         self.restarts = 0
         self.attempts: deque[float] = deque()
+        #: The token of the delayed restart this child waits for, if any.
+        self.pending: int | None = None
 
     @property
     def pid(self) -> Pid | None:
         return None if self.proc is None else self.proc.pid
+
+
+class _Delayed:
+    """A restart waiting out its backoff: the children it will start, and its timer."""
+
+    __slots__ = ("children", "scope")
+
+    def __init__(self, children: list[_Child]) -> None:
+        self.children = children
+        self.scope = trio.CancelScope()
 
 
 _STOP_SHUTDOWN: Final = Stop("shutdown")
@@ -516,13 +206,14 @@ class Supervisor(GenServer):
             auto_shutdown=auto_shutdown,
         )
         specs = check_children(children, self.flags)
-        self._proc = _current_process()
+        self._proc = current_process()
         # an ordered set: start order, O(1) membership and removal (DynamicSupervisor)
         self._children: dict[_Child, None] = {}
         self._by_proc: dict[_Process, _Child] = {}
         self._restarts: deque[float] = deque()
-        self._token = 0
-        self._pending: list[_Child] = []
+        self._tokens = 0
+        #: Restarts waiting out their backoff, by token.
+        self._delayed: dict[int, _Delayed] = {}
         self._tree_restarted_at: float | None = None
         self._stopping = False
         for spec in specs:
@@ -536,9 +227,11 @@ class Supervisor(GenServer):
 
     # -- starting and stopping ---------------------------------------------------------------
 
-    async def _start(self, child: _Child) -> Pid:
+    async def _start(self, child: _Child) -> Pid | None:
+        """Start ``child``; its pid, or None if its init returned Ignore (then it is recorded
+        as not running, or forgotten if temporary)."""
         spec = child.spec
-        pid = await _spawn(
+        pid = await spawn(
             spec.start,
             child.args,
             spec.kwargs,
@@ -548,13 +241,19 @@ class Supervisor(GenServer):
             parent=self._proc,
             sup_child=child,
         )
-        proc = pid._proc
+        if pid is None:
+            child.status = "ignored"
+            self._report(child, "ignored", "ignore")
+            if spec.restart is TEMPORARY:
+                self._forget(child)
+            return None
+        proc: _Process = pid._proc
         child.proc = proc
         child.status = "running"
         self._by_proc[proc] = child
         tracer = self._proc.runtime.tracer
         if tracer is not None:
-            tracer.started_child(self._proc, spec.id, proc)
+            tracer.started_child(self._proc.pid, spec.id, pid)
         return pid
 
     async def _stop(self, child: _Child) -> None:
@@ -566,23 +265,64 @@ class Supervisor(GenServer):
         child.proc = None
         child.status = "stopped"
         shutdown = child.spec.shutdown
-        timeout = 0.0 if shutdown == BRUTAL_KILL else float(shutdown)
-        await _process._shutdown_process(proc, timeout)
+        await proc.shutdown(0.0 if shutdown == BRUTAL_KILL else float(shutdown))
 
     async def _stop_all(self) -> None:
         self._stopping = True
-        self._pending = []
+        self._cancel_delayed()
         for child in reversed(self._children):
             await self._stop(child)
 
     async def terminate(self, reason: Any) -> None:
         await self._stop_all()
 
+    # -- delayed restarts ----------------------------------------------------------------------
+
+    def _delay(self, group: list[_Child], delay: float) -> None:
+        """Restart ``group`` after ``delay`` seconds, on a timer of its own."""
+        self._tokens += 1
+        token = self._tokens
+        entry = self._delayed[token] = _Delayed(group)
+        for c in group:
+            c.pending = token
+            c.status = "restarting"
+        proc = self._proc
+
+        async def due() -> None:
+            with entry.scope:
+                await trio.sleep(delay)
+                proc.system(_RestartDue(token))
+
+        assert proc.nursery is not None
+        proc.nursery.start_soon(due)
+
+    def _undelay(self, child: _Child) -> None:
+        """Take ``child`` out of the delayed restart it waits for (cancelling the timer if
+        nobody else waits for it)."""
+        token = child.pending
+        if token is None:
+            return
+        child.pending = None
+        entry = self._delayed.get(token)
+        if entry is not None:
+            if child in entry.children:
+                entry.children.remove(child)
+            if not entry.children:
+                entry.scope.cancel()
+                del self._delayed[token]
+
+    def _cancel_delayed(self) -> None:
+        for entry in self._delayed.values():
+            entry.scope.cancel()
+            for c in entry.children:
+                c.pending = None
+        self._delayed.clear()
+
     # -- exits and restarts --------------------------------------------------------------------
 
     async def _otp_system(self, item: Any) -> Any:
         kind = type(item)
-        if kind is _ChildExited:
+        if kind is ChildExited:
             child = self._by_proc.pop(item.proc, None)
             if child is None or self._stopping:
                 await trio.lowlevel.checkpoint()
@@ -591,11 +331,13 @@ class Supervisor(GenServer):
             child.status = "stopped"
             return await self._child_exited(child, item.reason)
         if kind is _RestartDue:
-            if item.token != self._token or not self._pending:
+            entry = self._delayed.pop(item.token, None)
+            if entry is None:
                 await trio.lowlevel.checkpoint()
                 return None
-            group, self._pending = self._pending, []
-            return await self._start_group(group)
+            for c in entry.children:
+                c.pending = None
+            return await self._start_group(entry.children)
         if kind is _CountRestart:
             child = self._by_proc.get(item.proc)
             if child is None:
@@ -611,8 +353,8 @@ class Supervisor(GenServer):
     async def _child_exited(self, child: _Child, reason: Any) -> Any:
         spec = child.spec
         if spec.restart is TEMPORARY or (spec.restart is TRANSIENT and is_normal_exit(reason)):
+            self._report(child, "exited", reason)
             self._not_restarted(child)
-            self._report(spec.id, "exited", reason)
             return await self._auto_shutdown(child)
         return await self._restart(child, reason)
 
@@ -630,20 +372,17 @@ class Supervisor(GenServer):
         mode = self.flags.auto_shutdown
         if mode is AutoShutdown.ANY_SIGNIFICANT:
             return _STOP_SHUTDOWN
-        if mode is AutoShutdown.ALL_SIGNIFICANT:
+        if mode is AutoShutdown.ALL_SIGNIFICANT and not any(
             # A significant child waiting out its restart backoff is still there.
-            pending = self._pending
-            if not any(
-                c.spec.significant and (c.proc is not None or c in pending)
-                for c in self._children
-            ):
-                return _STOP_SHUTDOWN
+            c.spec.significant and (c.proc is not None or c.pending is not None)
+            for c in self._children
+        ):
+            return _STOP_SHUTDOWN
         return None
 
     def _forget(self, child: _Child) -> None:
         self._children.pop(child, None)
-        if child in self._pending:
-            self._pending.remove(child)
+        self._undelay(child)
 
     def _add_restart(self) -> bool:
         """Record a restart now; False when that exceeds the intensity."""
@@ -656,12 +395,17 @@ class Supervisor(GenServer):
             restarts.popleft()
         return len(restarts) <= self.flags.intensity
 
-    def _report(self, child_id: Any, event: str, reason: Any) -> None:
-        from . import bus
-
-        bus.publish_nowait(
-            "otp.supervisor", SupervisorReport(self._proc.pid, child_id, event, reason)
+    def _report(self, child: _Child, event: str, reason: Any, level: int = logging.INFO) -> None:
+        """Log a supervisor report (structured: see the module docs) and publish it."""
+        report = SupervisorReport(self._proc.pid, child.spec.id, event, reason, child.restarts)
+        logger.log(
+            level,
+            "supervisor %r: child %r %s (reason %r, restarts %d)",
+            report.supervisor, report.child_id, event.replace("_", " "), reason,
+            report.restarts,
+            extra={"otp_report": report.fields()},
         )
+        publish_nowait("otp.supervisor", report)
 
     async def _restart(self, child: _Child, reason: Any) -> Any:
         child.restarts += 1
@@ -669,12 +413,9 @@ class Supervisor(GenServer):
             return await self._exhausted(child, reason)
         tracer = self._proc.runtime.tracer
         if tracer is not None:
-            tracer.restarting(self._proc, child.spec.id, reason, self.flags)
-        logger.info(
-            "supervisor %r restarting child %r after exit: %r", self._proc.pid, child.spec.id,
-            reason,
-        )
-        self._report(child.spec.id, "restarting", reason)
+            tracer.restarting(self._proc.pid, child.spec.id, reason, self.flags.intensity,
+                              self.flags.period)
+        self._report(child, "restarting", reason)
         strategy = self.flags.strategy
         if strategy is ONE_FOR_ONE:
             group = [child]
@@ -685,6 +426,7 @@ class Supervisor(GenServer):
             if other is not child and other.proc is not None:
                 await self._stop(other)
         for other in list(group):
+            self._undelay(other)  # this restart takes over any restart it was waiting for
             if other is not child and other.spec.restart is TEMPORARY:
                 self._forget(other)
                 group.remove(other)
@@ -696,22 +438,8 @@ class Supervisor(GenServer):
         delay = self.flags.backoff.delay(len(child.attempts), self._proc.runtime.random)
         if delay <= 0:
             return await self._start_group(group)
-        for c in group:
-            c.status = "restarting"
-        self._token += 1
-        self._pending = [c for c in self._pending if c not in group] + group
-        self._schedule(delay, self._token)
+        self._delay(group, delay)
         return None
-
-    def _schedule(self, delay: float, token: int) -> None:
-        proc = self._proc
-
-        async def due() -> None:
-            await trio.sleep(delay)
-            proc.system(_RestartDue(token))
-
-        assert proc.nursery is not None
-        proc.nursery.start_soon(due)
 
     async def _start_group(self, group: list[_Child]) -> Any:
         for c in group:
@@ -721,8 +449,7 @@ class Supervisor(GenServer):
                 await self._start(c)
             except Exception as exc:
                 c.status = "stopped"
-                logger.error("supervisor %r: restart of %r failed", self._proc.pid, c.spec.id,
-                             exc_info=exc)
+                self._report(c, "start_failed", exc, logging.ERROR)
                 outcome = await self._restart(c, exc)
                 if outcome is None and c.status == "failed":
                     continue  # continue_without gave up on c: the rest of the group still starts
@@ -733,20 +460,16 @@ class Supervisor(GenServer):
         mode = self.flags.on_exhausted
         tracer = self._proc.runtime.tracer
         if tracer is not None:
-            tracer.exhausted(self._proc, child.spec.id, reason, self.flags)
-        sup = self._proc.pid
+            tracer.exhausted(self._proc.pid, child.spec.id, reason, mode.value)
         if mode is OnExhausted.CONTINUE_WITHOUT:
             child.status = "failed"
+            self._undelay(child)
             if child.proc is None:
                 self._not_restarted(child)
             self._restarts.clear()
             if tracer is not None:
-                tracer.restarts_reset(self._proc)
-            logger.error(
-                "supervisor %r: child %r exceeded %d restarts in %s s; continuing without it",
-                sup, child.spec.id, self.flags.intensity, self.flags.period,
-            )
-            self._report(child.spec.id, "continue_without", reason)
+                tracer.restarts_reset(self._proc.pid)
+            self._report(child, "continue_without", reason, logging.ERROR)
             await trio.lowlevel.checkpoint()
             return None
         if mode is OnExhausted.RESTART_TREE:
@@ -754,26 +477,21 @@ class Supervisor(GenServer):
             last = self._tree_restarted_at
             if last is None or now - last >= self.flags.period:
                 self._tree_restarted_at = now
-                logger.error("supervisor %r: restart intensity reached; restarting the tree", sup)
-                self._report(child.spec.id, "restart_tree", reason)
+                self._report(child, "restart_tree", reason, logging.ERROR)
                 parent = self._proc.parent
                 if parent is not None:
                     parent.system(_CountRestart(self._proc))
+                self._cancel_delayed()
                 for c in reversed(self._children):
                     await self._stop(c)
                 self._children = {
                     c: None for c in self._children if c.spec.restart is not TEMPORARY
                 }
-                self._pending = []
                 self._restarts.clear()
                 if tracer is not None:
-                    tracer.restarts_reset(self._proc)
+                    tracer.restarts_reset(self._proc.pid)
                 return await self._start_group(list(self._children))
-        logger.error(
-            "supervisor %r: child %r exceeded %d restarts in %s s; shutting down",
-            sup, child.spec.id, self.flags.intensity, self.flags.period,
-        )
-        self._report(child.spec.id, "escalate", reason)
+        self._report(child, "escalate", reason, logging.ERROR)
         return _STOP_SHUTDOWN
 
     # -- the API -----------------------------------------------------------------------------
@@ -786,7 +504,7 @@ class Supervisor(GenServer):
                 return c
         return None
 
-    async def handle_call(self, request: Any, from_: _process.From) -> Any:
+    async def handle_call(self, request: Any, from_: Any) -> Any:
         kind = type(request)
         try:
             if kind is _WhichChildren:
@@ -835,19 +553,18 @@ class Supervisor(GenServer):
         if self._find(spec.id) is not None:
             raise SupervisorError(f"a child with id {spec.id!r} already exists")
         child = _Child(spec, spec.args + extra)
-        try:
-            pid = await self._start(child)
-        except Exception as exc:
-            raise StartError(spec.id, exc) from exc
         self._children[child] = None
-        return pid
+        try:
+            return await self._start(child)
+        except Exception as exc:
+            self._children.pop(child, None)
+            raise StartError(spec.id, exc) from exc
 
-    async def _api_restart(self, key: Any) -> Pid:
+    async def _api_restart(self, key: Any) -> Pid | None:
         child = self._existing(key)
         if child.proc is not None:
             raise SupervisorError(f"child {key!r} is running")
-        if child in self._pending:
-            self._pending.remove(child)
+        self._undelay(child)
         try:
             return await self._start(child)
         except Exception as exc:
@@ -858,12 +575,11 @@ class Supervisor(GenServer):
 
     async def _api_terminate(self, key: Any) -> None:
         child = self._existing(key)
-        if child in self._pending:
-            self._pending.remove(child)
+        self._undelay(child)  # a restart waiting out its backoff is called off
         await self._stop(child)
+        child.status = "stopped"
         if child.spec.restart is TEMPORARY:
             self._forget(child)
-
 
 
 class DynamicSupervisor(Supervisor):
@@ -873,8 +589,8 @@ class DynamicSupervisor(Supervisor):
     ``otp.start_child(sup, spec)`` starts a child with ``extra_args + spec.args``; children
     are addressed by pid; ids need not be unique. Intensity, period, backoff and
     ``on_exhausted`` work as for :class:`Supervisor`. A child that is not going to be
-    restarted (temporary, transient after a normal exit, terminated, or given up on by
-    ``continue_without``) is forgotten at once: it no longer counts against
+    restarted (temporary, transient after a normal exit, terminated, ignored, or given up on
+    by ``continue_without``) is forgotten at once: it no longer counts against
     ``max_children``.
     """
 
@@ -890,10 +606,10 @@ class DynamicSupervisor(Supervisor):
     ) -> None:
         if isinstance(max_children, bool) or not isinstance(max_children, int | float):
             raise TypeError(f"max_children must be a number, not {max_children!r}")
-        if max_children < 0:
+        if not max_children >= 0:
             raise ValueError(f"max_children must be >= 0, not {max_children}")
         self.max_children = max_children
-        self.extra_args = _to_tuple(extra_args)
+        self.extra_args = to_tuple(extra_args)
         await super().init(
             (),
             strategy=ONE_FOR_ONE,
@@ -909,11 +625,14 @@ class DynamicSupervisor(Supervisor):
         if len(self._children) >= self.max_children:
             raise SupervisorError(f"max_children ({self.max_children}) reached")
         child = _Child(spec, self.extra_args + spec.args + extra)
+        self._children[child] = None
         try:
             pid = await self._start(child)
         except Exception as exc:
+            self._children.pop(child, None)
             raise StartError(spec.id, exc) from exc
-        self._children[child] = None
+        if pid is None:
+            self._forget(child)
         return pid
 
     def _find(self, key: Any) -> _Child | None:
@@ -931,19 +650,20 @@ class DynamicSupervisor(Supervisor):
 
 
 async def _sup_call(sup: Any, request: Any) -> Any:
-    result = await _process.call(sup, request, timeout=INFINITY)
+    result = await call(sup, request, timeout=INFINITY)
     if type(result) is _Refused:
         raise result.error
     return result
 
 
-async def start_child(sup: Any, spec: ChildSpec, *extra_args: Any) -> Pid:
-    """Start a new child under ``sup`` (appended last) and return its pid.
+async def start_child(sup: Any, spec: ChildSpec, *extra_args: Any) -> Pid | None:
+    """Start a new child under ``sup`` (appended last) and return its pid (None if its init
+    returned ``otp.Ignore``).
 
     For a :class:`DynamicSupervisor`, ``extra_args`` are appended to the child's args.
     Raises :class:`SupervisorError` for a duplicate id, :class:`StartError` if its init fails.
     """
-    pid: Pid = await _sup_call(sup, _StartChild(spec, tuple(extra_args)))
+    pid: Pid | None = await _sup_call(sup, _StartChild(spec, tuple(extra_args)))
     return pid
 
 
@@ -953,13 +673,13 @@ async def terminate_child(sup: Any, child: Any) -> None:
     await _sup_call(sup, _TerminateChild(child))
 
 
-async def restart_child(sup: Any, child_id: Any) -> Pid:
+async def restart_child(sup: Any, child_id: Any) -> Pid | None:
     """Start again a stopped child whose spec the supervisor still holds.
 
     Raises :class:`SupervisorError` if there is no such child or it is running, and
     :class:`StartError` if its init fails (the child then stays stopped, its spec kept).
     """
-    pid: Pid = await _sup_call(sup, _RestartChild(child_id))
+    pid: Pid | None = await _sup_call(sup, _RestartChild(child_id))
     return pid
 
 

@@ -36,9 +36,9 @@ import cattrs
 import tomli_w
 
 from ._errors import OtpError
+from ._genserver import GenServer
 from ._mailbox import Mailbox, Overflow
-from ._process import INFINITY, GenServer
-from ._supervisor import (
+from ._specs import (
     BRUTAL_KILL,
     NO_BACKOFF,
     AutoShutdown,
@@ -49,8 +49,14 @@ from ._supervisor import (
     OnExhausted,
     Restart,
     Strategy,
-    Supervisor,
+    check_intensity,
+    check_period,
+    check_significant,
+    to_shutdown,
+    type_name,
 )
+from ._supervisor import Supervisor
+from ._values import INFINITY
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -246,17 +252,6 @@ def _allowed(enum_cls: type[Any]) -> str:
     return ", ".join(repr(m.value) for m in enum_cls)
 
 
-def _type_name(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
 class _Loader:
     def __init__(self, text: str, source: str | None, config: Mapping[str, Any] | None):
         self.text = text
@@ -373,7 +368,7 @@ class _Loader:
             self.problem(f"{path}.{key}", f"bad value {value!r}", _allowed(enum_cls))
         else:
             self.problem(
-                f"{path}.{key}", f"expected a string, got {_type_name(value)}", _allowed(enum_cls)
+                f"{path}.{key}", f"expected a string, got {type_name(value)}", _allowed(enum_cls)
             )
         return default
 
@@ -387,8 +382,20 @@ class _Loader:
         except Exception as exc:
             value = table[key]
             detail = str(exc) if not isinstance(exc, cattrs.BaseValidationError) else ""
-            message = detail or f"expected {allowed}, got {_type_name(value)} {value!r}"
+            message = detail or f"expected {allowed}, got {type_name(value)} {value!r}"
             self.problem(f"{path}.{key}", message, allowed)
+            return default
+
+    def checked(self, table: dict[str, Any], key: str, path: str, check: Any, default: Any,
+                allowed: str) -> Any:
+        """``check(value)`` (the same rule ChildSpec and SupervisorFlags apply), or a problem
+        with its message and ``default``."""
+        if key not in table:
+            return default
+        try:
+            return check(table[key])
+        except (TypeError, ValueError) as exc:
+            self.problem(f"{path}.{key}", str(exc), allowed)
             return default
 
     def unknown_keys(self, table: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
@@ -398,7 +405,7 @@ class _Loader:
 
     def table(self, value: Any, path: str) -> dict[str, Any] | None:
         if not isinstance(value, dict):
-            self.problem(path, f"expected a table, got {_type_name(value)}")
+            self.problem(path, f"expected a table, got {type_name(value)}")
             return None
         return value
 
@@ -417,29 +424,13 @@ class _Loader:
             out["id"] = node_id
         out["restart"] = self.enum(t, "restart", Restart, path, Restart.PERMANENT)
         if "shutdown" in t:
-            value = t["shutdown"]
-            if value in (BRUTAL_KILL, "infinity"):
-                out["shutdown"] = INFINITY if value == "infinity" else BRUTAL_KILL
-            elif (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and value > 0
-                and not math.isnan(value)
-            ):
-                out["shutdown"] = float(value)
-            else:
-                self.problem(
-                    f"{path}.shutdown",
-                    f"bad value {value!r}",
-                    "a positive number of seconds, 'brutal_kill', 'infinity'",
-                )
-        out["significant"] = self.scalar(t, "significant", bool, path, False, "true or false")
-        if out["significant"] and out["restart"] is Restart.PERMANENT:
-            self.problem(
-                f"{path}.significant",
-                "a significant child must be transient or temporary",
-                "restart = 'transient' or 'temporary'",
-            )
+            out["shutdown"] = self.checked(
+                t, "shutdown", path, to_shutdown, None,
+                "a positive number of seconds, 'brutal_kill', 'infinity'")
+        if "significant" in t:
+            out["significant"] = self.checked(
+                t, "significant", path, lambda v: check_significant(out["restart"], v), False,
+                "true or false; true only with restart = 'transient' or 'temporary'")
         name = self.scalar(t, "name", str, path, None, "a string")
         if name is not None:
             if name in self.names:
@@ -453,7 +444,7 @@ class _Loader:
         if "start" in t:
             start = t["start"]
             if not isinstance(start, str):
-                self.problem(f"{path}.start", f"expected a string, got {_type_name(start)}",
+                self.problem(f"{path}.start", f"expected a string, got {type_name(start)}",
                              "'package.module:Class'")
             else:
                 try:
@@ -495,15 +486,20 @@ class _Loader:
         kind = self.enum(t, "kind", BackoffKind, path, BackoffKind.NONE)
         nums = {}
         bad = False
-        for key, default in (("initial", 0.0), ("max", INFINITY), ("factor", 2.0),
-                             ("jitter", 0.0)):
-            finite = key != "max"
-            allowed = "a finite number >= 0" if finite else "a number >= 0 (inf for no cap)"
-            value = self.scalar(t, key, float, path, default, allowed)
-            if finite and math.isinf(value):
-                self.problem(f"{path}.{key}", f"bad value {value}", allowed)
-                value, bad = default, True
-            nums[key] = value
+        for field in attrs.fields(Backoff)[1:]:
+            key = field.name
+            if key not in t:
+                continue
+            try:
+                # The Backoff field's own validator: the rule lives in one place.
+                field.validator(None, field, t[key])  # type: ignore[misc]
+            except (TypeError, ValueError) as exc:
+                self.problem(f"{path}.{key}", str(exc),
+                             "a number >= 0 (inf for no cap)" if key == "max"
+                             else "a finite number >= 0")
+                bad = True
+            else:
+                nums[key] = float(t[key])
         if bad:
             return Backoff()
         try:
@@ -531,20 +527,15 @@ class _Loader:
                 fields["args"] = args
             elif args != ():
                 self.problem(f"{path}.args", f"expected a table or an array, got "
-                             f"{_type_name(args)}", "a table (keyword args) or an array")
+                             f"{type_name(args)}", "a table (keyword args) or an array")
             if "start" not in fields:
                 return None
             return WorkerNode(**fields)
         fields["strategy"] = self.enum(t, "strategy", Strategy, path, Strategy.ONE_FOR_ONE)
-        fields["intensity"] = self.scalar(t, "intensity", int, path, 1, "an integer >= 0")
-        if fields["intensity"] < 0:
-            self.problem(f"{path}.intensity", f"bad value {fields['intensity']}", "an integer >= 0")
-            fields["intensity"] = 1
-        fields["period"] = self.scalar(t, "period", float, path, 5.0, "a number of seconds > 0")
-        if not fields["period"] > 0 or math.isinf(fields["period"]):
-            self.problem(f"{path}.period", f"bad value {fields['period']}",
-                         "a finite number of seconds > 0")
-            fields["period"] = 5.0
+        fields["intensity"] = self.checked(t, "intensity", path, check_intensity, 1,
+                                           "an integer >= 0")
+        fields["period"] = self.checked(t, "period", path, check_period, 5.0,
+                                        "a finite number of seconds > 0")
         if "backoff" in t:
             fields["backoff"] = self.backoff(t["backoff"], f"{path}.backoff")
         fields["on_exhausted"] = self.enum(t, "on_exhausted", OnExhausted, path,
@@ -555,7 +546,7 @@ class _Loader:
         children: list[WorkerNode | SupervisorNode] = []
         if not isinstance(raw_children, list):
             self.problem(f"{path}.children", f"expected an array of tables, got "
-                         f"{_type_name(raw_children)}", "[[...children]] tables")
+                         f"{type_name(raw_children)}", "[[...children]] tables")
             raw_children = []
         seen: dict[str, int] = {}
         for i, raw in enumerate(raw_children):
@@ -604,13 +595,13 @@ class _Loader:
 
 def _strict_int(value: Any, _type: Any) -> int:
     if type(value) is not int:
-        raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
+        raise TypeError(f"expected an integer, got {type_name(value)} {value!r}")
     return value
 
 
 def _strict_float(value: Any, _type: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {_type_name(value)} {value!r}")
+        raise TypeError(f"expected a number, got {type_name(value)} {value!r}")
     if math.isnan(value):
         raise ValueError("expected a number, got nan")
     return float(value)
@@ -618,13 +609,13 @@ def _strict_float(value: Any, _type: Any) -> float:
 
 def _strict_str(value: Any, _type: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
+        raise TypeError(f"expected a string, got {type_name(value)} {value!r}")
     return value
 
 
 def _strict_bool(value: Any, _type: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
+        raise TypeError(f"expected true or false, got {type_name(value)} {value!r}")
     return value
 
 

@@ -13,57 +13,64 @@ from typing import Any
 
 import trio
 
-from . import _process
-from ._envelope import Envelope, Kind
+from ._envelope import Kind
 from ._errors import MailboxFull
+from ._messaging import new_envelope, put
+from ._proc import _Process, current_process
+from ._runtime import Runtime, current_runtime
+from ._values import DEAD, Pid
 
 __all__ = ["publish", "publish_nowait", "subscribe", "subscribers", "unsubscribe"]
 
 
 def subscribe(topic: Any) -> None:
     """Subscribe the calling process to ``topic``. Subscribing twice is a no-op."""
-    proc = _process._current_process()
-    rt = proc.runtime
+    proc = current_process()
+    rt, pid = proc.runtime, proc.pid
     subs = rt.topics.setdefault(topic, {})
-    if proc in subs:
+    if pid in subs:
         return
-    subs[proc] = None
-    mine = rt.subscriptions.get(proc)
+    subs[pid] = None
+    mine = rt.subscriptions.get(pid)
     if mine is None:
         # One cleanup per process, however often it subscribes and unsubscribes.
-        mine = rt.subscriptions[proc] = {}
+        mine = rt.subscriptions[pid] = {}
         proc.add_cleanup(_drop_subscriber)
     mine[topic] = None
 
 
-def _drop_subscriber(proc: _process._Process) -> None:
+def _drop_subscriber(proc: _Process) -> None:
     rt = proc.runtime
-    for topic in rt.subscriptions.pop(proc, ()):
-        _leave(rt, proc, topic)
+    for topic in rt.subscriptions.pop(proc.pid, ()):
+        _leave(rt, proc.pid, topic)
 
 
-def _leave(rt: _process.Runtime, proc: _process._Process, topic: Any) -> None:
+def _leave(rt: Runtime, pid: Pid, topic: Any) -> None:
     subs = rt.topics.get(topic)
     if subs is not None:
-        subs.pop(proc, None)
+        subs.pop(pid, None)
         if not subs:
             del rt.topics[topic]
 
 
 def unsubscribe(topic: Any) -> None:
     """Stop receiving ``topic``."""
-    proc = _process._current_process()
+    proc = current_process()
     rt = proc.runtime
-    mine = rt.subscriptions.get(proc)
+    mine = rt.subscriptions.get(proc.pid)
     if mine is not None:
         mine.pop(topic, None)
-    _leave(rt, proc, topic)
+    _leave(rt, proc.pid, topic)
 
 
-def subscribers(topic: Any) -> list[_process.Pid]:
+def subscribers(topic: Any) -> list[Pid]:
     """The pids subscribed to ``topic``."""
-    rt = _process.current_runtime()
-    return [p.pid for p in rt.topics.get(topic, {})]
+    rt = current_runtime()
+    return list(rt.topics.get(topic, {}))
+
+
+def _live(rt: Runtime, topic: Any) -> list[_Process]:
+    return [p for p in (pid._proc for pid in rt.topics.get(topic, ())) if p.status != DEAD]
 
 
 async def publish(topic: Any, event: Any) -> int:
@@ -74,14 +81,13 @@ async def publish(topic: Any, event: Any) -> int:
     A checkpoint.
     """
     await trio.lowlevel.checkpoint_if_cancelled()
-    rt = _process.current_runtime()
+    rt = current_runtime()
     delivered = 0
-    for proc in list(rt.topics.get(topic, ())):
-        if proc.status == _process.DEAD:
+    for proc in _live(rt, topic):
+        if proc.status == DEAD:  # it may have died while an earlier delivery waited
             continue
-        env = _process._new_env(Envelope, event, Kind.INFO, rt)
         try:
-            await _process._put(proc, env)
+            await put(proc, new_envelope(event, Kind.INFO, rt))
         except MailboxFull:
             continue
         delivered += 1
@@ -91,14 +97,11 @@ async def publish(topic: Any, event: Any) -> int:
 
 def publish_nowait(topic: Any, event: Any) -> int:
     """Synchronous :func:`publish` that never waits; returns how many subscribers got it."""
-    rt = _process.current_runtime()
+    rt = current_runtime()
     delivered = 0
-    for proc in list(rt.topics.get(topic, ())):
-        if proc.status == _process.DEAD:
-            continue
-        env = _process._new_env(Envelope, event, Kind.INFO, rt)
+    for proc in _live(rt, topic):
         try:
-            if proc.offer(env):
+            if proc.offer(new_envelope(event, Kind.INFO, rt)):
                 delivered += 1
             else:
                 proc.dropped += 1

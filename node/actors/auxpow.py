@@ -6,9 +6,14 @@
   (``node.workflows.chain.check_submission``) and queues the header with the ChainActor, whose
   next block carries it.
 
+The work's ``previousblockhash`` and ``height`` (and the height of the header a submission
+queues) come from the chain's ``ChainStatus.last_pow``, the block carrying the latest AuxPoW,
+as the original answers them. Reads of the chain ride out its restart for a bounded time
+(``node.actors.sibling``).
+
 Miners reach it through the RpcActor (``createauxblock``, ``submitauxblock``) or, in a dev
 chain, the DevMinerActor. Nothing a miner sends can crash it: refusals and an unavailable
-sibling (the chain or storage actor restarting) are replies, not exceptions.
+sibling (the chain actor restarting) are replies, not exceptions.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from ..types.bitcoin import bits_to_target
 from ..types.chain import BlockRef
 from ..workflows import chain as rules
 from . import chain as chain_msgs
-from . import storage as storage_msgs
+from . import sibling
 
 logger = logging.getLogger("alys.auxpow")
 
 #: How many outstanding pieces of work are remembered for submissions.
 MAX_WORK = 64
+#: How long (seconds) a request waits for a restarting chain actor (``node.actors.sibling``).
+SIBLING_WAIT = 2.0
 
 
 def _optional_bytes(n: int) -> Any:
@@ -111,8 +118,8 @@ class AuxPowRefused:
 
 @attrs.frozen
 class Unavailable:
-    """A sibling the answer needs (the chain or storage actor) did not answer: it is down or
-    restarting, and its supervisor is on it. Ask again shortly."""
+    """The chain actor did not answer within the wait: it is down or restarting, and its
+    supervisor is on it. Ask again shortly."""
 
     reason: str
 
@@ -125,11 +132,13 @@ class AuxPowActor(otp.GenServer):
         self,
         chain: dict[str, Any] | None = None,
         chain_actor: str = "chain",
-        storage: str = "storage",
+        wait: float = SIBLING_WAIT,
     ) -> None:
         await trio.lowlevel.checkpoint()
         self.cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
-        self.chain_actor, self.storage = chain_actor, storage
+        self.chain_actor = chain_actor
+        #: How long a request waits for a restarting chain actor before it is Unavailable.
+        self.wait = wait
         self.default_recipient = bytes.fromhex(self.cfg.fee_recipient[2:])
         self.work: OrderedDict[bytes, rules.PowWork] = OrderedDict()
 
@@ -145,42 +154,37 @@ class AuxPowActor(otp.GenServer):
         try:
             return await work
         except otp.OtpError as exc:
-            # The chain or storage actor is down or restarting: its supervisor is on it. The
-            # miner is told to come back; this actor carries on.
+            # The chain actor stayed down or restarting past our wait: its supervisor is on
+            # it. The miner is told to come back; this actor carries on.
             return Unavailable(str(exc))
 
     async def _create(self, request: CreateAuxBlock) -> AuxBlock | NoWork:
         for _attempt in range(3):
-            status: chain_msgs.ChainStatus = await otp.call(self.chain_actor,
-                                                            chain_msgs.GetStatus())
+            status: chain_msgs.ChainStatus = await sibling.call(
+                self.chain_actor, chain_msgs.GetStatus(), wait=self.wait)
             if not status.synced:
                 return NoWork("Chain is syncing")
-            unfinalized: list[BlockRef] = await otp.call(self.chain_actor,
-                                                         chain_msgs.GetUnfinalized())
+            unfinalized: list[BlockRef] = await sibling.call(
+                self.chain_actor, chain_msgs.GetUnfinalized(), wait=self.wait)
             if not unfinalized:
                 return NoWork("no unfinalized block to mine yet")
-            carrier: BlockRef | None = await otp.call(self.storage,
-                                                      storage_msgs.GetLatestAuxPow())
-            if carrier is None:
-                return NoWork("no block carries an AuxPoW header yet")
-            # Three reads of a chain that may import a block between them: answer only from
-            # reads that agree (the carrier of the latest AuxPoW is the last finalized block
-            # or an unfinalized one, and the range ends at the head the status gave).
-            consistent = unfinalized[-1] == status.head and (
-                carrier == status.finalized or carrier in unfinalized)
-            if consistent:
+            # Two reads of a chain that may import a block between them: answer from reads
+            # that agree (the range ends at the head the status gave), else read again.
+            if unfinalized[-1] == status.head:
                 break
         else:
-            logger.warning("createauxblock: the chain moved during three reads; answering "
-                           "from the last")
-        assert carrier is not None
+            logger.warning("createauxblock: the chain moved during three pairs of reads; "
+                           "answering from the last")
+        if status.last_pow is None:
+            return NoWork("the chain does not report the block carrying the latest AuxPoW")
         recipient = request.fee_recipient or self.default_recipient
-        work = rules.make_work(unfinalized, status.bits, self.cfg.chain_id, recipient)
+        work = rules.make_work(unfinalized, status.bits, self.cfg.chain_id, recipient,
+                               status.last_pow)
         self.work[work.hash] = work
         self.work.move_to_end(work.hash)
         while len(self.work) > MAX_WORK:
             self.work.popitem(last=False)
-        return AuxBlock(work.hash, work.chain_id, carrier.hash, work.bits, carrier.height + 1)
+        return AuxBlock(work.hash, work.chain_id, status.last_pow.hash, work.bits, work.height)
 
     async def _submit(self, request: SubmitAuxBlock) -> AuxPowRefused | None:
         work = self.work.get(request.hash)
@@ -200,6 +204,6 @@ class AuxPowActor(otp.GenServer):
             metrics.POW_REJECTED.labels(problem.rule).inc()
             return AuxPowRefused(problem.rule, str(problem))
         metrics.POW_SUBMITTED.inc()
-        logger.info("AuxPoW accepted for the range ending at #%d (%s..%s)", work.height,
+        logger.info("AuxPoW accepted for #%d (range %s..%s)", work.height,
                     work.range_start.hex()[:12], work.range_end.hex()[:12])
         return None

@@ -1,27 +1,41 @@
 """ChainActor: Aura slots, block production, validation, import and finalization.
 
-Thin by design: the rules are in ``node.workflows.chain``; this actor keeps the chain state
-(head, last finalized block, queued PoW), asks the EngineActor to build and execute payloads
-and the StorageActor to persist blocks, and logs one line per block.
+Thin by design: the rules are in ``node.workflows.chain``, over the frozen
+:class:`~node.workflows.chain.ChainState` this actor holds (head, last finalized block, latest
+AuxPoW block, unfinalized range, fees not minted yet); the actor asks the EngineActor to
+build and execute payloads and the StorageActor to persist blocks, and logs one line per
+block.
 
 * Every slot (``unix_ms // slot_duration_ms``) the authority ``authorities[slot % n]``
-  produces a block, only when synced. With no peers configured the node is synced.
+  produces a block, only when synced. With no peers configured the node is synced. The
+  payload timestamp is the second the slot starts in; a slot that starts in the same second
+  as the parent's timestamp is skipped (slots under a second give at most a block a second).
 * A block carries the queued AuxPoW header if a miner submitted one; importing it finalizes
   its range: the range end becomes the last finalized block, and the engine's safe and
-  finalized hashes move there.
-* Past ``max_blocks_without_pow`` blocks after the last finalized one, production pauses
-  with a log line until PoW arrives.
-* A PoW whose work the chain has outgrown (its range no longer starts after the last
-  finalized block, or the target was retargeted since the work was handed out) is refused
-  when queued and dropped, with a log line, if it goes stale while queued: a block carrying
-  it would fail validation.
+  finalized hashes move there. The queued header is persisted, so a restart of this actor
+  (or of the node) does not lose it; the block that carries it clears it in the same batch.
+* When the blocks since the latest AuxPoW block exceed ``max_blocks_without_pow``,
+  production pauses with a log line until PoW arrives.
+* A PoW whose work the chain has outgrown is refused when queued and dropped, with a log
+  line, if it goes stale while queued: a block carrying it would fail validation.
+
+One fault, one restart: calls to the storage and the engine go through
+:func:`node.actors.sibling.call`, which waits (bounded) for a sibling its supervisor is
+restarting. A slot that finds either sibling away is skipped with a log line; a call that
+cannot be served gets the error as its answer. This actor does not crash for a sibling's
+fault, and its in-memory state stays that of the stored chain: when the write of a block
+fails because the storage died, whether the block made it is unknown until the storage is
+back, so the next operation first reads the stored head and takes the block's state only if
+it is there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +59,7 @@ from ..types.chain import (
 from ..workflows import chain as rules
 from ..workflows import difficulty
 from . import engine as engine_msgs
+from . import sibling
 from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.chain")
@@ -52,6 +67,14 @@ logger = logging.getLogger("alys.chain")
 #: The G2 point at infinity, compressed: the empty aggregate signature genesis carries.
 EMPTY_SIGNATURE = bytes([0xC0]) + bytes(95)
 ZERO_HASH = bytes(32)
+#: How long init waits for a restarting StorageActor (longer than its largest backoff).
+INIT_WAIT = 90.0
+#: How long a handler waits for a restarting sibling before answering with an error.
+CALL_WAIT = 10.0
+#: How long persisting a queued PoW may wait; past it the PoW stays queued in memory.
+QUEUE_WAIT = 2.0
+#: Engine calls may re-send stored blocks to a restarted execution client first.
+ENGINE_TIMEOUT = 60.0
 
 
 @attrs.frozen
@@ -70,6 +93,9 @@ class ChainStatus:
     authorities: int
     #: The bits the next AuxPoW must meet.
     bits: int
+    #: The block carrying the latest AuxPoW: ``createauxblock`` answers its hash as
+    #: ``previousblockhash`` and its height + 1 as ``height`` (see ``rules.make_work``).
+    last_pow: BlockRef | None = None
 
 
 @attrs.frozen
@@ -79,14 +105,16 @@ class GetUnfinalized:
 
 @attrs.frozen
 class QueuePow:
-    """A checked AuxPoW header for the next produced block (from the AuxPowActor)."""
+    """A checked AuxPoW header for the next produced block (from the AuxPowActor); replies
+    None, or the BlockError that makes it unusable."""
 
     header: AuxPowHeader
 
 
 @attrs.frozen
 class ImportBlock:
-    """A block received from elsewhere (the network, a test)."""
+    """A block received from elsewhere (the network, a test); replies its BlockRef, or the
+    BlockError (or sibling error) that kept it out."""
 
     block: SignedConsensusBlock
 
@@ -116,7 +144,9 @@ class BlockImported:
 
 
 def load_or_create_key(path: Path) -> bls.SecretKey:
-    """The node's authority key: read from ``path`` (hex), or generated once and written."""
+    """The node's authority key: read from ``path`` (hex), or generated once and written
+    atomically (a temporary file, fsynced, renamed over ``path``, directory fsynced), so a
+    process killed while writing it leaves no half-written key behind."""
     if path.exists():
         text = path.read_text(encoding="utf-8").strip()
         try:
@@ -125,8 +155,19 @@ def load_or_create_key(path: Path) -> bls.SecretKey:
             raise otp.OtpError(f"the key file {path} is not a valid BLS secret key: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     key = bls.SecretKey.from_seed(secrets.token_bytes(32))
-    path.write_text(key.to_bytes().hex() + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (key.to_bytes().hex() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     logger.info("generated a new authority key in %s", path)
     return key
 
@@ -144,10 +185,15 @@ class ChainActor(otp.GenServer):
         engine: str = "engine",
         synced: bool = True,
         produce: bool = True,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """``clock`` gives unix milliseconds (default: the wall clock); a test or a
+        simulation passes one derived from Trio's clock."""
         self.cfg: ChainConfig = structure_section(config or {}, ChainConfig, "chain")
+        self.difficulty = difficulty.config_from(self.cfg)
         self.storage, self.engine = storage, engine
         self.synced = synced
+        self.clock = clock or now_ms
         self.key = load_or_create_key(Path(data_dir) / "keys" / "authority.key")
         mine = self.key.public_key()
         if self.cfg.authorities:
@@ -161,31 +207,35 @@ class ChainActor(otp.GenServer):
             (i for i, pk in enumerate(self.authorities) if pk.to_bytes() == mine.to_bytes()),
             None,
         )
-        self.queued: AuxPowHeader | None = None
+        self.federation = tuple(bytes.fromhex(a.removeprefix("0x"))
+                                for a in self.cfg.federation_evm_addresses)
+        self.fee_recipient = bytes.fromhex(self.cfg.fee_recipient.removeprefix("0x"))
         self.paused = False
-        self.clock = now_ms
+        self.away: str | None = None  # the sibling a skipped slot was waiting for
         #: Our block waiting for the other authorities' approvals (they arrive with the network).
         self.awaiting: SignedConsensusBlock | None = None
-        head = await otp.call(storage, storage_msgs.GetHead())
-        if head is None:
+        #: A block whose write failed with the storage: stored or not, we learn when it is back.
+        self.unsure: tuple[BlockRef, rules.ChainState] | None = None
+        info: storage_msgs.ChainInfo = await self._storage(storage_msgs.GetChainInfo(), INIT_WAIT)
+        if info.head is None:
             await self._genesis()
-            head = await otp.call(storage, storage_msgs.GetHead())
-        self.head: SignedConsensusBlock = await self._block(head.hash)
-        self.finalized: BlockRef = await otp.call(storage, storage_msgs.GetFinalized())
-        self.finalized_block = await self._block(self.finalized.hash)
-        # The unfinalized range and the last PoW's bits are kept in memory: read once here,
-        # then updated by every import (an import never scans storage).
-        self.unfinalized = await self._load_unfinalized()
-        latest = await otp.call(storage, storage_msgs.GetLatestAuxPow())
-        pow_block = await self._block(latest.hash) if latest is not None else self.head
-        header = pow_block.message.auxpow_header
-        self.last_pow_bits = header.bits if header is not None else self.cfg.bits
-        self.bits = self._next_bits()
-        metrics.HEAD_HEIGHT.set(self.head.height)
-        metrics.FINALIZED_HEIGHT.set(self.finalized.height)
+            info = await self._storage(storage_msgs.GetChainInfo(), INIT_WAIT)
+        self.state = await self._load(info)
+        self.bits = rules.next_bits(self.state, self.difficulty)
+        self.queued: AuxPowHeader | None = info.queued_pow
+        if self.queued is not None:
+            problem = rules.pow_problem(self.state, self.queued, self.bits)
+            if problem is not None:
+                logger.warning("stored queued AuxPoW dropped: %s", problem)
+                await self._persist_queued(None)
+            else:
+                logger.info("queued AuxPoW for #%d recovered from storage", self.queued.height)
+        head = self.state.head
+        metrics.HEAD_HEIGHT.set(head.height)
+        metrics.FINALIZED_HEIGHT.set(self.state.finalized.height)
         logger.info(
             "chain at #%d %s (finalized #%d); authority %s of %d",
-            self.head.height, self.head.hash().hex()[:16], self.finalized.height,
+            head.height, head.hash().hex()[:16], self.state.finalized.height,
             self.index, len(self.authorities),
         )
         if produce and self.index is not None:
@@ -193,49 +243,67 @@ class ChainActor(otp.GenServer):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _block(self, block_hash: bytes) -> SignedConsensusBlock:
-        block = await otp.call(self.storage, storage_msgs.GetBlock(block_hash))
+    async def _storage(self, request: Any, wait: float = CALL_WAIT) -> Any:
+        return await storage_msgs.call(request, storage=self.storage, wait=wait)
+
+    async def _engine(self, request: Any, wait: float = CALL_WAIT) -> Any:
+        return await sibling.call(self.engine, request, timeout=ENGINE_TIMEOUT, wait=wait)
+
+    async def _block(self, block_hash: bytes, wait: float = CALL_WAIT) -> SignedConsensusBlock:
+        state: rules.ChainState | None = getattr(self, "state", None)
+        if state is not None and block_hash == state.head.hash():
+            await trio.lowlevel.checkpoint()
+            return state.head
+        block = await self._storage(storage_msgs.GetBlock(block_hash), wait)
         if block is None:
             raise otp.OtpError(f"block {block_hash.hex()} is missing from storage")
         return block  # type: ignore[no-any-return]
 
     async def _genesis(self) -> None:
-        payload = await otp.call(self.engine, engine_msgs.GetGenesis())
+        payload = await self._engine(engine_msgs.GetGenesis(), INIT_WAIT)
         header = AuxPowHeader(ZERO_HASH, ZERO_HASH, self.cfg.bits, self.cfg.chain_id, 0, None,
-                              bytes.fromhex(self.cfg.fee_recipient[2:]))
+                              self.fee_recipient)
         genesis = SignedConsensusBlock(
             ConsensusBlock(ZERO_HASH, 0, payload, header), AggregateApproval(0, EMPTY_SIGNATURE)
         )
         ref = genesis.ref()
-        await otp.call(self.storage, storage_msgs.PutBlock(genesis, head=True, finalized=ref))
+        await self._storage(storage_msgs.PutBlock(genesis, head=True, finalized=ref), INIT_WAIT)
         logger.info("genesis block %s", ref.hash.hex())
 
-    def _next_bits(self) -> int:
-        """The bits the next AuxPoW must meet: the latest AuxPoW header's, retargeted."""
-        return difficulty.next_bits(
-            difficulty.config_from(self.cfg), self.last_pow_bits, self.head.height,
-            difficulty.blocks_since_pow(self.head.height, self.finalized.height),
+    async def _load(self, info: storage_msgs.ChainInfo) -> rules.ChainState:
+        """The chain state from the stored meta records and indexes: a handful of reads,
+        whatever the length of the chain."""
+        assert info.head is not None and info.finalized is not None
+        head = await self._block(info.head.hash, INIT_WAIT)
+        finalized = await self._block(info.finalized.hash, INIT_WAIT)
+        last_pow_ref = info.last_pow or info.head
+        last_pow = await self._block(last_pow_ref.hash, INIT_WAIT)
+        pow_header = last_pow.message.auxpow_header
+        refs = await self._storage(storage_msgs.GetCanonicalRefs(
+            info.finalized.height + 1, info.head.height), INIT_WAIT)
+        if len(refs) != info.head.height - info.finalized.height:
+            missing = info.finalized.height + 1 + len(refs)
+            raise otp.OtpError(f"canonical block #{missing} is missing from storage")
+        return rules.ChainState(
+            head=head,
+            finalized=info.finalized,
+            finalized_payload=finalized.message.execution_payload.block_hash,
+            last_pow=last_pow_ref,
+            last_pow_bits=pow_header.bits if pow_header is not None else self.cfg.bits,
+            unfinalized=tuple(refs),
+            fees=info.fees,
         )
 
-    async def _load_unfinalized(self) -> list[BlockRef]:
-        refs = []
-        for height in range(self.finalized.height + 1, self.head.height + 1):
-            block = await otp.call(self.storage, storage_msgs.GetBlockByHeight(height))
-            if block is None:
-                raise otp.OtpError(f"canonical block #{height} is missing from storage")
-            refs.append(block.ref())
-        return refs
-
-    def _context(self, unfinalized: list[BlockRef]) -> rules.ValidationContext:
-        return rules.ValidationContext(
+    def _context(self) -> rules.ValidationContext:
+        return rules.validation_context(
+            self.state,
             authorities=self.authorities,
             slot_duration_ms=self.cfg.slot_duration_ms,
             now_ms=self.clock(),
             chain_id=self.cfg.chain_id,
             max_blocks_without_pow=self.cfg.max_blocks_without_pow,
-            finalized=self.finalized,
-            unfinalized=tuple(unfinalized),
             expected_bits=self.bits,
+            federation=self.federation,
         )
 
     def _schedule_next_slot(self) -> None:
@@ -244,6 +312,39 @@ class ChainActor(otp.GenServer):
         next_start = (now // duration + 1) * duration
         otp.send_after(otp.self(), "slot", max(next_start - now, 0) / 1000)
 
+    async def _persist_queued(self, header: AuxPowHeader | None) -> bool:
+        try:
+            await self._storage(storage_msgs.PutQueuedPow(header), QUEUE_WAIT)
+        except otp.OtpError as exc:
+            logger.warning("queued AuxPoW %s not persisted (storage unavailable): %s",
+                           "clear" if header is None else f"for #{header.height}", exc)
+            return False
+        return True
+
+    async def _reconcile(self) -> None:
+        """After a failed block write: adopt the block if the storage has it as its head."""
+        if self.unsure is None:
+            await trio.lowlevel.checkpoint()
+            return
+        ref, state = self.unsure
+        head = await self._storage(storage_msgs.GetHead())
+        self.unsure = None
+        if head == ref:
+            logger.info("block #%d %s was stored before the storage went down", ref.height,
+                        ref.hash.hex()[:16])
+            self._adopt(state)
+        else:
+            logger.info("block #%d %s was not stored; the chain goes on from #%d", ref.height,
+                        ref.hash.hex()[:16], self.state.head.height)
+
+    def _adopt(self, new: rules.ChainState) -> None:
+        header = new.head.message.auxpow_header
+        self.state = new
+        if header is not None and self.queued is not None and (
+                self.queued.range_end == header.range_end):
+            self.queued = None
+        self.bits = rules.next_bits(new, self.difficulty)
+
     # -- production ---------------------------------------------------------------------------
 
     async def handle_info(self, msg: Any) -> None:
@@ -251,56 +352,93 @@ class ChainActor(otp.GenServer):
             await super().handle_info(msg)
             return
         self._schedule_next_slot()
-        await self._produce()
+        try:
+            await self._produce()
+        except otp.OtpError as exc:
+            # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
+            # is lost and the next one tries again (first learning, if the block's write
+            # failed, whether it was stored: see _reconcile).
+            logger.warning("slot skipped: %s", exc)
+
+    def _siblings_away(self) -> str | None:
+        for name in (self.storage, self.engine):
+            if otp.whereis(name) is None:
+                return name
+        return None
 
     async def _produce(self) -> BlockRef | None:
+        state = self.state
         slot = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
-        if self.index is None or not self.synced or slot <= self.head.message.slot:
+        if self.index is None or not self.synced or slot <= state.head.message.slot:
             await trio.lowlevel.checkpoint()
             return None
         if rules.author_index(slot, len(self.authorities)) != self.index:
             await trio.lowlevel.checkpoint()
             return None
+        away = self._siblings_away()
+        if away is not None:
+            if self.away != away:
+                logger.warning("slot %d skipped: %s is restarting; production waits for it",
+                               slot, away)
+            self.away = away
+            await trio.lowlevel.checkpoint()
+            return None
+        if self.away is not None:
+            logger.info("%s is back: production resumes", self.away)
+            self.away = None
+        await self._reconcile()
+        state = self.state
+        if slot <= state.head.message.slot:
+            return None
+        head_payload = state.head.message.execution_payload
+        timestamp = rules.payload_timestamp(slot, self.cfg.slot_duration_ms,
+                                            head_payload.timestamp)
+        if timestamp is None:
+            await trio.lowlevel.checkpoint()
+            return None  # this slot starts in the second of the parent's timestamp
         pow_header = self.queued
-        if pow_header is not None and (problem := self._stale(pow_header)) is not None:
+        if pow_header is not None and (
+                problem := rules.pow_problem(state, pow_header, self.bits)) is not None:
             # The chain moved on since it was queued (a retarget, another PoW block): the
             # block would fail validation with it, so it goes and a miner fetches new work.
             logger.warning("queued AuxPoW for #%d dropped: %s", pow_header.height, problem)
             self.queued = pow_header = None
-        height = self.head.height + 1
-        if pow_header is None and height - self.finalized.height > self.cfg.max_blocks_without_pow:
-            if not self.paused:
-                logger.warning(
-                    "production paused at #%d: %d blocks since the last finalized block "
-                    "(#%d) and no AuxPoW yet; waiting for a miner (max_blocks_without_pow=%d)",
-                    self.head.height, self.head.height - self.finalized.height,
-                    self.finalized.height, self.cfg.max_blocks_without_pow,
-                )
-                self.paused = True
-            return None
+            await self._persist_queued(None)
+        if pow_header is None:
+            paused = rules.max_blocks_problem(state.head.height, state.last_pow.height,
+                                              self.cfg.max_blocks_without_pow)
+            if paused is not None:
+                if not self.paused:
+                    logger.warning(
+                        "production paused at #%d: %d blocks since the last AuxPoW block "
+                        "(#%d) and no AuxPoW yet; waiting for a miner "
+                        "(max_blocks_without_pow=%d)",
+                        state.head.height, rules.blocks_since_pow(state), state.last_pow.height,
+                        self.cfg.max_blocks_without_pow,
+                    )
+                    self.paused = True
+                await trio.lowlevel.checkpoint()
+                return None
         if self.paused:
             logger.info("PoW arrived: production resumes")
             self.paused = False
         withdrawals: list[Any] = []
         if pow_header is not None:
-            fees = await otp.call(self.storage, storage_msgs.GetFees(self.head.hash()))
-            federation = [bytes.fromhex(a[2:]) for a in self.cfg.federation_evm_addresses]
-            withdrawals = rules.fee_withdrawals(fees, pow_header.fee_recipient, federation)
-        payload = await otp.call(self.engine, engine_msgs.BuildPayload(
-            head=self.head.message.execution_payload.block_hash,
-            finalized=self.finalized_block.message.execution_payload.block_hash,
-            timestamp=max(rules.slot_start_ms(slot, self.cfg.slot_duration_ms) // 1000,
-                          self.head.message.execution_payload.timestamp + 1),
-            fee_recipient=bytes.fromhex(self.cfg.fee_recipient[2:]),
+            withdrawals = rules.fee_withdrawals(state.fees, pow_header.fee_recipient,
+                                                self.federation)
+        payload = await self._engine(engine_msgs.BuildPayload(
+            head=head_payload.block_hash,
+            finalized=state.finalized_payload,
+            timestamp=timestamp,
+            fee_recipient=self.fee_recipient,
             withdrawals=tuple(withdrawals),
         ))
-        block = rules.new_block(self.head, slot, payload, pow_header)
+        block = rules.new_block(state.head, slot, payload, pow_header)
         signed = rules.sign_block(block, self.key, self.index)
         needed = rules.required_approvals(len(self.authorities))
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
-            rules.validate_block(signed, self.head, self._context(self.unfinalized),
-                                 require_approvals=False)
+            rules.validate_block(signed, state.head, self._context(), require_approvals=False)
             self.awaiting = signed
             logger.info("block #%d %s slot %d waits for %d approvals (has %d)", block.height,
                         signed.hash().hex()[:16], slot, needed, signed.signature.count())
@@ -309,116 +447,105 @@ class ChainActor(otp.GenServer):
         metrics.BLOCKS_PRODUCED.inc()
         return ref
 
-    def _stale(self, header: AuxPowHeader) -> rules.BlockError | None:
-        """Why a PoW header could not go into the next block, or None if it can."""
-        unfinalized = self.unfinalized
-        if not unfinalized or header.range_start != unfinalized[0].hash:
-            return rules.BlockError("auxpow-range", "the PoW's range no longer starts "
-                                    "after the last finalized block")
-        if all(r.hash != header.range_end for r in unfinalized):
-            return rules.BlockError("auxpow-range", "the PoW's range end is not an "
-                                    "unfinalized block")
-        if header.bits != self.bits:
-            return rules.BlockError("auxpow-bits", f"the PoW meets bits {header.bits:#x}, but "
-                                    f"the target has changed to {self.bits:#x}: the work is "
-                                    f"stale, fetch new work")
-        return None
-
     # -- import -------------------------------------------------------------------------------
 
     async def _import(self, signed: SignedConsensusBlock, produced: bool = False) -> BlockRef:
         started = time.perf_counter()
+        await self._reconcile()
+        state = self.state
         block = signed.message
-        if block.parent_hash != self.head.hash():
+        if block.parent_hash != state.head.hash():
             raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
                                    "with the network)")
-        rules.validate_block(signed, self.head, self._context(self.unfinalized))
-        new_finalized = self.finalized
-        finalized_block = self.finalized_block
+        rules.validate_block(signed, state.head, self._context())
+        range_end = None
+        finalized_payload = state.finalized_payload
         if block.auxpow_header is not None:
-            end = block.auxpow_header.range_end
-            finalized_block = await self._block(end)
-            new_finalized = finalized_block.ref()
-        committed = await otp.call(self.engine, engine_msgs.CommitPayload(
-            block.execution_payload, finalized_block.message.execution_payload.block_hash,
-        ))
+            range_end = await self._block(block.auxpow_header.range_end)
+            finalized_payload = range_end.message.execution_payload.block_hash
+        committed = await self._engine(engine_msgs.CommitPayload(block.execution_payload,
+                                                                 finalized_payload))
         if isinstance(committed, PayloadStatusError):
             raise rules.BlockError("payload", f"the execution engine refused the payload: "
                                    f"{committed}")
-        head_hash, engine_state = committed
-        if head_hash != block.execution_payload.block_hash:
+        if committed.head != block.execution_payload.block_hash:
             raise rules.BlockError("payload", "the engine did not accept the payload as head")
-        fees = 0 if block.auxpow_header is not None else await otp.call(
-            self.storage, storage_msgs.GetFees(self.head.hash()))
-        ref: BlockRef = await otp.call(self.storage, storage_msgs.PutBlock(
-            signed, head=True,
-            finalized=new_finalized if new_finalized != self.finalized else None,
-            engine_state=engine_state, fees=fees,
-        ))
-        self.head = signed
-        self.unfinalized.append(ref)
-        if block.auxpow_header is not None:
-            self.finalized, self.finalized_block = new_finalized, finalized_block
-            last = [r.hash for r in self.unfinalized].index(new_finalized.hash)
-            del self.unfinalized[: last + 1]
-            self.last_pow_bits = block.auxpow_header.bits
-            if self.queued is not None and self.queued.range_end == block.auxpow_header.range_end:
-                self.queued = None
-        self.bits = self._next_bits()
+        new = rules.import_block(state, signed, committed.fees, range_end)
+        # The write that makes the block part of the chain: one synced batch. Until it
+        # returns, this actor's state is still the stored chain's.
+        try:
+            ref: BlockRef = await self._storage(storage_msgs.PutBlock(
+                signed, head=True,
+                finalized=new.finalized if new.finalized != state.finalized else None,
+                engine_state=committed.engine_state, fees=new.fees,
+            ))
+        except otp.OtpError:
+            self.unsure = (signed.ref(), new)
+            raise
+        self._adopt(new)
         elapsed = time.perf_counter() - started
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)
         metrics.HEAD_HEIGHT.set(ref.height)
-        metrics.FINALIZED_HEIGHT.set(self.finalized.height)
+        metrics.FINALIZED_HEIGHT.set(new.finalized.height)
         logger.info(
             "%s block #%d %s slot %d, %d tx, finalized #%d%s (%.1f ms)",
             "produced" if produced else "imported", ref.height, ref.hash.hex()[:16],
-            block.slot, len(block.execution_payload.transactions), self.finalized.height,
+            block.slot, len(block.execution_payload.transactions), new.finalized.height,
             f", AuxPoW for #{block.auxpow_header.height}" if block.auxpow_header else "",
             elapsed * 1000,
         )
         otp.bus.publish_nowait("chain.blocks",
-                               BlockImported(ref, block.slot, self.finalized, produced))
+                               BlockImported(ref, block.slot, new.finalized, produced))
         return ref
 
     # -- calls --------------------------------------------------------------------------------
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
-        kind = type(request)
-        if kind is GetStatus:
-            await trio.lowlevel.checkpoint()
-            return ChainStatus(self.head.ref(), self.finalized, self.queued, self.synced,
-                               self.paused, self.index, len(self.authorities), self.bits)
-        if kind is GetUnfinalized:
-            await trio.lowlevel.checkpoint()
-            return list(self.unfinalized)
-        if kind is QueuePow:
-            await trio.lowlevel.checkpoint()
-            problem = self._stale(request.header)
-            if problem is not None:
-                return problem
-            self.queued = request.header
-            return None
-        if kind is ImportBlock:
-            try:
-                return await self._import(request.block)
-            except rules.BlockError as exc:
-                return exc
-        if kind is AddApproval:
-            await trio.lowlevel.checkpoint()
-            if self.awaiting is None or self.awaiting.message.parent_hash != self.head.hash():
-                self.awaiting = None
-                return rules.BlockError("approval", "no block of ours awaits approvals")
-            try:
-                self.awaiting = rules.add_approval(self.awaiting, request.approval,
-                                                   self.authorities)
-                if self.awaiting.signature.count() < rules.required_approvals(
-                        len(self.authorities)):
-                    return None
-                signed, self.awaiting = self.awaiting, None
-                return await self._import(signed, produced=True)
-            except rules.BlockError as exc:
-                return exc
-        if kind is ProduceNow:
-            return await self._produce()
+        match request:
+            case GetStatus():
+                await trio.lowlevel.checkpoint()
+                state = self.state
+                return ChainStatus(state.head.ref(), state.finalized, self.queued, self.synced,
+                                   self.paused, self.index, len(self.authorities), self.bits,
+                                   state.last_pow)
+            case GetUnfinalized():
+                await trio.lowlevel.checkpoint()
+                return list(self.state.unfinalized)
+            case QueuePow(header):
+                problem = rules.pow_problem(self.state, header, self.bits)
+                if problem is not None:
+                    await trio.lowlevel.checkpoint()
+                    return problem
+                self.queued = header
+                await self._persist_queued(header)
+                return None
+            case ImportBlock(block):
+                try:
+                    return await self._import(block)
+                except (rules.BlockError, otp.OtpError) as exc:
+                    return exc
+            case AddApproval(approval):
+                await trio.lowlevel.checkpoint()
+                return await self._add_approval(approval)
+            case ProduceNow():
+                try:
+                    return await self._produce()
+                except otp.OtpError as exc:
+                    return exc
         raise otp.UnexpectedMessage(self, "call", request)
+
+    async def _add_approval(self, approval: IndividualApproval) -> Any:
+        awaiting = self.awaiting
+        if awaiting is None or awaiting.message.parent_hash != self.state.head.hash():
+            self.awaiting = None
+            return rules.BlockError("approval", "no block of ours awaits approvals")
+        try:
+            awaiting = rules.add_approval(awaiting, approval, self.authorities)
+            self.awaiting = awaiting
+            if awaiting.signature.count() < rules.required_approvals(len(self.authorities)):
+                return None
+            self.awaiting = None
+            return await self._import(awaiting, produced=True)
+        except (rules.BlockError, otp.OtpError) as exc:
+            return exc

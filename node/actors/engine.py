@@ -2,13 +2,29 @@
 
 ``kind = "http"`` talks to Geth or Reth (``EngineClient``: JWT HS256 from a hex secret file);
 ``kind = "embedded"`` (the default) runs the in-process ``EmbeddedEngine`` behind the same
-interface. Its state is the chain of payloads, which the consensus blocks in storage already
-hold: a snapshot is stored with every :data:`SNAPSHOT_EVERY`-th block and at shutdown, and at
-start the engine is restored from it and the stored blocks after it are replayed.
+interface.
 
 The original's flow: build = ``forkchoiceUpdated(head, safe = finalized = last finalized,
 attributes)`` then ``getPayload``; commit = ``forkchoiceUpdated(parent)`` → ``newPayload`` →
 ``forkchoiceUpdated(latest valid hash)``.
+
+**The restart path, the same for every engine.** At start, and whenever the engine answers
+``SYNCING`` (or ``ACCEPTED``) to a build or a commit — it lacks blocks the node has, because it
+restarted, lost its data or was never given them — or refuses a forkchoice naming a block it
+lacks (``-38002``), the actor runs :func:`node.integration.engine.resync` over the stored
+chain: every stored payload after the last one the engine has is sent again with
+``newPayload``, and the forkchoice names the finalized block only once the engine has it.
+Then the build or commit is tried once more. (The embedded engine is first restored from the
+stored anchor: it may have moved its anchor for a block that never reached storage.)
+
+**The embedded engine's state** is its *anchor*: when a commit moves the finalized block,
+the engine forgets everything before it (``retain_from``) and the commit's answer carries
+the engine's snapshot (the anchor, the balances after it, the few blocks after it), which the
+ChainActor stores in the same batch as the block. A node killed at any moment restarts from
+that anchor, consistent with the stored chain by construction, and the restart path re-sends
+the blocks after it (at most the unfinalized range, so a boot costs the same at block 10 and
+block 100,000). A stored anchor that does not restore is only a cache: the engine starts
+from genesis and the stored chain is sent again, with a warning.
 """
 
 from __future__ import annotations
@@ -22,21 +38,28 @@ import trio
 import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
-from ..execution.embedded import EmbeddedEngine
+from ..execution.embedded import EmbeddedEngine, EngineStateError
 from ..integration.engine import (
     EngineClient,
     PayloadStatusError,
     build_block,
     commit_block,
     load_jwt_secret,
+    resync,
 )
-from ..types.execution import ExecutionPayload, Withdrawal, payload_from_eth_block
-from . import storage as storage_msgs
+from ..types.execution import (
+    INVALID_FORKCHOICE_STATE,
+    ZERO_HASH,
+    EngineError,
+    ExecutionPayload,
+    PayloadStatusKind,
+    Withdrawal,
+    payload_from_eth_block,
+)
+from ..workflows import chain as rules
+from . import storage
 
 logger = logging.getLogger("alys.engine")
-
-#: The embedded engine's state is stored with every this many blocks (and at shutdown).
-SNAPSHOT_EVERY = 128
 
 CAPABILITIES = (
     "engine_exchangeCapabilities",
@@ -44,6 +67,9 @@ CAPABILITIES = (
     "engine_getPayloadV2",
     "engine_newPayloadV2",
 )
+
+#: How long the engine waits for a restarting StorageActor while reading the stored chain.
+STORAGE_WAIT = 90.0
 
 
 @attrs.frozen
@@ -62,13 +88,47 @@ class BuildPayload:
 
 @attrs.frozen
 class CommitPayload:
-    """Execute ``payload`` and make it the head; replies ``(head hash, engine state)`` where
-    the state is the embedded engine's snapshot to store with the block, every
-    :data:`SNAPSHOT_EVERY` blocks (None otherwise, and over HTTP), or the
-    :class:`PayloadStatusError` when the engine refuses the payload (the actor carries on)."""
+    """Execute ``payload`` and make it the head, with ``finalized`` as safe and finalized.
+    Replies :class:`Committed`, or the :class:`PayloadStatusError` when the engine refuses
+    the payload (an answer, not an engine fault: the actor carries on)."""
 
     payload: ExecutionPayload
     finalized: bytes
+
+
+@attrs.frozen
+class Committed:
+    """A committed payload: the engine's new head, the embedded engine's snapshot to store
+    with the block when the commit moved its anchor (None otherwise, and over HTTP), and the
+    block's fees in wei (effective tip x gas used, summed over its receipts)."""
+
+    head: bytes
+    engine_state: bytes | None
+    fees: int
+
+
+class _StoredChain:
+    """The stored canonical chain, read through the StorageActor (``StoredChain``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def head_height(self) -> int | None:
+        head = await storage.call(storage.GetHead(), storage=self.name, wait=STORAGE_WAIT)
+        return None if head is None else int(head.height)
+
+    async def finalized_height(self) -> int:
+        ref = await storage.call(storage.GetFinalized(), storage=self.name, wait=STORAGE_WAIT)
+        return int(ref.height)
+
+    async def payload_at(self, height: int) -> ExecutionPayload:
+        block = await storage.call(storage.GetBlockByHeight(height), storage=self.name,
+                                   wait=STORAGE_WAIT)
+        if block is None:
+            raise otp.OtpError(f"stored block #{height} is missing: cannot bring the engine "
+                               "to the stored head")
+        payload: ExecutionPayload = block.message.execution_payload
+        return payload
 
 
 class EngineActor(otp.GenServer):
@@ -81,17 +141,12 @@ class EngineActor(otp.GenServer):
         self.cfg: EngineConfig = structure_section(config or {}, EngineConfig, "engine")
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.embedded: EmbeddedEngine | None = None
-        self.storage = storage
+        self.stored = _StoredChain(storage)
+        self.storage_name = storage
+        self.chain_id = chain_cfg.execution_chain_id
         if self.cfg.kind == "embedded":
-            state = await otp.call(storage, storage_msgs.GetEngineState())
-            if state is not None:
-                self.embedded = EmbeddedEngine.restore(state)
-            else:
-                self.embedded = EmbeddedEngine(chain_id=chain_cfg.execution_chain_id)
+            self.embedded = await self._restore()
             self.engine: Any = self.embedded
-            replayed = await self._replay()
-            logger.info("embedded execution engine at block #%d (%d replayed from storage)",
-                        self.embedded.head_number, replayed)
         else:
             if self.cfg.jwt_secret_path is None:
                 raise otp.OtpError("engine.kind = 'http' needs engine.jwt_secret_path")
@@ -101,55 +156,109 @@ class EngineActor(otp.GenServer):
             missing = [m for m in CAPABILITIES[1:] if m not in methods]
             if missing:
                 raise otp.OtpError(f"the execution client at {self.cfg.url} lacks {missing}")
-            logger.info("execution client at %s", self.cfg.url)
+        sent = await self._resync()
+        if self.embedded is not None:
+            logger.info("embedded execution engine at block #%d (anchor #%d, %d re-sent from "
+                        "storage)", self.embedded.head_number,
+                        self.embedded.anchor.block_number, sent)
+        else:
+            logger.info("execution client at %s (%d stored blocks re-sent)", self.cfg.url, sent)
 
-    async def _replay(self) -> int:
-        """Re-execute the stored blocks after the restored snapshot's head."""
-        assert self.embedded is not None
-        head = await otp.call(self.storage, storage_msgs.GetHead())
-        if head is None:
-            return 0
-        finalized_ref = await otp.call(self.storage, storage_msgs.GetFinalized())
-        finalized = await otp.call(self.storage, storage_msgs.GetBlock(finalized_ref.hash))
-        finalized_hash = finalized.message.execution_payload.block_hash
-        count = 0
-        for height in range(self.embedded.head_number + 1, head.height + 1):
-            block = await otp.call(self.storage, storage_msgs.GetBlockByHeight(height))
-            if block is None:
-                raise otp.OtpError(f"block #{height} is missing: cannot rebuild the engine")
-            await commit_block(self.engine, block.message.execution_payload, finalized_hash)
-            count += 1
-        return count
+    async def _restore(self) -> EmbeddedEngine:
+        chain_id = self.chain_id
+        state = await storage.call(storage.GetEngineState(), storage=self.storage_name,
+                                   wait=STORAGE_WAIT)
+        if state is not None:
+            try:
+                engine = EmbeddedEngine.restore(state)
+                if engine.config.chain_id == chain_id:
+                    return engine
+                problem = f"chain id {engine.config.chain_id}, configured {chain_id}"
+            except EngineStateError as exc:
+                problem = str(exc)
+            logger.warning("the stored engine anchor is unusable (%s): starting from genesis "
+                           "and re-sending the stored chain", problem)
+        return EmbeddedEngine(chain_id=chain_id)
+
+    async def _resync(self) -> int:
+        async def progress(done: int, total: int) -> None:
+            await trio.lowlevel.checkpoint()
+            logger.info("re-sending stored blocks to the execution engine: %d of %d", done,
+                        total)
+
+        return await resync(self.engine, self.stored, progress=progress)
+
+    @staticmethod
+    def _lacks_blocks(exc: EngineError) -> bool:
+        """The engine lacks blocks the node has: it answered SYNCING or ACCEPTED, or refused
+        a forkchoice that names a block it does not have."""
+        if isinstance(exc, PayloadStatusError):
+            return exc.status.status in (PayloadStatusKind.SYNCING, PayloadStatusKind.ACCEPTED)
+        return exc.code == INVALID_FORKCHOICE_STATE
+
+    async def _recover(self, exc: EngineError, doing: str) -> None:
+        logger.warning("the engine cannot %s (%s): re-sending stored blocks", doing, exc)
+        if self.embedded is not None:
+            self.embedded = self.engine = await self._restore()
+        await self._resync()
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
-        kind = type(request)
-        if kind is BuildPayload:
-            return await build_block(
-                self.engine, request.head, request.finalized, request.timestamp,
-                request.fee_recipient, list(request.withdrawals),
-            )
-        if kind is CommitPayload:
-            try:
-                head = await commit_block(self.engine, request.payload, request.finalized)
-            except PayloadStatusError as exc:
-                return exc  # the engine refused this payload: an answer, not an engine fault
-            state = None
-            if self.embedded is not None and request.payload.block_number % SNAPSHOT_EVERY == 0:
-                state = self.embedded.snapshot()
-            return head, state
-        if kind is GetGenesis:
-            await trio.lowlevel.checkpoint()
-            if self.embedded is not None:
-                return self.embedded.genesis_payload()
-            # As the original: the execution layer's block 0 is the genesis payload.
-            block = await self.engine.call("eth_getBlockByNumber", ["0x0", False])
-            return payload_from_eth_block(block, "eth_getBlockByNumber(0)")
+        match request:
+            case BuildPayload():
+                try:
+                    return await self._build(request)
+                except EngineError as exc:
+                    if not self._lacks_blocks(exc):
+                        raise
+                    await self._recover(exc, "build")
+                    return await self._build(request)
+            case CommitPayload():
+                try:
+                    head = await self._commit(request)
+                except EngineError as exc:
+                    if not self._lacks_blocks(exc):
+                        if isinstance(exc, PayloadStatusError):
+                            return exc  # the engine refused this payload: an answer
+                        raise
+                    await self._recover(exc, "commit")
+                    try:
+                        head = await self._commit(request)
+                    except PayloadStatusError as again:
+                        return again
+                return Committed(head, self._anchor_snapshot(request.finalized),
+                                 await self._fees(request.payload))
+            case GetGenesis():
+                await trio.lowlevel.checkpoint()
+                if self.embedded is not None:
+                    return self.embedded.genesis_payload()
+                # As the original: the execution layer's block 0 is the genesis payload.
+                block = await self.engine.call("eth_getBlockByNumber", ["0x0", False])
+                return payload_from_eth_block(block, "eth_getBlockByNumber(0)")
         raise otp.UnexpectedMessage(self, "call", request)
 
+    async def _build(self, request: BuildPayload) -> ExecutionPayload:
+        return await build_block(self.engine, request.head, request.finalized,
+                                 request.timestamp, request.fee_recipient,
+                                 list(request.withdrawals))
+
+    async def _commit(self, request: CommitPayload) -> bytes:
+        return await commit_block(self.engine, request.payload, request.finalized)
+
+    def _anchor_snapshot(self, finalized: bytes) -> bytes | None:
+        """After a commit that moved the finalized block: the embedded engine forgets the
+        blocks before it and its snapshot goes into storage with the block."""
+        engine = self.embedded
+        if engine is None or finalized in (ZERO_HASH, engine.anchor.block_hash):
+            return None
+        engine.retain_from(finalized)
+        return engine.snapshot()
+
+    async def _fees(self, payload: ExecutionPayload) -> int:
+        if not payload.transactions:
+            await trio.lowlevel.checkpoint()
+            return 0  # no transactions, no receipts, no fees: spare the round trip
+        receipts = await self.engine.receipts(payload.block_hash)
+        return rules.payload_fees(payload.base_fee_per_gas, receipts)
+
     async def terminate(self, reason: Any) -> None:
-        if self.embedded is not None and otp.whereis(self.storage) is not None:
-            try:
-                await otp.call(self.storage, storage_msgs.PutEngineState(self.embedded.snapshot()))
-            except otp.OtpError as exc:
-                logger.warning("engine state not saved at shutdown (replayed next start): %s", exc)
         await self.engine.aclose()

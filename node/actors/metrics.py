@@ -96,7 +96,7 @@ class MetricsActor(otp.GenServer):
     owns_tasks = True
 
     async def init(self, host: str = "127.0.0.1", port: int = 9001) -> None:
-        self.collector = otp.OtpCollector(otp.current_runtime())
+        self.collector = otp.OtpCollector()
         _use_collector(self.collector)
         try:
             self.address = await otp.start_task(serve_app, MetricsApp(), host, port)

@@ -33,8 +33,9 @@ and concurrent misses for the same key wait for one read (no stampede on the hea
 block). A dropped event (this actor's mailbox full) would leave the head stale until the next
 one; the mailbox holds nothing else, so it does not fill.
 
-A sibling that cannot answer (storage or chain restarting) gets the client HTTP 503 with code
--32606 and a message saying what is not ready; the server carries on.
+A sibling that is restarting (storage, chain, AuxPoW) is waited for, up to
+``rpc.sibling_wait`` seconds (``node.actors.sibling``); one that stays away gets the client
+HTTP 503 with code -32606 and a message saying what is not ready; the server carries on.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from ..rpc import (
 from ..types.chain import AuxPowHeader, SignedConsensusBlock
 from . import auxpow as auxpow_msgs
 from . import chain as chain_msgs
+from . import sibling
 from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.rpc")
@@ -280,6 +282,12 @@ class RpcActor(otp.GenServer):
 
     # -- answering (in the HTTP server's tasks) -----------------------------------------------
 
+    async def _ask(self, target: str, request: Any, timeout: float = 5.0) -> Any:
+        """A call to a sibling that rides out its restart for ``rpc.sibling_wait`` seconds
+        (every request sent this way is idempotent: a read, or work and proofs that the
+        AuxPowActor takes twice as once)."""
+        return await sibling.call(target, request, timeout=timeout, wait=self.cfg.sibling_wait)
+
     async def handle(self, method: Method, args: list[Any]) -> bytes:
         try:
             return await self.handlers[method.name](*args)
@@ -309,10 +317,10 @@ class RpcActor(otp.GenServer):
     async def getheadblock(self) -> bytes:
         async def read() -> bytes:
             generation = self.cache.generation
-            head = await otp.call(self.storage, storage_msgs.GetHead())
+            head = await self._ask(self.storage, storage_msgs.GetHead())
             if head is None:
                 return NULL
-            block = await otp.call(self.storage, storage_msgs.GetBlock(head.hash))
+            block = await self._ask(self.storage, storage_msgs.GetBlock(head.hash))
             if block is None:
                 return NULL
             reply = encode(block_json(block))
@@ -324,7 +332,7 @@ class RpcActor(otp.GenServer):
     async def getblockbyheight(self, height: int) -> bytes:
         async def read() -> bytes:
             generation = self.cache.generation
-            block = await otp.call(self.storage, storage_msgs.GetBlockByHeight(height))
+            block = await self._ask(self.storage, storage_msgs.GetBlockByHeight(height))
             if block is None:
                 return NULL
             reply = encode(block_json(block))
@@ -336,7 +344,7 @@ class RpcActor(otp.GenServer):
 
     async def getblockbyhash(self, block_hash: bytes) -> bytes:
         async def read() -> bytes:
-            block = await otp.call(self.storage, storage_msgs.GetBlock(block_hash))
+            block = await self._ask(self.storage, storage_msgs.GetBlock(block_hash))
             if block is None:
                 return NULL
             reply = encode(block_json(block))
@@ -347,11 +355,11 @@ class RpcActor(otp.GenServer):
                                 lambda: self.cache.block(block_hash))
 
     async def getqueuedpow(self) -> bytes:
-        status: chain_msgs.ChainStatus = await otp.call(self.chain, chain_msgs.GetStatus())
+        status: chain_msgs.ChainStatus = await self._ask(self.chain, chain_msgs.GetStatus())
         return encode(header_json(status.queued_pow))
 
     async def getchainstatus(self) -> bytes:
-        status: chain_msgs.ChainStatus = await otp.call(self.chain, chain_msgs.GetStatus())
+        status: chain_msgs.ChainStatus = await self._ask(self.chain, chain_msgs.GetStatus())
         return encode({
             "head": None if status.head is None else
             {"hash": status.head.hash.hex(), "height": status.head.height},
@@ -364,8 +372,8 @@ class RpcActor(otp.GenServer):
         })
 
     async def createauxblock(self, fee_recipient: bytes | None) -> bytes:
-        work = await otp.call(self.auxpow, auxpow_msgs.CreateAuxBlock(fee_recipient),
-                              timeout=30.0)
+        work = await self._ask(self.auxpow, auxpow_msgs.CreateAuxBlock(fee_recipient),
+                               timeout=30.0)
         match work:
             case auxpow_msgs.AuxBlock():
                 return encode(aux_block_json(work))
@@ -378,8 +386,8 @@ class RpcActor(otp.GenServer):
         raise RpcError(INTERNAL_ERROR, f"unexpected answer {type(work).__name__}", 500)
 
     async def submitauxblock(self, work_hash: bytes, proof: bytes) -> bytes:
-        reply = await otp.call(self.auxpow, auxpow_msgs.SubmitAuxBlock(work_hash, proof),
-                               timeout=30.0)
+        reply = await self._ask(self.auxpow, auxpow_msgs.SubmitAuxBlock(work_hash, proof),
+                                timeout=30.0)
         match reply:
             case None:
                 return NULL

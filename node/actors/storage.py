@@ -1,25 +1,42 @@
 """StorageActor: the only owner of the node's LevelDB database (plyvel).
 
-Key layout (values are canonical CBOR through ``otp.codec`` unless noted):
+The database logic is :class:`ChainStore`, plain synchronous code (tools and benchmarks use it
+directly on a database no node has open); the actor is a thin shell that answers the messages
+below by call, one at a time.
+
+Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by its height as
+``u64``, 40 bytes):
 
 ==========================  ======================================================
-``v``                       schema version (int)
-``b/`` + block hash         the :class:`SignedConsensusBlock`
-``h/`` + height (u64 BE)    hash of the canonical block at that height (raw 32 bytes)
-``a/`` + height (u64 BE)    hash of the AuxPoW-carrying block at that height (raw)
-``f/`` + block hash         fees accumulated since the last AuxPoW block, in wei (int)
-``m/head``                  :class:`BlockRef` of the head
-``m/finalized``             :class:`BlockRef` of the last finalized block
-``m/auxpow``                :class:`BlockRef` of the latest block carrying an AuxPoW header
-``m/engine``                the embedded execution engine's state (opaque bytes)
+``v``                       schema version (CBOR int)
+``b/`` + block hash         the signed block in the consensus encoding
+                            (:func:`node.types.encoding.encode_signed_block`)
+``h/`` + height (u64)       hash of the canonical block at that height (raw 32 bytes)
+``a/`` + height (u64)       hash of the AuxPoW-carrying block at that height (raw)
+``f/`` + block hash         fees accumulated after that block and not minted yet, in wei
+                            (``u256``)
+``m/head``                  ref of the head
+``m/finalized``             ref of the last finalized block
+``m/auxpow``                ref of the latest block carrying an AuxPoW header
+``m/queued_pow``            the AuxPoW header queued for the next block (kind-``0x03``
+                            document), absent when none is queued
+``m/engine``                the embedded execution engine's anchor (opaque bytes)
 ==========================  ======================================================
 
-Every block import is one ``WriteBatch``, written with ``sync`` when it moves the head, so a
-crash never leaves half a block and a database left by a killed process opens consistent. A
-record that does not decode is never skipped: at start the head, finalized and AuxPoW
-records and the head block are checked and the actor refuses to start with
-:class:`StorageCorrupt` naming the key; a corrupt record found later crashes the actor the
-same way (its supervisor decides).
+Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
+fees, engine anchor, the queued PoW it consumes), written with ``sync``, so a process killed
+at any moment leaves either the whole block or none of it. A block is only stored when its
+parent is (every stored block chains to its parent), and the finalized block never moves
+back (a ``PutBlock`` that would is refused). Schema 1 databases (blocks hashed from CBOR with
+field names) cannot be read: their block hashes are not this node's.
+
+Bad requests never crash the actor: every message validates its fields when it is made
+(:class:`StorageRequestError`, e.g. a height that does not fit ``u64``), and a request that
+somehow arrives invalid, or a write that breaks an invariant, is answered with
+:class:`Refused`, which :func:`call` raises in the caller. A record that does not decode is
+never skipped: at start the head, finalized, AuxPoW and queued-PoW records and the head block
+are checked, and the actor refuses to start with :class:`StorageCorrupt` naming the key; a
+corrupt record found later crashes the actor the same way (its supervisor decides).
 
 LevelDB calls are synchronous: they take microseconds (a synced write, about a millisecond),
 less than handing them to a thread would.
@@ -29,8 +46,9 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import plyvel
@@ -39,16 +57,21 @@ import trio
 import otp
 from otp import codec
 
-from ..types.chain import BlockRef, SignedConsensusBlock
+from ..types import encoding
+from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+from . import sibling
 
 logger = logging.getLogger("alys.storage")
 
-SCHEMA_VERSION = 1
-KEY_VERSION = b"v"
-KEY_HEAD = b"m/head"
-KEY_FINALIZED = b"m/finalized"
-KEY_AUXPOW = b"m/auxpow"
-KEY_ENGINE = b"m/engine"
+SCHEMA_VERSION: Final = 2
+KEY_VERSION: Final = b"v"
+KEY_HEAD: Final = b"m/head"
+KEY_FINALIZED: Final = b"m/finalized"
+KEY_AUXPOW: Final = b"m/auxpow"
+KEY_QUEUED_POW: Final = b"m/queued_pow"
+KEY_ENGINE: Final = b"m/engine"
+U64_MAX: Final = (1 << 64) - 1
+ZERO_HASH: Final = bytes(32)
 
 
 def block_key(block_hash: bytes) -> bytes:
@@ -67,6 +90,10 @@ def fees_key(block_hash: bytes) -> bytes:
     return b"f/" + block_hash
 
 
+def encode_ref(ref: BlockRef) -> bytes:
+    return ref.hash + struct.pack(">Q", ref.height)
+
+
 class StorageCorrupt(otp.OtpError):
     """A stored record does not decode or contradicts another one."""
 
@@ -76,31 +103,94 @@ class StorageCorrupt(otp.OtpError):
         self.problem = problem
 
 
+class StorageRequestError(otp.OtpError, ValueError):
+    """A request the storage refuses: a field out of range (a height beyond ``u64``, a hash
+    that is not 32 bytes) or a write that would break an invariant. The message says what
+    and where; the actor carries on."""
+
+
+@attrs.frozen
+class Refused:
+    """The StorageActor's answer to a request it refuses; :func:`call` raises ``error``."""
+
+    error: StorageRequestError
+
+
+# Field validators: a bad value fails where the message is made, in the caller. --------------
+
+
+def _height(inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a height is an integer in 0..2**64-1, "
+            f"not {value!r:.40}")
+
+
+def _hash32(inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a block hash is 32 bytes, "
+            f"not {value!r:.80}")
+
+
+def _fees(inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 256:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: fees are an integer in 0..2**256-1 wei, "
+            f"not {value!r:.40}")
+
+
+def _instance(kind: type[Any], optional: bool = False) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, kind):
+            raise StorageRequestError(
+                f"{type(inst).__name__}.{attribute.name}: expected {kind.__name__}"
+                f"{' or None' if optional else ''}, not {type(value).__name__}")
+
+    return check
+
+
 # Messages --------------------------------------------------------------------------------------
 
 
 @attrs.frozen
 class PutBlock:
-    """Store a block in one batch. ``head``: it becomes the head (and the canonical block at
-    its height). ``finalized``: the new last finalized block, if it changed. ``engine_state``:
-    the embedded engine's state after the block. ``fees``: fees accumulated since the last
-    AuxPoW block, this block included."""
+    """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
+    block at its height). ``finalized``: the new last finalized block, if it changed (never
+    lower than the stored one). ``engine_state``: the embedded engine's anchor, when it moved.
+    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
+    queued AuxPoW clears the queued record in the same batch. Its parent must be stored
+    (genesis: height 0 and a zero parent hash). Idempotent: the same put twice stores the
+    same records."""
 
-    block: SignedConsensusBlock
+    block: SignedConsensusBlock = attrs.field(validator=_instance(SignedConsensusBlock))
     head: bool = True
-    finalized: BlockRef | None = None
-    engine_state: bytes | None = None
-    fees: int = 0
+    finalized: BlockRef | None = attrs.field(default=None,
+                                             validator=_instance(BlockRef, optional=True))
+    engine_state: bytes | None = attrs.field(default=None,
+                                             validator=_instance(bytes, optional=True))
+    fees: int = attrs.field(default=0, validator=_fees)
 
 
 @attrs.frozen
 class GetBlock:
-    hash: bytes
+    hash: bytes = attrs.field(validator=_hash32)
 
 
 @attrs.frozen
 class GetBlockByHeight:
-    height: int
+    height: int = attrs.field(validator=_height)
+
+
+@attrs.frozen
+class GetCanonicalRefs:
+    """The canonical blocks at heights ``start..end`` (both included) as BlockRefs, read from
+    the height index (no block is decoded); stops at the first missing height."""
+
+    start: int = attrs.field(validator=_height)
+    end: int = attrs.field(validator=_height)
 
 
 @attrs.frozen
@@ -120,7 +210,7 @@ class GetLatestAuxPow:
 
 @attrs.frozen
 class GetAuxPowBlock:
-    height: int
+    height: int = attrs.field(validator=_height)
 
 
 @attrs.frozen
@@ -129,15 +219,30 @@ class GetEngineState:
 
 
 @attrs.frozen
-class PutEngineState:
-    """Store the embedded engine's state (written with sync)."""
-
-    state: bytes
+class GetFees:
+    hash: bytes = attrs.field(validator=_hash32)
 
 
 @attrs.frozen
-class GetFees:
-    hash: bytes
+class PutQueuedPow:
+    """Persist the AuxPoW header queued for the next block (None: clear it), synced."""
+
+    header: AuxPowHeader | None = attrs.field(validator=_instance(AuxPowHeader, optional=True))
+
+
+@attrs.frozen
+class GetChainInfo:
+    """Everything the ChainActor needs at start, from the meta records, in one call."""
+
+
+@attrs.frozen
+class ChainInfo:
+    head: BlockRef | None
+    finalized: BlockRef | None
+    last_pow: BlockRef | None
+    queued_pow: AuxPowHeader | None
+    #: Fees accumulated after the head and not minted yet.
+    fees: int
 
 
 @attrs.frozen
@@ -153,11 +258,14 @@ class StorageStats:
     blocks_written: int
 
 
-class StorageActor(otp.GenServer):
-    """Owns the LevelDB database at ``path``; answers the messages above by call."""
+# The store -------------------------------------------------------------------------------------
 
-    async def init(self, path: str) -> None:
-        await trio.lowlevel.checkpoint()
+
+class ChainStore:
+    """The database at ``path``: opened (created if missing) and checked on construction;
+    every method is synchronous. See the module docstring for the layout and the rules."""
+
+    def __init__(self, path: str) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         try:
             self.db = plyvel.DB(path, create_if_missing=True)
@@ -170,30 +278,29 @@ class StorageActor(otp.GenServer):
         except BaseException:
             self.db.close()
             raise
-        head = self._ref(KEY_HEAD)
-        logger.info(
-            "storage open at %s: head %s", path,
-            f"#{head.height} {head.hash.hex()[:16]}" if head else "none (new database)",
-        )
 
-    # -- reading, with corruption checks --------------------------------------------------------
+    def close(self) -> None:
+        self.db.close()
 
-    def _decode(self, key: bytes, raw: bytes, kind: type[Any]) -> Any:
-        try:
-            return codec.decode(raw, kind)
-        except codec.CodecError as exc:
-            raise StorageCorrupt(key, str(exc)) from None
+    # -- reading, with corruption checks -------------------------------------------------------
 
     def _ref(self, key: bytes) -> BlockRef | None:
         raw = self.db.get(key)
-        return None if raw is None else self._decode(key, raw, BlockRef)
+        if raw is None:
+            return None
+        if len(raw) != 40:
+            raise StorageCorrupt(key, f"expected a 40-byte block ref, found {len(raw)} bytes")
+        return BlockRef(raw[:32], struct.unpack(">Q", raw[32:])[0])
 
-    def _block(self, block_hash: bytes) -> SignedConsensusBlock | None:
+    def block(self, block_hash: bytes) -> SignedConsensusBlock | None:
         key = block_key(block_hash)
         raw = self.db.get(key)
         if raw is None:
             return None
-        block: SignedConsensusBlock = self._decode(key, raw, SignedConsensusBlock)
+        try:
+            block = encoding.decode_signed_block(raw)
+        except encoding.DecodeError as exc:
+            raise StorageCorrupt(key, str(exc)) from None
         if block.hash() != block_hash:
             raise StorageCorrupt(key, f"stored block hashes to {block.hash().hex()}")
         return block
@@ -204,6 +311,104 @@ class StorageActor(otp.GenServer):
             raise StorageCorrupt(key, f"expected a 32-byte hash, found {len(raw)} bytes")
         return raw
 
+    def hash_at(self, height: int) -> bytes | None:
+        return self._hash_at(height_key(height))
+
+    def block_at(self, height: int) -> SignedConsensusBlock | None:
+        block_hash = self.hash_at(height)
+        return None if block_hash is None else self.block(block_hash)
+
+    def auxpow_block_at(self, height: int) -> SignedConsensusBlock | None:
+        block_hash = self._hash_at(auxpow_key(height))
+        return None if block_hash is None else self.block(block_hash)
+
+    def head(self) -> BlockRef | None:
+        return self._ref(KEY_HEAD)
+
+    def finalized(self) -> BlockRef | None:
+        return self._ref(KEY_FINALIZED)
+
+    def last_pow(self) -> BlockRef | None:
+        return self._ref(KEY_AUXPOW)
+
+    def fees(self, block_hash: bytes) -> int:
+        key = fees_key(block_hash)
+        raw = self.db.get(key)
+        if raw is None:
+            return 0
+        if len(raw) != 32:
+            raise StorageCorrupt(key, f"expected a 32-byte amount, found {len(raw)} bytes")
+        return int.from_bytes(raw, "big")
+
+    def queued_pow(self) -> AuxPowHeader | None:
+        raw = self.db.get(KEY_QUEUED_POW)
+        if raw is None:
+            return None
+        try:
+            return encoding.decode_auxpow_header(raw)
+        except encoding.DecodeError as exc:
+            raise StorageCorrupt(KEY_QUEUED_POW, str(exc)) from None
+
+    def engine_state(self) -> bytes | None:
+        state: bytes | None = self.db.get(KEY_ENGINE)
+        return state
+
+    def canonical_refs(self, start: int, end: int) -> list[BlockRef]:
+        """Refs of the canonical blocks at ``start..end`` from the height index alone."""
+        refs: list[BlockRef] = []
+        if end < start:
+            return refs
+        expected = start
+        iterator: Iterator[tuple[bytes, bytes]] = self.db.iterator(
+            start=height_key(start), stop=height_key(end) + b"\x00")
+        for key, value in iterator:
+            height = struct.unpack(">Q", key[2:])[0]
+            if height != expected:
+                break
+            if len(value) != 32:
+                raise StorageCorrupt(key, f"expected a 32-byte hash, found {len(value)} bytes")
+            refs.append(BlockRef(value, height))
+            expected += 1
+        return refs
+
+    def chain_info(self) -> ChainInfo:
+        head = self.head()
+        return ChainInfo(head, self.finalized(), self.last_pow(), self.queued_pow(),
+                         0 if head is None else self.fees(head.hash))
+
+    def verify_chain(self) -> ChainInfo:
+        """Walk the whole stored chain (slow: for tools and tests, never at boot): every
+        canonical block from genesis to the head decodes, hashes to its key, sits at its
+        height and names the block below it as its parent; the finalized and latest AuxPoW
+        blocks are canonical and the latter carries a header. Raises StorageCorrupt naming
+        the first problem; returns the meta records."""
+        info = self.chain_info()
+        if info.head is None:
+            return info
+        parent = ZERO_HASH
+        for height in range(info.head.height + 1):
+            block_hash = self.hash_at(height)
+            if block_hash is None:
+                raise StorageCorrupt(height_key(height), "the canonical block is missing")
+            block = self.block(block_hash)
+            if block is None:
+                raise StorageCorrupt(block_key(block_hash), f"indexed at #{height}, not stored")
+            if block.height != height:
+                raise StorageCorrupt(block_key(block_hash), f"indexed at #{height}, the block "
+                                     f"is at #{block.height}")
+            if block.message.parent_hash != parent:
+                raise StorageCorrupt(block_key(block_hash), f"#{height} does not chain to the "
+                                     f"block at #{height - 1}")
+            parent = block_hash
+        for key, ref in ((KEY_FINALIZED, info.finalized), (KEY_AUXPOW, info.last_pow)):
+            if ref is not None and self.hash_at(ref.height) != ref.hash:
+                raise StorageCorrupt(key, f"#{ref.height} is not canonical")
+        if info.last_pow is not None:
+            carrier = self.block(info.last_pow.hash)
+            if carrier is None or carrier.message.auxpow_header is None:
+                raise StorageCorrupt(KEY_AUXPOW, "the block carries no AuxPoW header")
+        return info
+
     def _check(self) -> None:
         raw = self.db.get(KEY_VERSION)
         if raw is None:
@@ -211,78 +416,157 @@ class StorageActor(otp.GenServer):
                 self.db.put(KEY_VERSION, codec.encode(SCHEMA_VERSION), sync=True)
                 return
             raise StorageCorrupt(KEY_VERSION, "missing while a head exists")
-        version = self._decode(KEY_VERSION, raw, int)
+        try:
+            version = codec.decode(raw, int)
+        except codec.CodecError as exc:
+            raise StorageCorrupt(KEY_VERSION, str(exc)) from None
+        if version == 1:
+            raise StorageCorrupt(
+                KEY_VERSION, f"schema 1 at {self.path}: written by an older node whose block "
+                "hashes came from CBOR with field names; this node reads schema "
+                f"{SCHEMA_VERSION} and cannot use that chain: move the data directory away "
+                "to start a new one")
         if version != SCHEMA_VERSION:
             raise StorageCorrupt(KEY_VERSION, f"schema {version}, this node reads {SCHEMA_VERSION}")
         for key in (KEY_HEAD, KEY_FINALIZED, KEY_AUXPOW):
             ref = self._ref(key)
             if ref is None:
                 continue
-            if self._block(ref.hash) is None:
+            block = self.block(ref.hash)
+            if block is None:
                 raise StorageCorrupt(key, f"points at block {ref.hash.hex()} which is missing")
-        head = self._ref(KEY_HEAD)
-        if head is not None:
-            block = self._block(head.hash)
-            assert block is not None
-            if block.height != head.height:
-                raise StorageCorrupt(KEY_HEAD, f"height {head.height} but the block is at "
+            if block.height != ref.height:
+                raise StorageCorrupt(key, f"height {ref.height} but the block is at "
                                      f"{block.height}")
-            if self._hash_at(height_key(head.height)) != head.hash:
+        head = self.head()
+        if head is not None:
+            if self.hash_at(head.height) != head.hash:
                 raise StorageCorrupt(height_key(head.height), "does not index the head")
+            finalized = self.finalized()
+            if finalized is None or finalized.height > head.height:
+                raise StorageCorrupt(KEY_FINALIZED, f"{finalized} does not fit the head "
+                                     f"#{head.height}")
+            self.fees(head.hash)
+        self.queued_pow()
 
-    # -- the calls -----------------------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------------
 
-    async def handle_call(self, request: Any, from_: otp.From) -> Any:
-        await trio.lowlevel.checkpoint()
-        kind = type(request)
-        if kind is PutBlock:
-            return self._put(request)
-        if kind is GetBlock:
-            return self._block(request.hash)
-        if kind is GetBlockByHeight:
-            block_hash = self._hash_at(height_key(request.height))
-            return None if block_hash is None else self._block(block_hash)
-        if kind is GetHead:
-            return self._ref(KEY_HEAD)
-        if kind is GetFinalized:
-            return self._ref(KEY_FINALIZED)
-        if kind is GetLatestAuxPow:
-            return self._ref(KEY_AUXPOW)
-        if kind is GetAuxPowBlock:
-            block_hash = self._hash_at(auxpow_key(request.height))
-            return None if block_hash is None else self._block(block_hash)
-        if kind is GetEngineState:
-            return self.db.get(KEY_ENGINE)
-        if kind is PutEngineState:
-            self.db.put(KEY_ENGINE, request.state, sync=True)
-            return None
-        if kind is GetFees:
-            raw = self.db.get(fees_key(request.hash))
-            return 0 if raw is None else self._decode(fees_key(request.hash), raw, int)
-        if kind is GetStats:
-            return StorageStats(self.path, self._ref(KEY_HEAD), self._ref(KEY_FINALIZED),
-                                self.writes)
-        raise otp.UnexpectedMessage(self, "call", request)
-
-    def _put(self, put: PutBlock) -> BlockRef:
+    def put_block(self, put: PutBlock, *, sync: bool = True) -> BlockRef:
+        """Store ``put`` in one batch (see :class:`PutBlock`); StorageRequestError if it
+        would break an invariant (nothing is written then)."""
         block = put.block
         ref = block.ref()
-        with self.db.write_batch(sync=put.head) as batch:
-            batch.put(block_key(ref.hash), codec.encode(block))
-            batch.put(fees_key(ref.hash), codec.encode(put.fees))
+        message = block.message
+        if ref.height == 0:
+            if message.parent_hash != ZERO_HASH:
+                raise StorageRequestError(f"block #0 {ref.hash.hex()} must have a zero parent "
+                                          "hash")
+        elif self.db.get(block_key(message.parent_hash)) is None:
+            raise StorageRequestError(f"block #{ref.height} {ref.hash.hex()}: its parent "
+                                      f"{message.parent_hash.hex()} is not stored")
+        if put.finalized is not None:
+            current = self.finalized()
+            if current is not None and put.finalized.height < current.height:
+                raise StorageRequestError(
+                    f"block #{ref.height}: the finalized block would move back from "
+                    f"#{current.height} to #{put.finalized.height}")
+            if put.finalized != ref and self.db.get(block_key(put.finalized.hash)) is None:
+                raise StorageRequestError(f"block #{ref.height}: the new finalized block "
+                                          f"{put.finalized.hash.hex()} is not stored")
+        with self.db.write_batch(sync=sync) as batch:
+            batch.put(block_key(ref.hash), encoding.encode_signed_block(block))
+            batch.put(fees_key(ref.hash), put.fees.to_bytes(32, "big"))
             if put.head:
                 batch.put(height_key(ref.height), ref.hash)
-                batch.put(KEY_HEAD, codec.encode(ref))
-            if block.message.auxpow_header is not None:
+                batch.put(KEY_HEAD, encode_ref(ref))
+            header = message.auxpow_header
+            if header is not None:
                 batch.put(auxpow_key(ref.height), ref.hash)
-                batch.put(KEY_AUXPOW, codec.encode(ref))
+                batch.put(KEY_AUXPOW, encode_ref(ref))
+                queued = self.queued_pow()
+                if queued is not None and queued.range_end == header.range_end:
+                    batch.delete(KEY_QUEUED_POW)
             if put.finalized is not None:
-                batch.put(KEY_FINALIZED, codec.encode(put.finalized))
+                batch.put(KEY_FINALIZED, encode_ref(put.finalized))
             if put.engine_state is not None:
                 batch.put(KEY_ENGINE, put.engine_state)
         self.writes += 1
         return ref
 
+    def put_queued_pow(self, header: AuxPowHeader | None) -> None:
+        if header is None:
+            self.db.delete(KEY_QUEUED_POW, sync=True)
+        else:
+            self.db.put(KEY_QUEUED_POW, encoding.encode_auxpow_header(header), sync=True)
+
+
+# The actor -------------------------------------------------------------------------------------
+
+
+class StorageActor(otp.GenServer):
+    """Owns the LevelDB database at ``path``; answers the messages above by call."""
+
+    async def init(self, path: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.store = ChainStore(path)
+        head = self.store.head()
+        logger.info(
+            "storage open at %s: head %s", path,
+            f"#{head.height} {head.hash.hex()[:16]}" if head else "none (new database)",
+        )
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        try:
+            if attrs.has(type(request)):
+                attrs.validate(request)  # made valid, but maybe changed since: check again
+            return self._answer(request)
+        except StorageRequestError as exc:
+            logger.warning("storage refused %s: %s", type(request).__name__, exc)
+            return Refused(exc)
+
+    def _answer(self, request: Any) -> Any:
+        store = self.store
+        match request:
+            case GetBlock(block_hash):
+                return store.block(block_hash)
+            case GetBlockByHeight(height):
+                return store.block_at(height)
+            case GetHead():
+                return store.head()
+            case GetFinalized():
+                return store.finalized()
+            case GetLatestAuxPow():
+                return store.last_pow()
+            case GetAuxPowBlock(height):
+                return store.auxpow_block_at(height)
+            case GetCanonicalRefs(start, end):
+                return store.canonical_refs(start, end)
+            case GetFees(block_hash):
+                return store.fees(block_hash)
+            case GetChainInfo():
+                return store.chain_info()
+            case GetEngineState():
+                return store.engine_state()
+            case PutBlock():
+                return store.put_block(request)
+            case PutQueuedPow(header):
+                store.put_queued_pow(header)
+                return None
+            case GetStats():
+                return StorageStats(store.path, store.head(), store.finalized(), store.writes)
+        raise otp.UnexpectedMessage(self, "call", request)
+
     async def terminate(self, reason: Any) -> None:
         await trio.lowlevel.checkpoint()
-        self.db.close()
+        self.store.close()
+
+
+async def call(request: Any, *, storage: str = "storage",
+               wait: float = sibling.DEFAULT_WAIT) -> Any:
+    """Ask the StorageActor registered as ``storage``, riding out its restarts
+    (:func:`node.actors.sibling.call`); a :class:`Refused` answer raises its error here."""
+    answer = await sibling.call(storage, request, wait=wait)
+    if isinstance(answer, Refused):
+        raise answer.error
+    return answer

@@ -64,16 +64,22 @@ transition.
 
 Persistence — canonical CBOR (``cbor2``, ``canonical=True``), versioned, documented here:
 
-* :meth:`EmbeddedEngine.snapshot` — the whole engine: ``{"format": "alys.embedded-engine",
-  "version": 1, "config": {...}, "blocks": [block, ...] (ascending number, then hash),
-  "forkchoice": [head, safe, finalized]}`` where a block is a byte string holding the
-  canonical CBOR of the list of the ``ExecutionPayloadV2`` fields in specification order
-  (withdrawals as ``[index, validator_index, address, amount]``). Each block is encoded once
-  and the encoding kept, so a snapshot costs little more than joining those bytes. Balances
-  are not stored: :meth:`restore` replays the withdrawals from genesis to the head,
-  re-hashes every block, checks every parent link and block number and the head's state
-  root, and raises :class:`EngineStateError` naming what is wrong. Its size grows with the
-  chain (about 500 bytes a block).
+* :meth:`EmbeddedEngine.snapshot` — the engine from its *anchor*: ``{"format":
+  "alys.embedded-engine", "version": 2, "config": {...}, "anchor": block, "balances":
+  [[address, wei], ...] (after the anchor, ascending address, no zeros), "blocks": [block,
+  ...] (the anchor's descendants, ascending number, then hash), "forkchoice": [head, safe,
+  finalized]}`` where a block is a byte string holding the canonical CBOR of the list of the
+  ``ExecutionPayloadV2`` fields in specification order (withdrawals as ``[index,
+  validator_index, address, amount]``). The anchor is genesis until
+  :meth:`EmbeddedEngine.retain_from` moves it; the node moves it to its finalized block
+  (the EngineActor, with every finalization), so a snapshot holds the few blocks after the
+  last finalized one and the engine's memory and snapshot stay flat however long the chain.
+  :meth:`restore` checks the anchor's hash and that the balances give its state root,
+  replays the withdrawals of the later blocks, re-hashes each, checks every parent link,
+  block number and the head's state root, and raises :class:`EngineStateError` naming what
+  is wrong. It still reads version 1 snapshots (the whole chain from genesis, no balances).
+  The blocks a restored engine lacks, the consensus layer sends again with ``newPayload``
+  (:func:`node.integration.engine.resync`), as it would to Geth.
 * The incremental form: :meth:`EmbeddedEngine.state_delta` — one block's record
   (``{"format": "alys.embedded-engine.block", "version": 1, "block": block}``, with
   ``block`` encoded as in a snapshot), about 550 bytes — and
@@ -118,6 +124,7 @@ from node.types.execution import (
     PayloadAttributes,
     PayloadStatus,
     PayloadStatusKind,
+    Receipt,
     Withdrawal,
 )
 
@@ -155,7 +162,8 @@ EMPTY_LOGS_BLOOM: Final = bytes(LOGS_BLOOM_SIZE)
 
 _SNAPSHOT_FORMAT: Final = "alys.embedded-engine"
 _DELTA_FORMAT: Final = "alys.embedded-engine.block"
-_VERSION: Final = 1
+_VERSION: Final = 2
+_DELTA_VERSION: Final = 1
 _MAX_BUILDS: Final = 64
 _MAX_INVALID: Final = 1024
 _U64: Final = 1 << 64
@@ -371,6 +379,10 @@ class EmbeddedEngine:
         )
         self._genesis = genesis
         self._blocks: dict[bytes, ExecutionPayload] = {genesis.block_hash: genesis}
+        # The oldest block kept (see retain_from) and the canonical chain from it up to the
+        # head: _canonical[i] is the hash at number _base + i.
+        self._anchor = genesis.block_hash
+        self._base = 0
         self._canonical: list[bytes] = [genesis.block_hash]
         self._head = genesis.block_hash
         self._safe = ZERO_HASH
@@ -423,9 +435,10 @@ class EmbeddedEngine:
 
     def block_by_number(self, number: int) -> ExecutionPayload | None:
         """The block at ``number`` on the chain of the current head; ``None`` beyond it."""
-        if type(number) is not int or not 0 <= number < len(self._canonical):
+        index = number - self._base if type(number) is int else -1
+        if not 0 <= index < len(self._canonical):
             return None
-        return self._blocks[self._canonical[number]]
+        return self._blocks[self._canonical[index]]
 
     def balance_of(self, address: bytes, block_hash: bytes | None = None) -> int:
         """The balance in wei of ``address`` at the head, or after block ``block_hash``."""
@@ -444,6 +457,53 @@ class EmbeddedEngine:
         if block_hash not in self._blocks:
             raise KeyError(f"unknown block {_hex(block_hash)}")
         return self._state_at(block_hash)
+
+    @property
+    def anchor(self) -> ExecutionPayload:
+        """The oldest block this engine keeps (genesis until :meth:`retain_from`)."""
+        return self._blocks[self._anchor]
+
+    def retain_from(self, block_hash: bytes) -> None:
+        """Forget every block that is not ``block_hash`` or one of its descendants: the
+        consensus layer calls this with its finalized block, below which it never goes back,
+        so the engine's memory stays flat however long the chain grows. ``block_hash`` must
+        be the head or one of its ancestors (``ValueError`` otherwise). Afterwards blocks
+        below it are unknown (``SYNCING`` for a payload built on one)."""
+        block = self._blocks.get(block_hash)
+        if block is None or not self._is_ancestor(block_hash, self._head):
+            raise ValueError(f"retain_from: {_hex(block_hash)} is not the head or an ancestor")
+        if block_hash == self._anchor:
+            return
+        kept = {block_hash: block}
+        for b in sorted(self._blocks.values(), key=lambda b: b.block_number):
+            if b.block_number > block.block_number and b.parent_hash in kept:
+                kept[b.block_hash] = b
+        self._blocks = kept
+        del self._canonical[: block.block_number - self._base]
+        self._base = block.block_number
+        self._anchor = block_hash
+        self._encodings = {h: e for h, e in self._encodings.items() if h in kept}
+
+    async def latest_block(self) -> tuple[int, bytes]:
+        """The number and hash of the head (``eth_getBlockByNumber("latest")``)."""
+        await trio.lowlevel.checkpoint()
+        head = self._blocks[self._head]
+        return head.block_number, head.block_hash
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        """The number of a block this engine has, or None (``eth_getBlockByHash``)."""
+        await trio.lowlevel.checkpoint()
+        block = self._blocks.get(block_hash)
+        return None if block is None else block.block_number
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        """The receipts of a block this engine has (``eth_getBlockReceipts``): none, since
+        this engine executes no transactions; ``KeyError`` for an unknown block."""
+        await trio.lowlevel.checkpoint()
+        block = self._blocks.get(block_hash)
+        if block is None:
+            raise KeyError(f"unknown block {_hex(block_hash)}")
+        return []
 
     # ------------------------------------------------------------------ Engine API
 
@@ -648,8 +708,8 @@ class EmbeddedEngine:
         return None
 
     def _is_canonical(self, block: ExecutionPayload) -> bool:
-        n = block.block_number
-        return n < len(self._canonical) and self._canonical[n] == block.block_hash
+        index = block.block_number - self._base
+        return 0 <= index < len(self._canonical) and self._canonical[index] == block.block_hash
 
     def _is_ancestor(self, ancestor_hash: bytes, descendant_hash: bytes) -> bool:
         """Is ``ancestor_hash`` the block ``descendant_hash`` or one of its ancestors?"""
@@ -669,7 +729,7 @@ class EmbeddedEngine:
         while not self._is_canonical(cur):
             fresh.append(cur.block_hash)
             cur = self._blocks[cur.parent_hash]
-        del self._canonical[cur.block_number + 1 :]
+        del self._canonical[cur.block_number - self._base + 1 :]
         self._canonical.extend(reversed(fresh))
         self._move_tip(head_hash)
         self._head = head_hash
@@ -725,13 +785,20 @@ class EmbeddedEngine:
         return data
 
     def snapshot(self) -> bytes:
-        """The whole engine as canonical CBOR (see the module docstring)."""
+        """The engine as canonical CBOR: its anchor, the balances after it, and the blocks
+        kept after it (see the module docstring). After :meth:`retain_from` with the
+        finalized block this is small whatever the length of the chain."""
         cfg = self._config
-        blocks = sorted(self._blocks.values(), key=lambda b: (b.block_number, b.block_hash))
+        anchor = self._blocks[self._anchor]
+        blocks = sorted((b for b in self._blocks.values() if b.block_hash != self._anchor),
+                        key=lambda b: (b.block_number, b.block_hash))
+        balances = self._state_at(self._anchor)
         return cbor2.dumps(
             {
                 "format": _SNAPSHOT_FORMAT,
                 "version": _VERSION,
+                "anchor": self._encoded(anchor),
+                "balances": [[a, balances[a]] for a in sorted(balances)],
                 "config": {
                     "chain_id": cfg.chain_id,
                     "gas_limit": cfg.gas_limit,
@@ -748,13 +815,19 @@ class EmbeddedEngine:
 
     @classmethod
     def restore(cls, data: bytes) -> EmbeddedEngine:
-        """Rebuild an engine from :meth:`snapshot` bytes, checking everything it can:
-        :class:`EngineStateError` names the first inconsistency."""
+        """Rebuild an engine from :meth:`snapshot` bytes (or a version 1 snapshot, whose
+        anchor is genesis), checking everything it can: :class:`EngineStateError` names the
+        first inconsistency."""
         top = _decode_cbor(data, "snapshot")
         r = _Reader("snapshot")
-        doc = r.as_map(top, "", ("format", "version", "config", "blocks", "forkchoice"))
+        version = top.get("version") if isinstance(top, dict) else None
+        keys = ["format", "version", "config", "blocks", "forkchoice"]
+        if version != 1:
+            keys += ["anchor", "balances"]
+        doc = r.as_map(top, "", keys)
         r.expect(doc["format"], "format", _SNAPSHOT_FORMAT)
-        r.expect(doc["version"], "version", _VERSION)
+        if version != 1:
+            r.expect(doc["version"], "version", _VERSION)
         c = r.as_map(
             doc["config"],
             "config",
@@ -791,18 +864,44 @@ class EmbeddedEngine:
             raise EngineStateError("snapshot: config.alloc is not sorted, unique and non-zero")
         engine = cls(config)
         blocks = r.as_list(doc["blocks"], "blocks")
-        if not blocks:
-            raise EngineStateError("snapshot: blocks: the genesis block is missing")
-        first = _block_from_record(r, blocks[0], "blocks[0]")
-        if first != engine._genesis:
+        if version == 1:  # the whole chain from genesis
+            if not blocks:
+                raise EngineStateError("snapshot: blocks: the genesis block is missing")
+            anchor, blocks, where = blocks[0], blocks[1:], "blocks[0]"
+            balances = dict(config.alloc)
+        else:
+            anchor, where = doc["anchor"], "anchor"
+            balances = {}
+            for i, pair in enumerate(r.as_list(doc["balances"], "balances")):
+                item = r.as_list(pair, f"balances[{i}]", length=2)
+                address = r.as_bytes(item[0], f"balances[{i}][0]", ADDRESS_SIZE)
+                if address in balances:
+                    raise EngineStateError(f"snapshot: balances[{i}]: {_hex(address)} twice")
+                balances[address] = r.as_uint(item[1], f"balances[{i}][1]", 256)
+        first = _block_from_record(r, anchor, where)
+        if first.block_number == 0 and first != engine._genesis:
             raise EngineStateError(
-                f"snapshot: blocks[0] is not the genesis of this config (stored hash "
+                f"snapshot: {where} is not the genesis of this config (stored hash "
                 f"{_hex(first.block_hash)}, expected {_hex(engine._genesis.block_hash)})"
             )
-        previous = (0, first.block_hash)
-        for i in range(1, len(blocks)):
+        computed = block_hash_of(first, config.chain_id)
+        if computed != first.block_hash:
+            raise EngineStateError(f"snapshot: {where}: the stored hash "
+                                   f"{_hex(first.block_hash)} does not match the header, which "
+                                   f"hashes to {_hex(computed)}")
+        if state_root_of(balances) != first.state_root:
+            raise EngineStateError(f"snapshot: balances: their state root is not the anchor's "
+                                   f"{_hex(first.state_root)}")
+        engine._blocks = {first.block_hash: first}
+        engine._anchor = engine._head = engine._tip = first.block_hash
+        engine._base = first.block_number
+        engine._canonical = [first.block_hash]
+        engine._balances = {a: b for a, b in balances.items() if b}
+        previous = (first.block_number, first.block_hash)
+        first_index = 1 if version == 1 else 0  # version 1 listed the anchor as blocks[0]
+        for i, record in enumerate(blocks, start=first_index):
             where = f"blocks[{i}]"
-            block = _block_from_record(r, blocks[i], where)
+            block = _block_from_record(r, record, where)
             key = (block.block_number, block.block_hash)
             if key <= previous:
                 raise EngineStateError(
@@ -857,7 +956,7 @@ class EmbeddedEngine:
         if block is None:
             raise KeyError(f"unknown block {_hex(block_hash)}")
         return cbor2.dumps(
-            {"format": _DELTA_FORMAT, "version": _VERSION, "block": self._encoded(block)},
+            {"format": _DELTA_FORMAT, "version": _DELTA_VERSION, "block": self._encoded(block)},
             canonical=True,
         )
 
@@ -869,7 +968,7 @@ class EmbeddedEngine:
         r = _Reader("delta")
         doc = r.as_map(top, "", ("format", "version", "block"))
         r.expect(doc["format"], "format", _DELTA_FORMAT)
-        r.expect(doc["version"], "version", _VERSION)
+        r.expect(doc["version"], "version", _DELTA_VERSION)
         block = _block_from_record(r, doc["block"], "block")
         status = self._new_payload(block)
         if status.status is not PayloadStatusKind.VALID:

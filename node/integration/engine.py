@@ -30,6 +30,15 @@ The flow of the original (ALYS.md, "Execution layer"), usable with any
   {timestamp, prevRandao 0, suggestedFeeRecipient, withdrawals})`` then ``getPayload``.
 * :func:`commit_block` — ``forkchoiceUpdated(parent)`` → ``newPayload`` →
   ``forkchoiceUpdated(latestValidHash)``; returns the new head hash.
+
+And the restart path, for every engine alike (the embedded one, the EVM of the execution
+issue, Geth): :func:`resync` brings an engine that lacks some of the node's stored blocks
+(restarted from an older state, a fresh data directory, a crash between the engine's commit
+and the node's write) to the stored head. It finds the last stored block the engine has,
+re-sends every later stored payload with ``newPayload``, and moves the forkchoice with a
+safe/finalized hash only once the engine has that block (sending the finalized hash of a
+block the engine lacks is what made a node killed after its first finalization fail every
+boot with ``-38002``).
 """
 
 from __future__ import annotations
@@ -39,9 +48,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 import jwt
@@ -63,9 +72,12 @@ from node.types.execution import (
     PayloadAttributes,
     PayloadStatus,
     PayloadStatusKind,
+    Receipt,
     SchemaError,
     Withdrawal,
+    data_from_json,
     data_to_json,
+    quantity_from_json,
 )
 
 __all__ = [
@@ -78,9 +90,12 @@ __all__ = [
     "ExecutionEngine",
     "JwtSecretError",
     "PayloadStatusError",
+    "RESYNC_FORKCHOICE_EVERY",
+    "StoredChain",
     "build_block",
     "commit_block",
     "load_jwt_secret",
+    "resync",
 ]
 
 DEFAULT_ENGINE_URL: Final = "http://127.0.0.1:8551"
@@ -273,6 +288,55 @@ class EngineClient:
             )
         result = await self.call(_NEW, [payload.to_json()])
         return _parse(lambda r: PayloadStatus.from_json(r, "result", strict=False), result, _NEW)
+
+    # ------------------------------------------------------------------ eth (same port)
+
+    async def latest_block(self) -> tuple[int, bytes]:
+        """``eth_getBlockByNumber("latest", false)`` on the authenticated port (execution
+        clients serve the ``eth`` namespace there too): the head's number and hash."""
+        result = await self.call("eth_getBlockByNumber", ["latest", False])
+        found = self._block_ref(result, "eth_getBlockByNumber")
+        if found is None:
+            raise EngineError(None, "malformed result: no latest block", "eth_getBlockByNumber")
+        return found
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        """``eth_getBlockByHash(hash, false)``: the block's number, None when it is unknown."""
+        result = await self.call("eth_getBlockByHash", [data_to_json(block_hash), False])
+        found = self._block_ref(result, "eth_getBlockByHash")
+        return None if found is None else found[0]
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        """``eth_getBlockReceipts(hash)``: the block's receipts, in order."""
+        method = "eth_getBlockReceipts"
+        result = await self.call(method, [data_to_json(block_hash)])
+        if result is None:
+            raise EngineError(None, f"the engine does not have block 0x{block_hash.hex()}",
+                              method)
+        if not isinstance(result, list):
+            raise EngineError(None, f"malformed result: expected an array of receipts, got "
+                              f"{result!r:.100}", method)
+        receipts = []
+        for i, item in enumerate(result):
+            try:
+                receipts.append(Receipt.from_json(item, f"result[{i}]"))
+            except SchemaError as exc:
+                raise EngineError(None, f"malformed result: {exc}", method) from exc
+        return receipts
+
+    @staticmethod
+    def _block_ref(result: Any, method: str) -> tuple[int, bytes] | None:
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise EngineError(None, f"malformed result: expected a block, got {result!r:.100}",
+                              method)
+        try:
+            number = quantity_from_json(result.get("number"), "result.number", bits=64)
+            hash_ = data_from_json(result.get("hash"), "result.hash", size=HASH_SIZE)
+        except SchemaError as exc:
+            raise EngineError(None, f"malformed result: {exc}", method) from exc
+        return number, hash_
 
     # ------------------------------------------------------------------ JSON-RPC
 
@@ -487,3 +551,93 @@ async def commit_block(
     if last.payload_status.status is not PayloadStatusKind.VALID:
         raise PayloadStatusError(_FCU, last.payload_status, f"cannot make 0x{head.hex()} the head")
     return head
+
+
+# --------------------------------------------------------------------------- the restart path
+
+#: While re-sending stored payloads, the forkchoice follows every this many blocks (so an
+#: execution client's head advances during a long catch-up), and once at the end.
+RESYNC_FORKCHOICE_EVERY: Final = 128
+
+
+class StoredChain(Protocol):
+    """The node's stored canonical chain, as :func:`resync` reads it."""
+
+    async def head_height(self) -> int | None:
+        """The height of the stored head; None for an empty store."""
+        ...
+
+    async def finalized_height(self) -> int:
+        """The height of the last finalized block."""
+        ...
+
+    async def payload_at(self, height: int) -> ExecutionPayload:
+        """The execution payload of the canonical block at ``height`` (0..head)."""
+        ...
+
+
+async def resync(
+    engine: ExecutionEngine,
+    chain: StoredChain,
+    *,
+    progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> int:
+    """Bring ``engine`` to the stored head; returns how many payloads were re-sent.
+
+    1. Start at the engine's head height (capped at the stored head) and walk down the
+       stored chain until a block the engine has (``block_number``): the engine has every
+       block below it. Reaching genesis, the engine must have the stored genesis payload,
+       else it runs another chain and :class:`EngineError` says so.
+    2. ``newPayload`` each later stored payload in order; each must be ``VALID``
+       (:class:`PayloadStatusError` otherwise: the engine refuses a block the node stored).
+    3. ``forkchoiceUpdated(head, safe, finalized)`` every :data:`RESYNC_FORKCHOICE_EVERY`
+       blocks and at the end, with the stored finalized payload as safe and finalized once
+       the engine has it (its height is at most the re-sent block's), zero before; the last
+       one names the stored head, so an engine that was ahead on a block the node never
+       stored moves back to the node's head.
+
+    ``progress(done, total)`` is awaited after each forkchoice update of a long catch-up.
+    Works for any :class:`~node.types.execution.ExecutionEngine`.
+    """
+    await trio.lowlevel.checkpoint()
+    head_height = await chain.head_height()
+    if head_height is None:
+        return 0
+    finalized_height = await chain.finalized_height()
+    finalized = (await chain.payload_at(finalized_height)).block_hash
+    engine_height, _ = await engine.latest_block()
+    known = min(engine_height, head_height)
+    while True:
+        payload = await chain.payload_at(known)
+        if await engine.block_number(payload.block_hash) is not None:
+            break
+        if known == 0:
+            raise EngineError(
+                None, f"the execution engine lacks the stored genesis payload "
+                f"0x{payload.block_hash.hex()}: it runs another chain (or another data "
+                "directory) than this node's", "resync")
+        known -= 1
+    total = head_height - known
+    last = payload
+    for height in range(known + 1, head_height + 1):
+        last = await chain.payload_at(height)
+        status = await engine.new_payload(last)
+        if status.status is not PayloadStatusKind.VALID:
+            raise PayloadStatusError(
+                _NEW, status, f"the engine refuses stored block {height} "
+                f"(0x{last.block_hash.hex()})")
+        done = height - known
+        if done % RESYNC_FORKCHOICE_EVERY == 0 and height < head_height:
+            fin = finalized if finalized_height <= height else ZERO_HASH
+            await _forkchoice(engine, last.block_hash, fin)
+            if progress is not None:
+                await progress(done, total)
+    await _forkchoice(engine, last.block_hash, finalized)
+    return total
+
+
+async def _forkchoice(engine: ExecutionEngine, head: bytes, finalized: bytes) -> None:
+    result = await engine.forkchoice_updated(ForkchoiceState(head, finalized, finalized))
+    if result.payload_status.status is not PayloadStatusKind.VALID:
+        raise PayloadStatusError(_FCU, result.payload_status,
+                                 f"cannot make stored block 0x{head.hex()} the head")

@@ -1,20 +1,27 @@
 """Consensus value types: blocks, approvals, AuxPoW headers, block references.
 
-A block's hash is SHA-256 of the canonical CBOR (``otp.codec``) of the unsigned
-:class:`ConsensusBlock`. The original hashes rmp-serde MessagePack bytes instead; ALYS.md lists
-this as a deliberate change (nothing outside the node sees these bytes: miners see the hashes,
-the execution layer sees its own payloads).
+A block's hash is SHA-256 of the unsigned :class:`ConsensusBlock` in the consensus encoding
+(:mod:`node.types.encoding`: explicit, versioned, positional; no Python names), and what its
+authorities sign is its signing root (:func:`node.types.encoding.signing_root`). The original
+hashes rmp-serde MessagePack bytes instead; ALYS.md lists this as a deliberate change (nothing
+outside the node sees these bytes: miners see the hashes, the execution layer sees its own
+payloads). Golden vectors in ``tests/node/test_encoding.py`` pin both.
+
+Every integer is validated against the width the encoding gives it, so a value that exists
+can always be encoded.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from otp import codec
 
+from . import encoding
 from .execution import ExecutionPayload
 
 #: At most this many authorities fit an approval bitfield (as in the original).
@@ -39,9 +46,40 @@ def _optional_length(n: int) -> Any:
     return check
 
 
-def _non_negative(_inst: Any, attribute: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, not {value!r}")
+def _uint(bits: int) -> Any:
+    def check(_inst: Any, attribute: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+            raise ValueError(f"{attribute.name} must be an integer in 0..2**{bits}-1, "
+                             f"not {value!r:.80}")
+
+    return check
+
+
+def _optional_bytes(_inst: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, bytes):
+        raise ValueError(f"{attribute.name} must be bytes or None, not {value!r:.80}")
+
+
+def _pairs(value: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(value)
+
+
+def _pegins(_inst: Any, attribute: Any, value: Any) -> None:
+    for i, item in enumerate(value):
+        if (not isinstance(item, tuple) or len(item) != 2
+                or not all(isinstance(h, bytes) and len(h) == 32 for h in item)):
+            raise ValueError(f"{attribute.name}[{i}] must be a (txid, block hash) pair of "
+                             f"32-byte hashes, not {item!r:.80}")
+
+
+def _byte_strings(_inst: Any, attribute: Any, value: Any) -> None:
+    for i, item in enumerate(value):
+        if not isinstance(item, bytes):
+            raise ValueError(f"{attribute.name}[{i}] must be bytes, not {item!r:.80}")
 
 
 @codec.register(tag="alys.BlockRef")
@@ -50,7 +88,7 @@ class BlockRef:
     """A block's hash and height."""
 
     hash: bytes = attrs.field(validator=_length(32))
-    height: int = attrs.field(validator=_non_negative)
+    height: int = attrs.field(validator=_uint(64))
 
 
 @codec.register(tag="alys.AuxPowHeader")
@@ -64,10 +102,12 @@ class AuxPowHeader:
 
     range_start: bytes = attrs.field(validator=_length(32))
     range_end: bytes = attrs.field(validator=_length(32))
-    bits: int = attrs.field(validator=_non_negative)
-    chain_id: int = attrs.field(validator=_non_negative)
-    height: int = attrs.field(validator=_non_negative)
-    auxpow: bytes | None
+    bits: int = attrs.field(validator=_uint(32))
+    chain_id: int = attrs.field(validator=_uint(32))
+    #: As the original: the height of the block carrying the previous AuxPoW, plus one
+    #: (informational; the original never validates it, nor do we).
+    height: int = attrs.field(validator=_uint(64))
+    auxpow: bytes | None = attrs.field(validator=_optional_bytes)
     fee_recipient: bytes = attrs.field(validator=_length(20))
 
 
@@ -77,23 +117,37 @@ class ConsensusBlock:
     """An unsigned block. Its height is the execution payload's block number."""
 
     parent_hash: bytes = attrs.field(validator=_length(32))
-    slot: int = attrs.field(validator=_non_negative)
-    execution_payload: ExecutionPayload
-    auxpow_header: AuxPowHeader | None = None
+    slot: int = attrs.field(validator=_uint(64))
+    execution_payload: ExecutionPayload = attrs.field(
+        validator=attrs.validators.instance_of(ExecutionPayload))
+    auxpow_header: AuxPowHeader | None = attrs.field(
+        default=None, validator=attrs.validators.optional(
+            attrs.validators.instance_of(AuxPowHeader)))
     #: Peg-ins credited in this block: (bitcoin txid, bitcoin block hash).
-    pegins: tuple[tuple[bytes, bytes], ...] = ()
+    pegins: tuple[tuple[bytes, bytes], ...] = attrs.field(
+        default=(), converter=_pairs, validator=_pegins)
     #: An unsigned Bitcoin transaction paying out the previous block's peg-outs.
-    pegout_payment_proposal: bytes | None = None
+    pegout_payment_proposal: bytes | None = attrs.field(default=None,
+                                                        validator=_optional_bytes)
     #: Fully signed peg-out transactions finalized by this (AuxPoW) block.
-    finalized_pegouts: tuple[bytes, ...] = ()
+    finalized_pegouts: tuple[bytes, ...] = attrs.field(
+        default=(), converter=_strings, validator=_byte_strings)
 
     @property
     def height(self) -> int:
         return self.execution_payload.block_number
 
+    @functools.cached_property
+    def _hash(self) -> bytes:
+        return encoding.block_hash(self)
+
     def hash(self) -> bytes:
-        """SHA-256 of the canonical CBOR encoding of this unsigned block."""
-        return hashlib.sha256(codec.encode(self)).digest()
+        """SHA-256 of this unsigned block in the consensus encoding (computed once)."""
+        return self._hash
+
+    def signing_root(self) -> bytes:
+        """What the producer and the approvers sign: :func:`encoding.signing_root`."""
+        return encoding.signing_root(self._hash)
 
 
 @codec.register(tag="alys.IndividualApproval")
@@ -102,7 +156,7 @@ class IndividualApproval:
     """One authority's BLS signature over a block hash."""
 
     signature: bytes = attrs.field(validator=_length(96))
-    authority_index: int = attrs.field(validator=_non_negative)
+    authority_index: int = attrs.field(validator=_uint(16))
 
 
 def _bitfield(_inst: Any, attribute: Any, value: Any) -> None:
@@ -139,6 +193,9 @@ class SignedConsensusBlock:
 
     def hash(self) -> bytes:
         return self.message.hash()
+
+    def signing_root(self) -> bytes:
+        return self.message.signing_root()
 
     def ref(self) -> BlockRef:
         return BlockRef(self.hash(), self.height)

@@ -83,6 +83,7 @@ __all__ = [
     "PayloadAttributes",
     "PayloadStatus",
     "PayloadStatusKind",
+    "Receipt",
     "SchemaError",
     "Withdrawal",
     "data_from_json",
@@ -776,6 +777,25 @@ class GetPayloadResult:
         )
 
 
+@attrs.frozen
+class Receipt:
+    """What the node reads of a transaction receipt (execution-apis ``ReceiptInfo``): the gas
+    it used and the price per gas its sender paid, base fee included."""
+
+    gas_used: int = attrs.field(validator=_check_uint(_U64))
+    effective_gas_price: int = attrs.field(validator=_check_uint(_U256))
+
+    @classmethod
+    def from_json(cls, obj: Any, path: str = "$") -> Receipt:
+        """From an ``eth_getBlockReceipts`` item; other members are ignored."""
+        o = _object(obj, path, "ReceiptInfo", ("gasUsed", "effectiveGasPrice"), strict=False)
+        return cls(
+            gas_used=quantity_from_json(o["gasUsed"], _member(path, "gasUsed"), bits=_U64),
+            effective_gas_price=quantity_from_json(
+                o["effectiveGasPrice"], _member(path, "effectiveGasPrice"), bits=_U256),
+        )
+
+
 # --------------------------------------------------------------------------- the interface
 
 
@@ -805,6 +825,21 @@ class ExecutionEngine(Protocol):
 
     async def new_payload(self, payload: ExecutionPayload) -> PayloadStatus:
         """``engine_newPayloadV2``: validate and import a payload (does not move the head)."""
+        ...
+
+    async def latest_block(self) -> tuple[int, bytes]:
+        """The number and hash of the engine's head (``eth_getBlockByNumber("latest")``):
+        where the restart path starts looking for the last stored block the engine has."""
+        ...
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        """The number of a block the engine has, None if it lacks it
+        (``eth_getBlockByHash``)."""
+        ...
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        """The receipts of a block the engine has, in order (``eth_getBlockReceipts``): the
+        fees of a block are computed from them."""
         ...
 
     async def aclose(self) -> None:

@@ -7,8 +7,9 @@ do not). Every quirk below is reproduced on purpose, so that our node computes t
 as an original node would:
 
 * **What "blocks since PoW" counts.** The original's ``auxpow_height_difference`` is
-  ``head_height + 1 - last_pow_height``, where ``last_pow_height`` is the height of the last
-  finalized block (the one that carried the latest AuxPoW) -- see :func:`blocks_since_pow`.
+  ``head_height + 1 - last_pow_height``, where ``last_pow_height`` is the height of the block
+  that *carries* the latest AuxPoW (the original's ``get_last_finalized_block`` returns that
+  block, despite its name), not the height of its range end -- see :func:`blocks_since_pow`.
   It is cast to ``u32``; a 0 is logged as an error and replaced by 1 before the ratio (but not
   before the retarget test).
 * **When.** A retarget happens when ``head_height % interval == 0`` (the head, not the next
@@ -184,9 +185,10 @@ def adjustment_interval(config: DifficultyConfig) -> int:
 def blocks_since_pow(head_height: int, last_pow_height: int) -> int:
     """The original's ``auxpow_height_difference``: ``head_height + 1 - last_pow_height``.
 
-    ``last_pow_height`` is the height of the last finalized block (the one whose AuxPoW header
-    finalized the chain up to it); the result counts the blocks a new proof would cover,
-    including the one about to be produced.
+    ``last_pow_height`` is the height of the block that carries the latest AuxPoW header
+    (genesis, which carries one, on a fresh chain), not the height of the range that header
+    finalized; the result counts the blocks since it, including the one about to be
+    produced. The retarget and the max-blocks-without-PoW rule both use it.
     """
     if head_height < 0 or last_pow_height < 0:
         raise ValueError(f"heights must be non-negative, got {head_height}, {last_pow_height}")
@@ -275,8 +277,8 @@ def next_bits(
 ) -> int:
     """The compact target a new AuxPoW must meet (the original's ``get_next_work_required``).
 
-    ``last_bits`` is the bits of the last finalized block's AuxPoW header (the genesis header's
-    for a fresh chain), ``head_height`` the height of the current head and
+    ``last_bits`` is the bits of the latest AuxPoW header (the genesis header's for a fresh
+    chain), ``head_height`` the height of the current head and
     ``blocks_since_pow`` the value of :func:`blocks_since_pow`. Returns ``last_bits`` unchanged
     unless :func:`is_retarget_height` (and retargeting is enabled), else :func:`retarget`.
     """

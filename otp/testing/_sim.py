@@ -31,11 +31,13 @@ import attrs
 import trio
 import trio.testing
 
-from .. import _process
 from .._envelope import Envelope, Kind
 from .._errors import CallError, OtpError
-from .._process import DEAD, EXITING, Runtime, _Process
-from .._supervisor import SupervisorFlags
+from .._messaging import new_envelope
+from .._proc import _Process
+from .._runtime import Runtime
+from .._start import runtime
+from .._values import DEAD, EXITING, RUNNING, Pid
 
 logger = logging.getLogger("otp.testing")
 
@@ -221,10 +223,19 @@ class _Simulation:
         self.keep = keep_trace
         self.events: list[TraceEvent] = []
         self.hash = hashlib.sha256()
-        self.update = self.hash.update
+        #: Trace lines not hashed yet: hashed 1,024 at a time (the hash of the concatenation
+        #: is the hash of the lines one by one), and when the hash is read.
+        self.lines: list[bytes] = []
+        #: The last event time and its text: most events share the time of the one before.
+        self.last_now = -1.0
+        self.now_text = b""
+        #: Message type names as bytes, by type.
+        self.type_names: dict[type, bytes] = {}
         self.count = 0
         self.crash_next: set[_Process] = set()
         self.slow_next: dict[_Process, float] = {}
+        #: ``bool(crash_next or slow_next)``, kept up to date by _faults_changed.
+        self.handler_faults = False
         self.delay_until: dict[_Process, float] = {}
         self.drop_until: dict[_Process, float] = {}
         self.partitions: list[tuple[frozenset[_Process], float, bool]] = []
@@ -249,22 +260,58 @@ class _Simulation:
         if now is None:
             now = trio.current_time()
         # The hashed text is TraceEvent.line() plus a newline, built without the event object
-        # unless the trace is kept: this runs for every delivery of a simulation.
-        self.update(f"{now:.9f} {kind} {pid} {other} {detail}\n".encode())
-        self.count += 1
+        # unless the trace is kept.
+        self._line(f"{now:.9f} {kind} {pid} {other} {detail}\n".encode())
         if self.keep:
             self.events.append(TraceEvent(now, kind, pid, other, detail))
 
-    def spawned(self, proc: _Process) -> None:
-        self.record("spawn", proc.pid.id, None,
-                    f"{proc.cls.__qualname__} name={_repr(proc.name)}")
+    def _line(self, line: bytes) -> None:
+        lines = self.lines
+        lines.append(line)
+        self.count += 1
+        if len(lines) >= 1024:
+            self.flush()
 
-    def started_child(self, sup: _Process, child_id: Any, proc: _Process) -> None:
-        self.record("child", sup.pid.id, proc.pid.id, _repr(child_id))
+    def flush(self) -> None:
+        """Hash the lines not hashed yet."""
+        if self.lines:
+            self.hash.update(b"".join(self.lines))
+            self.lines.clear()
 
-    def exited(self, proc: _Process, reason: Any) -> None:
+    def hexdigest(self) -> str:
+        self.flush()
+        return self.hash.hexdigest()
+
+    def _send(self, now: float, sid: int | None, target: int, message: Any) -> None:
+        """``record("send", sid, target, type name, now)``, as fast as it can be: this runs
+        for every message of a simulation."""
+        if now != self.last_now:
+            self.last_now = now
+            self.now_text = b"%.9f" % now
+        kind = type(message)
+        name = self.type_names.get(kind)
+        if name is None:
+            name = self.type_names[kind] = kind.__name__.encode()
+        lines = self.lines
+        lines.append(b"%s send %r %d %s\n" % (self.now_text, sid, target, name))
+        self.count += 1
+        if len(lines) >= 1024:
+            self.flush()
+        if self.keep:
+            self.events.append(TraceEvent(now, "send", sid, target, kind.__name__))
+
+    def spawned(self, pid: Pid) -> None:
+        proc: _Process = pid._proc
+        self.record("spawn", pid.id, None, f"{proc.cls.__qualname__} name={_repr(proc.name)}")
+
+    def started_child(self, sup: Pid, child_id: Any, child: Pid) -> None:
+        self.record("child", sup.id, child.id, _repr(child_id))
+
+    def exited(self, pid: Pid, reason: Any) -> None:
+        proc: _Process = pid._proc
         self.crash_next.discard(proc)
         self.slow_next.pop(proc, None)
+        self._faults_changed()
         self.record("exit", proc.pid.id, None, _reason(reason))
         inflight = self.inflight.pop(proc, None)
         if inflight:
@@ -287,35 +334,34 @@ class _Simulation:
                 del calls[settled]
         calls[env] = None
 
-    def restarting(self, sup: _Process, child_id: Any, reason: Any,
-                   flags: SupervisorFlags) -> None:
+    def restarting(self, sup: Pid, child_id: Any, reason: Any, intensity: int,
+                   period: float) -> None:
         now = trio.current_time()
-        window = self.restarts.setdefault(sup.pid.id, [])
+        window = self.restarts.setdefault(sup.id, [])
         window.append(now)
-        intensity, period = flags.intensity, flags.period
         # The supervisor counts a restart exactly `period` old; this check is a little more
         # lenient (strictly within `period`), so rounding never makes a false alarm.
         window[:] = [t for t in window if now - t < period]
         if len(window) > intensity and self.violation is None:
             self.violation = (
-                f"supervisor <0.{sup.pid.id}.0> restarted {len(window)} times within {period} s "
+                f"supervisor <0.{sup.id}.0> restarted {len(window)} times within {period} s "
                 f"(intensity {intensity})"
             )
-        self.record("restart", sup.pid.id, None, f"{_repr(child_id)} after {_reason(reason)}")
+        self.record("restart", sup.id, None, f"{_repr(child_id)} after {_reason(reason)}")
 
-    def exhausted(self, sup: _Process, child_id: Any, reason: Any,
-                  flags: SupervisorFlags) -> None:
-        self.record("give-up", sup.pid.id, None, f"{_repr(child_id)} {flags.on_exhausted.value}")
+    def exhausted(self, sup: Pid, child_id: Any, reason: Any, policy: str) -> None:
+        self.record("give-up", sup.id, None, f"{_repr(child_id)} {policy}")
 
-    def restarts_reset(self, sup: _Process) -> None:
+    def restarts_reset(self, sup: Pid) -> None:
         """The supervisor cleared its restart history (continue_without, restart_tree): the
         intensity check starts a fresh window, as the supervisor does."""
-        self.restarts.pop(sup.pid.id, None)
-        self.record("restarts-reset", sup.pid.id, None, "")
+        self.restarts.pop(sup.id, None)
+        self.record("restarts-reset", sup.id, None, "")
 
     # -- delivery hooks ------------------------------------------------------------------------
 
-    def offer(self, proc: _Process, env: Envelope) -> bool:
+    def offer(self, pid: Pid, env: Envelope) -> bool:
+        proc: _Process = pid._proc
         sender = env.sender
         sid = None if sender is None else sender.id
         now = env.sent_at  # the envelope was made just now: no second clock read
@@ -341,12 +387,7 @@ class _Simulation:
                 self._track(proc, env)
                 self.nursery.start_soon(self._deliver_later, proc, env, delay)
                 return True
-        # record("send", ...) inlined: this line runs for every message of a simulation
-        self.update(b"%.9f send %r %d %s\n" % (now, sid, proc.pid.id,
-                                                  type(env.message).__name__.encode()))
-        self.count += 1
-        if self.keep:
-            self.events.append(TraceEvent(now, "send", sid, proc.pid.id, _msg_type(env.message)))
+        self._send(now, sid, pid.id, env.message)
         return proc.offer(env, False)
 
     async def _deliver_later(self, proc: _Process, env: Envelope, delay: float) -> None:
@@ -364,8 +405,8 @@ class _Simulation:
             if env.kind is Kind.CALL:
                 env._fail(CallError(proc.pid, proc.exit_reason))  # type: ignore[attr-defined]
             return
-        self.record("send", None if env.sender is None else env.sender.id, proc.pid.id,
-                    _msg_type(env.message))
+        self._send(trio.current_time(), None if env.sender is None else env.sender.id,
+                   proc.pid.id, env.message)
         try:
             if not proc.offer(env, False):
                 proc.add_blocked(env, None)
@@ -373,19 +414,21 @@ class _Simulation:
             if env.kind is Kind.CALL:
                 env._fail(exc)  # type: ignore[attr-defined]
 
-    @property
-    def handler_faults(self) -> bool:
+    def _faults_changed(self) -> None:
         """Whether some process has a crash or slow-down waiting for its next handler (the
         process loop awaits :meth:`before_handle` only then)."""
-        return bool(self.crash_next or self.slow_next)
+        self.handler_faults = bool(self.crash_next or self.slow_next)
 
-    async def before_handle(self, proc: _Process, env: Envelope) -> None:
+    async def before_handle(self, pid: Pid, env: Envelope) -> None:
+        proc: _Process = pid._proc
         if proc in self.slow_next:
             delay = self.slow_next.pop(proc)
+            self._faults_changed()
             self.record("slow", proc.pid.id, None, f"{delay:.6f}")
             await trio.sleep(delay)
         if proc in self.crash_next:
             self.crash_next.discard(proc)
+            self._faults_changed()
             self.record("crash", proc.pid.id, None, _msg_type(env.message))
             raise InjectedFault(f"injected crash of {proc.pid!r}")
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -397,8 +440,9 @@ class _Simulation:
         plan = self.plan
         spare = set(plan.spare) if plan else set()
         out = []
-        for proc in self.runtime.procs.values():
-            if proc.status != _process.RUNNING:
+        for pid in self.runtime.procs.values():
+            proc: _Process = pid._proc
+            if proc.status != RUNNING:
                 continue
             if plan is not None and not plan.supervisors and proc.cls._otp_supervisor:
                 continue
@@ -415,10 +459,11 @@ class _Simulation:
         if target is None:
             candidates = self._candidates()
             return self.rng.choice(candidates) if candidates else None
-        if isinstance(target, _process.Pid):
-            return target._proc
-        proc = self.runtime.names.get(target)
-        return proc
+        if isinstance(target, Pid):
+            found: _Process = target._proc
+            return found
+        pid = self.runtime.names.get(target)
+        return None if pid is None else pid._proc
 
     def apply(self, fault: Fault) -> None:
         """Inject ``fault`` now. Never raises: a fault that cannot be applied is recorded as
@@ -441,10 +486,11 @@ class _Simulation:
         self.record("fault", proc.pid.id, None, f"{fault.kind.value} {fault.duration:.6f}")
         if fault.kind is FaultKind.CRASH:
             self.crash_next.add(proc)
+            self._faults_changed()
             # A crash lands in the next handler: make sure there is one. The poke bypasses the
             # overflow policy (a full FAIL mailbox must not refuse it, DROP_OLDEST must not
             # evict a real message for it), as a monitor notice does.
-            proc.force(_process._new_env(Envelope, _Poke(), Kind.INFO, proc.runtime))
+            proc.force(new_envelope(_Poke(), Kind.INFO, proc.runtime))
         elif fault.kind is FaultKind.KILL:
             proc.kill("killed")
         elif fault.kind is FaultKind.DELAY:
@@ -453,6 +499,7 @@ class _Simulation:
             self.drop_until[proc] = now + fault.duration
         elif fault.kind is FaultKind.SLOW:
             self.slow_next[proc] = fault.duration
+            self._faults_changed()
 
     def _partition(self, fault: Fault, now: float) -> None:
         candidates = self._candidates()
@@ -515,7 +562,7 @@ async def _run(
 ) -> None:
     box["t0"] = trio.current_time()
     try:
-        async with _process.runtime(seed=seed) as rt:
+        async with runtime(seed=seed) as rt:
             rt.tracer = sim
             sim.runtime = rt
             async with trio.open_nursery() as nursery:
@@ -533,11 +580,27 @@ async def _run(
             sim.record("shutdown", None, None, "")
     finally:
         box["t1"] = trio.current_time()
-    left = [p for p in rt.procs.values() if p.status != DEAD]
+    left = [p for p in rt.procs.values() if p._proc.status != DEAD]
     if left:
         raise InvariantViolation(f"processes left running after shutdown: {left}")
     if sim.violation is not None:
         raise InvariantViolation(sim.violation)
+
+
+class _SchedulerRandom(random.Random):
+    """The generator Trio's deterministic scheduler shuffles each batch of runnable tasks
+    with: the same uniform permutations as ``random.shuffle``, without its per-call cost for
+    the batches of one or two tasks that make up most of a simulation."""
+
+    def shuffle(self, x: Any) -> None:
+        n = len(x)
+        if n < 2:
+            return
+        if n == 2:
+            if self.getrandbits(1):
+                x.reverse()
+            return
+        super().shuffle(x)
 
 
 def simulate(
@@ -562,14 +625,14 @@ def simulate(
     # Trio's private switch and scheduler generator: set for this run only, then put back as
     # they were, so the rest of the process (other tests) keeps Trio's usual scheduling.
     saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
-    saved_state = trio_run._r.getstate()
+    saved_random = trio_run._r
     sim = _Simulation(seed, faults, keep_trace)
     clock = trio.testing.MockClock(autojump_threshold=0)
     box: dict[str, Any] = {}
     failure: BaseException | None = None
     try:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-        trio_run._r.seed(f"otp.testing.scheduler:{seed}")
+        trio_run._r = _SchedulerRandom(f"otp.testing.scheduler:{seed}")
         trio.run(_run, main, sim, seed, max_virtual_time, box, clock=clock)
     except BaseException as exc:  # the run's failure is data, returned to the caller
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -577,11 +640,11 @@ def simulate(
         failure = _unwrap(exc)
     finally:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
-        trio_run._r.setstate(saved_state)
+        trio_run._r = saved_random
     return SimResult(
         seed=seed,
         trace=tuple(sim.events),
-        trace_hash=sim.hash.hexdigest(),
+        trace_hash=sim.hexdigest(),
         virtual_time=box.get("t1", box.get("t0", 0.0)) - box.get("t0", 0.0),
         failure=failure,
         result=box.get("result"),

@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-async def otp_runtime() -> AsyncIterator[otp.Runtime]:
+async def otp_runtime() -> AsyncIterator[otp.lowlevel.Runtime]:
     """An otp runtime under virtual time (the test's clock autojumps)."""
     async with otp.runtime() as rt:
         yield rt

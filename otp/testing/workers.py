@@ -50,7 +50,7 @@ class Chatter(Echo):
         self.interval = interval
         self.call_ratio = call_ratio
         self.call_timeout = call_timeout
-        self.rng = otp.current_runtime().random
+        self.rng = otp.lowlevel.current_runtime().random
         otp.send_after(otp.self(), "tick", interval * self.rng.random())
 
     async def handle_info(self, msg: Any) -> None:

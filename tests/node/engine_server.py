@@ -142,6 +142,10 @@ class EngineApp:
             # Execution clients serve the eth namespace on the authenticated port too; the
             # node reads block 0 with it to build its genesis.
             "eth_getBlockByNumber": self._get_block_by_number,
+            # ...and the restart path asks which stored blocks the client has, and the
+            # fees of a block come from its receipts.
+            "eth_getBlockByHash": self._get_block_by_hash,
+            "eth_getBlockReceipts": self._get_block_receipts,
         }
 
     # ------------------------------------------------------------------ ASGI
@@ -359,6 +363,24 @@ class EngineApp:
             tag, "params[0]")
         payload = self.engine.block_by_number(number)
         return None if payload is None else eth_block_json(payload)
+
+    async def _get_block_by_hash(self, params: list[Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        self._count(params, 2, 2)
+        block_hash = data_from_json(params[0], "params[0]", size=32)
+        if not isinstance(params[1], bool):
+            raise _RpcError(INVALID_PARAMS, "params[1]: expected a boolean")
+        payload = self.engine.block_by_hash(block_hash)
+        return None if payload is None else eth_block_json(payload)
+
+    async def _get_block_receipts(self, params: list[Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        self._count(params, 1, 1)
+        block_hash = data_from_json(params[0], "params[0]", size=32)
+        if self.engine.block_by_hash(block_hash) is None:
+            return None
+        return [{"gasUsed": hex(r.gas_used), "effectiveGasPrice": hex(r.effective_gas_price)}
+                for r in await self.engine.receipts(block_hash)]
 
     async def _new_payload(self, params: list[Any]) -> Any:
         await trio.lowlevel.checkpoint()

@@ -78,7 +78,7 @@ def authority_keys(n: int) -> list[bls.SecretKey]:
 def sign_with(block: ConsensusBlock, keys: list[bls.SecretKey],
               signers: list[int]) -> SignedConsensusBlock:
     """``block`` with the aggregate signature of ``keys[i]`` for each ``i`` in ``signers``."""
-    signatures = [bls.sign(keys[i], block.hash()) for i in signers]
+    signatures = [bls.sign(keys[i], block.signing_root()) for i in signers]
     bitfield = sum(1 << i for i in set(signers))
     return SignedConsensusBlock(block, AggregateApproval(bitfield,
                                                          bls.aggregate(signatures).to_bytes()))

@@ -111,10 +111,9 @@ async def test_submitauxblock_queues_a_mined_proof_for_the_next_block(tmp_path: 
             "range_end": unfinalized[-1].hash.hex(),
             "bits": work["bits"],
             "chain_id": 121212,
-            # The range end's height: the chain's rules check it. ALYS.md has the original
-            # push createauxblock's height (the carrier's + 1) here; that needs the chain's
-            # validate_pow and PowWork to change with it.
-            "height": 2,
+            # createauxblock's height (the carrier's + 1, here genesis + 1), as the original
+            # pushes it; the chain does not validate it
+            "height": work["height"],
             "auxpow": proof.to_hex(),
             "fee_recipient": MINER,
         }

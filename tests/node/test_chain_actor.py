@@ -205,12 +205,12 @@ async def _node_block(clock: Clock, **changes: Any) -> SignedConsensusBlock:
     signed with the node's key), with ``changes`` applied to the unsigned block and
     re-signed."""
     actor = await otp.get_state("chain")
-    head: SignedConsensusBlock = actor.head  # type: ignore[attr-defined]
-    fin = actor.finalized_block  # type: ignore[attr-defined]
+    head: SignedConsensusBlock = actor.state.head  # type: ignore[attr-defined]
+    fin_payload = actor.state.finalized_payload  # type: ignore[attr-defined]
     slot = clock.ms // clock.duration
     built = await otp.call("engine", e.BuildPayload(
         head=head.message.execution_payload.block_hash,
-        finalized=fin.message.execution_payload.block_hash,
+        finalized=fin_payload,
         timestamp=head.message.execution_payload.timestamp + 1,
         fee_recipient=FEE_RECIPIENT,
     ))

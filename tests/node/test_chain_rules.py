@@ -22,6 +22,7 @@ from node.types.chain import (
     IndividualApproval,
     SignedConsensusBlock,
 )
+from node.types.execution import Receipt
 from node.workflows import chain as rules
 from node.workflows.auxpow import AuxPow, MergedMiningCommitment, aggregate_hash, mine_auxpow
 from node.workflows.chain import BlockError, PowWork, ValidationContext
@@ -111,7 +112,7 @@ def rule(fn: Any, *args: Any, **kwargs: Any) -> str:
     return info.value.rule
 
 
-# -- slots and authors ---------------------------------------------------------------------------
+# -- slots and authors ----------------------------------------------------------------------------
 
 
 def test_slot_is_unix_ms_over_the_slot_duration() -> None:
@@ -177,15 +178,19 @@ def test_sign_block_is_the_producers_single_entry_aggregate() -> None:
     assert signed.message == block
     assert signed.signature.bitfield == 0b100 and signed.signature.indexes() == [2]
     signature = bls.Signature.from_bytes(signed.signature.signature)
-    assert bls.verify(PUBS[2], block.hash(), signature)
-    assert not bls.verify(PUBS[1], block.hash(), signature)
+    assert bls.verify(PUBS[2], block.signing_root(), signature)
+    assert not bls.verify(PUBS[1], block.signing_root(), signature)
+    # the signing root, never the bare block hash, is what is signed
+    assert not bls.verify(PUBS[2], block.hash(), signature)
 
 
-def test_approve_signs_the_block_hash() -> None:
+def test_approve_signs_the_blocks_signing_root() -> None:
     approval = rules.approve(BLOCKS[1].hash(), KEYS[3], 3)
     assert approval.authority_index == 3
-    assert bls.verify(PUBS[3], BLOCKS[1].hash(),
+    assert bls.verify(PUBS[3], BLOCKS[1].signing_root(),
                       bls.Signature.from_bytes(approval.signature))
+    assert not bls.verify(PUBS[3], BLOCKS[1].hash(),
+                          bls.Signature.from_bytes(approval.signature))
 
 
 def test_approvals_grow_the_aggregate_until_it_is_enough() -> None:
@@ -196,8 +201,9 @@ def test_approvals_grow_the_aggregate_until_it_is_enough() -> None:
         signed = rules.add_approval(signed, rules.approve(block.hash(), KEYS[index], index), PUBS)
     assert signed.signature.indexes() == [0, 1, 3]
     aggregate = bls.Signature.from_bytes(signed.signature.signature)
-    assert bls.fast_aggregate_verify([PUBS[0], PUBS[1], PUBS[3]], block.hash(), aggregate)
-    assert not bls.fast_aggregate_verify([PUBS[0], PUBS[1]], block.hash(), aggregate)
+    assert bls.fast_aggregate_verify([PUBS[0], PUBS[1], PUBS[3]], block.signing_root(),
+                                     aggregate)
+    assert not bls.fast_aggregate_verify([PUBS[0], PUBS[1]], block.signing_root(), aggregate)
     rules.validate_block(signed, GENESIS, context(GENESIS))
     # a fourth approval still verifies
     signed = rules.add_approval(signed, rules.approve(block.hash(), KEYS[2], 2), PUBS)
@@ -236,7 +242,7 @@ def test_an_approval_with_a_bad_signature_is_refused() -> None:
     assert signed.signature.indexes() == [1]
 
 
-# -- validation: a valid chain passes ------------------------------------------------------------
+# -- validation: a valid chain passes -------------------------------------------------------------
 
 
 def test_the_little_chain_is_valid() -> None:
@@ -266,7 +272,7 @@ def test_the_next_slot_is_tolerated_and_approvals_may_be_skipped() -> None:
     rules.validate_block(only_author, parent, context(parent), require_approvals=False)
 
 
-# -- validation: each rule fails with its own name ----------------------------------------------
+# -- validation: each rule fails with its own name ------------------------------------------------
 
 
 def test_unknown_parent() -> None:
@@ -416,11 +422,13 @@ def test_pow_proof_must_commit_to_the_range(pow_header: AuxPowHeader) -> None:
                 context(head)) == "auxpow-commitment-root"
 
 
-def test_pow_header_height_must_be_its_range_end(pow_header: AuxPowHeader) -> None:
+def test_pow_header_height_is_not_validated_as_in_the_original(pow_header: AuxPowHeader) -> None:
+    # ALYS.md: the header carries the height of the latest AuxPoW block + 1, and "the
+    # original never validates it"; nor do we (the proof does not commit to it).
     head = BLOCKS[4]
-    wrong = attrs.evolve(pow_header, height=pow_header.height + 1)
-    assert rule(rules.validate_block, child(head, header=wrong), head,
-                context(head)) == "auxpow-height"
+    for height in (0, 1, pow_header.height + 1, 2**64 - 1):
+        rules.validate_block(child(head, header=attrs.evolve(pow_header, height=height)), head,
+                             context(head))
 
 
 def test_pow_proof_must_decode(pow_header: AuxPowHeader) -> None:
@@ -437,7 +445,7 @@ def test_validate_pow_alone() -> None:
                 context(BLOCKS[4], max_blocks_without_pow=4)) == "max-blocks-without-pow"
 
 
-# -- work for miners and their submissions -------------------------------------------------------
+# -- work for miners and their submissions --------------------------------------------------------
 
 
 def test_make_work_covers_the_unfinalized_range(work: PowWork) -> None:
@@ -582,3 +590,225 @@ def test_new_block_links_to_the_parent() -> None:
     assert block == ConsensusBlock(parent.hash(), 9, p, None)
     assert block.height == 3
     assert BlockRef(block.hash(), 3) == SignedConsensusBlock(block, parent.signature).ref()
+
+
+# -- blocks since PoW count from the block that *carries* the latest AuxPoW -----------------------
+
+
+def test_max_blocks_without_pow_counts_from_the_carrying_block(pow_header: AuxPowHeader) -> None:
+    # b1..b4 are unfinalized; b5 carries a PoW for b1..b4 (so b4 is finalized, b5 is the
+    # latest AuxPoW block). A block at height h without PoW has h - 5 blocks since PoW, not
+    # h - 4 (the range end's height, which this node used to count from).
+    head = BLOCKS[4]
+    carrier = child(head, header=pow_header)
+    rules.validate_block(carrier, head, context(head))
+    tail = [carrier]
+    for _ in range(3):
+        tail.append(child(tail[-1]))
+    block = child(tail[-1])  # height 9: 4 blocks since the carrier at 5 (5 since the range end)
+    ctx = context(tail[-1], finalized=REFS[3], unfinalized=tuple(b.ref() for b in tail),
+                  last_pow_height=5, max_blocks_without_pow=4)
+    rules.validate_block(block, tail[-1], ctx)
+    assert rule(rules.validate_block, block, tail[-1],
+                attrs.evolve(ctx, max_blocks_without_pow=3)) == "max-blocks-without-pow"
+    assert rules.max_blocks_problem(8, 5, 4) is None
+    problem = rules.max_blocks_problem(8, 5, 3)
+    assert problem is not None and "4 blocks since the last AuxPoW block (#5)" in problem.message
+
+
+def _state(head: SignedConsensusBlock, finalized: int, last_pow: int, fees: int = 0,
+           bits: int = BITS) -> rules.ChainState:
+    return rules.ChainState(
+        head=head,
+        finalized=BLOCKS[finalized].ref(),
+        finalized_payload=BLOCKS[finalized].message.execution_payload.block_hash,
+        last_pow=BlockRef(bytes([last_pow]) * 32, last_pow),
+        last_pow_bits=bits,
+        unfinalized=tuple(b.ref() for b in BLOCKS[finalized + 1: head.height + 1]),
+        fees=fees,
+    )
+
+
+def test_the_retarget_counts_from_the_carrying_block() -> None:
+    cfg = rules.difficulty.DifficultyConfig(pow_target_timespan=60, pow_target_spacing=5,
+                                            max_pow_adjustment=20, pow_limit=BITS,
+                                            pow_lower_limit=BITS, bits=0x1D00FFFF)
+    # head #4; the latest AuxPoW block is #3 (it finalized up to #2): 2 blocks since PoW
+    state = _state(BLOCKS[4], finalized=2, last_pow=3, bits=0x1D00FFFF)
+    assert rules.blocks_since_pow(state) == 4 + 1 - 3
+    # the interval is 12: no retarget at head 4 with 2 blocks since PoW...
+    assert rules.next_bits(state, cfg) == 0x1D00FFFF
+    # ...but at head 12 (12 % 12 == 0) the ratio uses blocks since the carrier
+    head12 = attrs.evolve(BLOCKS[4], message=attrs.evolve(
+        BLOCKS[4].message, execution_payload=payload(12)))
+    state = attrs.evolve(state, head=head12, last_pow=BlockRef(bytes(32), 10))
+    assert rules.blocks_since_pow(state) == 3
+    assert rules.next_bits(state, cfg) == rules.difficulty.next_bits(cfg, 0x1D00FFFF, 12, 3)
+    assert rules.next_bits(state, cfg) != rules.difficulty.next_bits(cfg, 0x1D00FFFF, 12, 11)
+
+
+def test_work_answers_the_carrying_block_and_its_height_plus_one() -> None:
+    carrier = BlockRef(b"\x09" * 32, 2)
+    work = rules.make_work(REFS[2:], BITS, CHAIN_ID, MINER, carrier)
+    assert (work.height, work.last_pow_hash) == (3, carrier.hash)
+    header = rules.check_submission(work, mine_auxpow(work.hash, CHAIN_ID, BITS).to_bytes())
+    assert header.height == 3  # the header pushed on submit carries the same height
+
+
+# -- withdrawals: what the block claims is what the payload credits -------------------------------
+
+
+def _with_withdrawals(block: SignedConsensusBlock, withdrawals: tuple[Any, ...],
+                      **changes: Any) -> SignedConsensusBlock:
+    p = attrs.evolve(block.message.execution_payload, withdrawals=withdrawals)
+    message = attrs.evolve(block.message, execution_payload=p, **changes)
+    return sign_with(message, KEYS, approvers(message.slot))
+
+
+def test_an_auxpow_block_must_mint_exactly_the_accumulated_fees(pow_header: AuxPowHeader) -> None:
+    head = BLOCKS[4]
+    fees = 1000 * GWEI
+    ctx = context(head, fees=fees, federation=tuple(FED[:2]))
+    minted = tuple(rules.fee_withdrawals(fees, pow_header.fee_recipient, FED[:2]))
+    assert [w.amount for w in minted] == [800, 100, 100]
+    good = _with_withdrawals(child(head, header=pow_header), minted)
+    rules.validate_block(good, head, ctx)
+    for wrong in (
+        (),  # nothing minted
+        minted[:1],  # the federation's share missing
+        (attrs.evolve(minted[0], amount=801), *minted[1:]),  # the miner takes more
+        (attrs.evolve(minted[0], address=bytes(20)), *minted[1:]),  # to someone else
+        (*minted, minted[0]),  # twice
+    ):
+        bad = _with_withdrawals(child(head, header=pow_header), wrong)
+        assert rule(rules.validate_block, bad, head, ctx) == "withdrawals"
+    # a block without PoW mints nothing, whatever has accumulated
+    plain = _with_withdrawals(child(head), minted)
+    assert rule(rules.validate_block, plain, head, ctx) == "withdrawals"
+    rules.validate_block(child(head), head, ctx)
+
+
+def test_peg_ins_must_be_verified_and_credited() -> None:
+    head = BLOCKS[4]
+    claim = (b"\x01" * 32, b"\x02" * 32)
+    block = _with_withdrawals(child(head), (), pegins=(claim,))
+    # this node has no bridge yet: a peg-in it has not verified is refused
+    assert rule(rules.validate_block, block, head, context(head)) == "pegins"
+    alice, bob = b"\xaa" * 20, b"\xbb" * 20
+    known = {
+        claim: rules.PegIn(*claim, alice, 1_500),
+        (b"\x03" * 32, b"\x02" * 32): rules.PegIn(b"\x03" * 32, b"\x02" * 32, bob, 7),
+        (b"\x04" * 32, b"\x02" * 32): rules.PegIn(b"\x04" * 32, b"\x02" * 32, alice, 500),
+    }
+    claims = tuple(known)
+    credited = rules.pegin_withdrawals(claims, known)
+    # one withdrawal per address, in first-claim order, sats x 10 Gwei
+    assert [(w.address, w.amount) for w in credited] == [(alice, 20_000), (bob, 70)]
+    good = _with_withdrawals(child(head), tuple(credited), pegins=claims)
+    rules.validate_block(good, head, context(head, pegins=known))
+    short = _with_withdrawals(child(head), tuple(credited[:1]), pegins=claims)
+    assert rule(rules.validate_block, short, head, context(head, pegins=known)) == "withdrawals"
+    assert rule(rules.pegin_withdrawals, (claim, claim), known) == "pegins"
+    many = {(bytes([i]) * 32, b"\x02" * 32): rules.PegIn(bytes([i]) * 32, b"\x02" * 32,
+                                                          bytes([i]) * 20, 1)
+            for i in range(17)}
+    assert rule(rules.pegin_withdrawals, tuple(many), many) == "pegins"
+    assert len(rules.pegin_withdrawals(tuple(many)[:16], many)) == 16
+
+
+def test_fees_come_from_receipts_as_effective_tip_times_gas() -> None:
+    receipts = [Receipt(21_000, 7 + 2 * GWEI), Receipt(50_000, 7), Receipt(1, 10)]
+    assert rules.payload_fees(7, receipts) == 21_000 * 2 * GWEI + 0 + 3
+    assert rules.payload_fees(7, []) == 0
+    with pytest.raises(ValueError, match="receipt 0: effective gas price 6 is below"):
+        rules.payload_fees(7, [Receipt(1, 6)])
+
+
+def test_fees_accumulate_until_an_auxpow_block_mints_them() -> None:
+    assert rules.accumulate_fees(100, 5, carries_pow=False) == 105
+    assert rules.accumulate_fees(100, 5, carries_pow=True) == 5  # 100 minted by this block
+
+
+# -- payload timestamps never run ahead of the clock ----------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(duration=st.integers(1, 5000), start=st.integers(0, 10**13), slots=st.integers(1, 400))
+def test_payload_timestamps_stay_on_the_clock_whatever_the_slot(duration: int, start: int,
+                                                               slots: int) -> None:
+    first = start // duration
+    parent = first * duration // 1000 - 1
+    produced = 0
+    for slot in range(first, first + slots):
+        ts = rules.payload_timestamp(slot, duration, parent)
+        if ts is None:
+            assert duration < 1000  # from a second up, every slot can produce
+            continue
+        assert ts > parent  # increasing, as the execution layer needs
+        assert ts * 1000 <= slot * duration  # never after the slot's start: never ahead
+        parent = ts
+        produced += 1
+    span_seconds = (first + slots) * duration // 1000 - first * duration // 1000 + 1
+    assert produced <= span_seconds  # at most one block a second
+
+
+def test_a_100ms_slot_chain_for_three_minutes_stays_on_the_clock() -> None:
+    # what used to run 1,633 s ahead: 1800 slots of 100 ms
+    parent, produced = 1_700_000_000 - 1, 0
+    for slot in range(17_000_000_000, 17_000_001_800):
+        ts = rules.payload_timestamp(slot, 100, parent)
+        if ts is not None:
+            parent, produced = ts, produced + 1
+    assert parent == 17_000_001_799 * 100 // 1000 and produced == 180
+
+
+def test_a_payload_timestamp_after_its_slot_start_is_refused() -> None:
+    parent = BLOCKS[2]
+    block = child(parent)  # slot 3 starts at 6 s
+    late = attrs.evolve(block.message.execution_payload, timestamp=7)
+    bad = sign_with(attrs.evolve(block.message, execution_payload=late), KEYS,
+                    approvers(block.message.slot))
+    assert rule(rules.validate_block, bad, parent, context(parent)) == "timestamp"
+    on_time = attrs.evolve(block.message.execution_payload, timestamp=6)
+    rules.validate_block(sign_with(attrs.evolve(block.message, execution_payload=on_time),
+                                   KEYS, approvers(block.message.slot)), parent, context(parent))
+
+
+# -- how an import changes the chain state --------------------------------------------------------
+
+
+def test_import_finalizes_the_range_and_moves_the_latest_pow(pow_header: AuxPowHeader) -> None:
+    state = _state(BLOCKS[4], finalized=0, last_pow=0, fees=70)
+    carrier = child(BLOCKS[4], header=pow_header)
+    new = rules.import_block(state, carrier, block_fees=5, range_end=BLOCKS[4])
+    assert new.head == carrier
+    assert new.finalized == BLOCKS[4].ref()
+    assert new.finalized_payload == BLOCKS[4].message.execution_payload.block_hash
+    assert new.unfinalized == (carrier.ref(),)  # the carrier itself is not finalized
+    assert (new.last_pow, new.last_pow_bits) == (carrier.ref(), pow_header.bits)
+    assert new.fees == 5  # the 70 were minted by the carrier
+    after = rules.import_block(new, child(carrier), block_fees=3)
+    assert after.fees == 8 and after.finalized == new.finalized
+    assert after.unfinalized == (carrier.ref(), child(carrier).ref())
+    assert rules.blocks_since_pow(after) == 2
+
+
+def test_import_refuses_what_would_break_the_chain(pow_header: AuxPowHeader) -> None:
+    state = _state(BLOCKS[4], finalized=0, last_pow=0)
+    assert rule(rules.import_block, state, child(BLOCKS[3]), 0) == "fork"
+    carrier = child(BLOCKS[4], header=pow_header)
+    with pytest.raises(ValueError, match="needs the block its range ends at"):
+        rules.import_block(state, carrier, 0, range_end=BLOCKS[2])
+
+
+def test_pow_problems_name_why_a_queued_pow_cannot_be_carried(pow_header: AuxPowHeader) -> None:
+    state = _state(BLOCKS[4], finalized=0, last_pow=0)
+    assert rules.pow_problem(state, pow_header, BITS) is None
+    stale = rules.pow_problem(state, pow_header, HARD_BITS)
+    assert stale is not None and stale.rule == "auxpow-bits" and "stale" in stale.message
+    moved = _state(BLOCKS[4], finalized=2, last_pow=3)
+    problem = rules.pow_problem(moved, pow_header, BITS)
+    assert problem is not None and problem.rule == "auxpow-range"
+    stray = attrs.evolve(pow_header, range_end=bytes(32))
+    problem = rules.pow_problem(state, stray, BITS)
+    assert problem is not None and "not an unfinalized block" in problem.message

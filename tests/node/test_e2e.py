@@ -117,7 +117,7 @@ def test_refuses_to_start_on_a_corrupt_database(tmp_path: Path) -> None:
     data = tmp_path / "alys"
     (data / "chain").mkdir(parents=True)
     db = plyvel.DB(str(data / "chain"), create_if_missing=True)
-    db.put(b"v", b"\x01")
+    db.put(b"v", b"\x02")  # schema 2
     db.put(b"m/head", b"\xde\xad")
     db.close()
     node = Node(data)

@@ -366,8 +366,8 @@ async def test_restore_refuses_damaged_state() -> None:
     import cbor2
 
     doc = cbor2.loads(data)
-    doc["version"] = 2
-    with pytest.raises(EngineStateError, match="snapshot: version: expected 1, got 2"):
+    doc["version"] = 3
+    with pytest.raises(EngineStateError, match="snapshot: version: expected 2, got 3"):
         EmbeddedEngine.restore(cbor2.dumps(doc))
 
     def edit_block(doc: Any, i: int, field: int, value: Any) -> None:
@@ -393,7 +393,7 @@ async def test_restore_refuses_damaged_state() -> None:
         EmbeddedEngine.restore(cbor2.dumps(doc))
     doc = cbor2.loads(data)
     doc["config"]["chain_id"] = 8
-    with pytest.raises(EngineStateError, match=r"blocks\[0\] is not the genesis"):
+    with pytest.raises(EngineStateError, match=r"anchor is not the genesis"):
         EmbeddedEngine.restore(cbor2.dumps(doc))
     doc = cbor2.loads(data)
     doc["forkchoice"][2] = chain[-1].block_hash[:31] + b"\x00"
@@ -478,3 +478,73 @@ def test_random_forks_keep_balances_consistent(seed: int) -> None:
         assert restored.snapshot() == engine.snapshot()
 
     trio.run(walk)
+
+
+# ----------------------------------------------------------------- flat memory: the anchor
+
+
+async def test_retain_from_forgets_everything_but_the_anchor_and_its_descendants() -> None:
+    engine = EmbeddedEngine(EmbeddedEngineConfig(alloc={CAROL: 5}))
+    chain = [engine.genesis]
+    for i in range(8):
+        chain.append(await extend(engine, chain[-1], [pay(ALICE, i + 1)]))
+    below = await extend(engine, chain[2], [pay(BOB, 1)], commit=False)  # a fork below
+    above = await extend(engine, chain[6], [pay(BOB, 2)], commit=False)  # a fork above
+    for fork in (below, above):
+        assert (await engine.new_payload(fork)).status is PayloadStatusKind.VALID
+    await engine.forkchoice_updated(fc(chain[8].block_hash))  # building moved the head
+    balances = engine.balances()
+    with pytest.raises(ValueError, match="not the head or an ancestor"):
+        engine.retain_from(above.block_hash)
+    engine.retain_from(chain[5].block_hash)
+    assert engine.anchor == chain[5]
+    assert engine.block_by_hash(chain[4].block_hash) is None
+    assert engine.block_by_hash(below.block_hash) is None
+    assert engine.block_by_hash(above.block_hash) == above
+    assert [engine.block_by_number(n) for n in range(5, 9)] == chain[5:]
+    assert engine.block_by_number(4) is None and engine.block_by_number(9) is None
+    assert engine.balances() == balances
+    # a reorg onto the fork above the anchor, and back, still works
+    await engine.forkchoice_updated(fc(above.block_hash, chain[5].block_hash))
+    assert engine.head == above and engine.block_by_number(7) == above
+    await engine.forkchoice_updated(fc(chain[8].block_hash, chain[5].block_hash))
+    assert engine.balances() == balances
+    # a payload on a forgotten block: its parent is unknown now
+    orphan = attrs.evolve(below, block_number=4)
+    assert (await engine.new_payload(orphan)).status is not PayloadStatusKind.VALID
+    # the snapshot holds the anchor, its balances and the blocks after it, and restores
+    restored = EmbeddedEngine.restore(engine.snapshot())
+    assert restored.anchor == chain[5] and restored.head == chain[8]
+    assert restored.balances() == balances
+    assert restored.block_by_hash(above.block_hash) == above
+    assert restored.snapshot() == engine.snapshot()
+
+
+async def test_memory_and_snapshots_stay_flat_as_the_chain_grows() -> None:
+    engine = EmbeddedEngine()
+    head = engine.genesis
+    sizes = []
+    for height in range(1, 2001):
+        head = await extend(engine, head, [pay(ALICE, 1)])
+        if height % 100 == 0:  # the node moves the anchor with every finalization
+            finalized = engine.block_by_number(height - 10)
+            assert finalized is not None
+            engine.retain_from(finalized.block_hash)
+            sizes.append(len(engine.snapshot()))
+            assert len(engine._blocks) == 11 and len(engine._canonical) == 11
+    # about the same size at block 100 and block 2,000 (only the integers grow a byte)
+    assert max(sizes) - min(sizes) < 64
+    assert engine.balance_of(ALICE) == 2000 * GWEI
+
+
+async def test_a_version_1_snapshot_still_restores() -> None:
+    import cbor2
+
+    engine, chain = await _busy_engine()
+    doc = cbor2.loads(engine.snapshot())
+    # version 1: the whole chain from genesis in "blocks", no anchor, no balances
+    v1 = {k: v for k, v in doc.items() if k not in ("anchor", "balances")}
+    v1["version"] = 1
+    v1["blocks"] = [doc["anchor"], *doc["blocks"]]
+    restored = EmbeddedEngine.restore(cbor2.dumps(v1, canonical=True))
+    _same_state(engine, restored, chain)

@@ -41,6 +41,7 @@ from node.types.execution import (
     PayloadAttributes,
     PayloadStatus,
     PayloadStatusKind,
+    Receipt,
     Withdrawal,
 )
 
@@ -684,6 +685,18 @@ class ScriptedEngine:
         assert self.new is not None
         return self.new
 
+    async def latest_block(self) -> tuple[int, bytes]:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for the latest block")
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for a block number")
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the block flow never asks for receipts")
+
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
 
@@ -747,3 +760,54 @@ async def test_commit_block_refusals() -> None:
         assert engine.calls == calls
     ok = ScriptedEngine([_fcu(SYNCING), _fcu(VALID)], new=good)
     assert await commit_block(ok, PAYLOAD, ZERO_HASH) == PAYLOAD.block_hash
+
+
+# ----------------------------------------------------------------- eth calls of the restart path
+
+
+async def test_the_restart_path_and_fees_read_blocks_and_receipts_over_eth() -> None:
+    known = "0x" + "ab" * 32
+    calls: list[tuple[str, list[Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls.append((body["method"], body["params"]))
+        method, params = body["method"], body["params"]
+        if method == "eth_getBlockByNumber":
+            return _reply(request, {"number": "0x2a", "hash": known, "extra": 1})
+        if method == "eth_getBlockByHash":
+            return _reply(request, {"number": "0x7", "hash": known} if params[0] == known
+                          else None)
+        assert method == "eth_getBlockReceipts"
+        if params[0] != known:
+            return _reply(request, None)
+        return _reply(request, [
+            {"gasUsed": "0x5208", "effectiveGasPrice": "0x3b9aca07", "status": "0x1"},
+            {"gasUsed": "0x1", "effectiveGasPrice": "0x7"},
+        ])
+
+    async with _mock(handler) as client:
+        assert await client.latest_block() == (42, bytes.fromhex("ab" * 32))
+        assert await client.block_number(bytes.fromhex("ab" * 32)) == 7
+        assert await client.block_number(bytes(32)) is None
+        receipts = await client.receipts(bytes.fromhex("ab" * 32))
+        assert receipts == [Receipt(21000, 10**9 + 7), Receipt(1, 7)]
+        with pytest.raises(EngineError, match="does not have block 0x00"):
+            await client.receipts(bytes(32))
+    assert calls[0] == ("eth_getBlockByNumber", ["latest", False])
+    assert calls[1] == ("eth_getBlockByHash", [known, False])
+    assert calls[3] == ("eth_getBlockReceipts", [known])
+
+
+@pytest.mark.parametrize("result", [[{"gasUsed": "0x1"}], {"not": "a list"},
+                                    [{"gasUsed": "1", "effectiveGasPrice": "0x7"}]])
+async def test_malformed_receipts_are_an_engine_error(result: Any) -> None:
+    async with _mock(lambda request: _reply(request, result)) as client:
+        with pytest.raises(EngineError, match=r"eth_getBlockReceipts.*malformed result"):
+            await client.receipts(bytes(32))
+
+
+async def test_a_malformed_block_is_an_engine_error() -> None:
+    async with _mock(lambda request: _reply(request, {"number": "seven"})) as client:
+        with pytest.raises(EngineError, match="malformed result"):
+            await client.latest_block()

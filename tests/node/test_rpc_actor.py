@@ -93,8 +93,8 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[RpcActor, Clock]]:
     clock = Clock()
     async with otp.runtime():
         await start_chain(tmp_path, CHAIN, clock)
-        await otp.start(AuxPowActor, CHAIN, name="auxpow")
-        await otp.start(RpcActor, {"port": 0}, name="rpc")
+        await otp.start(AuxPowActor, CHAIN, wait=0.2, name="auxpow")
+        await otp.start(RpcActor, {"port": 0, "sibling_wait": 0.2}, name="rpc")
         actor = await otp.get_state("rpc")
         assert isinstance(actor, RpcActor)
         yield actor, clock

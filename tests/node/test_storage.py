@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import plyvel
 import pytest
 import trio
@@ -70,7 +71,7 @@ async def test_a_block_off_the_head_is_stored_but_not_indexed(tmp_path: Path) ->
         (s.KEY_HEAD, b"\xff\x00garbage", "corrupt storage record b'm/head'"),
         (s.KEY_VERSION, b"\x07", "schema 7"),
         (s.KEY_FINALIZED, None, "points at block"),
-        ("block", b"\x01\x02", "corrupt storage record b'b/"),
+        ("block", b"\x01\x02", "corrupt storage record b.b/"),
         ("height", b"short", "expected a 32-byte hash"),
     ],
 )
@@ -90,7 +91,7 @@ async def test_corrupt_records_stop_the_start_and_name_the_key(
     elif key == "height":
         raw.put(s.height_key(1), value)
     elif key == s.KEY_FINALIZED:
-        raw.put(key, otp.codec.encode(BlockRef(bytes(range(32)), 9)))
+        raw.put(key, s.encode_ref(BlockRef(bytes(range(32)), 1)))
     else:
         raw.put(key, value)  # type: ignore[arg-type]
     raw.close()
@@ -110,7 +111,9 @@ WRITER = textwrap.dedent("""
         async with otp.runtime():
             db = await otp.start(s.StorageActor, sys.argv[1])
             for block in blocks:
-                await otp.call(db, s.PutBlock(block, engine_state=bytes(2048)))
+                await otp.call(db, s.PutBlock(
+                    block, engine_state=bytes(2048),
+                    finalized=block.ref() if block.height == 0 else None))
                 print(block.height, flush=True)
 
     trio.run(main)
@@ -187,3 +190,122 @@ def test_fuzz_a_damaged_record_is_refused_by_name_or_harmless(
             assert block is not None and block.hash() == head.hash
 
     trio.run(reopen)
+
+
+# -- bad requests are refused, not crashes -------------------------------------------------------
+
+
+def test_out_of_range_values_are_refused_where_the_message_is_made() -> None:
+    with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height: a height is an "
+                       r"integer in 0\.\.2\*\*64-1, not 18446744073709551616"):
+        s.GetBlockByHeight(2**64)
+    for bad in (-1, True, "1", 1.0, None):
+        with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height"):
+            s.GetBlockByHeight(bad)  # type: ignore[arg-type]
+    with pytest.raises(s.StorageRequestError, match=r"GetBlock\.hash: a block hash is 32 bytes"):
+        s.GetBlock(b"\x00" * 31)
+    with pytest.raises(s.StorageRequestError, match=r"GetAuxPowBlock\.height"):
+        s.GetAuxPowBlock(2**64)
+    with pytest.raises(s.StorageRequestError, match=r"GetCanonicalRefs\.end"):
+        s.GetCanonicalRefs(0, 2**70)
+    with pytest.raises(s.StorageRequestError, match=r"PutBlock\.fees"):
+        s.PutBlock(chain(1)[0], fees=-1)
+    # the RPC actor treats otp errors as "not ready" answers: this one never crashes it
+    assert issubclass(s.StorageRequestError, otp.OtpError)
+
+
+async def test_the_actor_answers_an_invalid_request_and_keeps_serving(tmp_path: Path) -> None:
+    blocks = chain(2)
+    async with otp.runtime():
+        db = await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        for block in blocks:
+            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+        forged = s.GetBlockByHeight(1)
+        object.__setattr__(forged, "height", 2**64)  # past the constructor's check
+        answer = await otp.call(db, forged)
+        assert isinstance(answer, s.Refused)
+        assert "GetBlockByHeight.height" in str(answer.error)
+        with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height"):
+            await s.call(forged)
+        assert otp.whereis("storage") == db  # alive, the same process
+        assert await s.call(s.GetBlockByHeight(1)) == blocks[1]
+
+
+async def test_writes_that_break_the_invariants_are_refused(tmp_path: Path) -> None:
+    blocks = chain(4, auxpow_at=(3,))
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        await s.call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
+        # a block whose parent is not stored
+        with pytest.raises(s.StorageRequestError, match=r"block #2 .*its parent .* not stored"):
+            await s.call(s.PutBlock(blocks[2]))
+        await s.call(s.PutBlock(blocks[1]))
+        await s.call(s.PutBlock(blocks[2], finalized=blocks[2].ref()))
+        # the finalized block never moves back
+        with pytest.raises(s.StorageRequestError, match="would move back from #2 to #1"):
+            await s.call(s.PutBlock(blocks[3], finalized=blocks[1].ref()))
+        # nor to a block that is not stored
+        with pytest.raises(s.StorageRequestError, match=r"new finalized block .* is not stored"):
+            await s.call(s.PutBlock(blocks[3], finalized=chain(5)[4].ref()))
+        assert await s.call(s.GetHead()) == blocks[2].ref()
+        assert await s.call(s.GetBlock(blocks[3].hash())) is None
+        # a genesis with a parent
+        stray = attrs.evolve(blocks[0], message=attrs.evolve(blocks[0].message,
+                                                             parent_hash=b"\x01" * 32))
+        with pytest.raises(s.StorageRequestError, match="must have a zero parent hash"):
+            await s.call(s.PutBlock(stray))
+        # the same put twice is the same state (callers retry after a restart)
+        ref = await s.call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5))
+        assert await s.call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5)) == ref
+        assert await s.call(s.GetFees(blocks[3].hash())) == 5
+
+
+async def test_the_queued_pow_is_persisted_and_cleared_by_the_block_carrying_it(
+    tmp_path: Path
+) -> None:
+    blocks = chain(4, auxpow_at=(3,))
+    carried = blocks[3].message.auxpow_header
+    assert carried is not None
+    other = attrs.evolve(carried, range_end=b"\x07" * 32)
+    path = str(tmp_path / "db")
+    async with otp.runtime():
+        db = await otp.start(StorageActor, path, name="storage")
+        for block in blocks[:3]:
+            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+        await s.call(s.PutQueuedPow(carried))
+        await otp.stop(db)
+        db = await otp.start(StorageActor, path, name="storage")  # survives a restart
+        assert (await s.call(s.GetChainInfo())).queued_pow == carried
+        await s.call(s.PutQueuedPow(other))
+        await s.call(s.PutBlock(blocks[3]))  # carries a different range: the queue stays
+        assert (await s.call(s.GetChainInfo())).queued_pow == other
+        await s.call(s.PutQueuedPow(carried))
+        await s.call(s.PutBlock(blocks[3]))  # carries it: cleared in the same batch
+        info = await s.call(s.GetChainInfo())
+        assert info.queued_pow is None
+        assert info.head == info.last_pow == blocks[3].ref()
+        await s.call(s.PutQueuedPow(other))
+        await s.call(s.PutQueuedPow(None))
+        assert (await s.call(s.GetChainInfo())).queued_pow is None
+
+
+async def test_canonical_refs_come_from_the_height_index(tmp_path: Path) -> None:
+    blocks = chain(6)
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        for block in blocks:
+            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+        assert await s.call(s.GetCanonicalRefs(2, 4)) == [b.ref() for b in blocks[2:5]]
+        assert await s.call(s.GetCanonicalRefs(0, 99)) == [b.ref() for b in blocks]
+        assert await s.call(s.GetCanonicalRefs(4, 3)) == []
+        assert await s.call(s.GetCanonicalRefs(7, 9)) == []
+
+
+def test_a_schema_1_database_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    raw = plyvel.DB(path, create_if_missing=True)
+    raw.put(s.KEY_VERSION, otp.codec.encode(1))
+    raw.put(s.KEY_HEAD, b"anything")
+    raw.close()
+    with pytest.raises(StorageCorrupt, match=r"schema 1 .* move the data directory away"):
+        s.ChainStore(path)

@@ -414,3 +414,130 @@ async def test_cancelled_timers_release_their_message_and_leave_the_heap() -> No
         assert await otp.call(pid, "infos") == ["kept"]
         assert otp.cancel_timer(kept) is False  # already fired
         assert rt.timers.heap == [] and rt.timers.cancelled == 0
+
+
+# -- no retention after a reply ------------------------------------------------------------------
+
+
+class ReplyThenNoReply(otp.GenServer):
+    """Replies at once with otp.reply, then returns NoReply (Erlang's reply-then-noreply);
+    holds ("hold", x) requests for a later reply."""
+
+    async def init(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.held: list[otp.From] = []
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        if request == "release":
+            for f in self.held:
+                otp.reply(f, "late")
+            self.held.clear()
+            return "released"
+        if isinstance(request, tuple) and request[0] == "hold":
+            self.held.append(from_)
+            return otp.NoReply
+        otp.reply(from_, request)
+        return otp.NoReply
+
+
+async def test_reply_then_noreply_keeps_nothing_held() -> None:
+    async with otp.runtime():
+        pid = await otp.start(ReplyThenNoReply)
+        for i in range(1000):
+            assert await otp.call(pid, i) == i
+        assert otp.statistics(pid).held_calls == 0
+        assert pid is not None and not pid._proc.deferred
+
+
+async def test_a_held_request_whose_caller_timed_out_is_released() -> None:
+    async with otp.runtime():
+        pid = await otp.start(ReplyThenNoReply)
+        for i in range(10):
+            with pytest.raises(otp.CallTimeout):
+                await otp.call(pid, ("hold", i), timeout=0.5)
+        assert otp.statistics(pid).held_calls == 0
+        assert await otp.call(pid, "release") == "released"  # replies to gone callers: dropped
+
+
+async def test_a_held_request_whose_caller_was_cancelled_is_released() -> None:
+    async with otp.runtime():
+        pid = await otp.start(ReplyThenNoReply)
+        with trio.move_on_after(1.0):
+            async with trio.open_nursery() as nursery:
+                for i in range(10):
+                    nursery.start_soon(otp.call, pid, ("hold", i), otp.INFINITY)
+        assert otp.statistics(pid).held_calls == 0
+
+
+async def test_held_requests_are_bounded_by_those_really_pending() -> None:
+    async with otp.runtime():
+        pid = await otp.start(ReplyThenNoReply)
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(otp.call, pid, ("hold", i))
+            await until(lambda: otp.statistics(pid).held_calls == 5)
+            assert await otp.call(pid, "release") == "released"
+        assert otp.statistics(pid).held_calls == 0
+
+
+# -- init may refuse ----------------------------------------------------------------------------
+
+
+class Refuses(otp.GenServer):
+    async def init(self, answer: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        return answer
+
+    async def terminate(self, reason: Any) -> None:
+        TERMINATED.append(("refuses", reason))
+
+
+async def test_init_returning_stop_fails_start_with_that_reason_and_leaves_nothing() -> None:
+    async with otp.runtime() as rt:
+        with pytest.raises(otp.StartRefused) as info:
+            await otp.start(Refuses, otp.Stop("bad_config"), name="refuser")
+        assert info.value.reason == "bad_config"
+        with pytest.raises(ValueError, match="bad port"):
+            await otp.start(Refuses, otp.Stop(ValueError("bad port")), name="refuser")
+        assert otp.whereis("refuser") is None and otp.registered() == []
+        assert rt.procs == {} and TERMINATED == []  # terminate does not run
+
+
+async def test_init_returning_ignore_starts_nothing_and_returns_none() -> None:
+    async with otp.runtime() as rt:
+        assert await otp.start(Refuses, otp.Ignore, name="ignorer") is None
+        assert otp.whereis("ignorer") is None and rt.procs == {} and TERMINATED == []
+        # The name is free again.
+        pid = await otp.start(Counter, name="ignorer")
+        assert otp.whereis("ignorer") == pid
+
+
+async def test_init_returning_something_else_fails_start_with_a_clear_error() -> None:
+    async with otp.runtime() as rt:
+        expected = r"expected None, otp\.Continue, otp\.Stop or otp\.Ignore"
+        with pytest.raises(TypeError, match=expected):
+            await otp.start(Refuses, 42)
+        assert rt.procs == {}
+
+
+class LinkStarter(Counter):
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        if isinstance(request, tuple) and request[0] == "start_link":
+            otp.trap_exit(True)
+            try:
+                return ("ok", await otp.start_link(Refuses, request[1]))
+            except Exception as exc:
+                return ("error", exc)
+        return await super().handle_call(request, from_)
+
+
+async def test_start_link_of_a_refusing_or_ignoring_init_leaves_no_exit_message() -> None:
+    async with otp.runtime():
+        parent = await otp.start(LinkStarter)
+        status, exc = await otp.call(parent, ("start_link", otp.Stop("no")))
+        assert status == "error" and isinstance(exc, otp.StartRefused)
+        assert await otp.call(parent, ("start_link", otp.Ignore)) == ("ok", None)
+        await trio.sleep(0.1)
+        assert await otp.call(parent, "infos") == []
+        assert parent is not None and parent.is_alive()

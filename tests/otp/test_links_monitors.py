@@ -319,3 +319,96 @@ async def test_cancelled_start_link_kills_the_child_but_not_the_caller() -> None
         await trio.sleep(1)
         assert parent.is_alive()
         assert await otp.call(parent, "get") == 0
+
+
+# -- the parent's exit stops a trapping server ---------------------------------------------------
+
+
+class Parent(Counter):
+    """start_links a trapping Counter on request; stops or crashes on request."""
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        if request == "spawn_child":
+            return await otp.start_link(Trapper, 0, "child")
+        return await super().handle_call(request, from_)
+
+
+async def test_the_start_link_parents_exit_stops_a_trapping_server_with_terminate() -> None:
+    async with otp.runtime():
+        for how, reason in (("stop", "normal"), ("crash", RuntimeError)):
+            TERMINATED.clear()
+            parent = await otp.start(Parent, label="parent")
+            child = await otp.call(parent, "spawn_child")
+            if how == "stop":
+                await otp.stop(parent)
+            else:
+                await otp.cast(parent, "crash")
+            await until(lambda c=child: not c.is_alive())  # type: ignore[misc]
+            (_label, got), = [t for t in TERMINATED if t[0] == "child"]
+            if isinstance(reason, str):
+                assert got == reason
+            else:
+                assert isinstance(got, reason)
+            assert child._proc.exit_reason is got
+
+
+async def test_exits_of_other_linked_processes_still_arrive_as_exit_messages() -> None:
+    async with otp.runtime():
+        parent = await otp.start(Parent, label="parent")
+        child = await otp.call(parent, "spawn_child")
+        other = await otp.start(Linker, child, label="other")  # links itself to the child
+        await otp.cast(other, ("exit", "other-done"))
+        await until(lambda: not other.is_alive())
+        await trio.sleep(0.01)
+        assert child.is_alive()
+        assert await otp.call(child, "infos") == [otp.Exit(other, "other-done")]
+
+
+# -- order between a pair of processes ------------------------------------------------------------
+
+
+class SendsThenDies(otp.GenServer):
+    """On a cast, sends three messages to its linked partner, then exits with 'boom' (or
+    sends them, then an exit signal)."""
+
+    async def init(self, partner: otp.Pid) -> None:
+        await trio.lowlevel.checkpoint()
+        self.partner = partner
+        otp.link(partner)
+
+    async def handle_cast(self, msg: Any) -> Any:
+        for i in range(3):
+            await otp.send(self.partner, ("msg", i))
+        if msg == "die":
+            return otp.Stop("boom")
+        otp.exit(self.partner, "signal")
+        return None
+
+
+async def test_a_trapped_exit_arrives_after_every_message_its_sender_sent_before() -> None:
+    async with otp.runtime():
+        for how, reason in (("die", "boom"), ("signal", "signal")):
+            partner = await otp.start(Trapper)
+            sender = await otp.start(SendsThenDies, partner)
+            await otp.cast(sender, how)
+            await until(lambda p=partner: len(p._proc.server.infos) == 4)  # type: ignore
+            infos = await otp.call(partner, "infos")
+            assert infos == [("msg", 0), ("msg", 1), ("msg", 2), otp.Exit(sender, reason)]
+
+
+async def test_a_kill_still_takes_the_fast_lane() -> None:
+    async def busy(victim: otp.Pid) -> None:
+        with pytest.raises(otp.CallError):
+            await otp.call(victim, ("sleep", 100.0), 200.0)
+
+    async with otp.runtime():
+        victim = await otp.start(Trapper)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy, victim)
+            await trio.sleep(1.0)
+            for i in range(10):
+                otp.cast_nowait(victim, ("add", i))
+            start = trio.current_time()
+            otp.kill(victim)
+            assert await otp.wait_exit(victim) == "killed"
+            assert trio.current_time() == start  # not after the queued messages or the sleep

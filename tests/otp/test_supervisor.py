@@ -646,3 +646,91 @@ async def test_all_significant_counts_a_child_waiting_out_its_backoff() -> None:
         await otp.cast(a, ("exit", "normal"))  # now every significant child is done
         await until(lambda: not sup.is_alive())
         assert sup._proc.exit_reason == "shutdown"
+
+
+# -- second pass: ignore, which_children during backoff, per-child backoff ------------------------
+
+
+class Ignorer(Counter):
+    """Its init returns otp.Ignore while its label is in FAIL_INIT."""
+
+    async def init(self, start: int = 0, label: Any = None) -> Any:
+        STARTED.append(label)
+        await super().init(start, label)
+        return otp.Ignore if label in FAIL_INIT else None
+
+
+async def test_a_child_whose_init_ignores_is_recorded_not_running_without_a_restart() -> None:
+    FAIL_INIT.add("ig")
+    async with otp.runtime():
+        sup = await sup_of(
+            spec("a"),
+            otp.ChildSpec("ig", Ignorer, kwargs={"label": "ig"}, name="ig"),
+            otp.ChildSpec("tmp", Ignorer, kwargs={"label": "ig"}, restart="temporary"),
+            spec("b"),
+        )
+        children = {c.id: c for c in await otp.which_children(sup)}
+        assert list(children) == ["a", "ig", "b"]  # the ignoring temporary child is dropped
+        assert (children["ig"].status, children["ig"].pid, children["ig"].restarts) == (
+            "ignored", None, 0)
+        assert otp.whereis("ig") is None and otp.whereis("a") and otp.whereis("b")
+        # Nothing counted against intensity (1 in 5 s): a crash of "a" is still restarted.
+        await crash("a")
+        assert sup.is_alive()
+        # Once init accepts, restart_child starts it.
+        FAIL_INIT.clear()
+        pid = await otp.restart_child(sup, "ig")
+        assert pid is not None and otp.whereis("ig") == pid
+        counts = await otp.count_children(sup)
+        assert (counts.specs, counts.active) == (3, 3)
+
+
+async def test_a_dynamic_child_that_ignores_is_not_added() -> None:
+    FAIL_INIT.add("ig")
+    async with otp.runtime():
+        sup = await otp.start(otp.DynamicSupervisor, max_children=1)
+        child = otp.ChildSpec("ig", Ignorer, kwargs={"label": "ig"})
+        assert await otp.start_child(sup, child) is None
+        assert (await otp.count_children(sup)).specs == 0
+        FAIL_INIT.clear()
+        assert await otp.start_child(sup, child) is not None  # max_children not used up
+
+
+async def test_terminate_child_during_backoff_cancels_the_restart_and_reports_stopped() -> None:
+    async with otp.runtime():
+        sup = await sup_of(spec("a"), intensity=5, backoff=otp.Backoff("fixed", initial=2.0))
+        await crash("a")
+        assert (await otp.which_children(sup))[0].status == "restarting"
+        await otp.terminate_child(sup, "a")
+        (info,) = await otp.which_children(sup)
+        assert (info.status, info.pid) == ("stopped", None)
+        await trio.sleep(5.0)  # past the backoff: the cancelled restart never happens
+        (info,) = await otp.which_children(sup)
+        assert (info.status, info.pid) == ("stopped", None) and otp.whereis("a") is None
+        assert await otp.restart_child(sup, "a") == otp.whereis("a")
+
+
+async def test_each_child_keeps_its_own_backoff_delay() -> None:
+    restarted: dict[str, float] = {}
+    backoff = otp.Backoff("exponential", initial=1.0, factor=4.0, max=100.0)
+    async with otp.runtime():
+        await sup_of(spec("a"), spec("b"), intensity=10, period=100.0, backoff=backoff)
+        # a crashes twice: its second restart waits 4 s. b then crashes once: 1 s.
+        await crash("a")
+        await until(lambda: otp.whereis("a") is not None)
+        t0 = trio.current_time()
+        await crash("a")
+        await trio.sleep(0.5)
+        t1 = trio.current_time()
+        await crash("b")
+
+        async def watch(name: str) -> None:
+            await until(lambda: otp.whereis(name) is not None)
+            restarted[name] = trio.current_time()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, "a")
+            nursery.start_soon(watch, "b")
+        # b's crash neither shortened a's pending 4 s nor lengthened its own 1 s.
+        assert restarted["a"] - t0 == pytest.approx(4.0, abs=0.01)
+        assert restarted["b"] - t1 == pytest.approx(1.0, abs=0.01)

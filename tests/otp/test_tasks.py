@@ -70,7 +70,7 @@ async def test_only_servers_that_own_tasks_may_start_them() -> None:
 
 
 async def test_an_exception_escaping_the_process_nursery_ends_only_that_process() -> None:
-    from otp._process import _current_process
+    from otp._proc import current_process as _current_process
 
     class Leaky(otp.GenServer):
         owns_tasks = True

@@ -124,7 +124,7 @@ def test_the_intensity_check_still_catches_a_real_violation() -> None:
         async with otp.runtime():
             sup = await otp.start(otp.Supervisor)
             for _ in range(2):  # a supervisor that restarts twice in 5 s with intensity 1
-                sim.restarting(sup._proc, "a", "boom", flags)
+                sim.restarting(sup, "a", "boom", flags.intensity, flags.period)
                 await trio.sleep(1.0)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]

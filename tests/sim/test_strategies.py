@@ -28,7 +28,7 @@ def booted(spec: otp.TreeSpec) -> Any:
         except otp.StartError:
             return -1
         await trio.sleep(2.0)
-        return len(otp.current_runtime().procs)
+        return len(otp.lowlevel.current_runtime().procs)
 
     return main
 

@@ -19,6 +19,6 @@ def tree_program(seconds: float, **tree: Any) -> Callable[[], Awaitable[int]]:
             otp.Supervisor, children=chatter_tree(**tree), intensity=10, period=1.0, name="root"
         )
         await trio.sleep(seconds)
-        return len(otp.current_runtime().procs)
+        return len(otp.lowlevel.current_runtime().procs)
 
     return main
