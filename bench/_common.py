@@ -110,7 +110,7 @@ async def interleave(
 
 @dataclass(frozen=True)
 class Goal:
-    """``value OP target``: op is ``">="`` (at least) or ``"<"`` (below)."""
+    """``value OP target``: op is ``">="`` (at least), ``"<"`` (below) or ``"<="`` (at most)."""
 
     op: str
     target: float
@@ -119,7 +119,9 @@ class Goal:
     def check(self, value: float) -> bool:
         if math.isnan(value):
             return False
-        return value >= self.target if self.op == ">=" else value < self.target
+        if self.op == ">=":
+            return value >= self.target
+        return value <= self.target if self.op == "<=" else value < self.target
 
 
 def verdict(ok: bool) -> str:

@@ -1,4 +1,4 @@
-"""``python -m bench sim``: how fast otp.testing simulates, in virtual seconds per real second.
+"""``python -m bench sim``: how fast otp.testing simulates, in virtual seconds per CPU second.
 
 The program: the 50-process chatter tree of ``otp.testing.workers`` (a root, 7 supervisors,
 42 chatters) exchanging one message (a cast to a random peer, driven by a ``send_after`` tick)
@@ -6,7 +6,10 @@ every virtual 10 ms, for 1,000 virtual seconds. Measured
 three ways in interleaved rounds: under ``simulate`` (deterministic scheduling, trace, hash),
 under ``simulate`` with random faults (crash, kill, delay at 1 per virtual second), and the
 baseline: the same program under plain ``trio.run`` with an autojumping MockClock and no
-simulation at all. Goal: the simulated run takes under 5 s of real time.
+simulation at all. Goal: the simulated run takes at most 1.1x the plain run's time (the
+harness's deterministic scheduling, tracing and hashing cost at most 10%). Times are the
+process's CPU seconds (the program is single-threaded and CPU-bound; CPU time is what other
+load on the machine disturbs least).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from bench._common import Goal, median, out, verdict
 from otp.testing import FaultPlan, simulate
 from otp.testing.workers import chatter_tree
 
-GOAL = Goal("<", 5.0, "< 5 s real for 1,000 virtual s")
+GOAL = Goal("<=", 1.1, "<= 1.1x the plain run")
 FAULTS = FaultPlan(rate=1.0, kinds=("crash", "kill", "delay"))
 
 
@@ -44,15 +47,15 @@ def _plain(seconds: float) -> float:
         async with otp.runtime():
             await program(seconds)()
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def _simulated(seconds: float, faults: FaultPlan | None, stats: dict[str, Any]) -> float:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     result = simulate(program(seconds), seed=len(stats), faults=faults, keep_trace=False)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     result.raise_failure()
     stats["virtual"] = result.virtual_time
     return elapsed
@@ -61,7 +64,7 @@ def _simulated(seconds: float, faults: FaultPlan | None, stats: dict[str, Any]) 
 def run(options: Options) -> dict[str, Any]:
     logging.getLogger("otp").setLevel(logging.CRITICAL)
     seconds = 100.0 if options.quick else 1000.0
-    rounds = options.rounds or (1 if options.quick else 3)
+    rounds = options.rounds or (1 if options.quick else 5)
     out(f"sim benchmark: {seconds:,.0f} virtual seconds of a 50-process tree, one message every "
         f"virtual 10 ms; {rounds} interleaved round(s), medians")
     times: dict[str, list[float]] = {"simulate": [], "simulate+faults": [], "plain trio": []}
@@ -79,14 +82,15 @@ def run(options: Options) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     scale = 1000.0 / seconds
     for name, values in times.items():
-        real = median(values)
-        figures[name] = {"real_seconds": real, "virtual_per_real": seconds / real,
+        cpu = median(values)
+        figures[name] = {"cpu_seconds": cpu, "virtual_per_cpu_second": seconds / cpu,
                          "rounds": values}
-        out(f"    {name:<18} {real:8.2f} s real   {seconds / real:10,.0f} virtual s per real s")
-    sim_real = figures["simulate"]["real_seconds"] * scale
-    ok = GOAL.check(sim_real)
-    overhead = figures["simulate"]["real_seconds"] / figures["plain trio"]["real_seconds"]
-    out(f"    simulate, 1,000 virtual s  {sim_real:8.2f} s   goal {GOAL.text}   {verdict(ok)}"
-        f"   ({overhead:.2f}x the plain run)")
+        out(f"    {name:<18} {cpu:8.2f} s CPU   {seconds / cpu:10,.0f} virtual s per CPU s")
+    sim_cpu = figures["simulate"]["cpu_seconds"] * scale
+    overhead = figures["simulate"]["cpu_seconds"] / figures["plain trio"]["cpu_seconds"]
+    ok = GOAL.check(overhead)
+    out(f"    simulate / plain trio  {overhead:8.2f}x   goal {GOAL.text}   {verdict(ok)}"
+        f"   ({sim_cpu:.2f} CPU s per 1,000 virtual s)")
     return {"virtual_seconds": seconds, "figures": figures,
-            "goals": {"simulate_1000s_real_seconds": {"value": sim_real, "pass": ok}}}
+            "goals": {"simulate_vs_plain": {"value": overhead, "goal": GOAL.text, "pass": ok},
+                      "simulate_1000s_cpu_seconds": sim_cpu}}

@@ -1,9 +1,14 @@
-"""``python -m node boot|check|tree [supervision.toml] [--config FILE] [--set key=value]
-[--dev-miner]``.
+"""``python -m node boot|check|tree|key|status [supervision.toml] [--config FILE]
+[--set key=value] [--dev-miner]``, and ``python -m node --version``.
 
 Loads the layered configuration (defaults < TOML file < ``ALYS_*`` environment < ``--set``),
 fills the tree's ``${node.*}`` references from it and boots the tree until SIGINT/SIGTERM.
 With no other configuration this is a single-authority dev chain in ``./.alys``.
+
+* ``key`` prints the node's BLS public key (creating the key in the data directory if there
+  is none yet): the value to list in ``chain.authorities``.
+* ``status`` asks a running node (its RPC and metrics ports, from the same configuration)
+  for its head, finalized block, sync state and the restarts of each actor.
 """
 
 from __future__ import annotations
@@ -12,20 +17,41 @@ import argparse
 import gc
 import logging
 import os
+import platform
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 import otp
 
-from .config import ConfigError, load_config
+from .config import ConfigError, NodeConfig, load_config
+
+logger = logging.getLogger("alys")
+
+
+def version() -> str:
+    """``alys node X (otp Y, python Z)``."""
+    try:
+        dist = metadata.version("alys-otp")
+    except metadata.PackageNotFoundError:
+        dist = "unknown"
+    return f"alys node {dist} (otp {dist}, python {platform.python_version()})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node", description="an Alys node")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("boot", "run the node until SIGINT/SIGTERM"),
                        ("check", "validate the configuration and the tree"),
-                       ("tree", "draw the supervision tree with this configuration")):
+                       ("tree", "draw the supervision tree with this configuration"),
+                       ("key", "print the node's BLS public key (for chain.authorities)"),
+                       ("status", "ask a running node for its head, finalized block and "
+                                  "restarts")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("tree", nargs="?", default="supervision.toml",
                        help="the supervision tree (default: supervision.toml)")
@@ -42,12 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.log_level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    otp.configure_logging(config.log_level, config.log_format)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command == "key":
+        return _key(config)
+    if args.command == "status":
+        return _status(config)
     try:
         spec = otp.load_tree(args.tree, config.as_mapping())
     except otp.TreeError as exc:
@@ -65,7 +92,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     # every full collection scan it: under RPC load those ran every second or so and stopped
     # the whole node for tens of milliseconds each (python -m bench rpc, p99).
     gc.freeze()
-    return otp.boot(spec)
+    code = otp.boot(spec)
+    if code == 0:
+        logger.info("alys node stopped in order")
+    else:
+        logger.error("alys node stopped with exit code %d", code)
+    return code
+
+
+def _key(config: NodeConfig) -> int:
+    from .actors.chain import load_or_create_key
+
+    path = Path(config.data_dir) / "keys" / "authority.key"
+    key = load_or_create_key(path)
+    print(f"0x{key.public_key().to_bytes().hex()}")
+    print(f"(key file: {path})", file=sys.stderr)
+    return 0
+
+
+def _status(config: NodeConfig) -> int:
+    rpc = f"http://{config.rpc.host}:{config.rpc.port}/"
+    metrics = f"http://{config.metrics.host}:{config.metrics.port}/tree"
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            answer = client.post(rpc, json={"method": "getchainstatus", "params": [], "id": 1})
+            status = answer.json()["result"]
+            tree = client.get(metrics).json()
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        print(f"no node answers at {rpc} and {metrics}: {exc}", file=sys.stderr)
+        return 1
+
+    def ref(block: dict[str, Any] | None) -> str:
+        return "none" if not block else f"#{block['height']} {str(block['hash'])[:16]}"
+
+    print(f"head       {ref(status.get('head'))}")
+    print(f"finalized  {ref(status.get('finalized'))}")
+    print(f"synced     {status.get('synced')}   paused {status.get('paused')}")
+    print("restarts")
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        print(f"  {'  ' * depth}{node.get('id') or node.get('name')}: "
+              f"{node.get('restarts')} ({node.get('status')})")
+        for child in node.get("children") or []:
+            walk(child, depth + 1)
+
+    for root in tree:
+        walk(root, 0)
+    return 0
 
 
 if __name__ == "__main__":

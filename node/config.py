@@ -14,6 +14,7 @@ Every mistake (unknown key, wrong type, bad value) is reported at once in a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 import attrs
 import cattrs
+
+import otp
 
 ENV_PREFIX = "ALYS_"
 
@@ -141,13 +144,21 @@ class MinerConfig:
     niceness: int = attrs.field(default=19, validator=_niceness)
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 @attrs.frozen
 class NodeConfig:
     data_dir: str = ".alys"
+    #: debug, info, warning, error or critical, in any case.
     log_level: str = attrs.field(
         default="INFO",
+        converter=_upper,
         validator=attrs.validators.in_(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     )
+    #: "text" (one line per record, the process in brackets) or "json" (one object per line).
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     chain: ChainConfig = ChainConfig()
     rpc: RpcConfig = RpcConfig()
     metrics: MetricsConfig = MetricsConfig()
@@ -176,59 +187,62 @@ for _kind in (int, float, str, bool):
     _converter.register_structure_hook(_kind, _strict(_kind))
 
 
-def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
-    node = target
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_value(raw: str) -> Any:
-    """A value from the environment or ``--set``: a TOML value if it parses as one."""
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``ALYS_*`` variables as a nested mapping."""
+    """The ``ALYS_*`` variables as a nested mapping (``ALYS_CHAIN__SLOT_DURATION_MS`` is
+    ``chain.slot_duration_ms``), each value read as ``--set`` reads one."""
     layer: dict[str, Any] = {}
+    problems = []
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
             continue
         dotted = ".".join(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
-        _set_path(layer, dotted, parse_value(raw))
+        try:
+            otp.config.set_path(layer, dotted, otp.config.parse_value(raw))
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ConfigError(problems)
     return layer
 
 
 def set_layer(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` items as a nested mapping."""
-    layer: dict[str, Any] = {}
-    problems = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            problems.append(f"--set {item!r}: expected key=value")
+    """``--set key=value`` items as a nested mapping (``otp.config.parse_set``)."""
+    try:
+        return otp.config.parse_set(items)
+    except ValueError as exc:
+        raise ConfigError(str(exc).split("; ")) from None
+
+
+def _leaves(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of every value (not table) in a nested mapping."""
+    paths = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            paths.extend(_leaves(value, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _file_lines(text: str) -> dict[str, int]:
+    """The line of each ``section.key = value`` of a configuration file (tables and plain
+    keys; a light scan, enough to point at a bad value)."""
+    lines: dict[str, int] = {}
+    section = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(raw)
+        if header:
+            section = header.group(1)
             continue
-        _set_path(layer, key.strip(), parse_value(raw.strip()))
-    if problems:
-        raise ConfigError(problems)
-    return layer
+        key = _KEY.match(raw)
+        if key:
+            lines.setdefault(f"{section}.{key.group(1)}" if section else key.group(1), number)
+    return lines
 
 
 def load_config(
@@ -236,20 +250,63 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
 ) -> NodeConfig:
-    """Build the configuration from its layers (see the module docs)."""
+    """Build the configuration from its layers (see the module docs). A problem names where
+    its value came from: the file and line, the ``ALYS_*`` variable, or the ``--set``."""
     layer: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if file is None and Path("alys.toml").is_file():
         file = "alys.toml"
     if file is not None:
         try:
-            layer = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+            text = Path(file).read_text(encoding="utf-8")
+            layer = tomllib.loads(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{file}: cannot read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    layer = _merge(layer, env_layer(os.environ if environ is None else environ))
-    layer = _merge(layer, set_layer(sets))
-    return structure(layer)
+        lines = _file_lines(text)
+        for path in _leaves(layer):
+            line = lines.get(path)
+            origins[path] = f"{file}:{line}" if line else str(file)
+    env = os.environ if environ is None else environ
+    env_values = env_layer(env)
+    for path in _leaves(env_values):
+        origins[path] = ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
+    set_values = set_layer(sets)
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        for path in _leaves(set_values):
+            if path == key or path.startswith(key + "."):
+                origins[path] = f"--set {item}"
+    layer = otp.config.merge(otp.config.merge(layer, env_values), set_values)
+    try:
+        return structure(layer)
+    except ConfigError as exc:
+        raise ConfigError([_with_origin(problem, origins) for problem in exc.problems]) from None
+
+
+def _with_origin(problem: str, origins: Mapping[str, str]) -> str:
+    """``problem`` (``config.a.b: message``) with where ``a.b`` (or, for unknown keys, each
+    of them) was set, when it was set at all (defaults have no origin)."""
+    where, _, message = problem.partition(": ")
+    path = where.removeprefix("config.").removeprefix("config")
+    found = []
+    if message.startswith("unknown key(s): "):
+        for key in message.removeprefix("unknown key(s): ").split(", "):
+            full = f"{path}.{key}" if path else key
+            found += [o for p, o in origins.items() if p == full or p.startswith(full + ".")]
+    elif path in origins:
+        found.append(origins[path])
+    else:
+        # An attrs validator reports at the section ("port must be ...", "'kind' must be
+        # in ..."): its first word names the key.
+        first = message.split(" ", 1)[0].strip("'")
+        full = f"{path}.{first}" if path else first
+        if full in origins:
+            found.append(origins[full])
+    if not found:
+        return problem
+    return f"{problem} (from {', '.join(dict.fromkeys(found))})"
 
 
 def structure(data: Mapping[str, Any]) -> NodeConfig:

@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from . import bus, codec, config, lowlevel
 from ._boot import boot, render_tree, start_tree
+from ._children import (
+    count_children,
+    delete_child,
+    restart_child,
+    start_child,
+    terminate_child,
+    which_children,
+)
+from ._dynamic import DynamicSupervisor
 from ._envelope import Envelope, From, Kind, current_envelope, current_trace_id
 from ._errors import (
     AlreadyRegistered,
@@ -45,6 +54,7 @@ from ._proc import ProcessStatistics
 from ._proc import self_ as self
 from ._registry import Keys, Registry
 from ._request import Request
+from ._runtime import system_time
 from ._signals import demonitor, exit, kill, link, monitor, trap_exit, unlink
 from ._specs import (
     BRUTAL_KILL,
@@ -70,16 +80,7 @@ from ._specs import (
     SupervisorReport,
 )
 from ._start import runtime, start, start_link, stop, wait_exit
-from ._supervisor import (
-    DynamicSupervisor,
-    Supervisor,
-    count_children,
-    delete_child,
-    restart_child,
-    start_child,
-    terminate_child,
-    which_children,
-)
+from ._supervisor import Supervisor
 from ._sys import get_state, statistics, update_config
 from ._tasks import start_task, start_task_soon
 from ._timers import TimerRef
@@ -90,8 +91,8 @@ from ._tree import (
     TreeSpec,
     WorkerNode,
     dump_tree,
-    load_tree,
 )
+from ._treeload import load_tree
 from ._values import INFINITY, Continue, Down, Exit, Ignore, NoReply, Pid, Stop, is_normal_exit
 
 __all__ = [
@@ -135,6 +136,7 @@ __all__ = [
     "configure_logging",
     "config",
     "lowlevel",
+    "system_time",
     "Down",
     "DynamicSupervisor",
     "Envelope",

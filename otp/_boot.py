@@ -31,10 +31,12 @@ from typing import Any
 import trio
 
 from ._errors import OtpError, StartError
+from ._logging import FORMATS, configure_logging
 from ._runtime import Runtime
 from ._specs import BRUTAL_KILL
 from ._start import runtime, start, stop, wait_exit
-from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, load_tree, resolve_start
+from ._tree import SupervisorNode, TreeError, TreeSpec, WorkerNode, resolve_start
+from ._treeload import load_tree
 from ._values import INFINITY, STARTING, Pid
 from .config import merge, parse_set
 
@@ -161,9 +163,15 @@ def _interrupt_boot(rt: Runtime) -> None:
 def boot(
     spec_or_path: TreeSpec | str | Path,
     config: Mapping[str, Any] | None = None,
+    *,
+    log_level: str | int = logging.INFO,
+    log_format: str = "text",
 ) -> int:
     """Load (if given a path: a ``str`` is a path here too, whatever its suffix) and run a
-    tree until SIGINT/SIGTERM; return the exit code."""
+    tree until SIGINT/SIGTERM; return the exit code.
+
+    If the program has not configured logging, logs go to stderr through
+    :func:`otp.configure_logging` (``log_format`` ``"text"`` or ``"json"``)."""
     if isinstance(spec_or_path, SupervisorNode):
         spec = spec_or_path
     else:
@@ -173,9 +181,7 @@ def boot(
             print(exc, file=sys.stderr)
             return EXIT_INVALID
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(log_level, log_format)
     return trio.run(run_tree, spec)
 
 
@@ -264,13 +270,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--config", help="a TOML file that ${section.key} references read")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set a configuration value (repeatable)")
+        if name == "boot":
+            p.add_argument("--log-format", choices=FORMATS, default="text",
+                           help="text lines, or one JSON object per record (default: text)")
+            p.add_argument("--log-level", default="info", type=str.upper,
+                           choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                           help="the least important level logged (any case; default: info)")
     args = parser.parse_args(argv)
     try:
         config = _config(args)
     except ValueError as exc:
         parser.error(str(exc))  # exits with code 2
     if args.command == "boot":
-        return boot(Path(args.file), config)
+        return boot(Path(args.file), config, log_level=args.log_level,
+                    log_format=args.log_format)
     try:
         spec = load_tree(Path(args.file), config)
     except TreeError as exc:

@@ -1,17 +1,14 @@
-"""The process: one Trio task running a GenServer, from ``init`` to its exit notices.
+"""The process: its state, and everything others do to it.
 
-A process is an :class:`~otp._mailbox.Inbox` (its two queues) plus its lifecycle:
+A process is an :class:`~otp._mailbox.Inbox` (its two queues) plus what the rest of the
+runtime sees of it: its pid and name, links and monitors, its supervisor, its status and exit
+reason, the calls it holds for a deferred reply, its counters. What it does itself (``init``,
+the receive loop, ``terminate``) is in :mod:`otp._loop`.
 
-1. ``init`` runs in the new task while the starter waits (:class:`_Starter`). Its outcome
-   (started, refused, ignored, failed) is handed to the starter once; a start that does not
-   finish leaves nothing behind.
-2. The receive loop takes the system lane first, then the user queue, and calls the
-   callback for each message. A server that always has mail yields once per :data:`BURST`
-   messages, so it never starves the rest of the program and a kill can land.
-3. ``terminate(reason)`` runs on a stop, a shutdown, a parent's exit (trapped) or a crash.
-4. Dying (:meth:`_Process._die`) fails every call still waiting on it with its exit reason,
-   drops its names and subscriptions, and tells links, monitors, its supervisor and the
-   tracer, in that order, all at once, so nobody waits out a timeout on a dead process.
+Others may deliver to it (the inbox), signal it, kill it, wait for its death and shut it down.
+Dying (:meth:`_Process._die`) fails every call still waiting on it with its exit reason, drops
+its names and subscriptions, and tells its starter, links, monitors, the tracer and its
+supervisor, all at once, so nobody waits out a timeout on a dead process.
 
 Exit signals (:meth:`_Process.signal_exit`) follow Erlang: ``"kill"`` cannot be trapped and
 ends the process at once with reason ``"killed"``; ``"normal"`` is ignored unless trapped;
@@ -25,35 +22,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from time import perf_counter_ns
 from typing import Any, Final
 
 import attrs
 import outcome
 import trio
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import Abort, Task, reschedule
 
-from ._envelope import PENDING, Envelope, From, Kind, _context, current_envelope
-from ._errors import CallError, NoProcess, OtpError, StartRefused
+from ._envelope import Envelope, From, Kind, _context, current_envelope
+from ._errors import CallError, NoProcess, OtpError
 from ._genserver import GenServer
 from ._mailbox import GAVE_UP, Inbox, Mailbox, MailboxStatistics
 from ._runtime import Runtime
 from ._values import (
     DEAD,
-    EXITING,
     INFINITY,
-    NOTHING,
-    RUNNING,
     STARTING,
     STATUS_NAMES,
-    Continue,
     Down,
     Exit,
-    Ignore,
-    NoReply,
     Pid,
-    Stop,
-    _Directive,
 )
 
 logger = logging.getLogger("otp")
@@ -64,9 +52,6 @@ _CALL, _CAST, _INFO, _EXIT = Kind.CALL, Kind.CAST, Kind.INFO, Kind.EXIT
 #: one everything slower (about 34 s and up).
 HIST_BUCKETS: Final = 26
 EMPTY_HISTOGRAM: Final = (0,) * HIST_BUCKETS
-
-#: A server that always has mail yields to the scheduler once per this many messages.
-BURST: Final = 16
 
 
 @attrs.frozen
@@ -118,39 +103,6 @@ class ChildExited:
 
 
 # --------------------------------------------------------------------------------------------
-# Starting
-
-
-class _Starter:
-    """The task waiting in :func:`otp.start` for ``init`` to finish, and what it will be told."""
-
-    __slots__ = ("link", "proc", "refusal", "state", "task")
-
-    def __init__(self, task: Task, proc: _Process, link: _Process | None) -> None:
-        self.task = task
-        self.proc = proc
-        self.link = link
-        self.state = PENDING
-        #: Set when init refused (Stop) or declined (Ignore): what the start returns.
-        self.refusal: outcome.Outcome[Any] | None = None
-
-    def done(self, result: outcome.Outcome[Any]) -> None:
-        if self.state == PENDING:
-            self.state = 1
-            reschedule(self.task, result)
-
-    def abort(self, _raise_cancel: Any) -> Abort:
-        # The starter was cancelled: the half-started process must not outlive the call. As
-        # proc_lib does on a start timeout, unlink first: the starter is not told of that kill.
-        if self.state == PENDING:
-            self.state = 2
-            if self.link is not None:
-                unlink(self.link, self.proc)
-            self.proc.kill("killed")
-        return Abort.SUCCEEDED
-
-
-# --------------------------------------------------------------------------------------------
 # The process
 
 
@@ -175,16 +127,18 @@ class _Process(Inbox):
         "nursery",
         "parent",
         "process",
+        "refusal",
         "runtime",
         "scope",
         "server",
         "starter",
+        "starter_link",
         "sup_child",
         "trap_exit",
     )
 
     def __init__(self, rt: Runtime, cls: type[GenServer], mailbox: Mailbox) -> None:
-        super().__init__(mailbox)
+        Inbox.__init__(self, mailbox)
         self.runtime = rt
         self.cls = cls
         self.pid = Pid(next(rt.pid_numbers), self)
@@ -206,7 +160,13 @@ class _Process(Inbox):
         self.deferred: dict[From, None] | None = None
         self.cleanups: dict[Callable[[_Process], None], None] | None = None
         self.exit_event: trio.Event | None = None
-        self.starter: _Starter | None = None
+        #: The task waiting in otp.start for init to finish (None once it was told).
+        self.starter: Task | None = None
+        #: The process the starter links the new one to (start_link): unlinked if the start
+        #: is cancelled.
+        self.starter_link: _Process | None = None
+        #: Set when init refused (Stop) or declined (Ignore): what the start returns.
+        self.refusal: outcome.Outcome[Any] | None = None
         #: The supervisor that started this process (told of its exit), if any.
         self.parent: _Process | None = None
         #: The process that started this one with start_link: its exit stops a trapping
@@ -227,10 +187,25 @@ class _Process(Inbox):
         return sum(self.hist) if self.hist else 0
 
     def __call__(self, _raise_cancel: Any) -> Abort:
-        # The process is its own abort function while it waits for mail (no bound-method
-        # object per process).
-        self.waiting = False
+        # The process is the abort function of the two waits that involve it (no bound-method
+        # object per process): its own wait for mail, and, while it starts, its starter's.
+        if self.status != STARTING:
+            self.waiting = False
+            return Abort.SUCCEEDED
+        # The starter was cancelled: the half-started process must not outlive the call. As
+        # proc_lib does on a start timeout, unlink first: the starter is not told of that kill.
+        if self.starter is not None:
+            self.starter = None
+            if self.starter_link is not None:
+                unlink(self.starter_link, self)
+            self.kill("killed")
         return Abort.SUCCEEDED
+
+    def _tell_starter(self, result: outcome.Outcome[Any]) -> None:
+        task = self.starter
+        if task is not None:
+            self.starter = None
+            reschedule(task, result)
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -327,225 +302,6 @@ class _Process(Inbox):
             held_calls=len(self.deferred) if self.deferred else 0,
         )
 
-    # -- the task ----------------------------------------------------------------------------
-
-    async def main(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.task = current_task()
-        _context.set(self)
-        reason: Any = "killed"
-        try:
-            try:
-                with trio.CancelScope() as scope:
-                    self.scope = scope
-                    if self.kill_reason is not None:
-                        scope.cancel()
-                    if self.cls._otp_supervisor or self.cls.owns_tasks:
-                        async with trio.open_nursery() as nursery:
-                            self.nursery = nursery
-                            reason = await self._lifecycle(args, kwargs)
-                            nursery.cancel_scope.cancel()
-                    else:
-                        reason = await self._lifecycle(args, kwargs)
-                if scope.cancelled_caught:
-                    reason = self.kill_reason if self.kill_reason is not None else "killed"
-            except Exception as exc:
-                # Something escaped the process's own nursery (a task, a supervisor's timer):
-                # it ends this process, with that exception as reason, and nothing else.
-                reason = unwrap_group(exc)
-                logger.error("process %r (%s) crashed", self.pid, self.cls.__qualname__,
-                             exc_info=exc)
-        finally:
-            self._die(reason)
-
-    async def _lifecycle(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        server = self.cls.__new__(self.cls)
-        self.server = server
-        try:
-            result = await server.init(*args, **kwargs)
-        except Exception as exc:
-            # The starter is told in _die, once the process is gone: a failed start leaves
-            # nothing behind.
-            return exc
-        if result is not None and not isinstance(result, Continue):
-            return self._refuse(result)
-        self.current = None  # init ran in its starter's trace; messages bring their own
-        self.status = RUNNING
-        if self.starter is not None:
-            self.starter.done(outcome.Value(self.pid))
-            self.starter = None
-        try:
-            if result is not None:
-                stop = await self._continue(server, result)
-                if stop is not None:
-                    return await self._terminate(server, stop.reason)
-            # The receive loop is inline, not a method: one coroutine frame less per process
-            # (each is an object the garbage collector tracks, 100,000 processes over).
-            queue = self.queue
-            hist = self.hist
-            top = HIST_BUCKETS - 1
-            tracer = self.runtime.tracer
-            burst = 0
-            # When the handler time of a message is measured, its end is the start of the
-            # next message handled in the same burst: one clock read per message. 0: unknown.
-            t0 = 0
-            while True:
-                sysq = self.sysq
-                if sysq:
-                    item = sysq.popleft()
-                    self.current = None
-                    stop = await self._system(server, item)
-                    if stop is not None:
-                        return stop
-                    t0 = 0
-                    continue
-                if not queue:
-                    # ``current`` stays set from one message to the next (a store less per
-                    # message): it is cleared here, and before system items.
-                    self.current = None
-                    self.waiting = True
-                    await wait_task_rescheduled(self)
-                    burst = t0 = 0
-                    continue
-                if burst >= BURST:
-                    # Messages kept coming without the server ever parking: yield so a busy
-                    # server never starves the rest of the program (and so a kill can land).
-                    # Once per BURST messages, not per message: under load a yield per message
-                    # halves throughput and doubles latency.
-                    burst = t0 = 0
-                    await trio.lowlevel.checkpoint()
-                    continue
-                if hist is None:  # the first message: idle processes keep no histogram
-                    hist = self.hist = [0] * HIST_BUCKETS
-                burst += 1
-                env = queue.popleft()
-                if self.blocked:
-                    self.unblock()
-                self.current = env
-                if not t0:
-                    t0 = perf_counter_ns()
-                kind = env.kind
-                try:
-                    if tracer is not None and tracer.handler_faults:
-                        await tracer.before_handle(self.pid, env)
-                    if kind is _CALL:
-                        result = await server.handle_call(env.message, env)
-                        if not isinstance(result, _Directive):
-                            env._reply(result)  # type: ignore[attr-defined]
-                            result = None
-                    elif kind is _CAST:
-                        result = await server.handle_cast(env.message)
-                    elif kind is _INFO:
-                        result = await server.handle_info(env.message)
-                    else:  # _EXIT: the parent that linked to this server exited
-                        result = Stop(env.message.reason)
-                finally:
-                    t1 = perf_counter_ns()
-                    dt = t1 - t0
-                    t0 = t1
-                    self.hist_ns += dt
-                    b = (dt >> 10).bit_length()
-                    hist[b if b < top else top] += 1
-                if result is not None:
-                    stop = await self._directive(server, env, result)
-                    if stop is not None:
-                        return stop
-                    t0 = 0
-        except Exception as exc:
-            current = self.current
-            if current is not None and current.kind is _CALL:
-                current._fail(CallError(self.pid, exc))  # type: ignore[attr-defined]
-            logger.error("process %r (%s) crashed", self.pid, self.cls.__qualname__, exc_info=exc)
-            return await self._terminate(server, exc)
-
-    def _refuse(self, result: Any) -> Any:
-        """``init`` returned Stop or Ignore: the start fails (or returns None) and the process
-        ends without running terminate. Returns the exit reason."""
-        if result is Ignore:
-            refusal: outcome.Outcome[Any] = outcome.Value(None)
-            reason: Any = "normal"
-        elif isinstance(result, Stop):
-            reason = result.reason
-            error = reason if isinstance(reason, BaseException) else StartRefused(
-                self.cls, reason)
-            refusal = outcome.Error(error)
-        else:
-            reason = TypeError(f"init of {self.cls.__qualname__} returned {result!r}: expected "
-                               "None, otp.Continue, otp.Stop or otp.Ignore")
-            refusal = outcome.Error(reason)
-        if self.starter is not None:
-            self.starter.refusal = refusal
-        return reason
-
-    async def _terminate(self, server: GenServer, reason: Any) -> Any:
-        self.status = EXITING
-        self.exit_reason = reason
-        self._fail_pending(reason)
-        try:
-            await server.terminate(reason)
-        except Exception as exc:
-            logger.error("terminate of %r raised", self.pid, exc_info=exc)
-            return exc
-        return reason
-
-    async def _continue(self, server: GenServer, directive: Any) -> Stop | None:
-        result: Any = directive
-        while isinstance(result, Continue):
-            result = await server.handle_continue(result.arg)
-        if isinstance(result, Stop):
-            return result
-        if result is not None:
-            raise TypeError(f"handle_continue of {self.pid!r} returned {result!r}")
-        return None
-
-    def _hold(self, env: From) -> None:
-        """Keep a call whose reply is deferred, unless it was already answered (reply then
-        NoReply) or its caller gave up: the server holds only requests really pending."""
-        if env.state == PENDING:
-            deferred = self.deferred
-            if deferred is None:
-                deferred = self.deferred = {}
-            deferred[env] = None
-            env.held = deferred
-
-    async def _directive(self, server: GenServer, env: Envelope, result: Any) -> Any:
-        if result is NoReply:
-            if env.kind is _CALL:
-                self._hold(env)  # type: ignore[arg-type]
-            return None
-        if isinstance(result, Continue | Stop) and env.kind is _CALL:
-            if result.reply is not NOTHING:
-                env._reply(result.reply)  # type: ignore[attr-defined]
-            else:
-                self._hold(env)  # type: ignore[arg-type]
-        if isinstance(result, Continue):
-            stop = await self._continue(server, result)
-            if stop is None:
-                return None
-            result = stop
-        if isinstance(result, Stop):
-            return await self._terminate(server, result.reason)
-        raise TypeError(f"handler of {self.pid!r} returned {result!r}")
-
-    async def _system(self, server: GenServer, item: Any) -> Any:
-        kind = type(item)
-        if kind is StopRequest:
-            return await self._terminate(server, item.reason)
-        if kind is SysCall:
-            self.current = item.env
-            try:
-                value = await item.fn(server)
-            except Exception as exc:
-                item.env._fail(exc)
-            else:
-                item.env._reply(value)
-            finally:
-                self.current = None
-            return None
-        result = await server._otp_system(item)
-        if isinstance(result, Stop):
-            return await self._terminate(server, result.reason)
-        return None
-
     # -- dying -------------------------------------------------------------------------------
 
     def _fail_pending(self, reason: Any) -> None:
@@ -580,15 +336,13 @@ class _Process(Inbox):
         self.status = DEAD
         self.exit_reason = reason
         pid = self.pid
-        starter = self.starter
-        if starter is not None:
+        if self.starter is not None:
             # init never finished: the start fails with the reason (or returns None: Ignore).
-            self.starter = None
-            if starter.refusal is not None:
-                starter.done(starter.refusal)
+            if self.refusal is not None:
+                self._tell_starter(self.refusal)
             else:
                 exc = reason if isinstance(reason, BaseException) else NoProcess(pid, reason)
-                starter.done(outcome.Error(exc))
+                self._tell_starter(outcome.Error(exc))
         current = self.current
         if started and current is not None and current.kind is _CALL:
             current._fail(CallError(pid, reason))  # type: ignore[attr-defined]

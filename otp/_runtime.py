@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import random
+import time
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Protocol
@@ -86,6 +87,9 @@ class Runtime:
         self.sends = 0
         #: ``trio.current_time`` without its lookups: the run's clock, bound once.
         self.now: Callable[[], float] = trio.current_time
+        #: The wall clock processes read (``otp.system_time``): Unix time; a simulation
+        #: replaces it with a fixed epoch plus virtual time.
+        self.system_clock: Callable[[], float] = time.time
         #: For Trio's own SystemClock, whose time is ``offset + time.perf_counter()``: the
         #: offset, so the hottest paths read the time without a Python call (None: call now).
         self.clock_offset: float | None = None
@@ -109,6 +113,15 @@ class Runtime:
 _current_runtime: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
     "otp_runtime", default=None
 )
+
+
+def system_time() -> float:
+    """Seconds since the Unix epoch, from the runtime's wall clock (Erlang's
+    ``erlang:system_time``): ``time.time()`` normally; in a simulation, a fixed epoch plus
+    virtual time, so code that stamps or schedules by the wall clock replays exactly. Outside
+    a runtime, ``time.time()``."""
+    rt = _current_runtime.get()
+    return time.time() if rt is None else rt.system_clock()
 
 
 def current_runtime() -> Runtime:

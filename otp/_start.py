@@ -21,10 +21,11 @@ from trio.lowlevel import current_task, wait_task_rescheduled
 from ._envelope import _context, current_envelope
 from ._errors import CallError, CallTimeout, NoProcess, OtpError
 from ._genserver import GenServer
+from ._loop import run
 from ._mailbox import DEFAULT_MAILBOX, Mailbox
 from ._messaging import deliver_timer
 from ._names import register_as, resolve
-from ._proc import StopRequest, _Process, _Starter, flush_exits, link
+from ._proc import StopRequest, _Process, flush_exits, link
 from ._runtime import Runtime, _current_runtime, current_runtime
 from ._values import DEAD, INFINITY, Pid
 
@@ -110,18 +111,19 @@ async def spawn(
         # Linked before the process runs, as spawn_link does: no exit can slip between.
         link(link_to, proc)
         proc.link_parent = link_to.pid
-    starter = proc.starter = _Starter(current_task(), proc, link_to)
+    proc.starter = current_task()
+    proc.starter_link = link_to
     proc.current = current_envelope()  # init runs in its starter's trace
     assert nursery is not None
-    nursery.start_soon(proc.main, args, kwargs, name=proc)
+    nursery.start_soon(run, proc, args, kwargs, name=cls.__qualname__)
     tracer = rt.tracer
     if tracer is not None:
         tracer.spawned(pid)
     if link_to is None:
-        started: Pid | None = await wait_task_rescheduled(starter.abort)
+        started: Pid | None = await wait_task_rescheduled(proc)
         return started
     try:
-        started = await wait_task_rescheduled(starter.abort)
+        started = await wait_task_rescheduled(proc)
     except BaseException:
         # init failed: the exit signal already crossed the link. A trapping caller gets the
         # failure as this exception, not also as an Exit message (proc_lib flushes it).

@@ -64,9 +64,17 @@ from typing import Any, Final
 import attrs
 import trio
 
+from ._children import (
+    CountChildren,
+    DeleteChild,
+    Refused,
+    RestartChild,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+)
 from ._errors import OtpError, StartError, SupervisorError
 from ._genserver import GenServer
-from ._messaging import call
 from ._proc import ChildExited, _Process, current_process
 from ._specs import (
     BRUTAL_KILL,
@@ -86,50 +94,12 @@ from ._specs import (
     SupervisorFlags,
     SupervisorReport,
     check_children,
-    to_tuple,
 )
 from ._start import spawn
-from ._values import INFINITY, Pid, Stop, is_normal_exit
+from ._values import Pid, Stop, is_normal_exit
 from .bus import publish_nowait
 
 logger = logging.getLogger("otp.supervisor")
-
-
-# Calls a supervisor answers
-
-
-@attrs.frozen
-class _StartChild:
-    spec: ChildSpec
-    extra: tuple[Any, ...] = ()
-
-
-@attrs.frozen
-class _TerminateChild:
-    key: Any
-
-
-@attrs.frozen
-class _RestartChild:
-    key: Any
-
-
-@attrs.frozen
-class _DeleteChild:
-    key: Any
-
-
-class _WhichChildren:
-    pass
-
-
-class _CountChildren:
-    pass
-
-
-@attrs.frozen
-class _Refused:
-    error: BaseException
 
 
 # System items
@@ -507,26 +477,26 @@ class Supervisor(GenServer):
     async def handle_call(self, request: Any, from_: Any) -> Any:
         kind = type(request)
         try:
-            if kind is _WhichChildren:
+            if kind is WhichChildren:
                 await trio.lowlevel.checkpoint()
                 return [
                     ChildInfo(c.spec.id, c.pid, c.spec.type, c.spec.restart, c.status, c.restarts)
                     for c in self._children
                 ]
-            if kind is _CountChildren:
+            if kind is CountChildren:
                 await trio.lowlevel.checkpoint()
                 active = sum(1 for c in self._children if c.proc is not None)
                 sups = sum(1 for c in self._children if c.spec.type is SUPERVISOR)
                 return ChildCounts(
                     len(self._children), active, sups, len(self._children) - sups
                 )
-            if kind is _StartChild:
+            if kind is StartChild:
                 return await self._api_start_child(request.spec, request.extra)
-            if kind is _TerminateChild:
+            if kind is TerminateChild:
                 return await self._api_terminate(request.key)
-            if kind is _RestartChild:
+            if kind is RestartChild:
                 return await self._api_restart(request.key)
-            if kind is _DeleteChild:
+            if kind is DeleteChild:
                 child = self._existing(request.key)
                 if child.proc is not None:
                     raise SupervisorError(f"child {request.key!r} is running")
@@ -534,10 +504,10 @@ class Supervisor(GenServer):
                 await trio.lowlevel.checkpoint()
                 return None
         except (OtpError, ValueError, TypeError) as exc:
-            return _Refused(exc)
+            return Refused(exc)
         # A request this supervisor does not know is refused: a bad call never crashes it.
         await trio.lowlevel.checkpoint()
-        return _Refused(SupervisorError(f"unknown supervisor request {request!r}"))
+        return Refused(SupervisorError(f"unknown supervisor request {request!r}"))
 
     def _existing(self, key: Any) -> _Child:
         child = self._find(key)
@@ -580,121 +550,3 @@ class Supervisor(GenServer):
         child.status = "stopped"
         if child.spec.restart is TEMPORARY:
             self._forget(child)
-
-
-class DynamicSupervisor(Supervisor):
-    """A one_for_one supervisor of children started on demand (Elixir's DynamicSupervisor).
-
-    ``await otp.start(otp.DynamicSupervisor, max_children=..., extra_args=(...))``;
-    ``otp.start_child(sup, spec)`` starts a child with ``extra_args + spec.args``; children
-    are addressed by pid; ids need not be unique. Intensity, period, backoff and
-    ``on_exhausted`` work as for :class:`Supervisor`. A child that is not going to be
-    restarted (temporary, transient after a normal exit, terminated, ignored, or given up on
-    by ``continue_without``) is forgotten at once: it no longer counts against
-    ``max_children``.
-    """
-
-    async def init(  # type: ignore[override]
-        self,
-        *,
-        max_children: float = INFINITY,
-        extra_args: Sequence[Any] = (),
-        intensity: int = 1,
-        period: float = 5.0,
-        backoff: Backoff = NO_BACKOFF,
-        on_exhausted: OnExhausted | str = OnExhausted.ESCALATE,
-    ) -> None:
-        if isinstance(max_children, bool) or not isinstance(max_children, int | float):
-            raise TypeError(f"max_children must be a number, not {max_children!r}")
-        if not max_children >= 0:
-            raise ValueError(f"max_children must be >= 0, not {max_children}")
-        self.max_children = max_children
-        self.extra_args = to_tuple(extra_args)
-        await super().init(
-            (),
-            strategy=ONE_FOR_ONE,
-            intensity=intensity,
-            period=period,
-            backoff=backoff,
-            on_exhausted=on_exhausted,
-        )
-
-    async def _api_start_child(self, spec: ChildSpec, extra: tuple[Any, ...]) -> Any:
-        if not isinstance(spec, ChildSpec):
-            raise TypeError(f"start_child needs an otp.ChildSpec, not {spec!r}")
-        if len(self._children) >= self.max_children:
-            raise SupervisorError(f"max_children ({self.max_children}) reached")
-        child = _Child(spec, self.extra_args + spec.args + extra)
-        self._children[child] = None
-        try:
-            pid = await self._start(child)
-        except Exception as exc:
-            self._children.pop(child, None)
-            raise StartError(spec.id, exc) from exc
-        if pid is None:
-            self._forget(child)
-        return pid
-
-    def _find(self, key: Any) -> _Child | None:
-        return self._by_proc.get(key._proc) if type(key) is Pid else None
-
-    async def _api_terminate(self, key: Any) -> None:
-        child = self._existing(key)
-        await self._stop(child)
-        self._forget(child)
-
-    def _not_restarted(self, child: _Child) -> None:
-        # Children are addressed by pid: one that is not coming back can never be restarted
-        # or deleted, so it is forgotten (and no longer counts against max_children).
-        self._forget(child)
-
-
-async def _sup_call(sup: Any, request: Any) -> Any:
-    result = await call(sup, request, timeout=INFINITY)
-    if type(result) is _Refused:
-        raise result.error
-    return result
-
-
-async def start_child(sup: Any, spec: ChildSpec, *extra_args: Any) -> Pid | None:
-    """Start a new child under ``sup`` (appended last) and return its pid (None if its init
-    returned ``otp.Ignore``).
-
-    For a :class:`DynamicSupervisor`, ``extra_args`` are appended to the child's args.
-    Raises :class:`SupervisorError` for a duplicate id, :class:`StartError` if its init fails.
-    """
-    pid: Pid | None = await _sup_call(sup, _StartChild(spec, tuple(extra_args)))
-    return pid
-
-
-async def terminate_child(sup: Any, child: Any) -> None:
-    """Stop a child (by id, or by pid for a DynamicSupervisor); its spec stays unless it is
-    temporary or dynamic."""
-    await _sup_call(sup, _TerminateChild(child))
-
-
-async def restart_child(sup: Any, child_id: Any) -> Pid | None:
-    """Start again a stopped child whose spec the supervisor still holds.
-
-    Raises :class:`SupervisorError` if there is no such child or it is running, and
-    :class:`StartError` if its init fails (the child then stays stopped, its spec kept).
-    """
-    pid: Pid | None = await _sup_call(sup, _RestartChild(child_id))
-    return pid
-
-
-async def delete_child(sup: Any, child_id: Any) -> None:
-    """Forget the spec of a stopped child."""
-    await _sup_call(sup, _DeleteChild(child_id))
-
-
-async def which_children(sup: Any) -> list[ChildInfo]:
-    """Every child with its pid (None when stopped), type, restart type, status, restarts."""
-    result: list[ChildInfo] = await _sup_call(sup, _WhichChildren())
-    return result
-
-
-async def count_children(sup: Any) -> ChildCounts:
-    """Counts of specs, running children, supervisors and workers."""
-    result: ChildCounts = await _sup_call(sup, _CountChildren())
-    return result

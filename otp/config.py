@@ -51,7 +51,7 @@ def parse_set(items: Sequence[str], option: str = "--set") -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            problems.append(f"{option} {item!r}: expected section.key=value")
+            problems.append(f"{option} {item!r}: expected key=value, as in section.key=value")
             continue
         try:
             set_path(layer, key.strip(), parse_value(raw.strip()))

@@ -37,7 +37,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -63,6 +63,8 @@ from . import sibling
 from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.chain")
+
+R = TypeVar("R")
 
 #: The G2 point at infinity, compressed: the empty aggregate signature genesis carries.
 EMPTY_SIGNATURE = bytes([0xC0]) + bytes(95)
@@ -243,7 +245,7 @@ class ChainActor(otp.GenServer):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _storage(self, request: Any, wait: float = CALL_WAIT) -> Any:
+    async def _storage(self, request: otp.Request[R], wait: float = CALL_WAIT) -> R:
         return await storage_msgs.call(request, storage=self.storage, wait=wait)
 
     async def _engine(self, request: Any, wait: float = CALL_WAIT) -> Any:
@@ -257,7 +259,7 @@ class ChainActor(otp.GenServer):
         block = await self._storage(storage_msgs.GetBlock(block_hash), wait)
         if block is None:
             raise otp.OtpError(f"block {block_hash.hex()} is missing from storage")
-        return block  # type: ignore[no-any-return]
+        return block
 
     async def _genesis(self) -> None:
         payload = await self._engine(engine_msgs.GetGenesis(), INIT_WAIT)

@@ -119,7 +119,7 @@ class _StoredChain:
 
     async def finalized_height(self) -> int:
         ref = await storage.call(storage.GetFinalized(), storage=self.name, wait=STORAGE_WAIT)
-        return int(ref.height)
+        return 0 if ref is None else int(ref.height)  # nothing finalized yet: genesis
 
     async def payload_at(self, height: int) -> ExecutionPayload:
         block = await storage.call(storage.GetBlockByHeight(height), storage=self.name,

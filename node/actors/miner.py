@@ -10,8 +10,9 @@ death, under the chain supervisor's policy. The process runs at niceness ``miner
 (19 by default, with ``SCHED_IDLE`` on Linux): the node's RPC and blocks keep their speed while
 it mines.
 
-When ``miner.enabled`` is false (the default; ``--dev-miner`` sets it) the actor starts
-nothing and idles, so the tree is the same with and without a miner.
+When ``miner.enabled`` is false (the default; ``--dev-miner`` sets it) ``init`` returns
+``otp.Ignore``: the supervisor keeps the child as "ignored" and nothing runs, so the tree is
+the same with and without a miner.
 """
 
 from __future__ import annotations
@@ -114,20 +115,21 @@ async def run_grinder(niceness: int, *,
 class DevMinerActor(otp.GenServer):
     owns_tasks = True
 
-    async def init(self, miner: dict[str, Any] | None = None, auxpow: str = "auxpow") -> None:
+    async def init(self, miner: dict[str, Any] | None = None, auxpow: str = "auxpow") -> Any:
         self.cfg: MinerConfig = structure_section(miner or {}, MinerConfig, "miner")
+        if not self.cfg.enabled:
+            await trio.lowlevel.checkpoint()
+            return otp.Ignore  # the supervisor keeps the child as "ignored", nothing runs
         self.auxpow = auxpow
         self.fee_recipient = bytes.fromhex(self.cfg.address.removeprefix("0x"))
         self.grinder: Grinder | None = None
         self.submitted = 0
         self.refused = 0
-        if not self.cfg.enabled:
-            await trio.lowlevel.checkpoint()
-            return
         self.grinder = await otp.start_task(run_grinder, self.cfg.niceness)
         otp.start_task_soon(self._mine)
         logger.info("dev miner grinding in process %d (niceness %d), fees to %s",
                     self.grinder.pid, self.cfg.niceness, self.cfg.address)
+        return None
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
         await trio.lowlevel.checkpoint()

@@ -20,13 +20,15 @@ Waiting reads Trio's clock, so under ``trio.testing.MockClock`` it costs no real
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 import trio
 
 import otp
 
 __all__ = ["DEFAULT_WAIT", "POLL_INTERVAL", "SiblingUnavailable", "call"]
+
+R = TypeVar("R")
 
 #: How long a call waits in all for a restarting sibling, by default (seconds).
 DEFAULT_WAIT: Final = 10.0
@@ -43,6 +45,14 @@ class SiblingUnavailable(otp.OtpError):
         self.target = target
         self.waited = waited
         self.last = last
+
+
+@overload
+async def call(target: str, request: otp.Request[R], *, timeout: float = 5.0,
+               wait: float = DEFAULT_WAIT) -> R: ...
+@overload
+async def call(target: str, request: Any, *, timeout: float = 5.0,
+               wait: float = DEFAULT_WAIT) -> Any: ...
 
 
 async def call(target: str, request: Any, *, timeout: float = 5.0,

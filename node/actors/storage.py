@@ -48,7 +48,7 @@ import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import plyvel
@@ -62,6 +62,8 @@ from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
 from . import sibling
 
 logger = logging.getLogger("alys.storage")
+
+R = TypeVar("R")
 
 SCHEMA_VERSION: Final = 2
 KEY_VERSION: Final = b"v"
@@ -156,7 +158,7 @@ def _instance(kind: type[Any], optional: bool = False) -> Any:
 
 
 @attrs.frozen
-class PutBlock:
+class PutBlock(otp.Request["BlockRef"]):
     """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
     block at its height). ``finalized``: the new last finalized block, if it changed (never
     lower than the stored one). ``engine_state``: the embedded engine's anchor, when it moved.
@@ -175,17 +177,17 @@ class PutBlock:
 
 
 @attrs.frozen
-class GetBlock:
+class GetBlock(otp.Request["SignedConsensusBlock | None"]):
     hash: bytes = attrs.field(validator=_hash32)
 
 
 @attrs.frozen
-class GetBlockByHeight:
+class GetBlockByHeight(otp.Request["SignedConsensusBlock | None"]):
     height: int = attrs.field(validator=_height)
 
 
 @attrs.frozen
-class GetCanonicalRefs:
+class GetCanonicalRefs(otp.Request["list[BlockRef]"]):
     """The canonical blocks at heights ``start..end`` (both included) as BlockRefs, read from
     the height index (no block is decoded); stops at the first missing height."""
 
@@ -194,44 +196,44 @@ class GetCanonicalRefs:
 
 
 @attrs.frozen
-class GetHead:
+class GetHead(otp.Request["BlockRef | None"]):
     pass
 
 
 @attrs.frozen
-class GetFinalized:
+class GetFinalized(otp.Request["BlockRef | None"]):
     pass
 
 
 @attrs.frozen
-class GetLatestAuxPow:
+class GetLatestAuxPow(otp.Request["BlockRef | None"]):
     pass
 
 
 @attrs.frozen
-class GetAuxPowBlock:
+class GetAuxPowBlock(otp.Request["SignedConsensusBlock | None"]):
     height: int = attrs.field(validator=_height)
 
 
 @attrs.frozen
-class GetEngineState:
+class GetEngineState(otp.Request["bytes | None"]):
     pass
 
 
 @attrs.frozen
-class GetFees:
+class GetFees(otp.Request["int"]):
     hash: bytes = attrs.field(validator=_hash32)
 
 
 @attrs.frozen
-class PutQueuedPow:
+class PutQueuedPow(otp.Request["None"]):
     """Persist the AuxPoW header queued for the next block (None: clear it), synced."""
 
     header: AuxPowHeader | None = attrs.field(validator=_instance(AuxPowHeader, optional=True))
 
 
 @attrs.frozen
-class GetChainInfo:
+class GetChainInfo(otp.Request["ChainInfo"]):
     """Everything the ChainActor needs at start, from the meta records, in one call."""
 
 
@@ -246,7 +248,7 @@ class ChainInfo:
 
 
 @attrs.frozen
-class GetStats:
+class GetStats(otp.Request["StorageStats"]):
     pass
 
 
@@ -562,11 +564,12 @@ class StorageActor(otp.GenServer):
         self.store.close()
 
 
-async def call(request: Any, *, storage: str = "storage",
-               wait: float = sibling.DEFAULT_WAIT) -> Any:
+async def call(request: otp.Request[R], *, storage: str = "storage",
+               wait: float = sibling.DEFAULT_WAIT) -> R:
     """Ask the StorageActor registered as ``storage``, riding out its restarts
     (:func:`node.actors.sibling.call`); a :class:`Refused` answer raises its error here."""
-    answer = await sibling.call(storage, request, wait=wait)
+    answer: Any = await sibling.call(storage, request, wait=wait)
     if isinstance(answer, Refused):
         raise answer.error
-    return answer
+    result: R = answer
+    return result

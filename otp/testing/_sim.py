@@ -42,6 +42,10 @@ from .._values import DEAD, EXITING, RUNNING, Pid
 logger = logging.getLogger("otp.testing")
 
 
+#: What ``otp.system_time()`` reads at virtual time 0 of a simulation (2023-11-14 22:13:20 UTC).
+SIMULATED_EPOCH: Final = 1_700_000_000.0
+
+
 class FaultKind(enum.Enum):
     #: The process raises :class:`InjectedFault` in its next handler (a crash).
     CRASH = "crash"
@@ -565,6 +569,7 @@ async def _run(
         async with runtime(seed=seed) as rt:
             rt.tracer = sim
             sim.runtime = rt
+            rt.system_clock = lambda: SIMULATED_EPOCH + trio.current_time()
             async with trio.open_nursery() as nursery:
                 sim.nursery = nursery
                 nursery.start_soon(sim.run_plan)

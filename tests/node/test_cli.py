@@ -32,3 +32,27 @@ def test_check_reports_configuration_mistakes(capsys: pytest.CaptureFixture[str]
     monkeypatch.setenv("ALYS_ENGINE__KIND", "geth")
     assert main(["check", TREE]) == 2
     assert "'kind' must be in" in capsys.readouterr().err
+
+
+def test_version_names_the_node_and_its_interpreter(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("alys node ")
+
+
+def test_key_prints_the_same_public_key_every_time(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path) -> None:
+    data = f'data_dir="{tmp_path}"'
+    assert main(["key", "--set", data]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["key", "--set", data]) == 0
+    assert capsys.readouterr().out.strip() == first
+    assert first.startswith("0x") and len(first) == 2 + 96  # a 48-byte BLS public key
+
+
+def test_status_says_when_no_node_answers(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    assert main(["status", "--set", "rpc.port=1", "--set", "metrics.port=1",
+                 "--set", f'data_dir="{tmp_path}"']) == 1
+    assert "no node answers at http://127.0.0.1:1/" in capsys.readouterr().err

@@ -86,3 +86,22 @@ def test_fuzz_only_config_error_escapes(data: dict[str, Any]) -> None:
         structure(data)
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_a_problem_names_where_its_value_came_from(tmp_path: Path) -> None:
+    file = tmp_path / "alys.toml"
+    file.write_text('data_dir = "x"\n\n[chain]\nslot_duration_ms = "fast"\n[rpc]\nprot = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(file, {"ALYS_METRICS__PORT": "99999"}, ["engine.kind=geth"])
+    problems = info.value.problems
+    assert any(p.endswith(f"(from {file}:4)") and "slot_duration_ms" in p for p in problems)
+    assert any(p.endswith(f"(from {file}:6)") and "prot" in p for p in problems)
+    assert any(p.endswith("(from ALYS_METRICS__PORT)") for p in problems)
+    assert any(p.endswith("(from --set engine.kind=geth)") for p in problems)
+
+
+def test_log_levels_are_accepted_in_any_case() -> None:
+    assert load_config(None, {"ALYS_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert load_config(None, {}, ["log_level=Warning"]).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="log_level"):
+        load_config(None, {}, ["log_level=loud"])

@@ -142,9 +142,13 @@ async def test_the_actor_owns_its_grinding_process() -> None:
         await otp.stop(sup)
 
 
-async def test_a_disabled_miner_starts_no_process() -> None:
+async def test_a_disabled_miner_is_ignored() -> None:
     async with otp.runtime():
-        await otp.start(DevMinerActor, {"enabled": False}, name="dev_miner")
-        assert await otp.call("dev_miner", "grinder_pid") is None
-        assert await otp.call("dev_miner", "stats") == {"submitted": 0, "refused": 0}
-        await otp.stop("dev_miner")
+        assert await otp.start(DevMinerActor, {"enabled": False}, name="dev_miner") is None
+        assert otp.whereis("dev_miner") is None
+        sup = await otp.start(otp.Supervisor, [
+            otp.ChildSpec("dev_miner", DevMinerActor, ({"enabled": False},), name="dev_miner"),
+        ])
+        [child] = await otp.which_children(sup)
+        assert child.status == "ignored" and child.restarts == 0 and child.pid is None
+        await otp.stop(sup)

@@ -94,9 +94,22 @@ def test_boot_mine_finalize_stop_and_resume(tmp_path: Path) -> None:
         bad = httpx.post(url, content=b"{nope", timeout=10).json()
         assert bad["error"]["code"] == -32700
         assert rpc(url, "getchainstatus")["head"]["height"] >= head["height"]
+        # python -m node status, against this node
+        metrics = node.wait_for(r"metrics on http://[\d.]+:(\d+)/metrics").group(1)
+        rpc_port = url.rsplit(":", 1)[1].rstrip("/")
+        status_cmd = subprocess.run(
+            [sys.executable, "-m", "node", "status", "--set", f"rpc.port={rpc_port}",
+             "--set", f"metrics.port={metrics}", "--set", f'data_dir="{data}"'],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert status_cmd.returncode == 0, status_cmd.stderr
+        assert re.search(r"^head\s+#\d+ ", status_cmd.stdout, re.M), status_cmd.stdout
+        assert re.search(r"^\s+storage_actor: 0 \(running\)$", status_cmd.stdout, re.M)
     finally:
         code = node.stop()
     assert code == 0, "".join(node.lines[-30:])
+    assert "alys node stopped in order" in node.lines[-1], node.lines[-5:]
     stopped_at = head["height"]
 
     node = Node(data)

@@ -518,7 +518,7 @@ async def test_restart_child_whose_init_fails_raises_start_error_and_supervisor_
 
 
 async def test_unknown_request_is_refused_and_the_supervisor_lives() -> None:
-    from otp._supervisor import _Refused
+    from otp._children import Refused as _Refused
 
     async with otp.runtime():
         sup = await sup_of(spec("a"))

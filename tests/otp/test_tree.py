@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +346,7 @@ toml_values = st.recursive(
     ),
     max_leaves=8,
 )
-KEYS = sorted(set(otp._tree.SUPERVISOR_KEYS + otp._tree.WORKER_KEYS))
+KEYS = sorted(set(otp._treeload.SUPERVISOR_KEYS + otp._treeload.WORKER_KEYS))
 
 
 @settings(max_examples=300, deadline=None)
@@ -384,7 +385,7 @@ def test_fuzz_arbitrary_documents_only_raise_tree_error(text: str) -> None:
 def test_fuzz_mutating_one_key_of_a_valid_tree_only_raises_tree_error(
     spec: otp.TreeSpec, data: st.DataObject
 ) -> None:
-    doc = otp._tree.tomllib.loads(otp.dump_tree(spec))
+    doc = tomllib.loads(otp.dump_tree(spec))
     node = doc["tree"]
     while node.get("children") and data.draw(st.booleans()):
         node = data.draw(st.sampled_from(node["children"]))

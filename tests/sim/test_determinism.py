@@ -203,3 +203,24 @@ def test_simulate_restores_trios_scheduling_flag_and_generator() -> None:
     # and a failing run still reports how long it ran
     assert isinstance(result.failure, KeyError)
     assert result.virtual_time == pytest.approx(2.5)
+
+
+def test_system_time_is_virtual_in_a_simulation_and_real_outside() -> None:
+    import time
+
+    async def main() -> tuple[float, float]:
+        first = otp.system_time()
+        await trio.sleep(90.0)
+        return first, otp.system_time()
+
+    result = simulate(main, seed=1)
+    assert result.ok
+    first, later = result.result
+    assert first == otp.testing._sim.SIMULATED_EPOCH and later == first + 90.0
+
+    async def real() -> float:
+        async with otp.runtime():
+            return otp.system_time()
+
+    assert abs(trio.run(real) - time.time()) < 5.0
+    assert abs(otp.system_time() - time.time()) < 5.0  # outside any runtime
