@@ -400,8 +400,8 @@ def chain_status(port: int) -> dict[str, Any]:
 
 # -- block latency from the log -------------------------------------------------------------------
 
-_BLOCK = re.compile(r"^(\S+ \S+) INFO +alys\.chain: produced block #(\d+) \S+ slot (\d+),.*"
-                    r"\(([\d.]+) ms\)$", re.M)
+_BLOCK = re.compile(r"^(\S+ \S+) INFO +alys\.chain(?: \[[^\]]*\])?: produced block #(\d+) \S+ "
+                    r"slot (\d+),.*\(([\d.]+) ms\)$", re.M)
 
 
 def block_lateness(node: NodeProcess, slot_ms: int) -> tuple[list[float], list[float]]:
