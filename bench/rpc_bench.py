@@ -92,7 +92,7 @@ class Load:
     latencies: list[float]
     client_cpu: float
     #: Replies over the whole run, warm-up included (for CPU per request).
-    total: int = 0
+    replies: int = 0
 
     @property
     def rps(self) -> float:
@@ -147,7 +147,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
         cpu_from: float | None = None
         latencies: list[float] = []
         completed = 0
-        total = 0
+        replies = 0
         for fd, sock in conns.items():
             sock.send(request)
             sent_at[fd] = clock()
@@ -193,7 +193,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
                     if not check(reply, head_end + 4):
                         raise BadReply(f"unexpected reply: {reply[:300]!r}")
                     done = clock()
-                    total += 1
+                    replies += 1
                     if measure_from <= done <= until:
                         completed += 1
                         if sent_at[fd] >= measure_from:
@@ -212,7 +212,7 @@ def load(port: int, request: bytes, clients: int, seconds: float, warmup: float,
         for sock in conns.values():
             sock.close()
     latencies.sort()
-    return Load(seconds, completed, latencies, cpu, total)
+    return Load(seconds, completed, latencies, cpu, replies)
 
 
 # -- the servers under test -----------------------------------------------------------------------
@@ -497,7 +497,7 @@ def run(options: Options) -> dict[str, Any]:
                         ground0 = sum(_cpu(g) for g in grinders) if name == NODE_MINER else 0
                         result = load(port, request, clients, seconds, warmup, checker)
                         cpu_per_request[name].append((_cpu(processes[name]) - cpu0)
-                                                     / max(result.total, 1))
+                                                     / max(result.replies, 1))
                         if name == NODE_MINER:
                             grinder_cpu += sum(_cpu(g) for g in grinders) - ground0
                             miner_seconds += time.time() - t0
