@@ -215,6 +215,8 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
+    if len(text) <= MAX_INT_DIGITS:
+        return int(text)
     digits = len(text) - text.startswith("-")
     if digits > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
@@ -344,18 +346,21 @@ class RpcApp:
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
         """The whole body, or None if it is over the limit (by its declared length, before
-        reading it, or while reading it). A client gone mid-body raises _Disconnected."""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or len(value) > 19 or int(value) > self.max_body:
-                    return None
-                break
+        reading more of it, or while reading it). A client gone mid-body raises
+        _Disconnected."""
         message = await receive()
         if message["type"] != "http.request":
             raise _Disconnected
         body = message.get("body", b"")
         if not message.get("more_body", False):
             return body if len(body) <= self.max_body else None
+        # More is coming (a body that did not arrive whole): refuse it by its declared length
+        # before reading the rest.
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 19 or int(value) > self.max_body:
+                    return None
+                break
         parts = bytearray(body)
         while True:
             message = await receive()
@@ -368,7 +373,9 @@ class RpcApp:
                 return bytes(parts)
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
-        """The HTTP status and response body for one request body."""
+        """The HTTP status and response body for one request body. Not a checkpoint when the
+        handler answers without waiting (a cached reply): the ASGI send that follows is one,
+        and a yield per request here would cost every request a trip through the scheduler."""
         rid: Id = None
         try:
             request = parse_body(body)

@@ -315,6 +315,10 @@ class RpcActor(otp.GenServer):
             flight.set()
 
     async def getheadblock(self) -> bytes:
+        hit = self.cache.head  # the common case first: no closures made on a hit
+        if hit is not None:
+            return hit
+
         async def read() -> bytes:
             generation = self.cache.generation
             head = await self._ask(self.storage, storage_msgs.GetHead())
@@ -330,6 +334,10 @@ class RpcActor(otp.GenServer):
         return await self._once("head", read, lambda: self.cache.head)
 
     async def getblockbyheight(self, height: int) -> bytes:
+        hit = self.cache.at_height(height)
+        if hit is not None:
+            return hit
+
         async def read() -> bytes:
             generation = self.cache.generation
             block = await self._ask(self.storage, storage_msgs.GetBlockByHeight(height))
@@ -343,6 +351,10 @@ class RpcActor(otp.GenServer):
                                 lambda: self.cache.at_height(height))
 
     async def getblockbyhash(self, block_hash: bytes) -> bytes:
+        hit = self.cache.block(block_hash)
+        if hit is not None:
+            return hit
+
         async def read() -> bytes:
             block = await self._ask(self.storage, storage_msgs.GetBlock(block_hash))
             if block is None:
