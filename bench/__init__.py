@@ -87,3 +87,11 @@ register(
     "the Alys node: produce + import latency with the embedded engine (beside direct calls "
     "and the seed's claim) and boot-to-ready time",
 )
+
+register(
+    "rpc",
+    "bench.rpc_bench",
+    "the node's JSON-RPC (python -m node boot --dev-miner) beside a minimal hypercorn+Trio app "
+    "serving the same bytes: requests/s and p50/p99 at 1, 10, 50 clients for getheadblock and "
+    "getblockbyheight; the load generator's ceiling; block lateness with and without the miner",
+)

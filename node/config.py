@@ -51,6 +51,11 @@ def _port(_inst: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), not {value}")
 
 
+def _niceness(_inst: Any, attribute: Any, value: Any) -> None:
+    if not 0 <= value <= 19:
+        raise ValueError(f"{attribute.name} must be in 0..19, not {value}")
+
+
 def _evm_address(_inst: Any, attribute: Any, value: Any) -> None:
     text = value[2:] if value.startswith("0x") else value
     if len(text) != 40 or any(c not in "0123456789abcdefABCDEF" for c in text):
@@ -90,9 +95,17 @@ class ChainConfig:
 
 @attrs.frozen
 class RpcConfig:
+    """The node's JSON-RPC server (miners and users)."""
+
     host: str = "127.0.0.1"
     port: int = attrs.field(default=3000, validator=_port)
+    #: Larger request bodies are refused (HTTP 413) before they are read.
     max_body_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    #: The reply cache's bound: encoded blocks, least recently used first out.
+    cache_bytes: int = attrs.field(default=64 << 20, validator=_non_negative)
+    #: How long (seconds) a request waits for a restarting storage, chain or AuxPoW actor
+    #: before it is answered HTTP 503 "not ready".
+    sibling_wait: float = attrs.field(default=2.0, validator=_non_negative)
 
 
 @attrs.frozen
@@ -116,7 +129,8 @@ class EngineConfig:
 
 @attrs.frozen
 class MinerConfig:
-    """The dev CPU merged-miner (``--dev-miner``): it mines against the node's own RPC."""
+    """The dev CPU merged miner (``--dev-miner``): the DevMinerActor asks the AuxPowActor for
+    work and grinds it in a separate OS process."""
 
     enabled: bool = False
     #: The miner's EVM address for its fee share.
@@ -125,6 +139,9 @@ class MinerConfig:
     )
     #: Seconds between attempts to fetch work.
     interval: float = attrs.field(default=1.0, validator=_positive)
+    #: The grinding process's niceness (0-19): at 19 (and, on Linux, SCHED_IDLE with it) it
+    #: takes only CPU nothing else wants, so the node's RPC and blocks keep their speed.
+    niceness: int = attrs.field(default=19, validator=_niceness)
 
 
 def _upper(value: Any) -> Any:

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-import pytest
-
 import otp
 from node.actors import chain as chain_msgs
-from node.actors.auxpow import AuxPowActor
 from node.config import NodeConfig
 from node.crypto import bls
 from node.workflows import chain as rules
@@ -46,22 +42,3 @@ async def test_own_block_waits_for_approvals_then_imports(tmp_path: Path) -> Non
         assert stored.head == ref
         assert isinstance(await otp.call("chain", chain_msgs.AddApproval(good)),
                           rules.BlockError)  # nothing waits any more
-
-
-@pytest.mark.real_clock
-async def test_rpc_answers_not_ready_while_the_chain_actor_is_down(tmp_path: Path) -> None:
-    cfg = NodeConfig().as_mapping()["node"]
-    async with otp.runtime():
-        await start_chain(tmp_path, cfg["chain"], Clock())
-        rpc_cfg = {**cfg["rpc"], "port": 0}
-        await otp.start(AuxPowActor, rpc_cfg, cfg["chain"], name="auxpow")
-        host, port = await otp.call("auxpow", "address")
-        url = f"http://{host}:{port}/"
-        await stop_actors("chain")
-        async with httpx.AsyncClient() as client:
-            reply = await client.post(url, json={"method": "getchainstatus", "id": 1})
-            assert reply.status_code == 503
-            assert "not ready" in reply.json()["error"]["message"]
-            reply = await client.post(url, json={"method": "getheadblock", "id": 2})
-            assert reply.json()["result"]["height"] == 0  # storage still answers
-        assert otp.whereis("auxpow") is not None

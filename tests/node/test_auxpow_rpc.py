@@ -1,5 +1,6 @@
-"""The AuxPowActor's JSON-RPC over a real socket: merged-mining work and submissions, block
-queries, and malformed requests that get a JSON-RPC error while the node keeps answering."""
+"""The node's JSON-RPC (RpcActor, AuxPowActor) over a real socket: merged-mining work and
+submissions, block queries, and malformed requests that get a JSON-RPC error while the node
+keeps answering."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import otp
 from node.actors import chain as c
 from node.actors import storage as s
 from node.actors.auxpow import AuxPowActor
+from node.actors.rpc import RpcActor
 from node.types.bitcoin import bits_to_target, sha256d
 from node.workflows.auxpow import mine_auxpow
 
@@ -50,11 +52,12 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[Rpc, Clock]]:
     clock = Clock()
     async with otp.runtime():
         await start_chain(tmp_path, CHAIN, clock)
-        await otp.start(AuxPowActor, {"port": 0}, CHAIN, name="auxpow")
-        host, port = await otp.call("auxpow", "address")
+        await otp.start(AuxPowActor, CHAIN, name="auxpow")
+        await otp.start(RpcActor, {"port": 0}, name="rpc")
+        host, port = await otp.call("rpc", "address")
         async with httpx.AsyncClient(timeout=10) as client:
             yield Rpc(client, f"http://{host}:{port}/"), clock
-        await stop_actors("auxpow", "chain", "engine", "storage")
+        await stop_actors("rpc", "auxpow", "chain", "engine", "storage")
 
 
 async def produce(clock: Clock, count: int = 1) -> None:
@@ -82,10 +85,13 @@ async def test_createauxblock_hands_out_the_original_fields(tmp_path: Path) -> N
         assert work["hash"] == sha256d(b"".join(r.hash for r in unfinalized)).hex()
         status = await otp.call("chain", c.GetStatus())
         assert work["chainid"] == 121212
-        assert work["previousblockhash"] == status.head.hash.hex() == unfinalized[-1].hash.hex()
+        # the block carrying the latest AuxPoW (here genesis, with the chain's initial header)
+        # and its height + 1, as the original answers (ALYS.md)
+        genesis = await otp.call("storage", s.GetBlockByHeight(0))
+        assert work["previousblockhash"] == genesis.hash().hex()
+        assert work["height"] == 1
         assert work["coinbasevalue"] == 0
         assert work["bits"] == f"{status.bits:08x}" and len(work["bits"]) == 8
-        assert work["height"] == 3
         assert work["_target"] == bits_to_target(status.bits).to_bytes(32, "little").hex()
         # the same range gives the same work
         assert await rpc("createauxblock", MINER) == work
@@ -105,20 +111,24 @@ async def test_submitauxblock_queues_a_mined_proof_for_the_next_block(tmp_path: 
             "range_end": unfinalized[-1].hash.hex(),
             "bits": work["bits"],
             "chain_id": 121212,
-            "height": 2,
+            # createauxblock's height (the carrier's + 1, here genesis + 1), as the original
+            # pushes it; the chain does not validate it
+            "height": work["height"],
             "auxpow": proof.to_hex(),
             "fee_recipient": MINER,
         }
         await produce(clock)
         chain_status = await rpc("getchainstatus")
-        assert chain_status["finalized"] == {"hash": work["previousblockhash"], "height": 2}
+        assert chain_status["finalized"] == {"hash": unfinalized[-1].hash.hex(), "height": 2}
         assert chain_status["head"]["height"] == 3
         head = await rpc("getheadblock")
         assert head["auxpow_header"] == queued
         assert await rpc("getqueuedpow") is None
-        # everything is finalized up to #2; #3 is the new work
+        # everything is finalized up to #2; #3 carries the latest AuxPoW and is the new work
         again = await rpc("createauxblock")
-        assert again["height"] == 3 and again["hash"] != work["hash"]
+        assert again["previousblockhash"] == head["hash"]
+        assert again["height"] == 4 and again["hash"] != work["hash"]
+        assert again["hash"] == sha256d(bytes.fromhex(head["hash"])).hex()
 
 
 async def test_submitauxblock_errors(tmp_path: Path) -> None:
@@ -169,6 +179,10 @@ async def test_block_queries(tmp_path: Path) -> None:
         assert await rpc("getblockbyheight", 2) == head
         assert await rpc("getblockbyhash", head["hash"]) == head
         assert await rpc("getblockbyhash", "0x" + head["hash"]) == head
+        # the original's bare parameter, beside the list
+        for method, bare in (("getblockbyheight", 2), ("getblockbyhash", head["hash"])):
+            status_code, reply = await rpc.raw(method=method, params=bare)
+            assert status_code == 200 and reply["result"] == head
         genesis = await rpc("getblockbyheight", 0)
         assert genesis["height"] == 0 and genesis["auxpow_header"]["auxpow"] is None
         assert (await rpc("getblockbyheight", 1))["parent_hash"] == genesis["hash"]
@@ -185,6 +199,7 @@ async def test_block_queries(tmp_path: Path) -> None:
         }
         for method, params in [("getblockbyheight", []), ("getblockbyheight", ["1"]),
                                ("getblockbyheight", [-1]), ("getblockbyheight", [True]),
+                               ("getblockbyheight", [2**64]), ("getblockbyheight", [1.5]),
                                ("getblockbyhash", [2]), ("getblockbyhash", ["ab"]),
                                ("getblockbyhash", ["zz" * 32])]:
             _status, error = await rpc.error(method, *params)
