@@ -43,7 +43,8 @@ import httpx
 
 from bench import Options
 from bench._common import median, out, percentile
-from node.actors.storage import ChainInfo, ChainStore
+from node.actors.storage import ChainStore
+from node.messages.storage import ChainInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ("boot", "produce", "finalize", "submit", "rpc")

@@ -41,15 +41,15 @@ import trio
 import otp
 from bench import Options
 from bench._common import Goal, median, out, percentile, verdict
-from node.actors import chain as chain_msgs
-from node.actors import storage as storage_msgs
 from node.actors.chain import EMPTY_SIGNATURE, ChainActor
 from node.actors.engine import EngineActor
-from node.actors.storage import ChainStore, StorageActor
+from node.actors.storage import SCHEMA_VERSION, ChainStore, StorageActor
 from node.config import ChainConfig, NodeConfig, structure_section
 from node.crypto import bls
 from node.execution.embedded import EmbeddedEngine
 from node.integration.engine import build_block, commit_block
+from node.messages import chain as chain_msgs
+from node.messages import storage as storage_msgs
 from node.types import encoding
 from node.types.chain import (
     AggregateApproval,
@@ -203,7 +203,7 @@ def build_chain(path: Path, n: int, first_slot: int) -> BuiltChain:
 def cached_chain(n: int) -> BuiltChain:
     """The built chain of ``n`` blocks from the cache, built once."""
     name = (f"chain-{n}-b{BUILDER_VERSION}-enc{encoding.VERSION}-"
-            f"schema{storage_msgs.SCHEMA_VERSION}")
+            f"schema{SCHEMA_VERSION}")
     path = CACHE / name
     marker = path / "built"
     if not marker.exists():

@@ -25,10 +25,12 @@ import cattrs
 
 import otp
 
+from .errors import NodeError
+
 ENV_PREFIX = "ALYS_"
 
 
-class ConfigError(ValueError):
+class ConfigError(NodeError, ValueError):
     """Invalid configuration; ``problems`` lists every mistake as ``key path: message``."""
 
     def __init__(self, problems: list[str]) -> None:

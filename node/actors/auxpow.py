@@ -22,17 +22,24 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-import attrs
 import trio
 
 import otp
 
 from .. import metrics
 from ..config import ChainConfig, structure_section
-from ..types.bitcoin import bits_to_target
+from ..errors import CALL_FAILURES
+from ..messages import chain as chain_msgs
+from ..messages.auxpow import (
+    AuxBlock,
+    AuxPowRefused,
+    CreateAuxBlock,
+    NoWork,
+    SubmitAuxBlock,
+    Unavailable,
+)
 from ..types.chain import BlockRef
 from ..workflows import chain as rules
-from . import chain as chain_msgs
 from . import sibling
 
 logger = logging.getLogger("alys.auxpow")
@@ -62,71 +69,6 @@ def _bytes(n: int | None) -> Any:
 # -- messages -------------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class CreateAuxBlock:
-    """Work for a merged miner whose fee share goes to ``fee_recipient`` (20 bytes; None: the
-    chain's configured recipient). Replies :class:`AuxBlock`, :class:`NoWork` or
-    :class:`Unavailable`."""
-
-    fee_recipient: bytes | None = attrs.field(default=None, validator=_optional_bytes(20))
-
-
-@attrs.frozen
-class AuxBlock:
-    """Work, as ``createauxblock`` describes it to miners.
-
-    ``hash`` is what the miner commits to (SHA256d of the unfinalized range's hashes).
-    ``previous_block_hash`` is the block that carries the latest AuxPoW and ``height`` that
-    block's height + 1, as the original answers (its ``get_last_finalized_block`` returns the
-    carrier, despite its name; ALYS.md)."""
-
-    hash: bytes
-    chain_id: int
-    previous_block_hash: bytes
-    bits: int
-    height: int
-
-    @property
-    def target(self) -> int:
-        return bits_to_target(self.bits)
-
-
-@attrs.frozen
-class NoWork:
-    """No work to hand out: the chain is syncing, or there is no unfinalized block yet."""
-
-    reason: str
-
-
-@attrs.frozen
-class SubmitAuxBlock:
-    """A miner's proof for the work whose hash is ``hash``. Replies None when it is queued for
-    the next block, else :class:`AuxPowRefused` or :class:`Unavailable`."""
-
-    hash: bytes = attrs.field(validator=_bytes(32))
-    auxpow: bytes = attrs.field(validator=_bytes(None))
-
-
-@attrs.frozen
-class AuxPowRefused:
-    """A refused proof. ``rule``: ``"unknown-work"`` (no work was handed out for the hash, or
-    it is too old), else the consensus rule that failed (``auxpow-pow``, ``auxpow-bits``...)."""
-
-    rule: str
-    message: str
-
-
-@attrs.frozen
-class Unavailable:
-    """The chain actor did not answer within the wait: it is down or restarting, and its
-    supervisor is on it. Ask again shortly."""
-
-    reason: str
-
-
-# -- the actor ------------------------------------------------------------------------------------
-
-
 class AuxPowActor(otp.GenServer):
     async def init(
         self,
@@ -153,7 +95,7 @@ class AuxPowActor(otp.GenServer):
     async def _answer(self, work: Any) -> Any:
         try:
             return await work
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             # The chain actor stayed down or restarting past our wait: its supervisor is on
             # it. The miner is told to come back; this actor carries on.
             return Unavailable(str(exc))

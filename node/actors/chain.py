@@ -39,7 +39,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import trio
 
 import otp
@@ -47,7 +46,21 @@ import otp
 from .. import metrics
 from ..config import ChainConfig, structure_section
 from ..crypto import bls
+from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
 from ..integration.engine import PayloadStatusError
+from ..messages import engine as engine_msgs
+from ..messages import storage as storage_msgs
+from ..messages.chain import (
+    BLOCKS_TOPIC,
+    AddApproval,
+    BlockImported,
+    ChainStatus,
+    GetStatus,
+    GetUnfinalized,
+    ImportBlock,
+    ProduceNow,
+    QueuePow,
+)
 from ..types.chain import (
     AggregateApproval,
     AuxPowHeader,
@@ -58,9 +71,7 @@ from ..types.chain import (
 )
 from ..workflows import chain as rules
 from ..workflows import difficulty
-from . import engine as engine_msgs
 from . import sibling
-from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.chain")
 
@@ -79,72 +90,6 @@ QUEUE_WAIT = 2.0
 ENGINE_TIMEOUT = 60.0
 
 
-@attrs.frozen
-class GetStatus:
-    pass
-
-
-@attrs.frozen
-class ChainStatus:
-    head: BlockRef | None
-    finalized: BlockRef | None
-    queued_pow: AuxPowHeader | None
-    synced: bool
-    paused: bool
-    authority_index: int | None
-    authorities: int
-    #: The bits the next AuxPoW must meet.
-    bits: int
-    #: The block carrying the latest AuxPoW: ``createauxblock`` answers its hash as
-    #: ``previousblockhash`` and its height + 1 as ``height`` (see ``rules.make_work``).
-    last_pow: BlockRef | None = None
-
-
-@attrs.frozen
-class GetUnfinalized:
-    """The canonical blocks after the last finalized one, up to the head, as BlockRefs."""
-
-
-@attrs.frozen
-class QueuePow:
-    """A checked AuxPoW header for the next produced block (from the AuxPowActor); replies
-    None, or the BlockError that makes it unusable."""
-
-    header: AuxPowHeader
-
-
-@attrs.frozen
-class ImportBlock:
-    """A block received from elsewhere (the network, a test); replies its BlockRef, or the
-    BlockError (or sibling error) that kept it out."""
-
-    block: SignedConsensusBlock
-
-
-@attrs.frozen
-class AddApproval:
-    """Another authority's approval of the block this node produced and holds until it has
-    ceil(2n/3) approvals; replies the imported block's BlockRef once it has them, else None
-    (a BlockError for an approval that does not verify)."""
-
-    approval: IndividualApproval
-
-
-@attrs.frozen
-class ProduceNow:
-    """Produce a block for the current slot now, if this node is its author (tests, tools)."""
-
-
-@attrs.frozen
-class BlockImported:
-    """Published on the bus topic ``"chain.blocks"`` after every import."""
-
-    ref: BlockRef
-    slot: int
-    finalized: BlockRef
-    produced: bool
-
-
 def load_or_create_key(path: Path) -> bls.SecretKey:
     """The node's authority key: read from ``path`` (hex), or generated once and written
     atomically (a temporary file, fsynced, renamed over ``path``, directory fsynced), so a
@@ -154,7 +99,7 @@ def load_or_create_key(path: Path) -> bls.SecretKey:
         try:
             return bls.SecretKey.from_bytes(bytes.fromhex(text.removeprefix("0x")))
         except (ValueError, bls.BLSError) as exc:
-            raise otp.OtpError(f"the key file {path} is not a valid BLS secret key: {exc}") from exc
+            raise KeyFileError(f"the key file {path} is not a valid BLS secret key: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     key = bls.SecretKey.from_seed(secrets.token_bytes(32))
     tmp = path.with_name(path.name + ".tmp")
@@ -246,7 +191,7 @@ class ChainActor(otp.GenServer):
     # -- helpers ------------------------------------------------------------------------------
 
     async def _storage(self, request: otp.Request[R], wait: float = CALL_WAIT) -> R:
-        return await storage_msgs.call(request, storage=self.storage, wait=wait)
+        return await sibling.call_storage(request, storage=self.storage, wait=wait)
 
     async def _engine(self, request: Any, wait: float = CALL_WAIT) -> Any:
         return await sibling.call(self.engine, request, timeout=ENGINE_TIMEOUT, wait=wait)
@@ -258,7 +203,7 @@ class ChainActor(otp.GenServer):
             return state.head
         block = await self._storage(storage_msgs.GetBlock(block_hash), wait)
         if block is None:
-            raise otp.OtpError(f"block {block_hash.hex()} is missing from storage")
+            raise MissingBlock(f"block {block_hash.hex()} is missing from storage")
         return block
 
     async def _genesis(self) -> None:
@@ -285,7 +230,7 @@ class ChainActor(otp.GenServer):
             info.finalized.height + 1, info.head.height), INIT_WAIT)
         if len(refs) != info.head.height - info.finalized.height:
             missing = info.finalized.height + 1 + len(refs)
-            raise otp.OtpError(f"canonical block #{missing} is missing from storage")
+            raise MissingBlock(f"canonical block #{missing} is missing from storage")
         return rules.ChainState(
             head=head,
             finalized=info.finalized,
@@ -317,7 +262,7 @@ class ChainActor(otp.GenServer):
     async def _persist_queued(self, header: AuxPowHeader | None) -> bool:
         try:
             await self._storage(storage_msgs.PutQueuedPow(header), QUEUE_WAIT)
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             logger.warning("queued AuxPoW %s not persisted (storage unavailable): %s",
                            "clear" if header is None else f"for #{header.height}", exc)
             return False
@@ -356,7 +301,7 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
             # is lost and the next one tries again (first learning, if the block's write
             # failed, whether it was stored: see _reconcile).
@@ -481,7 +426,7 @@ class ChainActor(otp.GenServer):
                 finalized=new.finalized if new.finalized != state.finalized else None,
                 engine_state=committed.engine_state, fees=new.fees,
             ))
-        except otp.OtpError:
+        except CALL_FAILURES:
             self.unsure = (signed.ref(), new)
             raise
         self._adopt(new)
@@ -497,7 +442,7 @@ class ChainActor(otp.GenServer):
             f", AuxPoW for #{block.auxpow_header.height}" if block.auxpow_header else "",
             elapsed * 1000,
         )
-        otp.bus.publish_nowait("chain.blocks",
+        otp.bus.publish_nowait(BLOCKS_TOPIC,
                                BlockImported(ref, block.slot, new.finalized, produced))
         return ref
 
@@ -525,7 +470,7 @@ class ChainActor(otp.GenServer):
             case ImportBlock(block):
                 try:
                     return await self._import(block)
-                except (rules.BlockError, otp.OtpError) as exc:
+                except (rules.BlockError, *CALL_FAILURES) as exc:
                     return exc
             case AddApproval(approval):
                 await trio.lowlevel.checkpoint()
@@ -533,7 +478,7 @@ class ChainActor(otp.GenServer):
             case ProduceNow():
                 try:
                     return await self._produce()
-                except otp.OtpError as exc:
+                except CALL_FAILURES as exc:
                     return exc
         raise otp.UnexpectedMessage(self, "call", request)
 
@@ -549,5 +494,5 @@ class ChainActor(otp.GenServer):
                 return None
             self.awaiting = None
             return await self._import(awaiting, produced=True)
-        except (rules.BlockError, otp.OtpError) as exc:
+        except (rules.BlockError, *CALL_FAILURES) as exc:
             return exc

@@ -32,12 +32,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import attrs
 import trio
 
 import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
+from ..errors import EngineSetupError, MissingBlock
 from ..execution.embedded import EmbeddedEngine, EngineStateError
 from ..integration.engine import (
     EngineClient,
@@ -47,17 +47,18 @@ from ..integration.engine import (
     load_jwt_secret,
     resync,
 )
+from ..messages import storage
+from ..messages.engine import BuildPayload, CommitPayload, Committed, GetGenesis
 from ..types.execution import (
     INVALID_FORKCHOICE_STATE,
     ZERO_HASH,
     EngineError,
     ExecutionPayload,
     PayloadStatusKind,
-    Withdrawal,
     payload_from_eth_block,
 )
 from ..workflows import chain as rules
-from . import storage
+from . import sibling
 
 logger = logging.getLogger("alys.engine")
 
@@ -72,41 +73,6 @@ CAPABILITIES = (
 STORAGE_WAIT = 90.0
 
 
-@attrs.frozen
-class GetGenesis:
-    """The execution layer's block 0 as a payload (the consensus genesis wraps it)."""
-
-
-@attrs.frozen
-class BuildPayload:
-    head: bytes
-    finalized: bytes
-    timestamp: int
-    fee_recipient: bytes
-    withdrawals: tuple[Withdrawal, ...] = ()
-
-
-@attrs.frozen
-class CommitPayload:
-    """Execute ``payload`` and make it the head, with ``finalized`` as safe and finalized.
-    Replies :class:`Committed`, or the :class:`PayloadStatusError` when the engine refuses
-    the payload (an answer, not an engine fault: the actor carries on)."""
-
-    payload: ExecutionPayload
-    finalized: bytes
-
-
-@attrs.frozen
-class Committed:
-    """A committed payload: the engine's new head, the embedded engine's snapshot to store
-    with the block when the commit moved its anchor (None otherwise, and over HTTP), and the
-    block's fees in wei (effective tip x gas used, summed over its receipts)."""
-
-    head: bytes
-    engine_state: bytes | None
-    fees: int
-
-
 class _StoredChain:
     """The stored canonical chain, read through the StorageActor (``StoredChain``)."""
 
@@ -114,18 +80,19 @@ class _StoredChain:
         self.name = name
 
     async def head_height(self) -> int | None:
-        head = await storage.call(storage.GetHead(), storage=self.name, wait=STORAGE_WAIT)
+        head = await sibling.call_storage(storage.GetHead(), storage=self.name, wait=STORAGE_WAIT)
         return None if head is None else int(head.height)
 
     async def finalized_height(self) -> int:
-        ref = await storage.call(storage.GetFinalized(), storage=self.name, wait=STORAGE_WAIT)
+        ref = await sibling.call_storage(storage.GetFinalized(), storage=self.name,
+                                         wait=STORAGE_WAIT)
         return 0 if ref is None else int(ref.height)  # nothing finalized yet: genesis
 
     async def payload_at(self, height: int) -> ExecutionPayload:
-        block = await storage.call(storage.GetBlockByHeight(height), storage=self.name,
+        block = await sibling.call_storage(storage.GetBlockByHeight(height), storage=self.name,
                                    wait=STORAGE_WAIT)
         if block is None:
-            raise otp.OtpError(f"stored block #{height} is missing: cannot bring the engine "
+            raise MissingBlock(f"stored block #{height} is missing: cannot bring the engine "
                                "to the stored head")
         payload: ExecutionPayload = block.message.execution_payload
         return payload
@@ -149,13 +116,13 @@ class EngineActor(otp.GenServer):
             self.engine: Any = self.embedded
         else:
             if self.cfg.jwt_secret_path is None:
-                raise otp.OtpError("engine.kind = 'http' needs engine.jwt_secret_path")
+                raise EngineSetupError("engine.kind = 'http' needs engine.jwt_secret_path")
             secret = load_jwt_secret(self.cfg.jwt_secret_path)
             self.engine = EngineClient(self.cfg.url, secret, timeout=self.cfg.timeout)
             methods = await self.engine.exchange_capabilities(list(CAPABILITIES))
             missing = [m for m in CAPABILITIES[1:] if m not in methods]
             if missing:
-                raise otp.OtpError(f"the execution client at {self.cfg.url} lacks {missing}")
+                raise EngineSetupError(f"the execution client at {self.cfg.url} lacks {missing}")
         sent = await self._resync()
         if self.embedded is not None:
             logger.info("embedded execution engine at block #%d (anchor #%d, %d re-sent from "
@@ -166,7 +133,7 @@ class EngineActor(otp.GenServer):
 
     async def _restore(self) -> EmbeddedEngine:
         chain_id = self.chain_id
-        state = await storage.call(storage.GetEngineState(), storage=self.storage_name,
+        state = await sibling.call_storage(storage.GetEngineState(), storage=self.storage_name,
                                    wait=STORAGE_WAIT)
         if state is not None:
             try:

@@ -18,6 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import otp
 
 from .. import metrics
+from ..errors import CALL_FAILURES
+from ..messages.chain import GetStatus
 from ..rpc import lifespan, serve_app
 
 logger = logging.getLogger("alys.metrics")
@@ -67,11 +69,10 @@ class MetricsApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _ready(self) -> tuple[bool, str]:
-        from .chain import GetStatus
 
         try:
             status = await otp.call(self.chain_name, GetStatus(), timeout=2.0)
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             return False, f"chain actor unavailable: {exc}"
         if status.head is None:
             return False, "no head yet"

@@ -32,16 +32,13 @@ import trio
 import otp
 
 from ..config import MinerConfig, structure_section
-from . import auxpow as auxpow_msgs
+from ..errors import CALL_FAILURES, MinerProcessDied
+from ..messages import auxpow as auxpow_msgs
 
 logger = logging.getLogger("alys.miner")
 
 #: The directory ``node`` is imported from, so that the grinding process imports the same one.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-class MinerProcessDied(otp.OtpError):
-    """The grinding process ended while the actor was running."""
 
 
 class _Lines:
@@ -143,7 +140,7 @@ class DevMinerActor(otp.GenServer):
     async def _ask(self, request: Any) -> Any:
         try:
             return await otp.call(self.auxpow, request, timeout=30.0)
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             logger.debug("dev miner: the AuxPowActor did not answer: %s", exc)
             return auxpow_msgs.Unavailable(str(exc))
 

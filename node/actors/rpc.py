@@ -51,6 +51,10 @@ import trio
 import otp
 
 from ..config import RpcConfig, structure_section
+from ..errors import CALL_FAILURES
+from ..messages import auxpow as auxpow_msgs
+from ..messages import chain as chain_msgs
+from ..messages import storage as storage_msgs
 from ..rpc import (
     CHAIN_SYNCING,
     INTERNAL_ERROR,
@@ -66,10 +70,7 @@ from ..rpc import (
     u64,
 )
 from ..types.chain import AuxPowHeader, SignedConsensusBlock
-from . import auxpow as auxpow_msgs
-from . import chain as chain_msgs
 from . import sibling
-from . import storage as storage_msgs
 
 logger = logging.getLogger("alys.rpc")
 
@@ -78,7 +79,7 @@ RPC_INVALID_PARAMETER = -8
 RPC_VERIFY_REJECTED = -26
 
 #: The bus topic of the ChainActor's ``BlockImported`` events.
-BLOCKS_TOPIC = "chain.blocks"
+BLOCKS_TOPIC = chain_msgs.BLOCKS_TOPIC
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("createauxblock", (Param("evmAddress", address, optional=True),),
@@ -255,7 +256,7 @@ class RpcActor(otp.GenServer):
         otp.bus.subscribe(BLOCKS_TOPIC)
         try:
             status = await otp.call(self.chain, chain_msgs.GetStatus(), timeout=2.0)
-        except otp.OtpError:
+        except CALL_FAILURES:
             pass  # the chain actor is restarting: the first import tells us
         else:
             if status.finalized is not None:
@@ -291,7 +292,7 @@ class RpcActor(otp.GenServer):
     async def handle(self, method: Method, args: list[Any]) -> bytes:
         try:
             return await self.handlers[method.name](*args)
-        except otp.OtpError as exc:
+        except CALL_FAILURES as exc:
             raise RpcError(CHAIN_SYNCING, f"the node is not ready ({exc}); retry shortly",
                            503) from None
 

@@ -26,7 +26,10 @@ import trio
 
 import otp
 
-__all__ = ["DEFAULT_WAIT", "POLL_INTERVAL", "SiblingUnavailable", "call"]
+from ..errors import SiblingUnavailable
+from ..messages.storage import Refused
+
+__all__ = ["DEFAULT_WAIT", "POLL_INTERVAL", "SiblingUnavailable", "call", "call_storage"]
 
 R = TypeVar("R")
 
@@ -36,15 +39,6 @@ DEFAULT_WAIT: Final = 10.0
 POLL_INTERVAL: Final = 0.02
 
 
-class SiblingUnavailable(otp.OtpError):
-    """The sibling stayed unavailable for longer than the caller would wait."""
-
-    def __init__(self, target: Any, waited: float, last: BaseException) -> None:
-        super().__init__(f"{target!r} is unavailable (restarting?) after waiting {waited:g} s: "
-                         f"{last}")
-        self.target = target
-        self.waited = waited
-        self.last = last
 
 
 @overload
@@ -80,3 +74,14 @@ async def call(target: str, request: Any, *, timeout: float = 5.0,
             await trio.sleep(POLL_INTERVAL)
         if trio.current_time() >= deadline:
             raise SiblingUnavailable(target, wait, last)
+
+
+async def call_storage(request: otp.Request[R], *, storage: str = "storage",
+                       wait: float = DEFAULT_WAIT) -> R:
+    """Ask the StorageActor registered as ``storage``, riding out its restarts (:func:`call`);
+    a :class:`node.messages.storage.Refused` answer raises its error here."""
+    answer: Any = await call(storage, request, wait=wait)
+    if isinstance(answer, Refused):
+        raise answer.error
+    result: R = answer
+    return result

@@ -48,7 +48,7 @@ import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import attrs
 import plyvel
@@ -57,13 +57,29 @@ import trio
 import otp
 from otp import codec
 
+from ..errors import StorageCorrupt, StorageError, StorageRequestError
+from ..messages.storage import (
+    ChainInfo,
+    GetAuxPowBlock,
+    GetBlock,
+    GetBlockByHeight,
+    GetCanonicalRefs,
+    GetChainInfo,
+    GetEngineState,
+    GetFees,
+    GetFinalized,
+    GetHead,
+    GetLatestAuxPow,
+    GetStats,
+    PutBlock,
+    PutQueuedPow,
+    Refused,
+    StorageStats,
+)
 from ..types import encoding
 from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
-from . import sibling
 
 logger = logging.getLogger("alys.storage")
-
-R = TypeVar("R")
 
 SCHEMA_VERSION: Final = 2
 KEY_VERSION: Final = b"v"
@@ -72,7 +88,6 @@ KEY_FINALIZED: Final = b"m/finalized"
 KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
 KEY_ENGINE: Final = b"m/engine"
-U64_MAX: Final = (1 << 64) - 1
 ZERO_HASH: Final = bytes(32)
 
 
@@ -96,170 +111,6 @@ def encode_ref(ref: BlockRef) -> bytes:
     return ref.hash + struct.pack(">Q", ref.height)
 
 
-class StorageCorrupt(otp.OtpError):
-    """A stored record does not decode or contradicts another one."""
-
-    def __init__(self, key: bytes, problem: str) -> None:
-        super().__init__(f"corrupt storage record {key!r}: {problem}")
-        self.key = key
-        self.problem = problem
-
-
-class StorageRequestError(otp.OtpError, ValueError):
-    """A request the storage refuses: a field out of range (a height beyond ``u64``, a hash
-    that is not 32 bytes) or a write that would break an invariant. The message says what
-    and where; the actor carries on."""
-
-
-@attrs.frozen
-class Refused:
-    """The StorageActor's answer to a request it refuses; :func:`call` raises ``error``."""
-
-    error: StorageRequestError
-
-
-# Field validators: a bad value fails where the message is made, in the caller. --------------
-
-
-def _height(inst: Any, attribute: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
-        raise StorageRequestError(
-            f"{type(inst).__name__}.{attribute.name}: a height is an integer in 0..2**64-1, "
-            f"not {value!r:.40}")
-
-
-def _hash32(inst: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, bytes) or len(value) != 32:
-        raise StorageRequestError(
-            f"{type(inst).__name__}.{attribute.name}: a block hash is 32 bytes, "
-            f"not {value!r:.80}")
-
-
-def _fees(inst: Any, attribute: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 256:
-        raise StorageRequestError(
-            f"{type(inst).__name__}.{attribute.name}: fees are an integer in 0..2**256-1 wei, "
-            f"not {value!r:.40}")
-
-
-def _instance(kind: type[Any], optional: bool = False) -> Any:
-    def check(inst: Any, attribute: Any, value: Any) -> None:
-        if value is None and optional:
-            return
-        if not isinstance(value, kind):
-            raise StorageRequestError(
-                f"{type(inst).__name__}.{attribute.name}: expected {kind.__name__}"
-                f"{' or None' if optional else ''}, not {type(value).__name__}")
-
-    return check
-
-
-# Messages --------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class PutBlock(otp.Request["BlockRef"]):
-    """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
-    block at its height). ``finalized``: the new last finalized block, if it changed (never
-    lower than the stored one). ``engine_state``: the embedded engine's anchor, when it moved.
-    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
-    queued AuxPoW clears the queued record in the same batch. Its parent must be stored
-    (genesis: height 0 and a zero parent hash). Idempotent: the same put twice stores the
-    same records."""
-
-    block: SignedConsensusBlock = attrs.field(validator=_instance(SignedConsensusBlock))
-    head: bool = True
-    finalized: BlockRef | None = attrs.field(default=None,
-                                             validator=_instance(BlockRef, optional=True))
-    engine_state: bytes | None = attrs.field(default=None,
-                                             validator=_instance(bytes, optional=True))
-    fees: int = attrs.field(default=0, validator=_fees)
-
-
-@attrs.frozen
-class GetBlock(otp.Request["SignedConsensusBlock | None"]):
-    hash: bytes = attrs.field(validator=_hash32)
-
-
-@attrs.frozen
-class GetBlockByHeight(otp.Request["SignedConsensusBlock | None"]):
-    height: int = attrs.field(validator=_height)
-
-
-@attrs.frozen
-class GetCanonicalRefs(otp.Request["list[BlockRef]"]):
-    """The canonical blocks at heights ``start..end`` (both included) as BlockRefs, read from
-    the height index (no block is decoded); stops at the first missing height."""
-
-    start: int = attrs.field(validator=_height)
-    end: int = attrs.field(validator=_height)
-
-
-@attrs.frozen
-class GetHead(otp.Request["BlockRef | None"]):
-    pass
-
-
-@attrs.frozen
-class GetFinalized(otp.Request["BlockRef | None"]):
-    pass
-
-
-@attrs.frozen
-class GetLatestAuxPow(otp.Request["BlockRef | None"]):
-    pass
-
-
-@attrs.frozen
-class GetAuxPowBlock(otp.Request["SignedConsensusBlock | None"]):
-    height: int = attrs.field(validator=_height)
-
-
-@attrs.frozen
-class GetEngineState(otp.Request["bytes | None"]):
-    pass
-
-
-@attrs.frozen
-class GetFees(otp.Request["int"]):
-    hash: bytes = attrs.field(validator=_hash32)
-
-
-@attrs.frozen
-class PutQueuedPow(otp.Request["None"]):
-    """Persist the AuxPoW header queued for the next block (None: clear it), synced."""
-
-    header: AuxPowHeader | None = attrs.field(validator=_instance(AuxPowHeader, optional=True))
-
-
-@attrs.frozen
-class GetChainInfo(otp.Request["ChainInfo"]):
-    """Everything the ChainActor needs at start, from the meta records, in one call."""
-
-
-@attrs.frozen
-class ChainInfo:
-    head: BlockRef | None
-    finalized: BlockRef | None
-    last_pow: BlockRef | None
-    queued_pow: AuxPowHeader | None
-    #: Fees accumulated after the head and not minted yet.
-    fees: int
-
-
-@attrs.frozen
-class GetStats(otp.Request["StorageStats"]):
-    pass
-
-
-@attrs.frozen
-class StorageStats:
-    path: str
-    head: BlockRef | None
-    finalized: BlockRef | None
-    blocks_written: int
-
-
 # The store -------------------------------------------------------------------------------------
 
 
@@ -272,7 +123,7 @@ class ChainStore:
         try:
             self.db = plyvel.DB(path, create_if_missing=True)
         except plyvel.Error as exc:
-            raise otp.OtpError(f"cannot open the database at {path}: {exc}") from exc
+            raise StorageError(f"cannot open the database at {path}: {exc}") from exc
         self.path = path
         self.writes = 0
         try:
@@ -562,14 +413,3 @@ class StorageActor(otp.GenServer):
     async def terminate(self, reason: Any) -> None:
         await trio.lowlevel.checkpoint()
         self.store.close()
-
-
-async def call(request: otp.Request[R], *, storage: str = "storage",
-               wait: float = sibling.DEFAULT_WAIT) -> R:
-    """Ask the StorageActor registered as ``storage``, riding out its restarts
-    (:func:`node.actors.sibling.call`); a :class:`Refused` answer raises its error here."""
-    answer: Any = await sibling.call(storage, request, wait=wait)
-    if isinstance(answer, Refused):
-        raise answer.error
-    result: R = answer
-    return result

@@ -53,6 +53,8 @@ import attrs
 
 import otp
 
+from ..errors import NodeError
+
 __all__ = [
     "ADDRESS_SIZE",
     "DEFAULT_FEE_RECIPIENT",
@@ -161,7 +163,7 @@ class SchemaError(ValueError):
         self.problem = problem
 
 
-class EngineError(Exception):
+class EngineError(NodeError):
     """An Engine API call failed.
 
     * ``code`` — the JSON-RPC error code (see :data:`ERROR_MESSAGES`) when the execution

@@ -59,6 +59,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from node.errors import NodeError
 from node.types.bitcoin import (
     HASH_SIZE,
     NULL_HASH,
@@ -119,7 +120,7 @@ _LCG_MULTIPLIER = 1103515245
 _LCG_INCREMENT = 12345
 
 
-class AuxPowError(ValueError):
+class AuxPowError(NodeError, ValueError):
     """An AuxPoW that fails a rule. ``rule`` is one of :data:`RULES`; ``message`` says what was
     found and what was expected."""
 

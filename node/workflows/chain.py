@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from ..crypto import bls
+from ..errors import NodeError
 from ..types.chain import (
     AggregateApproval,
     AuxPowHeader,
@@ -36,7 +37,7 @@ from . import auxpow as auxpow_rules
 from . import difficulty
 
 
-class BlockError(ValueError):
+class BlockError(NodeError, ValueError):
     """A block broke a consensus rule. ``rule`` is a short stable name of the rule."""
 
     def __init__(self, rule: str, message: str) -> None:

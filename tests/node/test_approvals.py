@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import otp
-from node.actors import chain as chain_msgs
 from node.config import NodeConfig
 from node.crypto import bls
+from node.messages import chain as chain_msgs
 from node.workflows import chain as rules
 
 from .factories import Clock, start_chain, stop_actors

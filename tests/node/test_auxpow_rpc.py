@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 import otp
-from node.actors import chain as c
-from node.actors import storage as s
 from node.actors.auxpow import AuxPowActor
 from node.actors.rpc import RpcActor
+from node.messages import chain as c
+from node.messages import storage as s
 from node.types.bitcoin import bits_to_target, sha256d
 from node.workflows.auxpow import mine_auxpow
 

@@ -13,11 +13,11 @@ import pytest
 import trio
 
 import otp
-from node.actors import chain as c
-from node.actors import engine as e
-from node.actors import storage as s
 from node.crypto import bls
 from node.execution.embedded import EmbeddedEngine
+from node.messages import chain as c
+from node.messages import engine as e
+from node.messages import storage as s
 from node.types.chain import AggregateApproval, AuxPowHeader, BlockRef, SignedConsensusBlock
 from node.workflows import chain as rules
 from node.workflows.auxpow import mine_auxpow

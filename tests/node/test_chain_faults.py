@@ -13,11 +13,12 @@ import pytest
 import trio
 
 import otp
-from node.actors import chain as c
-from node.actors import storage as s
+from node.actors import sibling
 from node.actors.chain import ChainActor
 from node.actors.engine import EngineActor
 from node.actors.storage import StorageActor
+from node.messages import chain as c
+from node.messages import storage as s
 from node.workflows import chain as rules
 from node.workflows.auxpow import mine_auxpow
 
@@ -106,11 +107,11 @@ async def test_a_block_whose_write_failed_is_adopted_only_if_stored(
         assert isinstance(answer, otp.OtpError)  # the slot's error, not a crash
         assert (await status()).head.height == 1  # unknown yet: still the stored head
         await until_back("storage")
-        stored = await s.call(s.GetHead())
+        stored = await sibling.call_storage(s.GetHead())
         assert stored.height == (2 if when == "after" else 1)
         ref = await produce(clock)
         assert ref.height == stored.height + 1
-        assert (await s.call(s.GetBlock(ref.hash))).message.parent_hash == stored.hash
+        assert (await sibling.call_storage(s.GetBlock(ref.hash))).message.parent_hash == stored.hash
         assert (await status()).head == ref
         assert otp.whereis("chain") == chain
         await stop_actors("chain", "engine", "storage_sup")
@@ -125,7 +126,7 @@ async def test_a_storage_crash_during_a_write_is_ridden_out_by_one_retry(tmp_pat
         FlakyStorage.deaths[:] = ["after"]
         ref = await produce(clock)  # the retry writes the same batch again: one block
         assert ref.height == 2
-        assert await s.call(s.GetHead()) == ref == (await status()).head
+        assert await sibling.call_storage(s.GetHead()) == ref == (await status()).head
         await stop_actors("chain", "engine", "storage_sup")
 
 
@@ -149,10 +150,10 @@ async def test_the_queued_pow_survives_a_restart_of_the_chain_actor(tmp_path: Pa
                         clock=clock)
         assert (await status()).queued_pow == header
         ref = await produce(clock)
-        carrier = await s.call(s.GetBlock(ref.hash))
+        carrier = await sibling.call_storage(s.GetBlock(ref.hash))
         assert carrier.message.auxpow_header == header
         st = await status()
         assert st.finalized.height == 3 and st.queued_pow is None
         assert st.last_pow == ref
-        assert (await s.call(s.GetChainInfo())).queued_pow is None
+        assert (await sibling.call_storage(s.GetChainInfo())).queued_pow is None
         await stop_actors("chain", "engine", "storage_sup")

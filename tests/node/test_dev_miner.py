@@ -15,8 +15,8 @@ import pytest
 import trio
 
 import otp
-from node.actors import auxpow as a
 from node.actors.miner import DevMinerActor
+from node.messages import auxpow as a
 from node.workflows.auxpow import AuxPow
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 import otp
-from node.actors import chain as chain_msgs
 from node.actors.chain import ChainActor
 from node.actors.engine import EngineActor
-from node.actors.storage import GetBlockByHeight, StorageActor
+from node.actors.storage import StorageActor
 from node.config import NodeConfig
 from node.execution.embedded import EmbeddedEngine
+from node.messages import chain as chain_msgs
+from node.messages.storage import GetBlockByHeight
 
 from .engine_server import engine_server
 

@@ -17,15 +17,15 @@ import plyvel
 import pytest
 
 import otp
-from node.actors import chain as c
-from node.actors import engine as e
-from node.actors import storage as s
 from node.actors.chain import ChainActor
 from node.actors.engine import EngineActor
-from node.actors.storage import StorageActor
+from node.actors.storage import KEY_ENGINE, StorageActor
 from node.config import NodeConfig
 from node.execution.embedded import EmbeddedEngine
 from node.integration.engine import PayloadStatusError, build_block, commit_block, resync
+from node.messages import chain as c
+from node.messages import engine as e
+from node.messages import storage as s
 from node.types.execution import (
     ZERO_HASH,
     EngineError,
@@ -204,7 +204,7 @@ async def test_boot_after_finalization_without_the_engine_state_regression(
         assert (before.head.height, before.finalized.height) == (8, 4)
         await stop_actors("chain", "engine", "storage")
     raw = plyvel.DB(str(tmp_path / "chain"))
-    raw.delete(s.KEY_ENGINE)
+    raw.delete(KEY_ENGINE)
     raw.close()
     async with otp.runtime():
         await start_chain(tmp_path, config(), clock)
@@ -252,7 +252,7 @@ async def test_an_unusable_stored_anchor_falls_back_to_the_stored_chain(
         await finalize(clock)
         await stop_actors("chain", "engine", "storage")
     raw = plyvel.DB(str(tmp_path / "chain"))
-    raw.put(s.KEY_ENGINE, b"\xa1garbage")
+    raw.put(KEY_ENGINE, b"\xa1garbage")
     raw.close()
     async with otp.runtime():
         await start_chain(tmp_path, config(), clock)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 import otp
-from node.actors import chain as c
 from node.actors.metrics import MetricsActor
+from node.messages import chain as c
 
 from .factories import Clock, start_chain, stop_actors
 

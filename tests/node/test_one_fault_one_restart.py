@@ -21,9 +21,9 @@ import pytest
 import trio
 
 import otp
-from node.actors import chain as c
 from node.actors.rpc import RpcActor
 from node.config import NodeConfig
+from node.messages import chain as c
 from node.workflows.auxpow import mine_auxpow
 
 ROOT = Path(__file__).resolve().parents[2]

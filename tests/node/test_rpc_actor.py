@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import otp
-from node.actors import chain as c
 from node.actors.auxpow import AuxPowActor
 from node.actors.rpc import METHODS, ReplyCache, RpcActor
+from node.messages import chain as c
 from node.rpc import CHAIN_SYNCING, address, hash32, hex_bytes, u64
 
 from .factories import Clock, start_chain, stop_actors

@@ -17,12 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import otp
-from node.actors import storage as s
-from node.actors.storage import StorageActor, StorageCorrupt
+from node.actors import sibling
+from node.actors import storage as store
+from node.actors.storage import StorageActor
+from node.errors import NodeError, StorageCorrupt, StorageRequestError
+from node.messages import storage as s
 from node.types.chain import BlockRef, SignedConsensusBlock
 
 from .factories import chain
 
+call = sibling.call_storage
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,9 +72,9 @@ async def test_a_block_off_the_head_is_stored_but_not_indexed(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("key", "value", "problem"),
     [
-        (s.KEY_HEAD, b"\xff\x00garbage", "corrupt storage record b'm/head'"),
-        (s.KEY_VERSION, b"\x07", "schema 7"),
-        (s.KEY_FINALIZED, None, "points at block"),
+        (store.KEY_HEAD, b"\xff\x00garbage", "corrupt storage record b'm/head'"),
+        (store.KEY_VERSION, b"\x07", "schema 7"),
+        (store.KEY_FINALIZED, None, "points at block"),
         ("block", b"\x01\x02", "corrupt storage record b.b/"),
         ("height", b"short", "expected a 32-byte hash"),
     ],
@@ -87,11 +91,11 @@ async def test_corrupt_records_stop_the_start_and_name_the_key(
         await otp.stop(db)
     raw = plyvel.DB(path)
     if key == "block":
-        raw.put(s.block_key(blocks[1].hash()), value)
+        raw.put(store.block_key(blocks[1].hash()), value)
     elif key == "height":
-        raw.put(s.height_key(1), value)
-    elif key == s.KEY_FINALIZED:
-        raw.put(key, s.encode_ref(BlockRef(bytes(range(32)), 1)))
+        raw.put(store.height_key(1), value)
+    elif key == store.KEY_FINALIZED:
+        raw.put(key, store.encode_ref(BlockRef(bytes(range(32)), 1)))
     else:
         raw.put(key, value)  # type: ignore[arg-type]
     raw.close()
@@ -103,13 +107,14 @@ async def test_corrupt_records_stop_the_start_and_name_the_key(
 
 WRITER = textwrap.dedent("""
     import sys, trio, otp
-    from node.actors import storage as s
+    from node.actors import storage as store
+    from node.messages import storage as s
     from tests.node.factories import chain
 
     async def main():
         blocks = chain(400)
         async with otp.runtime():
-            db = await otp.start(s.StorageActor, sys.argv[1])
+            db = await otp.start(store.StorageActor, sys.argv[1])
             for block in blocks:
                 await otp.call(db, s.PutBlock(
                     block, engine_state=bytes(2048),
@@ -168,9 +173,9 @@ def test_fuzz_a_damaged_record_is_refused_by_name_or_harmless(
     path = str(tmp_path_factory.mktemp("db"))
     _fresh_db(path, blocks)
     key = {
-        "head": s.KEY_HEAD, "finalized": s.KEY_FINALIZED, "auxpow": s.KEY_AUXPOW,
-        "version": s.KEY_VERSION, "block": s.block_key(blocks[2].hash()),
-        "height": s.height_key(2),
+        "head": store.KEY_HEAD, "finalized": store.KEY_FINALIZED, "auxpow": store.KEY_AUXPOW,
+        "version": store.KEY_VERSION, "block": store.block_key(blocks[2].hash()),
+        "height": store.height_key(2),
     }[which]
     raw = plyvel.DB(path)
     raw.put(key, garbage)
@@ -196,22 +201,22 @@ def test_fuzz_a_damaged_record_is_refused_by_name_or_harmless(
 
 
 def test_out_of_range_values_are_refused_where_the_message_is_made() -> None:
-    with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height: a height is an "
+    with pytest.raises(StorageRequestError, match=r"GetBlockByHeight\.height: a height is an "
                        r"integer in 0\.\.2\*\*64-1, not 18446744073709551616"):
         s.GetBlockByHeight(2**64)
     for bad in (-1, True, "1", 1.0, None):
-        with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height"):
+        with pytest.raises(StorageRequestError, match=r"GetBlockByHeight\.height"):
             s.GetBlockByHeight(bad)  # type: ignore[arg-type]
-    with pytest.raises(s.StorageRequestError, match=r"GetBlock\.hash: a block hash is 32 bytes"):
+    with pytest.raises(StorageRequestError, match=r"GetBlock\.hash: a block hash is 32 bytes"):
         s.GetBlock(b"\x00" * 31)
-    with pytest.raises(s.StorageRequestError, match=r"GetAuxPowBlock\.height"):
+    with pytest.raises(StorageRequestError, match=r"GetAuxPowBlock\.height"):
         s.GetAuxPowBlock(2**64)
-    with pytest.raises(s.StorageRequestError, match=r"GetCanonicalRefs\.end"):
+    with pytest.raises(StorageRequestError, match=r"GetCanonicalRefs\.end"):
         s.GetCanonicalRefs(0, 2**70)
-    with pytest.raises(s.StorageRequestError, match=r"PutBlock\.fees"):
+    with pytest.raises(StorageRequestError, match=r"PutBlock\.fees"):
         s.PutBlock(chain(1)[0], fees=-1)
     # the RPC actor treats otp errors as "not ready" answers: this one never crashes it
-    assert issubclass(s.StorageRequestError, otp.OtpError)
+    assert issubclass(StorageRequestError, NodeError)
 
 
 async def test_the_actor_answers_an_invalid_request_and_keeps_serving(tmp_path: Path) -> None:
@@ -219,45 +224,45 @@ async def test_the_actor_answers_an_invalid_request_and_keeps_serving(tmp_path: 
     async with otp.runtime():
         db = await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
         for block in blocks:
-            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+            await call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
         forged = s.GetBlockByHeight(1)
         object.__setattr__(forged, "height", 2**64)  # past the constructor's check
         answer = await otp.call(db, forged)
         assert isinstance(answer, s.Refused)
         assert "GetBlockByHeight.height" in str(answer.error)
-        with pytest.raises(s.StorageRequestError, match=r"GetBlockByHeight\.height"):
-            await s.call(forged)
+        with pytest.raises(StorageRequestError, match=r"GetBlockByHeight\.height"):
+            await call(forged)
         assert otp.whereis("storage") == db  # alive, the same process
-        assert await s.call(s.GetBlockByHeight(1)) == blocks[1]
+        assert await call(s.GetBlockByHeight(1)) == blocks[1]
 
 
 async def test_writes_that_break_the_invariants_are_refused(tmp_path: Path) -> None:
     blocks = chain(4, auxpow_at=(3,))
     async with otp.runtime():
         await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
-        await s.call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
+        await call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
         # a block whose parent is not stored
-        with pytest.raises(s.StorageRequestError, match=r"block #2 .*its parent .* not stored"):
-            await s.call(s.PutBlock(blocks[2]))
-        await s.call(s.PutBlock(blocks[1]))
-        await s.call(s.PutBlock(blocks[2], finalized=blocks[2].ref()))
+        with pytest.raises(StorageRequestError, match=r"block #2 .*its parent .* not stored"):
+            await call(s.PutBlock(blocks[2]))
+        await call(s.PutBlock(blocks[1]))
+        await call(s.PutBlock(blocks[2], finalized=blocks[2].ref()))
         # the finalized block never moves back
-        with pytest.raises(s.StorageRequestError, match="would move back from #2 to #1"):
-            await s.call(s.PutBlock(blocks[3], finalized=blocks[1].ref()))
+        with pytest.raises(StorageRequestError, match="would move back from #2 to #1"):
+            await call(s.PutBlock(blocks[3], finalized=blocks[1].ref()))
         # nor to a block that is not stored
-        with pytest.raises(s.StorageRequestError, match=r"new finalized block .* is not stored"):
-            await s.call(s.PutBlock(blocks[3], finalized=chain(5)[4].ref()))
-        assert await s.call(s.GetHead()) == blocks[2].ref()
-        assert await s.call(s.GetBlock(blocks[3].hash())) is None
+        with pytest.raises(StorageRequestError, match=r"new finalized block .* is not stored"):
+            await call(s.PutBlock(blocks[3], finalized=chain(5)[4].ref()))
+        assert await call(s.GetHead()) == blocks[2].ref()
+        assert await call(s.GetBlock(blocks[3].hash())) is None
         # a genesis with a parent
         stray = attrs.evolve(blocks[0], message=attrs.evolve(blocks[0].message,
                                                              parent_hash=b"\x01" * 32))
-        with pytest.raises(s.StorageRequestError, match="must have a zero parent hash"):
-            await s.call(s.PutBlock(stray))
+        with pytest.raises(StorageRequestError, match="must have a zero parent hash"):
+            await call(s.PutBlock(stray))
         # the same put twice is the same state (callers retry after a restart)
-        ref = await s.call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5))
-        assert await s.call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5)) == ref
-        assert await s.call(s.GetFees(blocks[3].hash())) == 5
+        ref = await call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5))
+        assert await call(s.PutBlock(blocks[3], finalized=blocks[2].ref(), fees=5)) == ref
+        assert await call(s.GetFees(blocks[3].hash())) == 5
 
 
 async def test_the_queued_pow_is_persisted_and_cleared_by_the_block_carrying_it(
@@ -271,22 +276,22 @@ async def test_the_queued_pow_is_persisted_and_cleared_by_the_block_carrying_it(
     async with otp.runtime():
         db = await otp.start(StorageActor, path, name="storage")
         for block in blocks[:3]:
-            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
-        await s.call(s.PutQueuedPow(carried))
+            await call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+        await call(s.PutQueuedPow(carried))
         await otp.stop(db)
         db = await otp.start(StorageActor, path, name="storage")  # survives a restart
-        assert (await s.call(s.GetChainInfo())).queued_pow == carried
-        await s.call(s.PutQueuedPow(other))
-        await s.call(s.PutBlock(blocks[3]))  # carries a different range: the queue stays
-        assert (await s.call(s.GetChainInfo())).queued_pow == other
-        await s.call(s.PutQueuedPow(carried))
-        await s.call(s.PutBlock(blocks[3]))  # carries it: cleared in the same batch
-        info = await s.call(s.GetChainInfo())
+        assert (await call(s.GetChainInfo())).queued_pow == carried
+        await call(s.PutQueuedPow(other))
+        await call(s.PutBlock(blocks[3]))  # carries a different range: the queue stays
+        assert (await call(s.GetChainInfo())).queued_pow == other
+        await call(s.PutQueuedPow(carried))
+        await call(s.PutBlock(blocks[3]))  # carries it: cleared in the same batch
+        info = await call(s.GetChainInfo())
         assert info.queued_pow is None
         assert info.head == info.last_pow == blocks[3].ref()
-        await s.call(s.PutQueuedPow(other))
-        await s.call(s.PutQueuedPow(None))
-        assert (await s.call(s.GetChainInfo())).queued_pow is None
+        await call(s.PutQueuedPow(other))
+        await call(s.PutQueuedPow(None))
+        assert (await call(s.GetChainInfo())).queued_pow is None
 
 
 async def test_canonical_refs_come_from_the_height_index(tmp_path: Path) -> None:
@@ -294,18 +299,18 @@ async def test_canonical_refs_come_from_the_height_index(tmp_path: Path) -> None
     async with otp.runtime():
         await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
         for block in blocks:
-            await s.call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
-        assert await s.call(s.GetCanonicalRefs(2, 4)) == [b.ref() for b in blocks[2:5]]
-        assert await s.call(s.GetCanonicalRefs(0, 99)) == [b.ref() for b in blocks]
-        assert await s.call(s.GetCanonicalRefs(4, 3)) == []
-        assert await s.call(s.GetCanonicalRefs(7, 9)) == []
+            await call(s.PutBlock(block, finalized=block.ref() if block.height == 0 else None))
+        assert await call(s.GetCanonicalRefs(2, 4)) == [b.ref() for b in blocks[2:5]]
+        assert await call(s.GetCanonicalRefs(0, 99)) == [b.ref() for b in blocks]
+        assert await call(s.GetCanonicalRefs(4, 3)) == []
+        assert await call(s.GetCanonicalRefs(7, 9)) == []
 
 
 def test_a_schema_1_database_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     raw = plyvel.DB(path, create_if_missing=True)
-    raw.put(s.KEY_VERSION, otp.codec.encode(1))
-    raw.put(s.KEY_HEAD, b"anything")
+    raw.put(store.KEY_VERSION, otp.codec.encode(1))
+    raw.put(store.KEY_HEAD, b"anything")
     raw.close()
     with pytest.raises(StorageCorrupt, match=r"schema 1 .* move the data directory away"):
-        s.ChainStore(path)
+        store.ChainStore(path)

@@ -1,0 +1,81 @@
+"""Requests to the ChainActor, and what it publishes."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+import otp
+
+from ..types.chain import AuxPowHeader, BlockRef, IndividualApproval, SignedConsensusBlock
+from ..workflows.chain import BlockError
+
+#: The bus topic of :class:`BlockImported` events.
+BLOCKS_TOPIC: Final = "chain.blocks"
+
+
+@attrs.frozen
+class GetStatus(otp.Request["ChainStatus"]):
+    """The chain's state, as :class:`ChainStatus`."""
+
+
+@attrs.frozen
+class ChainStatus:
+    head: BlockRef | None
+    finalized: BlockRef | None
+    queued_pow: AuxPowHeader | None
+    synced: bool
+    paused: bool
+    authority_index: int | None
+    authorities: int
+    #: The bits the next AuxPoW must meet.
+    bits: int
+    #: The block carrying the latest AuxPoW: ``createauxblock`` answers its hash as
+    #: ``previousblockhash`` and its height + 1 as ``height`` (see ``rules.make_work``).
+    last_pow: BlockRef | None = None
+
+
+@attrs.frozen
+class GetUnfinalized(otp.Request[list[BlockRef]]):
+    """The canonical blocks after the last finalized one, up to the head, as BlockRefs."""
+
+
+@attrs.frozen
+class QueuePow(otp.Request[BlockError | None]):
+    """A checked AuxPoW header for the next produced block (from the AuxPowActor); replies
+    None, or the BlockError that makes it unusable."""
+
+    header: AuxPowHeader
+
+
+@attrs.frozen
+class ImportBlock(otp.Request[BlockRef | Exception]):
+    """A block received from elsewhere (the network, a test); replies its BlockRef, or the
+    BlockError (or sibling error) that kept it out."""
+
+    block: SignedConsensusBlock
+
+
+@attrs.frozen
+class AddApproval(otp.Request[BlockRef | BlockError | None]):
+    """Another authority's approval of the block this node produced and holds until it has
+    ceil(2n/3) approvals; replies the imported block's BlockRef once it has them, else None
+    (a BlockError for an approval that does not verify)."""
+
+    approval: IndividualApproval
+
+
+@attrs.frozen
+class ProduceNow(otp.Request[Any]):
+    """Produce a block for the current slot now, if this node is its author (tests, tools)."""
+
+
+@attrs.frozen
+class BlockImported:
+    """Published on the bus topic :data:`BLOCKS_TOPIC` after every import."""
+
+    ref: BlockRef
+    slot: int
+    finalized: BlockRef
+    produced: bool

@@ -1,0 +1,170 @@
+"""Requests to the StorageActor, and its answers.
+
+Each request checks its fields when it is made: a height beyond ``u64``, a hash that is not
+32 bytes or a value of the wrong type raises :class:`node.errors.StorageRequestError` in the
+caller, so nothing malformed reaches the database. Each request declares its reply type
+(``otp.Request``); a request the actor refuses anyway is answered with :class:`Refused`,
+which ``node.actors.storage.call`` raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+import otp
+
+from ..errors import StorageRequestError
+from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+
+U64_MAX: Final = (1 << 64) - 1
+
+
+@attrs.frozen
+class Refused:
+    """The StorageActor's answer to a request it refuses; :func:`call` raises ``error``."""
+
+    error: StorageRequestError
+
+
+# Field validators: a bad value fails where the message is made, in the caller. --------------
+
+
+def _height(inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a height is an integer in 0..2**64-1, "
+            f"not {value!r:.40}")
+
+
+def _hash32(inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a block hash is 32 bytes, "
+            f"not {value!r:.80}")
+
+
+def _fees(inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 256:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: fees are an integer in 0..2**256-1 wei, "
+            f"not {value!r:.40}")
+
+
+def _instance(kind: type[Any], optional: bool = False) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, kind):
+            raise StorageRequestError(
+                f"{type(inst).__name__}.{attribute.name}: expected {kind.__name__}"
+                f"{' or None' if optional else ''}, not {type(value).__name__}")
+
+    return check
+
+
+# Messages --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PutBlock(otp.Request["BlockRef"]):
+    """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
+    block at its height). ``finalized``: the new last finalized block, if it changed (never
+    lower than the stored one). ``engine_state``: the embedded engine's anchor, when it moved.
+    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
+    queued AuxPoW clears the queued record in the same batch. Its parent must be stored
+    (genesis: height 0 and a zero parent hash). Idempotent: the same put twice stores the
+    same records."""
+
+    block: SignedConsensusBlock = attrs.field(validator=_instance(SignedConsensusBlock))
+    head: bool = True
+    finalized: BlockRef | None = attrs.field(default=None,
+                                             validator=_instance(BlockRef, optional=True))
+    engine_state: bytes | None = attrs.field(default=None,
+                                             validator=_instance(bytes, optional=True))
+    fees: int = attrs.field(default=0, validator=_fees)
+
+
+@attrs.frozen
+class GetBlock(otp.Request["SignedConsensusBlock | None"]):
+    hash: bytes = attrs.field(validator=_hash32)
+
+
+@attrs.frozen
+class GetBlockByHeight(otp.Request["SignedConsensusBlock | None"]):
+    height: int = attrs.field(validator=_height)
+
+
+@attrs.frozen
+class GetCanonicalRefs(otp.Request["list[BlockRef]"]):
+    """The canonical blocks at heights ``start..end`` (both included) as BlockRefs, read from
+    the height index (no block is decoded); stops at the first missing height."""
+
+    start: int = attrs.field(validator=_height)
+    end: int = attrs.field(validator=_height)
+
+
+@attrs.frozen
+class GetHead(otp.Request["BlockRef | None"]):
+    pass
+
+
+@attrs.frozen
+class GetFinalized(otp.Request["BlockRef | None"]):
+    pass
+
+
+@attrs.frozen
+class GetLatestAuxPow(otp.Request["BlockRef | None"]):
+    pass
+
+
+@attrs.frozen
+class GetAuxPowBlock(otp.Request["SignedConsensusBlock | None"]):
+    height: int = attrs.field(validator=_height)
+
+
+@attrs.frozen
+class GetEngineState(otp.Request["bytes | None"]):
+    pass
+
+
+@attrs.frozen
+class GetFees(otp.Request["int"]):
+    hash: bytes = attrs.field(validator=_hash32)
+
+
+@attrs.frozen
+class PutQueuedPow(otp.Request["None"]):
+    """Persist the AuxPoW header queued for the next block (None: clear it), synced."""
+
+    header: AuxPowHeader | None = attrs.field(validator=_instance(AuxPowHeader, optional=True))
+
+
+@attrs.frozen
+class GetChainInfo(otp.Request["ChainInfo"]):
+    """Everything the ChainActor needs at start, from the meta records, in one call."""
+
+
+@attrs.frozen
+class ChainInfo:
+    head: BlockRef | None
+    finalized: BlockRef | None
+    last_pow: BlockRef | None
+    queued_pow: AuxPowHeader | None
+    #: Fees accumulated after the head and not minted yet.
+    fees: int
+
+
+@attrs.frozen
+class GetStats(otp.Request["StorageStats"]):
+    pass
+
+
+@attrs.frozen
+class StorageStats:
+    path: str
+    head: BlockRef | None
+    finalized: BlockRef | None
+    blocks_written: int
