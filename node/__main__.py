@@ -32,6 +32,9 @@ from .config import ConfigError, NodeConfig, load_config
 
 logger = logging.getLogger("alys")
 
+#: The node's own supervision tree, installed with the package.
+DEFAULT_TREE = Path(__file__).resolve().parent / "supervision.toml"
+
 
 def version() -> str:
     """``alys node X (otp Y, python Z)``."""
@@ -53,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        ("status", "ask a running node for its head, finalized block and "
                                   "restarts")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("tree", nargs="?", default="supervision.toml",
-                       help="the supervision tree (default: supervision.toml)")
+        p.add_argument("tree", nargs="?", default=None,
+                       help="the supervision tree (default: the node's own, "
+                            "node/supervision.toml)")
         p.add_argument("--config", help="a TOML configuration file (default: ./alys.toml if "
                        "present)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -75,13 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _key(config)
     if args.command == "status":
         return _status(config)
+    tree = Path(args.tree) if args.tree is not None else DEFAULT_TREE
     try:
-        spec = otp.load_tree(args.tree, config.as_mapping())
+        spec = otp.load_tree(tree, config.as_mapping())
     except otp.TreeError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.tree}: ok ({sum(1 for _ in spec.walk())} nodes); data in {config.data_dir}")
+        print(f"{tree}: ok ({sum(1 for _ in spec.walk())} nodes); data in {config.data_dir}")
         return 0
     if args.command == "tree":
         print(otp.render_tree(spec))

@@ -56,3 +56,14 @@ def test_status_says_when_no_node_answers(capsys: pytest.CaptureFixture[str],
     assert main(["status", "--set", "rpc.port=1", "--set", "metrics.port=1",
                  "--set", f'data_dir="{tmp_path}"']) == 1
     assert "no node answers at http://127.0.0.1:1/" in capsys.readouterr().err
+
+
+def test_boot_check_and_tree_default_to_the_packaged_tree(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no supervision.toml here
+    assert main(["check", "--set", f'data_dir="{tmp_path}"']) == 0
+    out = capsys.readouterr().out
+    assert "node/supervision.toml: ok" in out
+    # The repository's supervision.toml is that same file.
+    assert Path(TREE).resolve() == Path(__file__).resolve().parents[2] / "node" / "supervision.toml"
