@@ -144,6 +144,11 @@ class MinerConfig:
     #: The grinding process's niceness (0-19): at 19 (and, on Linux, SCHED_IDLE with it) it
     #: takes only CPU nothing else wants, so the node's RPC and blocks keep their speed.
     niceness: int = attrs.field(default=19, validator=_niceness)
+    #: ``"process"``: grind in a separate OS process (``python -m node.miner``). ``"inline"``:
+    #: grind in the actor's own task, a chunk of nonces at a time (for a chain whose bits
+    #: need a few hashes; what a simulation uses, since it runs in virtual time).
+    grinder: str = attrs.field(default="process",
+                               validator=attrs.validators.in_(("process", "inline")))
 
 
 def _upper(value: Any) -> Any:

@@ -120,7 +120,9 @@ def load_or_create_key(path: Path) -> bls.SecretKey:
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Unix milliseconds from the runtime's wall clock (``otp.system_time``: virtual in a
+    simulation, so the node's slots run in virtual time there)."""
+    return int(otp.system_time() * 1000)
 
 
 class ChainActor(otp.GenServer):
@@ -134,8 +136,8 @@ class ChainActor(otp.GenServer):
         produce: bool = True,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        """``clock`` gives unix milliseconds (default: the wall clock); a test or a
-        simulation passes one derived from Trio's clock."""
+        """``clock`` gives unix milliseconds (default: :func:`now_ms`, the runtime's wall
+        clock); a test may pass its own."""
         self.cfg: ChainConfig = structure_section(config or {}, ChainConfig, "chain")
         self.difficulty = difficulty.config_from(self.cfg)
         self.storage, self.engine = storage, engine

@@ -34,6 +34,7 @@ import otp
 from ..config import MinerConfig, structure_section
 from ..errors import CALL_FAILURES, MinerProcessDied
 from ..messages import auxpow as auxpow_msgs
+from ..workflows.auxpow import MiningError, mine_auxpow
 
 logger = logging.getLogger("alys.miner")
 
@@ -109,6 +110,35 @@ async def run_grinder(niceness: int, *,
                            f"{process.returncode}")
 
 
+class InlineGrinder:
+    """Grinds in the actor's own task (``miner.grinder = "inline"``), :data:`INLINE_CHUNK`
+    nonces at a time with a pause of :data:`INLINE_PAUSE` seconds between chunks: for chains
+    whose bits need a few hashes, and for simulations, where a separate process would not
+    run in virtual time. The pause lets the rest of the node run, and makes grinding take
+    time on the runtime's clock (in a simulation, hashing would otherwise take no virtual
+    time at all, and a hard target would stop virtual time while it grinds)."""
+
+    pid = os.getpid()
+
+    async def mine(self, aux_hash: bytes, chain_id: int, bits: int) -> bytes:
+        parent_time = 0
+        while True:
+            try:
+                proof = mine_auxpow(aux_hash, chain_id, bits, max_nonce=INLINE_CHUNK,
+                                    time=parent_time)
+            except MiningError:
+                parent_time += 1
+                await trio.sleep(INLINE_PAUSE)
+                continue
+            await trio.lowlevel.checkpoint()
+            return proof.to_bytes()
+
+
+#: Nonces an inline grinder tries between two pauses, and the pause (seconds).
+INLINE_CHUNK = 1 << 12
+INLINE_PAUSE = 0.001
+
+
 class DevMinerActor(otp.GenServer):
     owns_tasks = True
 
@@ -119,13 +149,17 @@ class DevMinerActor(otp.GenServer):
             return otp.Ignore  # the supervisor keeps the child as "ignored", nothing runs
         self.auxpow = auxpow
         self.fee_recipient = bytes.fromhex(self.cfg.address.removeprefix("0x"))
-        self.grinder: Grinder | None = None
+        self.grinder: Grinder | InlineGrinder | None = None
         self.submitted = 0
         self.refused = 0
-        self.grinder = await otp.start_task(run_grinder, self.cfg.niceness)
+        if self.cfg.grinder == "inline":
+            self.grinder = InlineGrinder()
+            logger.info("dev miner grinding inline, fees to %s", self.cfg.address)
+        else:
+            self.grinder = await otp.start_task(run_grinder, self.cfg.niceness)
+            logger.info("dev miner grinding in process %d (niceness %d), fees to %s",
+                        self.grinder.pid, self.cfg.niceness, self.cfg.address)
         otp.start_task_soon(self._mine)
-        logger.info("dev miner grinding in process %d (niceness %d), fees to %s",
-                    self.grinder.pid, self.cfg.niceness, self.cfg.address)
         return None
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
