@@ -284,6 +284,17 @@ _LAST_RESORT = error_response(RpcError(INTERNAL_ERROR, "internal error"), None)
 Handler = Callable[[Method, list[Any]], Awaitable[bytes]]
 
 
+async def refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """Refuse a WebSocket handshake (HTTP 403) if ``scope`` is one; True if it was. Our HTTP
+    servers speak plain HTTP: an unanswered WebSocket scope would become an empty HTTP 500
+    from hypercorn."""
+    if scope["type"] != "websocket":
+        return False
+    await receive()
+    await send({"type": "websocket.close", "code": 1008})
+    return True
+
+
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> bool:
     """Answer ASGI lifespan messages (nothing to set up); True if ``scope`` was one."""
     if scope["type"] != "lifespan":
@@ -312,11 +323,7 @@ class RpcApp:
         self.max_body = max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            # JSON-RPC here is HTTP POST only: refuse the handshake (HTTP 403), never an
-            # unanswered scope (which hypercorn turns into an empty HTTP 500).
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+        if await refuse_websocket(scope, receive, send):
             return
         if scope["type"] != "http":
             await lifespan(scope, receive, send)

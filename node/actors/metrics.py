@@ -20,7 +20,7 @@ import otp
 from .. import metrics
 from ..errors import CALL_FAILURES
 from ..messages.chain import GetStatus
-from ..rpc import lifespan, serve_app
+from ..rpc import lifespan, refuse_websocket, serve_app
 
 logger = logging.getLogger("alys.metrics")
 
@@ -45,6 +45,8 @@ class MetricsApp:
         self.chain_name = chain_name
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if await refuse_websocket(scope, receive, send):
+            return
         if await lifespan(scope, receive, send) or scope["type"] != "http":
             return
         path = scope["path"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 import otp
 from node.actors.metrics import MetricsActor
@@ -78,3 +79,20 @@ async def test_metrics_health_ready_and_tree(tmp_path: Path) -> None:
             await stop_actors("chain")
             assert (await http.get("/ready")).status_code == 503
         await stop_actors("engine", "storage", "metrics")
+
+
+async def test_a_websocket_handshake_gets_403_and_the_server_carries_on() -> None:
+    async with otp.runtime():
+        await otp.start(MetricsActor, port=0, name="metrics")
+        host, port = await otp.call("metrics", "address")
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n")
+            with trio.fail_after(10):
+                reply = await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 403 "), reply
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as http:
+            assert (await http.get("/health")).status_code == 200
