@@ -119,8 +119,8 @@ async def _build_unsigned(n: int, cfg: ChainConfig, first_slot: int,
     zero = bytes(32)
     genesis = ConsensusBlock(zero, 0, engine.genesis_payload(),
                              AuxPowHeader(zero, zero, cfg.bits, cfg.chain_id, 0, None, recipient))
-    placeholder = AggregateApproval(0, EMPTY_SIGNATURE)
-    head = SignedConsensusBlock(genesis, placeholder)
+    unapproved = AggregateApproval(0, EMPTY_SIGNATURE)
+    head = SignedConsensusBlock(genesis, unapproved)
     await sink(genesis, {"finalized": head.ref()})
     state = rules.ChainState(head, head.ref(), genesis.execution_payload.block_hash, head.ref(),
                              cfg.bits, (), 0)
@@ -141,7 +141,7 @@ async def _build_unsigned(n: int, cfg: ChainConfig, first_slot: int,
         payload = await build_block(engine, parent_payload.block_hash, state.finalized_payload,
                                     timestamp, recipient, withdrawals)
         block = rules.new_block(state.head, slot, payload, header)
-        signed = SignedConsensusBlock(block, placeholder)
+        signed = SignedConsensusBlock(block, unapproved)
         range_end = None if header is None else recent[header.range_end]
         finalized_payload = (state.finalized_payload if range_end is None
                              else range_end.message.execution_payload.block_hash)

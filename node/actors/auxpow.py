@@ -50,23 +50,6 @@ MAX_WORK = 64
 SIBLING_WAIT = 2.0
 
 
-def _optional_bytes(n: int) -> Any:
-    def check(_inst: Any, attribute: Any, value: Any) -> None:
-        if value is not None and (not isinstance(value, bytes) or len(value) != n):
-            raise ValueError(f"{attribute.name} must be {n} bytes or None, not {value!r:.80}")
-
-    return check
-
-
-def _bytes(n: int | None) -> Any:
-    def check(_inst: Any, attribute: Any, value: Any) -> None:
-        if not isinstance(value, bytes) or (n is not None and len(value) != n):
-            raise ValueError(f"{attribute.name} must be {n or 'some'} bytes, not {value!r:.80}")
-
-    return check
-
-
-# -- messages -------------------------------------------------------------------------------------
 
 
 class AuxPowActor(otp.GenServer):
