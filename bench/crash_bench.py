@@ -62,7 +62,7 @@ class NodeProcess:
             [sys.executable, "-m", "node", "boot", "supervision.toml", "--dev-miner",
              "--set", f'data_dir="{data_dir}"', "--set", "chain.slot_duration_ms=1000",
              "--set", "miner.interval=0.2", "--set", "chain.bits=0x207fffff",
-             "--set", "rpc.port=0", "--set", "metrics.port=0",
+             "--set", "rpc.port=0", "--set", "metrics.port=0", "--set", "eth_rpc.port=0",
              *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -288,6 +288,7 @@ def _boot_subprocess(data_dir: Path) -> tuple[float, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "node", "boot", "supervision.toml",
          "--set", f'data_dir="{data_dir}"', "--set", "rpc.port=0", "--set", "metrics.port=0",
+         "--set", "eth_rpc.port=0",
          "--set", f"chain.bits={REGTEST_BITS}",
          "--set", f"chain.slot_duration_ms={DURATION_MS}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,

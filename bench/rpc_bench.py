@@ -353,7 +353,8 @@ def node_process(tmp: Path, name: str, *extra: str) -> Iterator[NodeProcess]:
     data = tmp / name
     log = tmp / f"{name}.log"
     command = [sys.executable, "-m", "node", "boot", "supervision.toml", "--set",
-               f'data_dir="{data}"', "--set", "rpc.port=0", "--set", "metrics.port=0", *extra]
+               f'data_dir="{data}"', "--set", "rpc.port=0", "--set", "metrics.port=0",
+               "--set", "eth_rpc.port=0", *extra]
     with log.open("wb") as sink:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})

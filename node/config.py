@@ -127,6 +127,31 @@ class EngineConfig:
     url: str = "http://127.0.0.1:8551"
     jwt_secret_path: str | None = None
     timeout: float = attrs.field(default=8.0, validator=_positive)
+    #: The embedded engine's genesis: a geth-format genesis file (what ``geth init`` takes).
+    #: None: the dev chain's, shipped with the node (``node/genesis/dev.json``).
+    genesis: str | None = None
+
+
+@attrs.frozen
+class EthRpcConfig:
+    """Ethereum's JSON-RPC, HTTP and WebSocket on one port, served in embedded mode (with
+    Geth or Reth, they serve their own)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8545, validator=_port)
+    #: Larger request bodies (or WebSocket messages) are refused (geth: 5 MB).
+    max_body_bytes: int = attrs.field(default=5 << 20, validator=_positive)
+    #: The most requests in one batch (geth's BatchRequestLimit).
+    batch_limit: int = attrs.field(default=1000, validator=_positive)
+    #: A filter not polled for this long (seconds) is removed, as geth's.
+    filter_timeout: float = attrs.field(default=300.0, validator=_positive)
+    #: The most filters and subscriptions at once, in all.
+    max_filters: int = attrs.field(default=10_000, validator=_positive)
+    #: How long (seconds) a request waits for a restarting engine before "not ready".
+    engine_wait: float = attrs.field(default=5.0, validator=_non_negative)
+    #: Print the dev accounts (addresses, keys) and the URL when the server is up.
+    banner: bool = True
 
 
 @attrs.frozen
@@ -170,6 +195,7 @@ class NodeConfig:
     rpc: RpcConfig = RpcConfig()
     metrics: MetricsConfig = MetricsConfig()
     engine: EngineConfig = EngineConfig()
+    eth_rpc: EthRpcConfig = EthRpcConfig()
     miner: MinerConfig = MinerConfig()
 
     def as_mapping(self) -> dict[str, Any]:

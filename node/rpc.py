@@ -11,7 +11,10 @@ Everything a client sends is hostile until checked, and checked here, where it e
   before the body is read; HTTP 413), UTF-8 (no other encoding is guessed), and strict JSON:
   ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, a number outside a finite double
   (``1e400``) or an integer of more than :data:`MAX_INT_DIGITS` digits is refused, and a body
-  nested too deeply for the parser (``RecursionError``) is a parse error like any other. All of
+  nested deeper than :data:`MAX_DEPTH` is a parse error like any other (checked before the
+  parser runs: py-evm, which the node imports, raises Python's recursion limit to 100,000,
+  and the C JSON parser recursing that deep overflows the C stack and kills the process on a
+  few hundred kilobytes of ``[``). All of
   these are answered with ``-32700`` and ``"id": null``: the id of a request we could not
   read is unknown.
 * **The id** is echoed only if it is null, a string, a number or a boolean (a number is finite
@@ -60,6 +63,9 @@ MAX_HEIGHT = 2**64 - 1
 #: Integer literals longer than this are refused while parsing (no legitimate request needs
 #: one; Python would otherwise refuse past 4,300 digits with a message about its own limits).
 MAX_INT_DIGITS = 100
+#: Arrays and objects nested deeper than this are refused before parsing (see the module
+#: docs); a JSON-RPC request needs a handful of levels.
+MAX_DEPTH = 128
 #: The default body limit (the configuration's ``rpc.max_body_bytes``).
 DEFAULT_MAX_BODY = 1 << 20
 
@@ -228,19 +234,50 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The request object of a body, or :class:`RpcError` (parse error, invalid request)."""
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (brackets in strings do not
+    count); a malformed text gives some number, and the parser then refuses it anyway."""
+    depth = deepest = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def parse_json(body: bytes | str) -> Any:
+    """A body as strict JSON (see the module docs), or :class:`RpcError` with
+    ``-32700``."""
+    if isinstance(body, str):
+        text = body
+    else:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RpcError(PARSE_ERROR, f"the body is not UTF-8 (invalid byte at offset "
+                           f"{exc.start})") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise RpcError(PARSE_ERROR, "the body is not JSON we accept: nested too deeply")
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RpcError(PARSE_ERROR, f"the body is not UTF-8 (invalid byte at offset "
-                       f"{exc.start})") from None
-    try:
-        request = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except RecursionError:
         raise RpcError(PARSE_ERROR, "the body is not JSON we accept: nested too deeply") from None
     except ValueError as exc:
         raise RpcError(PARSE_ERROR, f"the body is not JSON: {exc}") from None
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The request object of a body, or :class:`RpcError` (parse error, invalid request)."""
+    request = parse_json(body)
     if type(request) is not dict:
         what = "a batch (an array)" if type(request) is list else describe(request)
         raise RpcError(INVALID_REQUEST, f"the request must be a JSON object, got {what}")
@@ -352,32 +389,7 @@ class RpcApp:
         await send({"type": "http.response.body", "body": payload})
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
-        """The whole body, or None if it is over the limit (by its declared length, before
-        reading more of it, or while reading it). A client gone mid-body raises
-        _Disconnected."""
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _Disconnected
-        body = message.get("body", b"")
-        if not message.get("more_body", False):
-            return body if len(body) <= self.max_body else None
-        # More is coming (a body that did not arrive whole): refuse it by its declared length
-        # before reading the rest.
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or len(value) > 19 or int(value) > self.max_body:
-                    return None
-                break
-        parts = bytearray(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise _Disconnected
-            parts += message.get("body", b"")
-            if len(parts) > self.max_body:
-                return None
-            if not message.get("more_body", False):
-                return bytes(parts)
+        return await read_body(scope, receive, self.max_body)
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
         """The HTTP status and response body for one request body. Not a checkpoint when the
@@ -406,6 +418,38 @@ class RpcApp:
 
 class _Disconnected(Exception):
     """The client went away before its body was complete: there is nobody to answer."""
+
+
+Disconnected = _Disconnected
+
+
+async def read_body(scope: dict[str, Any], receive: Any, max_body: int) -> bytes | None:
+    """An ASGI HTTP request's whole body, or None if it is over ``max_body`` (by its declared
+    length, before reading more of it, or while reading it). A client gone mid-body raises
+    :class:`Disconnected`."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= max_body else None
+    # More is coming (a body that did not arrive whole): refuse it by its declared length
+    # before reading the rest.
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 19 or int(value) > max_body:
+                return None
+            break
+    parts = bytearray(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _Disconnected
+        parts += message.get("body", b"")
+        if len(parts) > max_body:
+            return None
+        if not message.get("more_body", False):
+            return bytes(parts)
 
 
 # -- serving --------------------------------------------------------------------------------------

@@ -426,7 +426,7 @@ class ChainActor(otp.GenServer):
             ref: BlockRef = await self._storage(storage_msgs.PutBlock(
                 signed, head=True,
                 finalized=new.finalized if new.finalized != state.finalized else None,
-                engine_state=committed.engine_state, fees=new.fees,
+                fees=new.fees,
             ))
         except CALL_FAILURES:
             self.unsure = (signed.ref(), new)

@@ -1,8 +1,9 @@
-"""EngineActor: the execution layer, through the Engine API or the embedded engine.
+"""EngineActor: the execution layer, through the Engine API or the embedded EVM.
 
 ``kind = "http"`` talks to Geth or Reth (``EngineClient``: JWT HS256 from a hex secret file);
-``kind = "embedded"`` (the default) runs the in-process ``EmbeddedEngine`` behind the same
-interface.
+``kind = "embedded"`` (the default) runs the in-process EVM (``EmbeddedEngine``, py-evm)
+behind the same interface, its state in its own LevelDB directory, ``<data_dir>/evm``, from
+the genesis file ``engine.genesis`` (default: the dev chain's, shipped with the node).
 
 The original's flow: build = ``forkchoiceUpdated(head, safe = finalized = last finalized,
 attributes)`` then ``getPayload``; commit = ``forkchoiceUpdated(parent)`` → ``newPayload`` →
@@ -14,31 +15,43 @@ restarted, lost its data or was never given them — or refuses a forkchoice nam
 lacks (``-38002``), the actor runs :func:`node.integration.engine.resync` over the stored
 chain: every stored payload after the last one the engine has is sent again with
 ``newPayload``, and the forkchoice names the finalized block only once the engine has it.
-Then the build or commit is tried once more. (The embedded engine is first restored from the
-stored anchor: it may have moved its anchor for a block that never reached storage.)
+Then the build or commit is tried once more.
 
-**The embedded engine's state** is its *anchor*: when a commit moves the finalized block,
-the engine forgets everything before it (``retain_from``) and the commit's answer carries
-the engine's snapshot (the anchor, the balances after it, the few blocks after it), which the
-ChainActor stores in the same batch as the block. A node killed at any moment restarts from
-that anchor, consistent with the stored chain by construction, and the restart path re-sends
-the blocks after it (at most the unfinalized range, so a boot costs the same at block 10 and
-block 100,000). A stored anchor that does not restore is only a cache: the engine starts
-from genesis and the stored chain is sent again, with a warning.
+**The embedded EVM and the node's two databases.** The EVM keeps its state in its own
+database, as Geth keeps its own data directory, and for the same reasons: the StorageActor is
+the only owner of the consensus database (LevelDB admits one opener), the EVM reads trie nodes
+by the thousand per block (through another actor's mailbox they would cost a message each),
+and the two restart independently. Each database writes atomically per operation; between
+them, a kill leaves the EVM either behind the consensus store (it lost the tail of a power
+cut, or the kill fell between the engine's commit and the block's write... in which case it
+is ahead) or ahead of it; the restart path brings it to the stored head either way:
+re-sending payloads it lacks, or moving its head back to the stored one. Nothing is replayed
+from genesis: the EVM opens with its state.
+
+In embedded mode the actor also answers the Ethereum JSON-RPC server's requests
+(:class:`~node.messages.eth.EthRequest`, through :class:`node.execution.eth_api.EthApi`)
+and publishes :class:`~node.messages.eth.EthHead` for every block that joins the canonical
+chain and :class:`~node.messages.eth.EthPendingTx` for every transaction its pool accepts
+(on :data:`~node.messages.eth.ETH_TOPIC`), for subscriptions and filters.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import trio
+from eth_hash.auto import keccak
 
 import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..errors import EngineSetupError, MissingBlock
 from ..execution.embedded import EmbeddedEngine, EngineStateError
+from ..execution.eth_api import EthApi
+from ..execution.eth_json import header_json, log_json, transaction_json
+from ..execution.genesis import Genesis, GenesisError, dev_genesis, load_genesis
 from ..integration.engine import (
     EngineClient,
     PayloadStatusError,
@@ -49,9 +62,10 @@ from ..integration.engine import (
 )
 from ..messages import storage
 from ..messages.engine import BuildPayload, CommitPayload, Committed, GetGenesis
+from ..messages.eth import ETH_TOPIC, EthHead, EthLog, EthPendingTx, EthRequest
+from ..rpc import encode
 from ..types.execution import (
     INVALID_FORKCHOICE_STATE,
-    ZERO_HASH,
     EngineError,
     ExecutionPayload,
     PayloadStatusKind,
@@ -98,21 +112,53 @@ class _StoredChain:
         return payload
 
 
+def engine_genesis(cfg: EngineConfig) -> Genesis:
+    """The embedded engine's genesis: ``engine.genesis``, or the shipped dev genesis."""
+    return dev_genesis() if cfg.genesis is None else load_genesis(cfg.genesis)
+
+
+def open_embedded(genesis: Genesis, data_dir: str | None) -> EmbeddedEngine:
+    """The embedded engine on ``<data_dir>/evm`` (in memory without a data directory). An
+    earlier instance of this actor that was killed (no ``terminate``) loses its handle on the
+    directory to this one (:class:`node.execution.db.LevelStore`)."""
+    if data_dir is None:
+        return EmbeddedEngine(genesis)
+    return EmbeddedEngine(genesis, path=Path(data_dir) / "evm")
+
+
 class EngineActor(otp.GenServer):
     async def init(
         self,
         config: dict[str, Any] | None = None,
         chain: dict[str, Any] | None = None,
         storage: str = "storage",
+        data_dir: str | None = None,
     ) -> None:
+        """``data_dir``: where the embedded engine keeps its database (``<data_dir>/evm``);
+        None keeps it in memory (tests)."""
         self.cfg: EngineConfig = structure_section(config or {}, EngineConfig, "engine")
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.embedded: EmbeddedEngine | None = None
+        self.api: EthApi | None = None
         self.stored = _StoredChain(storage)
         self.storage_name = storage
         self.chain_id = chain_cfg.execution_chain_id
         if self.cfg.kind == "embedded":
-            self.embedded = await self._restore()
+            try:
+                genesis = engine_genesis(self.cfg)
+            except GenesisError as exc:
+                raise EngineSetupError(str(exc)) from None
+            if genesis.chain_id != self.chain_id:
+                raise EngineSetupError(
+                    f"the genesis {genesis.source} has chain id {genesis.chain_id}, the "
+                    f"configuration's chain.execution_chain_id is {self.chain_id}")
+            await trio.lowlevel.checkpoint()
+            try:
+                self.embedded = open_embedded(genesis, data_dir)
+            except EngineStateError as exc:
+                raise EngineSetupError(f"the embedded engine's database at {data_dir}/evm: "
+                                       f"{exc}") from None
+            self.api = EthApi(self.embedded)
             self.engine: Any = self.embedded
         else:
             if self.cfg.jwt_secret_path is None:
@@ -125,27 +171,11 @@ class EngineActor(otp.GenServer):
                 raise EngineSetupError(f"the execution client at {self.cfg.url} lacks {missing}")
         sent = await self._resync()
         if self.embedded is not None:
-            logger.info("embedded execution engine at block #%d (anchor #%d, %d re-sent from "
-                        "storage)", self.embedded.head_number,
-                        self.embedded.anchor.block_number, sent)
+            self.embedded.drain_new_heads()  # what the restart re-sent is not news
+            logger.info("embedded EVM (py-evm, Shanghai, chain id %d) at block #%d, %d "
+                        "re-sent from storage", self.chain_id, self.embedded.head_number, sent)
         else:
             logger.info("execution client at %s (%d stored blocks re-sent)", self.cfg.url, sent)
-
-    async def _restore(self) -> EmbeddedEngine:
-        chain_id = self.chain_id
-        state = await sibling.call_storage(storage.GetEngineState(), storage=self.storage_name,
-                                   wait=STORAGE_WAIT)
-        if state is not None:
-            try:
-                engine = EmbeddedEngine.restore(state)
-                if engine.config.chain_id == chain_id:
-                    return engine
-                problem = f"chain id {engine.config.chain_id}, configured {chain_id}"
-            except EngineStateError as exc:
-                problem = str(exc)
-            logger.warning("the stored engine anchor is unusable (%s): starting from genesis "
-                           "and re-sending the stored chain", problem)
-        return EmbeddedEngine(chain_id=chain_id)
 
     async def _resync(self) -> int:
         async def progress(done: int, total: int) -> None:
@@ -165,12 +195,18 @@ class EngineActor(otp.GenServer):
 
     async def _recover(self, exc: EngineError, doing: str) -> None:
         logger.warning("the engine cannot %s (%s): re-sending stored blocks", doing, exc)
-        if self.embedded is not None:
-            self.embedded = self.engine = await self._restore()
         await self._resync()
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
         match request:
+            case EthRequest(method=method, args=args):
+                await trio.lowlevel.checkpoint()
+                if self.api is None:
+                    raise otp.UnexpectedMessage(self, "call", request)
+                answer = self.api.answer(method, args)
+                if method == "eth_sendRawTransaction" and isinstance(answer, bytes):
+                    self._publish_pending(keccak(args[0]))  # a transaction's hash
+                return answer
             case BuildPayload():
                 try:
                     return await self._build(request)
@@ -179,6 +215,8 @@ class EngineActor(otp.GenServer):
                         raise
                     await self._recover(exc, "build")
                     return await self._build(request)
+                finally:
+                    self._publish_heads()
             case CommitPayload():
                 try:
                     head = await self._commit(request)
@@ -192,8 +230,9 @@ class EngineActor(otp.GenServer):
                         head = await self._commit(request)
                     except PayloadStatusError as again:
                         return again
-                return Committed(head, self._anchor_snapshot(request.finalized),
-                                 await self._fees(request.payload))
+                finally:
+                    self._publish_heads()
+                return Committed(head, await self._fees(request.payload))
             case GetGenesis():
                 await trio.lowlevel.checkpoint()
                 if self.embedded is not None:
@@ -211,21 +250,36 @@ class EngineActor(otp.GenServer):
     async def _commit(self, request: CommitPayload) -> bytes:
         return await commit_block(self.engine, request.payload, request.finalized)
 
-    def _anchor_snapshot(self, finalized: bytes) -> bytes | None:
-        """After a commit that moved the finalized block: the embedded engine forgets the
-        blocks before it and its snapshot goes into storage with the block."""
-        engine = self.embedded
-        if engine is None or finalized in (ZERO_HASH, engine.anchor.block_hash):
-            return None
-        engine.retain_from(finalized)
-        return engine.snapshot()
-
     async def _fees(self, payload: ExecutionPayload) -> int:
         if not payload.transactions:
             await trio.lowlevel.checkpoint()
             return 0  # no transactions, no receipts, no fees: spare the round trip
         receipts = await self.engine.receipts(payload.block_hash)
         return rules.payload_fees(payload.base_fee_per_gas, receipts)
+
+    # -- events for the Ethereum JSON-RPC server ----------------------------------------------
+
+    def _publish_heads(self) -> None:
+        engine = self.embedded
+        if engine is None:
+            return
+        for block_hash in engine.drain_new_heads():
+            header = engine.header(block_hash)
+            if header is None:
+                continue
+            logs = tuple(
+                EthLog(log.address, tuple(t.to_bytes(32, "big") for t in log.topics),
+                       encode(log_json(h, index, tx_hash, position, log)))
+                for h, index, tx_hash, position, log in engine.block_logs(header, (), ()))
+            otp.bus.publish_nowait(ETH_TOPIC, EthHead(int(header.block_number), block_hash,
+                                                      encode(header_json(header)), logs))
+
+    def _publish_pending(self, tx_hash: bytes) -> None:
+        engine = self.embedded
+        pooled = None if engine is None else engine.pool.get(tx_hash)
+        if pooled is not None:
+            otp.bus.publish_nowait(ETH_TOPIC, EthPendingTx(
+                tx_hash, encode(transaction_json(pooled.tx, None, None))))
 
     async def terminate(self, reason: Any) -> None:
         await self.engine.aclose()

@@ -20,11 +20,10 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
 ``m/auxpow``                ref of the latest block carrying an AuxPoW header
 ``m/queued_pow``            the AuxPoW header queued for the next block (kind-``0x03``
                             document), absent when none is queued
-``m/engine``                the embedded execution engine's anchor (opaque bytes)
 ==========================  ======================================================
 
 Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
-fees, engine anchor, the queued PoW it consumes), written with ``sync``, so a process killed
+fees, the queued PoW it consumes), written with ``sync``, so a process killed
 at any moment leaves either the whole block or none of it. A block is only stored when its
 parent is (every stored block chains to its parent), and the finalized block never moves
 back (a ``PutBlock`` that would is refused). Schema 1 databases (blocks hashed from CBOR with
@@ -65,7 +64,6 @@ from ..messages.storage import (
     GetBlockByHeight,
     GetCanonicalRefs,
     GetChainInfo,
-    GetEngineState,
     GetFees,
     GetFinalized,
     GetHead,
@@ -87,7 +85,9 @@ KEY_HEAD: Final = b"m/head"
 KEY_FINALIZED: Final = b"m/finalized"
 KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
-KEY_ENGINE: Final = b"m/engine"
+#: Written by nodes whose embedded engine kept its state here (before the EVM, which keeps
+#: its own database): no longer read, and deleted when the database opens.
+KEY_OLD_ENGINE: Final = b"m/engine"
 ZERO_HASH: Final = bytes(32)
 
 
@@ -128,6 +128,8 @@ class ChainStore:
         self.writes = 0
         try:
             self._check()
+            if self.db.get(KEY_OLD_ENGINE) is not None:
+                self.db.delete(KEY_OLD_ENGINE, sync=True)
         except BaseException:
             self.db.close()
             raise
@@ -201,10 +203,6 @@ class ChainStore:
             return encoding.decode_auxpow_header(raw)
         except encoding.DecodeError as exc:
             raise StorageCorrupt(KEY_QUEUED_POW, str(exc)) from None
-
-    def engine_state(self) -> bytes | None:
-        state: bytes | None = self.db.get(KEY_ENGINE)
-        return state
 
     def canonical_refs(self, start: int, end: int) -> list[BlockRef]:
         """Refs of the canonical blocks at ``start..end`` from the height index alone."""
@@ -341,8 +339,6 @@ class ChainStore:
                     batch.delete(KEY_QUEUED_POW)
             if put.finalized is not None:
                 batch.put(KEY_FINALIZED, encode_ref(put.finalized))
-            if put.engine_state is not None:
-                batch.put(KEY_ENGINE, put.engine_state)
         self.writes += 1
         return ref
 
@@ -399,8 +395,6 @@ class StorageActor(otp.GenServer):
                 return store.fees(block_hash)
             case GetChainInfo():
                 return store.chain_info()
-            case GetEngineState():
-                return store.engine_state()
             case PutBlock():
                 return store.put_block(request)
             case PutQueuedPow(header):

@@ -1,118 +1,97 @@
-"""An in-process execution engine behind the Engine API interface, so the node runs alone.
+"""An EVM execution engine in process, behind the Engine API interface, so the node runs alone.
 
-:class:`EmbeddedEngine` implements :class:`node.types.execution.ExecutionEngine` — the same
-calls, results and errors as an execution client reached over HTTP — for a chain whose only
-state is account balances in wei and whose only state transition is the withdrawal (Alys
-credits peg-ins and fees as withdrawals, ALYS.md "Execution layer"). It executes no
-transactions: a payload carrying any is refused.
+:class:`EmbeddedEngine` implements :class:`node.types.execution.ExecutionEngine` — the calls,
+results and errors of an execution client reached over HTTP — on `py-evm
+<https://github.com/ethereum/py-evm>`_ (the Ethereum Foundation's Python EVM) with Shanghai's
+rules from block 0: real RLP headers and keccak block hashes, the state, transactions,
+receipts and withdrawals tries, logs and their blooms, gas, EIP-1559 base fees, withdrawals
+crediting Gwei x 10^9 wei. A block built here hashes as Geth would hash it, given the same
+genesis file (:mod:`node.execution.genesis`).
 
 Behaviour, following the Engine API (``ethereum/execution-apis``: ``src/engine/paris.md``,
-``src/engine/shanghai.md``, ``src/engine/common.md``):
+``src/engine/shanghai.md``):
 
-* **Genesis** is block 0: parent hash zero, the configured chain id, gas limit (default
-  ``0x1c9c380``), timestamp, base fee and balances (``alloc``).
-* **forkchoiceUpdated** (paris.md, engine_forkchoiceUpdatedV1): an unknown head answers
-  ``SYNCING``; a head known to be invalid answers ``INVALID``; a non-zero safe or finalized
-  hash that is unknown or not an ancestor of the head raises ``-38002`` (and nothing
-  changes); otherwise head, safe and finalized are applied. The specification lets an engine
-  skip the update when the new head is an ancestor of the current one; this engine always
-  applies it (so a rolled-back consensus layer can build on an older block). With payload
-  attributes it then builds a payload on the head — ``-38003`` if the timestamp is not
-  greater than the head's (the forkchoice update stays applied, as the spec requires).
-* **Building** (paris.md, "Payload building"): ``block_number = parent + 1``, the parent's
-  hash, the attributes' timestamp, ``prevRandao``, fee recipient and withdrawals, the
-  configured gas limit and constant base fee, ``gas_used`` 0, no transactions, the empty
-  receipts root and an all-zero logs bloom, empty extra data. Each withdrawal credits
-  ``amount`` Gwei x 10**9 wei to its address. The payload id is the first 8 bytes of a
-  SHA-256 over the parent hash and the attributes, so the same attributes give the same id
-  (spec: "SHOULD NOT restart" a build process) and different ones a different id.
-  ``blockValue`` is 0: no transactions, no fees.
-* **newPayload** (paris.md engine_newPayloadV1 and shanghai.md engine_newPayloadV2): the block
-  hash is checked first, in every case: a mismatch answers ``INVALID`` with
-  ``latestValidHash: null`` (V2 replaces ``INVALID_BLOCK_HASH`` with ``INVALID``). A known
-  block answers ``VALID`` again; an unknown parent ``SYNCING``; otherwise the payload is
-  validated against its parent (number = parent + 1, a later timestamp, the configured gas
-  limit and base fee, no transactions, zero gas, empty receipts root and bloom, the state
-  root after its withdrawals) and answers ``VALID`` with its hash, or ``INVALID`` with the
-  parent's hash as ``latestValidHash`` and a ``validationError`` saying which rule failed.
-  Validation is idempotent: a payload found invalid stays invalid. Importing a payload does
-  not move the head.
+* **forkchoiceUpdated**: an unknown head answers ``SYNCING``; a head known to be invalid
+  answers ``INVALID``; a non-zero safe or finalized hash that is unknown or not an ancestor of
+  the head raises ``-38002`` (nothing changes); otherwise head, safe and finalized are applied
+  (also when the new head is an ancestor of the current one, so a rolled-back consensus layer
+  can build on an older block) and the canonical chain follows the head. With payload
+  attributes it builds on the head — ``-38003`` if the timestamp is not after the head's.
+* **Building**: a child of the head with the attributes' timestamp, ``prevRandao`` (the
+  header's mix hash), fee recipient (coinbase) and withdrawals, the chain's gas limit (the
+  genesis one) and the EIP-1559 base fee; transactions come from the pool (:mod:`.txpool`),
+  highest effective tip first, each sender's in nonce order, while gas remains. The payload id
+  is the first 8 bytes of a keccak over the parent and the attributes, so the same attributes
+  give the same build. ``blockValue`` is the tips the fee recipient receives.
+* **newPayload**: the block hash is checked first (the keccak of the RLP header rebuilt from
+  the payload, with its transactions and withdrawals roots): a mismatch is ``INVALID`` with
+  ``latestValidHash: null``. A known block is ``VALID`` again; an unknown parent ``SYNCING``;
+  otherwise the header is checked against its parent (number, timestamp, gas limit, base fee,
+  extra data) and the block executed on the parent's state: every transaction must apply, and
+  gas used, state root, receipts root and logs bloom must be the payload's, else ``INVALID``
+  with the parent as ``latestValidHash`` and a ``validationError`` naming the rule. A payload
+  this engine built is imported without executing it again. Importing does not move the
+  head. Payloads found invalid are remembered (bounded), so they stay invalid.
 
-Hashes (keccak256 and RLP are not used, so these are *not* Ethereum block hashes; they are
-deterministic, collision-resistant and chain every block to its parent). All integers are
-big-endian and fixed-width; ``||`` is concatenation:
+Storage (:mod:`.db`): one LevelDB directory, py-evm's layout for what py-evm reads (trie
+nodes and code under their keccak hash, headers under their block hash) and these keys of
+ours, whose lengths (never 32) keep them apart from py-evm's:
 
-* ``block_hash = SHA-256("alys-embedded-el/header/v1" || chain_id u64 || parent_hash[32] ||
-  fee_recipient[20] || state_root[32] || receipts_root[32] || logs_bloom[256] ||
-  prev_randao[32] || block_number u64 || gas_limit u64 || gas_used u64 || timestamp u64 ||
-  len(extra_data) u8 || extra_data || base_fee_per_gas u256 || transactions_root[32] ||
-  withdrawals_root[32])`` — see :func:`block_hash_of`. The chain id is in every hash, so a
-  payload of one chain never validates on another.
-* ``transactions_root = SHA-256("alys-embedded-el/transactions/v1" || count u32 ||
-  (len u32 || tx) for each transaction)``.
-* ``withdrawals_root = SHA-256("alys-embedded-el/withdrawals/v1" || count u32 || (index u64 ||
-  validator_index u64 || address[20] || amount u64) for each withdrawal)``.
-* ``state_root = SHA-256("alys-embedded-el/state/v1" || count u64 || (address[20] ||
-  balance u256) for each account with a non-zero balance, in ascending address order)`` —
-  see :func:`state_root_of`. Accounts whose balance is zero are absent, so equal balances
-  give equal roots whatever the history.
+==========================  =================================================================
+``alys:meta``               format ``alys-evm/1`` and the genesis block hash
+``alys:fc``                 head, safe and finalized hashes (96 bytes)
+``alys:n/`` + u64           the canonical block hash at that number
+``alys:b/`` + hash          the block (RLP: header, transactions, uncles, withdrawals)
+``alys:r/`` + hash          its receipts (RLP list of each receipt's encoding)
+``alys:t/`` + tx hash       block hash and index (u32) of a canonical transaction
+==========================  =================================================================
 
-State: the balances at one block (the *state tip*, which follows the head) are kept; the
-state at any other block is derived by walking from the tip to it through the common
-ancestor, undoing and redoing withdrawals — cheap, since withdrawals are the only
-transition.
+Every operation that changes the database writes in one batch: a ``newPayload`` (state nodes,
+header, block, receipts), a forkchoice change (``alys:fc``, the canonical index and the
+transaction index of the blocks that join or leave the canonical chain). A build executes in
+a scratch overlay that is dropped unless the block is imported. So a process killed at any
+moment leaves a database at the end of some operation: the state of every stored block is
+complete, and the head is a stored block. The state survives restarts as it is; nothing is
+replayed. A database made from another genesis is refused.
 
-Persistence — canonical CBOR (``cbor2``, ``canonical=True``), versioned, documented here:
-
-* :meth:`EmbeddedEngine.snapshot` — the engine from its *anchor*: ``{"format":
-  "alys.embedded-engine", "version": 2, "config": {...}, "anchor": block, "balances":
-  [[address, wei], ...] (after the anchor, ascending address, no zeros), "blocks": [block,
-  ...] (the anchor's descendants, ascending number, then hash), "forkchoice": [head, safe,
-  finalized]}`` where a block is a byte string holding the canonical CBOR of the list of the
-  ``ExecutionPayloadV2`` fields in specification order (withdrawals as ``[index,
-  validator_index, address, amount]``). The anchor is genesis until
-  :meth:`EmbeddedEngine.retain_from` moves it; the node moves it to its finalized block
-  (the EngineActor, with every finalization), so a snapshot holds the few blocks after the
-  last finalized one and the engine's memory and snapshot stay flat however long the chain.
-  :meth:`restore` checks the anchor's hash and that the balances give its state root,
-  replays the withdrawals of the later blocks, re-hashes each, checks every parent link,
-  block number and the head's state root, and raises :class:`EngineStateError` naming what
-  is wrong. It still reads version 1 snapshots (the whole chain from genesis, no balances).
-  The blocks a restored engine lacks, the consensus layer sends again with ``newPayload``
-  (:func:`node.integration.engine.resync`), as it would to Geth.
-* The incremental form: :meth:`EmbeddedEngine.state_delta` — one block's record
-  (``{"format": "alys.embedded-engine.block", "version": 1, "block": block}``, with
-  ``block`` encoded as in a snapshot), about 550 bytes — and
-  :meth:`EmbeddedEngine.apply_delta`, which imports such a record with the full
-  ``newPayload`` validation. A store can thus keep an occasional snapshot plus one delta per
-  imported block (in the same write batch as the block), and rebuild with ``restore`` +
-  ``apply_delta`` for each later block in ascending order. Deltas do not move the forkchoice:
-  the consensus layer's first ``forkchoiceUpdated`` after a restart does.
-
-Payload builds in progress and the memory of invalid payloads are not persisted.
+Not reentrant: one caller at a time (the EngineActor serializes every call). Execution is
+CPU-bound and runs in the caller's task, yielding to Trio every few transactions.
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
+import logging
+import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import cbor2
+import rlp
 import trio
+from eth._utils import address as _address
+from eth.consensus.context import ConsensusContext
+from eth.constants import BLANK_ROOT_HASH, EMPTY_UNCLE_HASH
+from eth.db.chain import ChainDB
+from eth.exceptions import PyEVMError
+from eth.rlp.headers import BlockHeader
+from eth.vm.chain_context import ChainContext
+from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
+from eth.vm.forks.shanghai import ShanghaiVM
+from eth.vm.forks.shanghai import blocks as _blocks
+from eth.vm.forks.shanghai import withdrawals as _withdrawals
+from eth.vm.spoof import SpoofTransaction
+from eth_hash.auto import keccak
+from eth_utils.exceptions import ValidationError
 
 from node.types.execution import (
-    ADDRESS_SIZE,
     ENGINE_CAPABILITIES,
     ERROR_MESSAGES,
-    HASH_SIZE,
     INVALID_FORKCHOICE_STATE,
     INVALID_PARAMS,
     INVALID_PAYLOAD_ATTRIBUTES,
-    LOGS_BLOOM_SIZE,
-    MAX_EXTRA_DATA_SIZE,
     PAYLOAD_ID_SIZE,
     UNKNOWN_PAYLOAD,
     ZERO_HASH,
@@ -128,46 +107,48 @@ from node.types.execution import (
     Withdrawal,
 )
 
+from .db import LevelStore, MemoryStore, Overlay, Store
+from .genesis import Genesis, dev_genesis
+from .trie import ordered_trie_root
+from .txpool import PooledTx, TxPool, TxRejected, check_static, decode_transaction
+
+#: py-evm's interfaces are typed for every fork at once (a header's base fee is Optional,
+#: addresses a NewType); this engine runs Shanghai only, so its objects go by these names.
+Header = Any
+Block = Any
+#: py-evm's classes and functions, called with plain bytes and ints.
+ShanghaiBlock: Any = _blocks.ShanghaiBlock
+ShanghaiBlockHeader: Any = _blocks.ShanghaiBlockHeader
+EvmWithdrawal: Any = _withdrawals.Withdrawal
+generate_contract_address: Any = _address.generate_contract_address
+EvmReceipt = Any
+Tx = Any
+State = Any
+
 __all__ = [
-    "DEFAULT_BASE_FEE_PER_GAS",
-    "DEFAULT_CHAIN_ID",
-    "DEFAULT_GAS_LIMIT",
-    "EMPTY_LOGS_BLOOM",
-    "EMPTY_RECEIPTS_ROOT",
     "GWEI",
+    "AlysVM",
+    "CallArgs",
+    "CallResult",
     "EmbeddedEngine",
-    "EmbeddedEngineConfig",
     "EngineStateError",
-    "block_hash_of",
-    "state_root_of",
-    "transactions_root_of",
-    "withdrawals_root_of",
+    "header_of_payload",
 ]
+
+logger = logging.getLogger("alys.engine.evm")
 
 #: Wei per Gwei: a withdrawal of ``amount`` credits ``amount * GWEI`` wei.
 GWEI: Final = 10**9
-#: The dev chain id of the original (ALYS.md); 727272 is its testnet.
-DEFAULT_CHAIN_ID: Final = 121212
-#: ALYS.md: "Genesis: Shanghai from time 0, gas limit 0x1c9c380".
-DEFAULT_GAS_LIMIT: Final = 0x1C9C380
-#: A constant base fee: 7 wei, the floor EIP-1559 base fees of empty blocks decay to (and the
-#: value of the execution-apis examples).
-DEFAULT_BASE_FEE_PER_GAS: Final = 7
-#: keccak256(rlp(b"")), the root of an empty trie: the receipts root of a block without
-#: transactions on every Ethereum client.
-EMPTY_RECEIPTS_ROOT: Final = bytes.fromhex(
-    "56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
-)
-EMPTY_LOGS_BLOOM: Final = bytes(LOGS_BLOOM_SIZE)
-
-_SNAPSHOT_FORMAT: Final = "alys.embedded-engine"
-_DELTA_FORMAT: Final = "alys.embedded-engine.block"
-_VERSION: Final = 2
-_DELTA_VERSION: Final = 1
-_MAX_BUILDS: Final = 64
+FORMAT: Final = b"alys-evm/1"
+_META: Final = b"alys:meta"
+_FC: Final = b"alys:fc"
+_MAX_BUILDS: Final = 16
 _MAX_INVALID: Final = 1024
-_U64: Final = 1 << 64
-_U256: Final = 1 << 256
+_HEADER_CACHE: Final = 4096
+#: Yield to Trio after this many transactions executed in a row.
+_YIELD_EVERY: Final = 16
+#: eth_call and eth_estimateGas never run with more gas than this (geth's RPCGasCap).
+RPC_GAS_CAP: Final = 50_000_000
 
 _FCU: Final = "engine_forkchoiceUpdatedV2"
 _GET: Final = "engine_getPayloadV2"
@@ -175,335 +156,439 @@ _NEW: Final = "engine_newPayloadV2"
 _CAPS: Final = "engine_exchangeCapabilities"
 
 
+def _number_key(number: int) -> bytes:
+    return b"alys:n/" + struct.pack(">Q", number)
+
+
+def _block_key(block_hash: bytes) -> bytes:
+    return b"alys:b/" + block_hash
+
+
+def _receipts_key(block_hash: bytes) -> bytes:
+    return b"alys:r/" + block_hash
+
+
+def _tx_key(tx_hash: bytes) -> bytes:
+    return b"alys:t/" + tx_hash
+
+
+class AlysVM(ShanghaiVM):
+    """Shanghai, as py-evm runs it, with the block's ordered tries computed in one pass
+    (:func:`node.execution.trie.ordered_trie_root`) and not stored: the engine keeps each
+    block's transactions and receipts under its own keys and needs only the roots."""
+
+    fork = "shanghai"
+
+    def set_block_transactions_and_withdrawals(
+        self, base_block: Block, new_header: Header, transactions: Sequence[Tx],
+        receipts: Sequence[EvmReceipt], withdrawals: Sequence[Any] | None = None,
+    ) -> Block:
+        fields: dict[str, Any] = {"transactions": transactions}
+        header_fields = {
+            "transaction_root": ordered_trie_root([tx.encode() for tx in transactions]),
+            "receipt_root": ordered_trie_root([r.encode() for r in receipts]),
+        }
+        if withdrawals:
+            fields["withdrawals"] = withdrawals
+            header_fields["withdrawals_root"] = ordered_trie_root(
+                [w.encode() for w in withdrawals])
+        fields["header"] = new_header.copy(**header_fields)
+        return base_block.copy(**fields)
+
+    def validate_block(self, block: Block) -> None:
+        """What py-evm checks of a block it mined, with the fast transactions root; the
+        engine checks the rest of a block it imports against its parent itself."""
+        root = ordered_trie_root([tx.encode() for tx in block.transactions])
+        if root != block.header.transaction_root:
+            raise ValidationError(f"transactions root {_hex(block.header.transaction_root)} "
+                                  f"does not match the transactions, {_hex(root)}")
+        if block.uncles:
+            raise ValidationError("a post-merge block has no uncles")
+        parent = self.chaindb.get_block_header_by_hash(block.header.parent_hash)
+        self.validate_header(block.header, parent)
+
+
+_VM: Any = AlysVM
+
+
 class EngineStateError(ValueError):
-    """Stored engine state (a snapshot or a delta) is unreadable or inconsistent; the message
-    names the part (``blocks[3].timestamp``) and the problem."""
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _check_u(bits: int) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if type(value) is not int or not 0 <= value < (1 << bits):
-            raise ValueError(
-                f"EmbeddedEngineConfig.{attribute.name} must be an int in [0, 2**{bits}), "
-                f"got {value!r}"
-            )
-
-    return check
-
-
-def _normalize_alloc(value: Iterable[tuple[bytes, int]] | Mapping[bytes, int]) -> Any:
-    items = list(value.items()) if isinstance(value, Mapping) else list(value)
-    seen: set[bytes] = set()
-    out: list[tuple[bytes, int]] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, tuple | list) or len(item) != 2:
-            raise ValueError(
-                f"EmbeddedEngineConfig.alloc[{i}] must be an (address, wei) pair, got {item!r}"
-            )
-        address, wei = item
-        if type(address) is not bytes or len(address) != ADDRESS_SIZE:
-            raise ValueError(
-                f"EmbeddedEngineConfig.alloc[{i}]: the address must be {ADDRESS_SIZE} bytes, "
-                f"got {address!r}"
-            )
-        if type(wei) is not int or not 0 <= wei < _U256:
-            raise ValueError(
-                f"EmbeddedEngineConfig.alloc[{i}]: the balance must be an int in [0, 2**256), "
-                f"got {wei!r}"
-            )
-        if address in seen:
-            raise ValueError(
-                f"EmbeddedEngineConfig.alloc[{i}]: address 0x{address.hex()} appears twice"
-            )
-        seen.add(address)
-        if wei:
-            out.append((address, wei))
-    return tuple(sorted(out))
-
-
-def _check_extra(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if type(value) is not bytes or len(value) > MAX_EXTRA_DATA_SIZE:
-        raise ValueError(
-            f"EmbeddedEngineConfig.extra_data must be at most {MAX_EXTRA_DATA_SIZE} bytes, "
-            f"got {value!r}"
-        )
+    """The engine's database cannot be used: another genesis, another format, or damage;
+    the message says which."""
 
 
 @attrs.frozen
-class EmbeddedEngineConfig:
-    """The genesis and constants of an embedded chain.
+class CallArgs:
+    """An ``eth_call`` / ``eth_estimateGas`` transaction object, checked at the RPC edge."""
 
-    ``alloc`` is the genesis balances in wei, given as ``(address, wei)`` pairs or a mapping;
-    it is stored sorted by address, without zero balances.
-    """
-
-    chain_id: int = attrs.field(default=DEFAULT_CHAIN_ID, validator=_check_u(64))
-    gas_limit: int = attrs.field(default=DEFAULT_GAS_LIMIT, validator=_check_u(64))
-    genesis_timestamp: int = attrs.field(default=0, validator=_check_u(64))
-    base_fee_per_gas: int = attrs.field(default=DEFAULT_BASE_FEE_PER_GAS, validator=_check_u(256))
-    extra_data: bytes = attrs.field(default=b"", validator=_check_extra)
-    alloc: tuple[tuple[bytes, int], ...] = attrs.field(default=(), converter=_normalize_alloc)
-
-
-# --------------------------------------------------------------------------- hashing
+    sender: bytes = bytes(20)
+    to: bytes | None = None
+    gas: int | None = None
+    gas_price: int | None = None
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    value: int = 0
+    data: bytes = b""
+    nonce: int | None = None
 
 
-def _sha256(*parts: bytes) -> bytes:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part)
-    return h.digest()
+@attrs.frozen
+class CallResult:
+    """What a call did: success, its output (return or revert data), the gas it used, and
+    the error's name when it failed (``revert`` for a REVERT)."""
+
+    success: bool
+    output: bytes
+    gas_used: int
+    error: str | None = None
 
 
-def _u(value: int, size: int) -> bytes:
-    return value.to_bytes(size, "big")
+@attrs.frozen
+class _Built:
+    payload: ExecutionPayload
+    block: Block
+    receipts: tuple[EvmReceipt, ...]
+    layer: Overlay
+    value: int
 
 
-def transactions_root_of(transactions: Sequence[bytes]) -> bytes:
-    """SHA-256 over the length-prefixed transactions (see the module docstring)."""
-    parts = [b"alys-embedded-el/transactions/v1", _u(len(transactions), 4)]
-    for tx in transactions:
-        parts += [_u(len(tx), 4), tx]
-    return _sha256(*parts)
-
-
-def withdrawals_root_of(withdrawals: Sequence[Withdrawal]) -> bytes:
-    """SHA-256 over the fixed-width withdrawals (see the module docstring)."""
-    parts = [b"alys-embedded-el/withdrawals/v1", _u(len(withdrawals), 4)]
-    for w in withdrawals:
-        parts += [_u(w.index, 8), _u(w.validator_index, 8), w.address, _u(w.amount, 8)]
-    return _sha256(*parts)
-
-
-def state_root_of(balances: Mapping[bytes, int]) -> bytes:
-    """SHA-256 over the non-zero balances in ascending address order."""
-    accounts = sorted((a, b) for a, b in balances.items() if b)
-    parts = [b"alys-embedded-el/state/v1", _u(len(accounts), 8)]
-    for address, balance in accounts:
-        parts += [address, _u(balance, 32)]
-    return _sha256(*parts)
-
-
-def block_hash_of(payload: ExecutionPayload, chain_id: int) -> bytes:
-    """The hash the embedded engine gives ``payload``'s header (its ``block_hash`` field is
-    ignored): see the module docstring for the exact preimage."""
-    return _sha256(
-        b"alys-embedded-el/header/v1",
-        _u(chain_id, 8),
-        payload.parent_hash,
-        payload.fee_recipient,
-        payload.state_root,
-        payload.receipts_root,
-        payload.logs_bloom,
-        payload.prev_randao,
-        _u(payload.block_number, 8),
-        _u(payload.gas_limit, 8),
-        _u(payload.gas_used, 8),
-        _u(payload.timestamp, 8),
-        _u(len(payload.extra_data), 1),
-        payload.extra_data,
-        _u(payload.base_fee_per_gas, 32),
-        transactions_root_of(payload.transactions),
-        withdrawals_root_of(payload.withdrawals),
+def header_of_payload(payload: ExecutionPayload) -> Header:
+    """The RLP header a payload describes (its ``block_hash`` is not read): the keccak of
+    its encoding is the block hash. The transactions root is over their encodings as they
+    are: a payload whose transactions do not decode still has a hash."""
+    tx_root = ordered_trie_root(payload.transactions)
+    w_root = ordered_trie_root([_evm_withdrawal(w).encode() for w in payload.withdrawals])
+    return ShanghaiBlockHeader(
+        parent_hash=payload.parent_hash,
+        uncles_hash=EMPTY_UNCLE_HASH,
+        coinbase=payload.fee_recipient,
+        state_root=payload.state_root,
+        transaction_root=tx_root,
+        receipt_root=payload.receipts_root,
+        bloom=int.from_bytes(payload.logs_bloom, "big"),
+        difficulty=0,
+        block_number=payload.block_number,
+        gas_limit=payload.gas_limit,
+        gas_used=payload.gas_used,
+        timestamp=payload.timestamp,
+        extra_data=payload.extra_data,
+        mix_hash=payload.prev_randao,
+        nonce=bytes(8),
+        base_fee_per_gas=payload.base_fee_per_gas,
+        withdrawals_root=w_root,
     )
 
 
-def _credit(balances: dict[bytes, int], withdrawals: Sequence[Withdrawal], sign: int) -> None:
-    """Apply (sign=1) or undo (sign=-1) withdrawals in place; zero balances are removed."""
-    for w in withdrawals:
-        if w.amount:
-            new = balances.get(w.address, 0) + sign * w.amount * GWEI
-            if new:
-                balances[w.address] = new
-            else:
-                balances.pop(w.address, None)
+def _evm_withdrawal(w: Withdrawal) -> Any:
+    return EvmWithdrawal(w.index, w.validator_index, w.address, w.amount)
+
+
+def payload_of_block(block: Block) -> ExecutionPayload:
+    """The ExecutionPayloadV2 of a py-evm Shanghai block."""
+    h = block.header
+    return ExecutionPayload(
+        parent_hash=h.parent_hash,
+        fee_recipient=h.coinbase,
+        state_root=h.state_root,
+        receipts_root=h.receipt_root,
+        logs_bloom=h.bloom.to_bytes(256, "big"),
+        prev_randao=h.mix_hash,
+        block_number=h.block_number,
+        gas_limit=h.gas_limit,
+        gas_used=h.gas_used,
+        timestamp=h.timestamp,
+        extra_data=h.extra_data,
+        base_fee_per_gas=h.base_fee_per_gas,
+        block_hash=h.hash,
+        transactions=tuple(tx.encode() for tx in block.transactions),
+        withdrawals=tuple(Withdrawal(w.index, w.validator_index, w.address, w.amount)
+                          for w in getattr(block, "withdrawals", ())),
+    )
+
+
+def effective_gas_price(tx: Tx, base_fee: int) -> int:
+    """What a transaction pays per gas in a block with ``base_fee`` (EIP-1559)."""
+    return int(min(tx.max_fee_per_gas, base_fee + tx.max_priority_fee_per_gas))
+
+
+def _error(code: int, method: str, detail: str) -> EngineError:
+    return EngineError(code, f"{ERROR_MESSAGES[code]}: {detail}", method)
+
+
+def _bounded_put(store: OrderedDict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > limit:
+        store.popitem(last=False)
 
 
 def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-# --------------------------------------------------------------------------- the engine
-
-
 class EmbeddedEngine:
-    """An in-process execution engine implementing
-    :class:`~node.types.execution.ExecutionEngine` (see the module docstring)."""
+    """An EVM execution engine implementing
+    :class:`~node.types.execution.ExecutionEngine` (see the module docstring).
 
-    def __init__(
-        self,
-        config: EmbeddedEngineConfig | None = None,
-        *,
-        chain_id: int | None = None,
-        gas_limit: int | None = None,
-        genesis_timestamp: int | None = None,
-        alloc: Iterable[tuple[bytes, int]] | Mapping[bytes, int] | None = None,
-    ) -> None:
-        """``config`` (default: :class:`EmbeddedEngineConfig`'s defaults), with any of the
-        keyword arguments replacing the field of the same name."""
-        cfg = config if config is not None else EmbeddedEngineConfig()
-        overrides: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("chain_id", chain_id),
-                ("gas_limit", gas_limit),
-                ("genesis_timestamp", genesis_timestamp),
-                ("alloc", alloc),
-            )
-            if v is not None
-        }
-        self._config = attrs.evolve(cfg, **overrides) if overrides else cfg
-        balances = dict(self._config.alloc)
-        genesis = _seal(
-            ExecutionPayload(
-                parent_hash=ZERO_HASH,
-                fee_recipient=bytes(ADDRESS_SIZE),
-                state_root=state_root_of(balances),
-                receipts_root=EMPTY_RECEIPTS_ROOT,
-                logs_bloom=EMPTY_LOGS_BLOOM,
-                prev_randao=ZERO_HASH,
-                block_number=0,
-                gas_limit=self._config.gas_limit,
-                gas_used=0,
-                timestamp=self._config.genesis_timestamp,
-                extra_data=self._config.extra_data,
-                base_fee_per_gas=self._config.base_fee_per_gas,
-                block_hash=ZERO_HASH,
-                transactions=(),
-                withdrawals=(),
-            ),
-            self._config.chain_id,
-        )
-        self._genesis = genesis
-        self._blocks: dict[bytes, ExecutionPayload] = {genesis.block_hash: genesis}
-        # The oldest block kept (see retain_from) and the canonical chain from it up to the
-        # head: _canonical[i] is the hash at number _base + i.
-        self._anchor = genesis.block_hash
-        self._base = 0
-        self._canonical: list[bytes] = [genesis.block_hash]
-        self._head = genesis.block_hash
-        self._safe = ZERO_HASH
-        self._finalized = ZERO_HASH
-        # The balances after block ``_tip`` (kept equal to the head after each forkchoice).
-        self._tip = genesis.block_hash
-        self._balances = balances
-        # Build processes: payload id -> payload; and block hash -> payload for the fast path
-        # of newPayload on a payload this engine built itself.
-        self._builds: OrderedDict[bytes, ExecutionPayload] = OrderedDict()
-        self._built: OrderedDict[bytes, ExecutionPayload] = OrderedDict()
-        # Stored blocks' canonical CBOR, filled lazily by snapshot() and state_delta().
-        self._encodings: dict[bytes, bytes] = {}
-        # Payloads found invalid (with a correct hash): hash -> latest valid ancestor.
+    ``genesis`` defaults to the dev chain's; ``path`` is a LevelDB directory (created, or
+    reopened with its state), or ``store`` any :class:`~node.execution.db.Store`; with
+    neither, the state lives in memory.
+    """
+
+    def __init__(self, genesis: Genesis | None = None, *, path: str | Path | None = None,
+                 store: Store | None = None) -> None:
+        #: The genesis this engine's chain starts from.
+        self.config: Genesis = genesis if genesis is not None else dev_genesis()
+        self.chain_id = self.config.chain_id
+        if store is None:
+            store = LevelStore(path) if path is not None else MemoryStore()
+        self._store = store
+        self._db = Overlay(store)
+        self._context = ChainContext(self.chain_id)
+        self._headers: OrderedDict[bytes, Header] = OrderedDict()
+        self._builds: OrderedDict[bytes, _Built] = OrderedDict()
+        self._built: OrderedDict[bytes, _Built] = OrderedDict()
         self._invalid: OrderedDict[bytes, tuple[bytes | None, str]] = OrderedDict()
+        self._busy = False
+        #: Blocks that joined the canonical chain since :meth:`drain_new_heads`, in order.
+        self._new_heads: list[bytes] = []
+        self.pool = TxPool()
+        try:
+            self._open()
+        except BaseException:
+            store.close()
+            raise
 
-    # ------------------------------------------------------------------ inspection
+    # ------------------------------------------------------------------ opening
+
+    def _open(self) -> None:
+        genesis_header = self._genesis_header()
+        meta = self._db.get(_META)
+        if meta is None:
+            # A new database: block 0 and its state in one batch.
+            self._put_block(self._db, ShanghaiBlock(genesis_header, transactions=(),
+                                                    uncles=(), withdrawals=()), ())
+            self._db[_number_key(0)] = genesis_header.hash
+            self._db[_FC] = genesis_header.hash + ZERO_HASH + ZERO_HASH
+            self._db[_META] = rlp.encode([FORMAT, genesis_header.hash])
+            self._db.commit()
+        else:
+            try:
+                fmt, stored = rlp.decode(meta)
+            except (rlp.DecodingError, ValueError) as exc:
+                raise EngineStateError(f"the EVM database's meta record is damaged: {exc}") \
+                    from None
+            if fmt != FORMAT:
+                raise EngineStateError(f"the EVM database is in format {fmt!r}, this node "
+                                       f"reads {FORMAT!r}")
+            if stored != genesis_header.hash:
+                raise EngineStateError(
+                    f"the EVM database was made from another genesis (block 0 "
+                    f"{_hex(stored)}; {self.config.source} gives {_hex(genesis_header.hash)}): "
+                    "move its directory away to start this chain")
+        self._genesis_hash: bytes = genesis_header.hash
+        fc = self._db.get(_FC)
+        if fc is None or len(fc) != 96:
+            raise EngineStateError("the EVM database's forkchoice record is missing or damaged")
+        self._head, self._safe, self._finalized = fc[:32], fc[32:64], fc[64:]
+        head = self.header(self._head)
+        if head is None or self._db.get(_number_key(head.block_number)) != self._head:
+            raise EngineStateError(f"the EVM database's head {_hex(self._head)} is not a "
+                                   "stored canonical block")
+
+    def _genesis_header(self) -> Header:
+        """Block 0 of :attr:`genesis`; its state is written into the overlay."""
+        g = self.config
+        pre = BlockHeader(difficulty=0, block_number=0, gas_limit=g.gas_limit,
+                          timestamp=g.timestamp, state_root=BLANK_ROOT_HASH)
+        state = _VM.build_state(self._db, pre, self._context)
+        for address, account in g.alloc:
+            state.set_balance(address, account.balance)
+            if account.nonce:
+                state.set_nonce(address, account.nonce)
+            if account.code:
+                state.set_code(address, account.code)
+            for slot, value in account.storage:
+                state.set_storage(address, slot, value)
+        state.persist()
+        return ShanghaiBlockHeader(
+            difficulty=g.difficulty, block_number=0, gas_limit=g.gas_limit,
+            timestamp=g.timestamp, coinbase=g.coinbase, state_root=state.state_root,
+            extra_data=g.extra_data, mix_hash=g.mix_hash, nonce=g.nonce,
+            base_fee_per_gas=g.base_fee_per_gas,
+        )
+
+    def close(self) -> None:
+        """Close the database (the engine cannot be used afterwards)."""
+        self._db.discard()
+        for built in self._builds.values():
+            built.layer.discard()
+        self._builds.clear()
+        self._built.clear()
+        self._store.close()
+
+    async def aclose(self) -> None:
+        """Close the database (:meth:`close`)."""
+        await trio.lowlevel.checkpoint()
+        self.close()
+
+    # ------------------------------------------------------------------ reading the chain
+
+    def header(self, block_hash: bytes) -> Header | None:
+        """The header of a stored block (canonical or not), or None."""
+        header = self._headers.get(block_hash)
+        if header is not None:
+            return header
+        raw = self._db.get(block_hash) if len(block_hash) == 32 else None
+        if raw is None or self._db.get(_block_key(block_hash)) is None:
+            return None
+        header = rlp.decode(raw, sedes=ShanghaiBlockHeader)
+        _bounded_put(self._headers, block_hash, header, _HEADER_CACHE)
+        return header
+
+    def _header(self, block_hash: bytes) -> Header:
+        header = self.header(block_hash)
+        if header is None:
+            raise KeyError(f"unknown block {_hex(block_hash)}")
+        return header
+
+    def canonical_hash(self, number: int) -> bytes | None:
+        """The hash of the canonical block at ``number`` (None beyond the head)."""
+        if not 0 <= number < 1 << 64:
+            return None
+        value: bytes | None = self._db.get(_number_key(number))
+        return value
+
+    def header_by_number(self, number: int) -> Header | None:
+        block_hash = self.canonical_hash(number)
+        return None if block_hash is None else self.header(block_hash)
+
+    def block(self, block_hash: bytes) -> Block | None:
+        """A stored block with its transactions and withdrawals, or None."""
+        raw = self._db.get(_block_key(block_hash))
+        if raw is None:
+            return None
+        block: Block = rlp.decode(raw, sedes=ShanghaiBlock)
+        return block
+
+    def block_receipts(self, block_hash: bytes) -> tuple[EvmReceipt, ...] | None:
+        """A stored block's receipts (py-evm objects, cumulative gas), or None."""
+        raw = self._db.get(_receipts_key(block_hash))
+        if raw is None:
+            return None
+        builder = AlysVM.get_receipt_builder()
+        return tuple(builder.decode(item) for item in rlp.decode(raw))
+
+    def transaction_location(self, tx_hash: bytes) -> tuple[bytes, int] | None:
+        """(block hash, index) of a transaction in the canonical chain, or None."""
+        raw = self._db.get(_tx_key(tx_hash))
+        if raw is None or len(raw) != 36:
+            return None
+        return raw[:32], struct.unpack(">I", raw[32:])[0]
 
     @property
-    def config(self) -> EmbeddedEngineConfig:
-        return self._config
+    def genesis_hash(self) -> bytes:
+        return self._genesis_hash
+
+    def genesis_payload(self) -> ExecutionPayload:
+        """Block 0 as an ExecutionPayloadV2 (the consensus genesis wraps it)."""
+        block = self.block(self._genesis_hash)
+        assert block is not None
+        return payload_of_block(block)
+
+    def payload(self, block_hash: bytes) -> ExecutionPayload | None:
+        """A stored block as an ExecutionPayloadV2, or None."""
+        block = self.block(block_hash)
+        return None if block is None else payload_of_block(block)
+
+    @property
+    def head_header(self) -> Header:
+        """The head block's header."""
+        return self._header(self._head)
+
+    @property
+    def head(self) -> ExecutionPayload:
+        """The head block as an ExecutionPayloadV2."""
+        payload = self.payload(self._head)
+        assert payload is not None
+        return payload
 
     @property
     def genesis(self) -> ExecutionPayload:
-        """Block 0."""
-        return self._genesis
+        """Block 0 as an ExecutionPayloadV2 (the same as :meth:`genesis_payload`)."""
+        return self.genesis_payload()
 
-    def genesis_payload(self) -> ExecutionPayload:
-        """Block 0 (the same as :attr:`genesis`)."""
-        return self._genesis
+    def block_by_hash(self, block_hash: bytes) -> ExecutionPayload | None:
+        """A stored block (canonical or not) as an ExecutionPayloadV2, or None."""
+        return self.payload(block_hash)
+
+    def block_by_number(self, number: int) -> ExecutionPayload | None:
+        """The canonical block at ``number`` as an ExecutionPayloadV2 (None beyond the
+        head)."""
+        block_hash = self.canonical_hash(number)
+        return None if block_hash is None else self.payload(block_hash)
 
     @property
     def head_number(self) -> int:
-        """The number of the head block."""
-        return self._blocks[self._head].block_number
+        return int(self.head_header.block_number)
 
     @property
     def forkchoice(self) -> ForkchoiceState:
         """The last applied forkchoice (safe and finalized are zero until set)."""
         return ForkchoiceState(self._head, self._safe, self._finalized)
 
-    @property
-    def head(self) -> ExecutionPayload:
-        """The head block."""
-        return self._blocks[self._head]
+    def drain_new_heads(self) -> list[bytes]:
+        """The blocks that became canonical since the last call, in order (a reorg lists the
+        new branch from the fork point)."""
+        heads, self._new_heads = self._new_heads, []
+        return heads
 
-    def block_by_hash(self, block_hash: bytes) -> ExecutionPayload | None:
-        """A known (valid) block, canonical or not; ``None`` if unknown."""
-        return self._blocks.get(block_hash)
+    # ------------------------------------------------------------------ state
 
-    def block_by_number(self, number: int) -> ExecutionPayload | None:
-        """The block at ``number`` on the chain of the current head; ``None`` beyond it."""
-        index = number - self._base if type(number) is int else -1
-        if not 0 <= index < len(self._canonical):
-            return None
-        return self._blocks[self._canonical[index]]
+    def state_at(self, header: Header, *, free: bool = False) -> State:
+        """The state after block ``header``, to read (or to execute calls on: throw it away
+        afterwards). ``free``: the execution context has a zero base fee (for calls that
+        name no gas price, as geth's ``eth_call``)."""
+        context_header = header.copy(base_fee_per_gas=0) if free else header
+        return _VM.build_state(self._db, context_header, self._context,
+                                  self._ancestor_hashes(header))
+
+    def _ancestor_hashes(self, header: Header) -> Iterator[bytes]:
+        """BLOCKHASH's view from a child of ``header``: ``header`` and its ancestors, up to
+        256, read lazily."""
+        current: Header | None = header
+        for _ in range(256):
+            if current is None:
+                return
+            yield current.hash
+            if current.block_number == 0:
+                return
+            current = self.header(current.parent_hash)
 
     def balance_of(self, address: bytes, block_hash: bytes | None = None) -> int:
-        """The balance in wei of ``address`` at the head, or after block ``block_hash``."""
-        if type(address) is not bytes or len(address) != ADDRESS_SIZE:
-            raise ValueError(f"address must be {ADDRESS_SIZE} bytes, got {address!r}")
-        if block_hash is None or block_hash == self._tip:
-            return self._balances.get(address, 0)
-        if block_hash not in self._blocks:
-            raise KeyError(f"unknown block {_hex(block_hash)}")
-        return self._state_at(block_hash).get(address, 0)
+        """The balance in wei of ``address`` after ``block_hash`` (default: the head)."""
+        header = self._header(block_hash if block_hash is not None else self._head)
+        return int(self.state_at(header).get_balance(address))
 
-    def balances(self, block_hash: bytes | None = None) -> dict[bytes, int]:
-        """All non-zero balances (wei) at the head or after ``block_hash``: a copy."""
-        if block_hash is None:
-            return dict(self._balances)
-        if block_hash not in self._blocks:
-            raise KeyError(f"unknown block {_hex(block_hash)}")
-        return self._state_at(block_hash)
+    def nonce_of(self, address: bytes, block_hash: bytes | None = None) -> int:
+        header = self._header(block_hash if block_hash is not None else self._head)
+        return int(self.state_at(header).get_nonce(address))
 
-    @property
-    def anchor(self) -> ExecutionPayload:
-        """The oldest block this engine keeps (genesis until :meth:`retain_from`)."""
-        return self._blocks[self._anchor]
+    # ------------------------------------------------------------------ the pool
 
-    def retain_from(self, block_hash: bytes) -> None:
-        """Forget every block that is not ``block_hash`` or one of its descendants: the
-        consensus layer calls this with its finalized block, below which it never goes back,
-        so the engine's memory stays flat however long the chain grows. ``block_hash`` must
-        be the head or one of its ancestors (``ValueError`` otherwise). Afterwards blocks
-        below it are unknown (``SYNCING`` for a payload built on one)."""
-        block = self._blocks.get(block_hash)
-        if block is None or not self._is_ancestor(block_hash, self._head):
-            raise ValueError(f"retain_from: {_hex(block_hash)} is not the head or an ancestor")
-        if block_hash == self._anchor:
-            return
-        kept = {block_hash: block}
-        for b in sorted(self._blocks.values(), key=lambda b: b.block_number):
-            if b.block_number > block.block_number and b.parent_hash in kept:
-                kept[b.block_hash] = b
-        self._blocks = kept
-        del self._canonical[: block.block_number - self._base]
-        self._base = block.block_number
-        self._anchor = block_hash
-        self._encodings = {h: e for h, e in self._encodings.items() if h in kept}
+    def add_transaction(self, raw: bytes) -> PooledTx:
+        """Check a signed transaction (the ``eth_sendRawTransaction`` bytes) against the
+        rules and the head's state and add it to the pool; :class:`TxRejected` (in geth's
+        words) when it is refused. Refused here or never: an accepted transaction is
+        executable once its nonce comes (see :mod:`.txpool`)."""
+        head = self.head_header
+        candidate = check_static(raw, chain_id=self.chain_id, gas_limit=head.gas_limit)
+        state = self.state_at(head)
+        return self.pool.add(candidate, state_nonce=int(state.get_nonce(candidate.sender)),
+                             balance=int(state.get_balance(candidate.sender)))
 
-    async def latest_block(self) -> tuple[int, bytes]:
-        """The number and hash of the head (``eth_getBlockByNumber("latest")``)."""
-        await trio.lowlevel.checkpoint()
-        head = self._blocks[self._head]
-        return head.block_number, head.block_hash
-
-    async def block_number(self, block_hash: bytes) -> int | None:
-        """The number of a block this engine has, or None (``eth_getBlockByHash``)."""
-        await trio.lowlevel.checkpoint()
-        block = self._blocks.get(block_hash)
-        return None if block is None else block.block_number
-
-    async def receipts(self, block_hash: bytes) -> list[Receipt]:
-        """The receipts of a block this engine has (``eth_getBlockReceipts``): none, since
-        this engine executes no transactions; ``KeyError`` for an unknown block."""
-        await trio.lowlevel.checkpoint()
-        block = self._blocks.get(block_hash)
-        if block is None:
-            raise KeyError(f"unknown block {_hex(block_hash)}")
-        return []
+    def pending_nonce(self, address: bytes) -> int:
+        """The next nonce of ``address`` counting its pooled transactions."""
+        return self.pool.next_nonce(address, self.nonce_of(address))
 
     # ------------------------------------------------------------------ Engine API
 
@@ -522,132 +607,282 @@ class EmbeddedEngine:
         if not isinstance(state, ForkchoiceState):
             raise _error(INVALID_PARAMS, _FCU, f"expected a ForkchoiceState, got {state!r}")
         if attributes is not None and not isinstance(attributes, PayloadAttributes):
-            raise _error(
-                INVALID_PARAMS, _FCU, f"expected PayloadAttributes or None, got {attributes!r}"
-            )
-        return self._forkchoice_updated(state, attributes)
+            raise _error(INVALID_PARAMS, _FCU,
+                         f"expected PayloadAttributes or None, got {attributes!r}")
+        with self._exclusive():
+            head_hash = state.head_block_hash
+            if head_hash in self._invalid:
+                lvh, reason = self._invalid[head_hash]
+                return ForkchoiceUpdatedResult(PayloadStatus(PayloadStatusKind.INVALID, lvh,
+                                                             reason))
+            head = self.header(head_hash)
+            if head is None:
+                return ForkchoiceUpdatedResult(PayloadStatus(PayloadStatusKind.SYNCING))
+            for name, h in (("safe", state.safe_block_hash),
+                            ("finalized", state.finalized_block_hash)):
+                if h == ZERO_HASH:
+                    continue
+                if self.header(h) is None:
+                    raise _error(INVALID_FORKCHOICE_STATE, _FCU,
+                                 f"the {name} block {_hex(h)} is unknown")
+                if not self._is_ancestor(h, head_hash):
+                    raise _error(INVALID_FORKCHOICE_STATE, _FCU,
+                                 f"the {name} block {_hex(h)} is not an ancestor of the head "
+                                 f"{_hex(head_hash)}")
+            self._apply_forkchoice(head, state.safe_block_hash, state.finalized_block_hash)
+            valid = PayloadStatus(PayloadStatusKind.VALID, head_hash)
+            if attributes is None:
+                return ForkchoiceUpdatedResult(valid)
+            if attributes.timestamp <= head.timestamp:
+                raise _error(INVALID_PAYLOAD_ATTRIBUTES, _FCU,
+                             f"timestamp {attributes.timestamp} is not greater than the "
+                             f"head's {head.timestamp}")
+        payload_id = await self._build(head, attributes)
+        return ForkchoiceUpdatedResult(valid, payload_id)
 
     async def get_payload(self, payload_id: bytes) -> GetPayloadResult:
         """shanghai.md, engine_getPayloadV2: ``-38001`` for an unknown build process."""
         await trio.lowlevel.checkpoint()
         if type(payload_id) is not bytes or len(payload_id) != PAYLOAD_ID_SIZE:
-            raise _error(
-                INVALID_PARAMS, _GET, f"a payload id is {PAYLOAD_ID_SIZE} bytes, got {payload_id!r}"
-            )
-        payload = self._builds.get(payload_id)
-        if payload is None:
+            raise _error(INVALID_PARAMS, _GET,
+                         f"a payload id is {PAYLOAD_ID_SIZE} bytes, got {payload_id!r}")
+        built = self._builds.get(payload_id)
+        if built is None:
             raise _error(UNKNOWN_PAYLOAD, _GET, f"no build process {_hex(payload_id)}")
-        return GetPayloadResult(execution_payload=payload, block_value=0)
+        return GetPayloadResult(execution_payload=built.payload, block_value=built.value)
 
     async def new_payload(self, payload: ExecutionPayload) -> PayloadStatus:
         """shanghai.md, engine_newPayloadV2 (see the module docstring)."""
         await trio.lowlevel.checkpoint()
         if not isinstance(payload, ExecutionPayload):
             raise _error(INVALID_PARAMS, _NEW, f"expected an ExecutionPayload, got {payload!r}")
-        return self._new_payload(payload)
+        with self._exclusive():
+            return await self._new_payload(payload)
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
+    async def latest_block(self) -> tuple[int, bytes]:
+        """The number and hash of the head (``eth_getBlockByNumber("latest")``)."""
         await trio.lowlevel.checkpoint()
+        return self.head_number, self._head
+
+    async def block_number(self, block_hash: bytes) -> int | None:
+        """The number of a stored block, or None (``eth_getBlockByHash``)."""
+        await trio.lowlevel.checkpoint()
+        header = self.header(block_hash)
+        return None if header is None else int(header.block_number)
+
+    async def receipts(self, block_hash: bytes) -> list[Receipt]:
+        """A stored block's receipts as the node reads them (``eth_getBlockReceipts``): each
+        transaction's own gas and effective gas price. ``KeyError`` for an unknown block."""
+        await trio.lowlevel.checkpoint()
+        header = self._header(block_hash)
+        block = self.block(block_hash)
+        receipts = self.block_receipts(block_hash)
+        assert block is not None and receipts is not None
+        out = []
+        previous = 0
+        for tx, receipt in zip(block.transactions, receipts, strict=True):
+            out.append(Receipt(receipt.gas_used - previous,
+                               effective_gas_price(tx, header.base_fee_per_gas)))
+            previous = receipt.gas_used
+        return out
 
     # ------------------------------------------------------------------ internals
 
-    def _forkchoice_updated(
-        self, state: ForkchoiceState, attributes: PayloadAttributes | None
-    ) -> ForkchoiceUpdatedResult:
-        head_hash = state.head_block_hash
-        if head_hash in self._invalid:
-            lvh, reason = self._invalid[head_hash]
-            return ForkchoiceUpdatedResult(PayloadStatus(PayloadStatusKind.INVALID, lvh, reason))
-        head = self._blocks.get(head_hash)
-        if head is None:
-            return ForkchoiceUpdatedResult(PayloadStatus(PayloadStatusKind.SYNCING))
-        for name, h in (("safe", state.safe_block_hash), ("finalized", state.finalized_block_hash)):
-            if h == ZERO_HASH:
-                continue
-            if h not in self._blocks:
-                raise _error(
-                    INVALID_FORKCHOICE_STATE, _FCU, f"the {name} block {_hex(h)} is unknown"
-                )
-            if not self._is_ancestor(h, head_hash):
-                raise _error(
-                    INVALID_FORKCHOICE_STATE,
-                    _FCU,
-                    f"the {name} block {_hex(h)} is not an ancestor of the head {_hex(head_hash)}",
-                )
-        self._set_head(head_hash)
-        self._safe = state.safe_block_hash
-        self._finalized = state.finalized_block_hash
-        valid = PayloadStatus(PayloadStatusKind.VALID, head_hash)
-        if attributes is None:
-            return ForkchoiceUpdatedResult(valid)
-        if attributes.timestamp <= head.timestamp:
-            raise _error(
-                INVALID_PAYLOAD_ATTRIBUTES,
-                _FCU,
-                f"timestamp {attributes.timestamp} is not greater than the head's {head.timestamp}",
-            )
-        return ForkchoiceUpdatedResult(valid, self._build(head, attributes))
+    class _Reentered(RuntimeError):
+        pass
 
-    def _build(self, parent: ExecutionPayload, attributes: PayloadAttributes) -> bytes:
-        wroot = withdrawals_root_of(attributes.withdrawals)
-        payload_id = _sha256(
-            b"alys-embedded-el/payload-id/v1",
-            parent.block_hash,
-            _u(attributes.timestamp, 8),
-            attributes.prev_randao,
-            attributes.suggested_fee_recipient,
-            wroot,
-        )[:PAYLOAD_ID_SIZE]
+    def _exclusive(self) -> Any:
+        engine = self
+
+        class _Guard:
+            def __enter__(self) -> None:
+                if engine._busy:
+                    raise EmbeddedEngine._Reentered("the embedded engine is not reentrant: "
+                                                    "one call at a time")
+                engine._busy = True
+
+            def __exit__(self, *exc: object) -> None:
+                engine._busy = False
+
+        return _Guard()
+
+    def _is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
+        """Is ``ancestor`` the block ``descendant`` or one of its ancestors?"""
+        a = self._header(ancestor)
+        d = self._header(descendant)
+        while d.block_number > a.block_number:
+            if self.canonical_hash(d.block_number) == d.hash:
+                return self.canonical_hash(a.block_number) == ancestor
+            d = self._header(d.parent_hash)
+        return bool(d.hash == ancestor)
+
+    def _apply_forkchoice(self, head: Header, safe: bytes, finalized: bytes) -> None:
+        """Make ``head`` the head, moving the canonical index and the transaction index, in
+        one batch with the forkchoice record."""
+        db = self._db
+        record = head.hash + safe + finalized
+        if record == db.get(_FC):
+            return
+        joining: list[Header] = []
+        current = head
+        while self.canonical_hash(current.block_number) != current.hash:
+            joining.append(current)
+            current = self._header(current.parent_hash)
+        fork_point = current.block_number
+        # Canonical blocks above the fork point leave (those above the new head's number
+        # lose their index entry; the others are overwritten below).
+        number = fork_point + 1
+        while (old := self.canonical_hash(number)) is not None:
+            old_block = self.block(old)
+            if old_block is not None:
+                for tx in old_block.transactions:
+                    db.drop(_tx_key(tx.hash))
+            if number > head.block_number:
+                db.drop(_number_key(number))
+            number += 1
+        for header in reversed(joining):
+            db[_number_key(header.block_number)] = header.hash
+            block = self.block(header.hash)
+            assert block is not None
+            for index, tx in enumerate(block.transactions):
+                db[_tx_key(tx.hash)] = header.hash + struct.pack(">I", index)
+            self._new_heads.append(header.hash)
+        db[_FC] = record
+        db.commit()
+        self._head, self._safe, self._finalized = head.hash, safe, finalized
+        if joining:
+            self._after_head_change()
+
+    def _after_head_change(self) -> None:
+        """The pool forgets transactions the new head's state has made stale."""
+        state = self.state_at(self.head_header)
+        self.pool.reset(lambda sender: int(state.get_nonce(sender)))
+
+    def _child_header(self, parent: Header, *, timestamp: int, coinbase: bytes,
+                      mix_hash: bytes, gas_limit: int, extra_data: bytes
+                      ) -> Header:
+        return ShanghaiBlockHeader(
+            difficulty=0, block_number=parent.block_number + 1, gas_limit=gas_limit,
+            timestamp=timestamp, coinbase=coinbase, parent_hash=parent.hash,
+            state_root=parent.state_root, extra_data=extra_data, mix_hash=mix_hash,
+            nonce=bytes(8), base_fee_per_gas=calculate_expected_base_fee_per_gas(parent),
+        )
+
+    def _vm(self, header: Header, layer: Overlay) -> AlysVM:
+        return AlysVM(header=header, chaindb=ChainDB(layer), chain_context=self._context,
+                      consensus_context=ConsensusContext(layer))
+
+    async def _execute(
+        self, parent: Header, header: Header,
+        transactions: Iterable[Tx], withdrawals: Sequence[Withdrawal],
+        layer: Overlay, *, strict: bool,
+        rejected: Callable[[Tx, str], None] | None = None,
+    ) -> tuple[Block, tuple[EvmReceipt, ...]]:
+        """Execute a block on ``parent``'s state in ``layer``. ``strict`` (import): every
+        transaction must apply, else ValidationError. Otherwise (build): one that does not
+        apply or does not fit the remaining gas is skipped and reported to ``rejected``."""
+        vm = self._vm(header, layer)
+        applied: list[Tx] = []
+        receipts: list[EvmReceipt] = []
+        for count, tx in enumerate(transactions, start=1):
+            if count % _YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
+            if not strict and header.gas_used + tx.gas > header.gas_limit:
+                continue  # it may fit the next block
+            snapshot = vm.state.snapshot()
+            try:
+                receipt, _ = vm.apply_transaction(header, tx)
+            except (ValidationError, PyEVMError) as exc:
+                vm.state.revert(snapshot)
+                if strict:
+                    raise ValidationError(f"transaction {len(applied)} "
+                                          f"({_hex(tx.hash)}) is invalid: {exc}") from None
+                if rejected is not None:
+                    rejected(tx, str(exc))
+                continue
+            header = vm.add_receipt_to_header(header, receipt)
+            applied.append(tx)
+            receipts.append(receipt)
+        evm_withdrawals = [_evm_withdrawal(w) for w in withdrawals]
+        if evm_withdrawals:
+            vm.apply_all_withdrawals(evm_withdrawals)
+        block = vm.set_block_transactions_and_withdrawals(
+            vm.get_block(), header, applied, receipts, withdrawals=evm_withdrawals)
+        if not evm_withdrawals:
+            block = block.copy(withdrawals=())
+        result = vm.mine_block(block)
+        return result.block, tuple(receipts)
+
+    def _put_block(self, layer: Overlay, block: Block, receipts: Sequence[EvmReceipt]) -> None:
+        header = block.header
+        layer[header.hash] = rlp.encode(header)
+        layer[_block_key(header.hash)] = rlp.encode(block)
+        layer[_receipts_key(header.hash)] = rlp.encode([r.encode() for r in receipts])
+
+    async def _build(self, parent: Header, attributes: PayloadAttributes) -> bytes:
+        payload_id = keccak(b"".join([
+            b"alys-evm/payload-id/v1", parent.hash, attributes.timestamp.to_bytes(8, "big"),
+            attributes.prev_randao, attributes.suggested_fee_recipient,
+            rlp.encode([_evm_withdrawal(w) for w in attributes.withdrawals]),
+        ]))[:PAYLOAD_ID_SIZE]
         if payload_id in self._builds:
             self._builds.move_to_end(payload_id)
             return payload_id
-        balances = self._state_at(parent.block_hash)
-        _credit(balances, attributes.withdrawals, 1)
-        if any(b >= _U256 for b in balances.values()):
-            raise _error(
-                INVALID_PAYLOAD_ATTRIBUTES, _FCU, "the withdrawals overflow a 256-bit balance"
-            )
-        payload = _seal(
-            ExecutionPayload(
-                parent_hash=parent.block_hash,
-                fee_recipient=attributes.suggested_fee_recipient,
-                state_root=state_root_of(balances),
-                receipts_root=EMPTY_RECEIPTS_ROOT,
-                logs_bloom=EMPTY_LOGS_BLOOM,
-                prev_randao=attributes.prev_randao,
-                block_number=parent.block_number + 1,
-                gas_limit=self._config.gas_limit,
-                gas_used=0,
-                timestamp=attributes.timestamp,
-                extra_data=self._config.extra_data,
-                base_fee_per_gas=self._config.base_fee_per_gas,
-                block_hash=ZERO_HASH,
-                transactions=(),
-                withdrawals=attributes.withdrawals,
-            ),
-            self._config.chain_id,
-        )
-        _bounded_put(self._builds, payload_id, payload, _MAX_BUILDS)
-        _bounded_put(self._built, payload.block_hash, payload, _MAX_BUILDS)
+        header = self._child_header(
+            parent, timestamp=attributes.timestamp,
+            coinbase=attributes.suggested_fee_recipient, mix_hash=attributes.prev_randao,
+            gas_limit=self.config.gas_limit, extra_data=self.config.extra_data)
+        state = self.state_at(parent)
+        candidates = self.pool.ordered(lambda sender: int(state.get_nonce(sender)),
+                                       header.base_fee_per_gas)
+        dropped: list[tuple[bytes, str]] = []
+
+        def rejected(tx: Tx, why: str) -> None:
+            dropped.append((tx.hash, why))
+
+        layer = Overlay(self._db)
+        with self._exclusive():
+            block, receipts = await self._execute(
+                parent, header, (p.tx for p in candidates), attributes.withdrawals, layer,
+                strict=False, rejected=rejected)
+        for tx_hash, why in dropped:
+            logger.warning("pooled transaction %s dropped: it no longer applies (%s)",
+                           _hex(tx_hash), why)
+            self.pool.remove(tx_hash)
+        self._put_block(layer, block, receipts)
+        payload = payload_of_block(block)
+        base_fee = block.header.base_fee_per_gas
+        value = 0
+        previous = 0
+        for tx, receipt in zip(block.transactions, receipts, strict=True):
+            value += (effective_gas_price(tx, base_fee) - base_fee) * (receipt.gas_used - previous)
+            previous = receipt.gas_used
+        built = _Built(payload, block, receipts, layer, value)
+        _bounded_put(self._builds, payload_id, built, _MAX_BUILDS)
+        _bounded_put(self._built, payload.block_hash, built, _MAX_BUILDS)
         return payload_id
 
-    def _new_payload(self, payload: ExecutionPayload) -> PayloadStatus:
+    async def _new_payload(self, payload: ExecutionPayload) -> PayloadStatus:
         block_hash = payload.block_hash
-        computed = block_hash_of(payload, self._config.chain_id)
-        if computed != block_hash:
+        built = self._built.get(block_hash)
+        if built is not None and built.payload == payload:
+            if self.header(block_hash) is None and self.header(payload.parent_hash) is not None:
+                built.layer.commit()  # its writes reach the engine's overlay...
+                self._db.commit()     # ...and the disk, in one batch
+            if self.header(block_hash) is not None:
+                return PayloadStatus(PayloadStatusKind.VALID, block_hash)
+        header = header_of_payload(payload)
+        if header.hash != block_hash:
             return PayloadStatus(
-                PayloadStatusKind.INVALID,
-                None,
-                f"block hash mismatch: the payload says {_hex(block_hash)}, "
-                f"its header hashes to {_hex(computed)}",
-            )
-        if block_hash in self._blocks:
+                PayloadStatusKind.INVALID, None,
+                f"block hash mismatch: the payload says {_hex(block_hash)}, its header hashes "
+                f"to {_hex(header.hash)}")
+        if self.header(block_hash) is not None:
             return PayloadStatus(PayloadStatusKind.VALID, block_hash)
         if block_hash in self._invalid:
             lvh, reason = self._invalid[block_hash]
             return PayloadStatus(PayloadStatusKind.INVALID, lvh, reason)
-        parent = self._blocks.get(payload.parent_hash)
+        parent = self.header(payload.parent_hash)
         if parent is None:
             if payload.parent_hash in self._invalid:
                 lvh, _ = self._invalid[payload.parent_hash]
@@ -655,484 +890,288 @@ class EmbeddedEngine:
                 _bounded_put(self._invalid, block_hash, (lvh, reason), _MAX_INVALID)
                 return PayloadStatus(PayloadStatusKind.INVALID, lvh, reason)
             return PayloadStatus(PayloadStatusKind.SYNCING)
-        if self._built.get(block_hash) == payload:
-            problem = None  # built here, from a known parent: valid by construction
-        else:
-            problem = self._check_against_parent(payload, parent)
+        layer = Overlay(self._db)
+        problem = self._header_problem(header, parent)
+        transactions: list[Tx] = []
+        for i, raw in enumerate(payload.transactions):
+            if problem is not None:
+                break
+            try:
+                transactions.append(decode_transaction(raw))
+            except TxRejected as exc:
+                problem = f"transaction {i} does not decode: {exc}"
+        if problem is None:
+            try:
+                block, receipts = await self._execute(
+                    parent, self._child_header(
+                        parent, timestamp=header.timestamp, coinbase=header.coinbase,
+                        mix_hash=header.mix_hash, gas_limit=header.gas_limit,
+                        extra_data=header.extra_data),
+                    transactions, payload.withdrawals, layer, strict=True)
+            except ValidationError as exc:
+                problem = str(exc)
+            else:
+                problem = self._result_problem(block.header, header)
         if problem is not None:
-            _bounded_put(self._invalid, block_hash, (parent.block_hash, problem), _MAX_INVALID)
-            return PayloadStatus(PayloadStatusKind.INVALID, parent.block_hash, problem)
-        self._blocks[block_hash] = payload
+            layer.discard()
+            _bounded_put(self._invalid, block_hash, (parent.hash, problem), _MAX_INVALID)
+            return PayloadStatus(PayloadStatusKind.INVALID, parent.hash, problem)
+        self._put_block(layer, block, receipts)
+        layer.commit()
+        self._db.commit()
         return PayloadStatus(PayloadStatusKind.VALID, block_hash)
 
-    def _check_against_parent(
-        self, payload: ExecutionPayload, parent: ExecutionPayload
-    ) -> str | None:
-        """The first rule ``payload`` breaks, in words, or None."""
-        cfg = self._config
-        if payload.block_number != parent.block_number + 1:
-            return (
-                f"block number {payload.block_number} does not follow the parent's "
-                f"{parent.block_number}"
-            )
-        if payload.timestamp <= parent.timestamp:
-            return f"timestamp {payload.timestamp} is not after the parent's {parent.timestamp}"
-        if payload.gas_limit != cfg.gas_limit:
-            return f"gas limit {payload.gas_limit} differs from the chain's {cfg.gas_limit}"
-        if payload.base_fee_per_gas != cfg.base_fee_per_gas:
-            return (
-                f"base fee {payload.base_fee_per_gas} differs from the chain's "
-                f"{cfg.base_fee_per_gas}"
-            )
-        if payload.transactions:
-            return (
-                f"the embedded engine executes no transactions, the payload has "
-                f"{len(payload.transactions)}"
-            )
-        if payload.gas_used != 0:
-            return f"gas used is {payload.gas_used} in a block without transactions"
-        if payload.receipts_root != EMPTY_RECEIPTS_ROOT:
-            return f"receipts root {_hex(payload.receipts_root)} is not the empty root"
-        if payload.logs_bloom != EMPTY_LOGS_BLOOM:
-            return "the logs bloom is not empty in a block without transactions"
-        balances = self._state_at(parent.block_hash)
-        _credit(balances, payload.withdrawals, 1)
-        if any(b >= _U256 for b in balances.values()):
-            return "the withdrawals overflow a 256-bit balance"
-        root = state_root_of(balances)
-        if root != payload.state_root:
-            return (
-                f"state root {_hex(payload.state_root)} differs from the state after the "
-                f"withdrawals, {_hex(root)}"
-            )
+    @staticmethod
+    def _header_problem(header: Header, parent: Header) -> str | None:
+        """The first header rule ``header`` breaks against ``parent``, in words, or None."""
+        if header.block_number != parent.block_number + 1:
+            return (f"block number {header.block_number} does not follow the parent's "
+                    f"{parent.block_number}")
+        if header.timestamp <= parent.timestamp:
+            return f"timestamp {header.timestamp} is not after the parent's {parent.timestamp}"
+        expected_fee = calculate_expected_base_fee_per_gas(parent)
+        if header.base_fee_per_gas != expected_fee:
+            return (f"base fee {header.base_fee_per_gas} is not the EIP-1559 base fee "
+                    f"{expected_fee}")
+        try:
+            AlysVM.validate_header(header, parent)
+        except ValidationError as exc:
+            return str(exc)
+        if header.gas_used > header.gas_limit:
+            return f"gas used {header.gas_used} is above the gas limit {header.gas_limit}"
         return None
 
-    def _is_canonical(self, block: ExecutionPayload) -> bool:
-        index = block.block_number - self._base
-        return 0 <= index < len(self._canonical) and self._canonical[index] == block.block_hash
+    @staticmethod
+    def _result_problem(computed: Header, claimed: Header) -> str | None:
+        for name, what in (("gas_used", "gas used"), ("receipt_root", "receipts root"),
+                           ("bloom", "logs bloom"), ("state_root", "state root"),
+                           ("transaction_root", "transactions root"),
+                           ("withdrawals_root", "withdrawals root")):
+            mine, theirs = getattr(computed, name), getattr(claimed, name)
+            if mine != theirs:
+                shown = (f"{theirs}, executing gives {mine}" if isinstance(mine, int)
+                         and name != "bloom" else "differs from the executed block's")
+                if isinstance(mine, bytes):
+                    shown = f"{_hex(theirs)}, executing gives {_hex(mine)}"
+                return f"{what} {shown}"
+        if computed.hash != claimed.hash:
+            return f"the executed block hashes to {_hex(computed.hash)}"
+        return None
 
-    def _is_ancestor(self, ancestor_hash: bytes, descendant_hash: bytes) -> bool:
-        """Is ``ancestor_hash`` the block ``descendant_hash`` or one of its ancestors?"""
-        ancestor = self._blocks[ancestor_hash]
-        cur = self._blocks[descendant_hash]
-        while cur.block_number > ancestor.block_number:
-            if self._is_canonical(cur):
-                return self._is_canonical(ancestor)
-            cur = self._blocks[cur.parent_hash]
-        return cur.block_hash == ancestor_hash
+    # ------------------------------------------------------------------ calls
 
-    def _set_head(self, head_hash: bytes) -> None:
-        """Make ``head_hash`` the head: re-index the canonical chain and move the state."""
-        head = self._blocks[head_hash]
-        fresh: list[bytes] = []
-        cur = head
-        while not self._is_canonical(cur):
-            fresh.append(cur.block_hash)
-            cur = self._blocks[cur.parent_hash]
-        del self._canonical[cur.block_number - self._base + 1 :]
-        self._canonical.extend(reversed(fresh))
-        self._move_tip(head_hash)
-        self._head = head_hash
+    def call(self, args: CallArgs, header: Header | None = None) -> CallResult:
+        """Execute ``args`` on the state after ``header`` (default: the head) and throw the
+        changes away (``eth_call``). Raises :class:`TxRejected` when the transaction could
+        not even start (insufficient funds for value and gas, a gas limit below its
+        intrinsic gas)."""
+        header = header if header is not None else self.head_header
+        state, tx = self._call_setup(args, header, args.gas)
+        return self._run_call(state, tx)
 
-    def _path(self, start: bytes, target: bytes) -> tuple[list[bytes], list[bytes]]:
-        """Blocks to undo (from ``start`` back) and redo (up to ``target``) to get from the
-        state after ``start`` to the state after ``target``."""
-        a = self._blocks[start]
-        b = self._blocks[target]
-        undo: list[bytes] = []
-        redo: list[bytes] = []
-        while a.block_number > b.block_number:
-            undo.append(a.block_hash)
-            a = self._blocks[a.parent_hash]
-        while b.block_number > a.block_number:
-            redo.append(b.block_hash)
-            b = self._blocks[b.parent_hash]
-        while a.block_hash != b.block_hash:
-            undo.append(a.block_hash)
-            redo.append(b.block_hash)
-            a = self._blocks[a.parent_hash]
-            b = self._blocks[b.parent_hash]
-        redo.reverse()
-        return undo, redo
+    def _call_setup(self, args: CallArgs, header: Header, gas: int | None
+                    ) -> tuple[State, Any]:
+        priced = any(p is not None for p in (args.gas_price, args.max_fee_per_gas,
+                                             args.max_priority_fee_per_gas))
+        state = self.state_at(header, free=not priced)
+        if args.gas_price is not None:
+            price = args.gas_price
+        elif args.max_fee_per_gas is not None or args.max_priority_fee_per_gas is not None:
+            fee_cap = args.max_fee_per_gas if args.max_fee_per_gas is not None else \
+                header.base_fee_per_gas + (args.max_priority_fee_per_gas or 0)
+            tip = args.max_priority_fee_per_gas or 0
+            if tip > fee_cap:
+                raise TxRejected("max priority fee per gas higher than max fee per gas")
+            price = min(fee_cap, header.base_fee_per_gas + tip)
+        else:
+            price = 0
+        limit = min(gas if gas is not None else header.gas_limit, RPC_GAS_CAP)
+        nonce = args.nonce if args.nonce is not None else int(state.get_nonce(args.sender))
+        unsigned = _VM.create_unsigned_transaction(
+            nonce=nonce, gas_price=price, gas=limit, to=args.to if args.to is not None else b"",
+            value=args.value, data=args.data)
+        return state, SpoofTransaction(unsigned, from_=args.sender)
 
-    def _apply_path(self, balances: dict[bytes, int], start: bytes, target: bytes) -> None:
-        undo, redo = self._path(start, target)
-        for h in undo:
-            _credit(balances, self._blocks[h].withdrawals, -1)
-        for h in redo:
-            _credit(balances, self._blocks[h].withdrawals, 1)
-
-    def _state_at(self, block_hash: bytes) -> dict[bytes, int]:
-        """A copy of the balances after ``block_hash``."""
-        balances = dict(self._balances)
-        if block_hash != self._tip:
-            self._apply_path(balances, self._tip, block_hash)
-        return balances
-
-    def _move_tip(self, block_hash: bytes) -> None:
-        if block_hash != self._tip:
-            self._apply_path(self._balances, self._tip, block_hash)
-            self._tip = block_hash
-
-    # ------------------------------------------------------------------ persistence
-
-    def _encoded(self, block: ExecutionPayload) -> bytes:
-        """The canonical CBOR of a stored block, encoded once."""
-        data = self._encodings.get(block.block_hash)
-        if data is None:
-            data = cbor2.dumps(_block_to_cbor(block), canonical=True)
-            self._encodings[block.block_hash] = data
-        return data
-
-    def snapshot(self) -> bytes:
-        """The engine as canonical CBOR: its anchor, the balances after it, and the blocks
-        kept after it (see the module docstring). After :meth:`retain_from` with the
-        finalized block this is small whatever the length of the chain."""
-        cfg = self._config
-        anchor = self._blocks[self._anchor]
-        blocks = sorted((b for b in self._blocks.values() if b.block_hash != self._anchor),
-                        key=lambda b: (b.block_number, b.block_hash))
-        balances = self._state_at(self._anchor)
-        return cbor2.dumps(
-            {
-                "format": _SNAPSHOT_FORMAT,
-                "version": _VERSION,
-                "anchor": self._encoded(anchor),
-                "balances": [[a, balances[a]] for a in sorted(balances)],
-                "config": {
-                    "chain_id": cfg.chain_id,
-                    "gas_limit": cfg.gas_limit,
-                    "genesis_timestamp": cfg.genesis_timestamp,
-                    "base_fee_per_gas": cfg.base_fee_per_gas,
-                    "extra_data": cfg.extra_data,
-                    "alloc": [[a, b] for a, b in cfg.alloc],
-                },
-                "blocks": [self._encoded(b) for b in blocks],
-                "forkchoice": [self._head, self._safe, self._finalized],
-            },
-            canonical=True,
-        )
-
-    @classmethod
-    def restore(cls, data: bytes) -> EmbeddedEngine:
-        """Rebuild an engine from :meth:`snapshot` bytes (or a version 1 snapshot, whose
-        anchor is genesis), checking everything it can: :class:`EngineStateError` names the
-        first inconsistency."""
-        top = _decode_cbor(data, "snapshot")
-        r = _Reader("snapshot")
-        version = top.get("version") if isinstance(top, dict) else None
-        keys = ["format", "version", "config", "blocks", "forkchoice"]
-        if version != 1:
-            keys += ["anchor", "balances"]
-        doc = r.as_map(top, "", keys)
-        r.expect(doc["format"], "format", _SNAPSHOT_FORMAT)
-        if version != 1:
-            r.expect(doc["version"], "version", _VERSION)
-        c = r.as_map(
-            doc["config"],
-            "config",
-            (
-                "chain_id",
-                "gas_limit",
-                "genesis_timestamp",
-                "base_fee_per_gas",
-                "extra_data",
-                "alloc",
-            ),
-        )
-        alloc = []
-        for i, pair in enumerate(r.as_list(c["alloc"], "config.alloc")):
-            item = r.as_list(pair, f"config.alloc[{i}]", length=2)
-            alloc.append(
-                (
-                    r.as_bytes(item[0], f"config.alloc[{i}][0]", ADDRESS_SIZE),
-                    r.as_uint(item[1], f"config.alloc[{i}][1]", 256),
-                )
-            )
+    def _run_call(self, state: State, tx: Any) -> CallResult:
+        snapshot = state.snapshot()
         try:
-            config = EmbeddedEngineConfig(
-                chain_id=r.as_uint(c["chain_id"], "config.chain_id", 64),
-                gas_limit=r.as_uint(c["gas_limit"], "config.gas_limit", 64),
-                genesis_timestamp=r.as_uint(c["genesis_timestamp"], "config.genesis_timestamp", 64),
-                base_fee_per_gas=r.as_uint(c["base_fee_per_gas"], "config.base_fee_per_gas", 256),
-                extra_data=r.as_bytes(c["extra_data"], "config.extra_data", max_size=32),
-                alloc=alloc,
-            )
-        except ValueError as exc:
-            raise EngineStateError(f"snapshot: config: {exc}") from exc
-        if [list(p) for p in config.alloc] != [list(p) for p in alloc]:
-            raise EngineStateError("snapshot: config.alloc is not sorted, unique and non-zero")
-        engine = cls(config)
-        blocks = r.as_list(doc["blocks"], "blocks")
-        if version == 1:  # the whole chain from genesis
-            if not blocks:
-                raise EngineStateError("snapshot: blocks: the genesis block is missing")
-            anchor, blocks, where = blocks[0], blocks[1:], "blocks[0]"
-            balances = dict(config.alloc)
+            computation = state.apply_transaction(tx)
+        except ValidationError as exc:
+            raise TxRejected(_call_rejection(str(exc))) from None
+        finally:
+            state.revert(snapshot)
+        if computation.is_success:
+            return CallResult(True, bytes(computation.output), computation.get_gas_used())
+        error = computation.error
+        name = type(error).__name__
+        if name == "Revert":
+            return CallResult(False, bytes(computation.output), computation.get_gas_used(),
+                              "revert")
+        return CallResult(False, b"", computation.get_gas_used(), _vm_error(name, error))
+
+    def estimate_gas(self, args: CallArgs, header: Header | None = None) -> int:
+        """The least gas with which ``args`` succeeds on the state after ``header``
+        (binary search, as geth's ``eth_estimateGas``). Raises :class:`TxRejected` when it
+        cannot start, :class:`CallFailed` when it fails even with all the gas allowed."""
+        header = header if header is not None else self.head_header
+        cap = min(args.gas if args.gas is not None else header.gas_limit, RPC_GAS_CAP)
+        state, probe = self._call_setup(args, header, cap)
+        if args.value or probe.gas_price:
+            balance = int(state.get_balance(args.sender))
+            available = balance - args.value
+            if available < 0:
+                raise TxRejected("insufficient funds for transfer")
+            if probe.gas_price:
+                cap = min(cap, available // probe.gas_price)
+        intrinsic = int(probe.intrinsic_gas)
+        if cap < intrinsic:
+            raise TxRejected(f"gas required exceeds allowance ({cap})")
+        top = self._run_call(*self._call_setup(args, header, cap))
+        if not top.success:
+            raise CallFailed(top, cap)
+        low, high = intrinsic - 1, cap
+        first = self._run_call(*self._call_setup(args, header, max(intrinsic, top.gas_used)))
+        if first.success:
+            high = max(intrinsic, top.gas_used)
+            low = max(low, intrinsic - 1)
+            if high == intrinsic:
+                return high
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._run_call(*self._call_setup(args, header, middle)).success:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    # ------------------------------------------------------------------ logs
+
+    def logs(self, first: int, last: int, addresses: Sequence[bytes],
+             topics: Sequence[Sequence[bytes] | None], limit: int
+             ) -> list[tuple[Header, int, bytes, int, Any]]:
+        """The logs of canonical blocks ``first..last`` that match (see
+        :func:`log_matches`), as (header, tx index, tx hash, log index in block, log); at
+        most ``limit`` (:class:`TooManyLogs` beyond)."""
+        out: list[tuple[Header, int, bytes, int, Any]] = []
+        for number in range(first, last + 1):
+            header = self.header_by_number(number)
+            if header is None:
+                break
+            out.extend(self.block_logs(header, addresses, topics))
+            if len(out) > limit:
+                raise TooManyLogs(limit)
+        return out
+
+    def block_logs(self, header: Header, addresses: Sequence[bytes],
+                   topics: Sequence[Sequence[bytes] | None]
+                   ) -> list[tuple[Header, int, bytes, int, Any]]:
+        """The matching logs of one stored block (its bloom is looked at first)."""
+        if not header.bloom or not _bloom_may_match(header.bloom, addresses, topics):
+            return []
+        block = self.block(header.hash)
+        receipts = self.block_receipts(header.hash)
+        if block is None or receipts is None:
+            return []
+        out = []
+        log_index = itertools.count()
+        for index, (tx, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
+            for log in receipt.logs:
+                position = next(log_index)
+                if log_matches(log.address, [t.to_bytes(32, "big") for t in log.topics],
+                               addresses, topics):
+                    out.append((header, index, tx.hash, position, log))
+        return out
+
+
+class TooManyLogs(Exception):
+    """A log query would return more than ``limit`` logs."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"query returned more than {limit} results")
+        self.limit = limit
+
+
+class CallFailed(Exception):
+    """``eth_estimateGas``: the transaction fails even with all the gas allowed."""
+
+    def __init__(self, result: CallResult, cap: int) -> None:
+        if result.error == "revert":
+            message = "execution reverted"
         else:
-            anchor, where = doc["anchor"], "anchor"
-            balances = {}
-            for i, pair in enumerate(r.as_list(doc["balances"], "balances")):
-                item = r.as_list(pair, f"balances[{i}]", length=2)
-                address = r.as_bytes(item[0], f"balances[{i}][0]", ADDRESS_SIZE)
-                if address in balances:
-                    raise EngineStateError(f"snapshot: balances[{i}]: {_hex(address)} twice")
-                balances[address] = r.as_uint(item[1], f"balances[{i}][1]", 256)
-        first = _block_from_record(r, anchor, where)
-        if first.block_number == 0 and first != engine._genesis:
-            raise EngineStateError(
-                f"snapshot: {where} is not the genesis of this config (stored hash "
-                f"{_hex(first.block_hash)}, expected {_hex(engine._genesis.block_hash)})"
-            )
-        computed = block_hash_of(first, config.chain_id)
-        if computed != first.block_hash:
-            raise EngineStateError(f"snapshot: {where}: the stored hash "
-                                   f"{_hex(first.block_hash)} does not match the header, which "
-                                   f"hashes to {_hex(computed)}")
-        if state_root_of(balances) != first.state_root:
-            raise EngineStateError(f"snapshot: balances: their state root is not the anchor's "
-                                   f"{_hex(first.state_root)}")
-        engine._blocks = {first.block_hash: first}
-        engine._anchor = engine._head = engine._tip = first.block_hash
-        engine._base = first.block_number
-        engine._canonical = [first.block_hash]
-        engine._balances = {a: b for a, b in balances.items() if b}
-        previous = (first.block_number, first.block_hash)
-        first_index = 1 if version == 1 else 0  # version 1 listed the anchor as blocks[0]
-        for i, record in enumerate(blocks, start=first_index):
-            where = f"blocks[{i}]"
-            block = _block_from_record(r, record, where)
-            key = (block.block_number, block.block_hash)
-            if key <= previous:
-                raise EngineStateError(
-                    f"snapshot: {where} is out of order (blocks are stored by ascending "
-                    "number, then hash, without duplicates)"
-                )
-            previous = key
-            engine._import_trusted_shape(block, f"snapshot: {where}")
-        fc = r.as_list(doc["forkchoice"], "forkchoice", length=3)
-        head, safe, finalized = (r.as_bytes(fc[i], f"forkchoice[{i}]", HASH_SIZE) for i in range(3))
-        if head not in engine._blocks:
-            raise EngineStateError(f"snapshot: forkchoice[0]: the head {_hex(head)} is unknown")
-        for i, h in ((1, safe), (2, finalized)):
-            if h != ZERO_HASH and (h not in engine._blocks or not engine._is_ancestor(h, head)):
-                raise EngineStateError(
-                    f"snapshot: forkchoice[{i}]: {_hex(h)} is not the head or an ancestor"
-                )
-        engine._set_head(head)
-        engine._safe = safe
-        engine._finalized = finalized
-        root = state_root_of(engine._balances)
-        if root != engine._blocks[head].state_root:
-            raise EngineStateError(
-                f"snapshot: the balances replayed up to the head {_hex(head)} give the state "
-                f"root {_hex(root)}, the head says {_hex(engine._blocks[head].state_root)}"
-            )
-        return engine
-
-    def _import_trusted_shape(self, block: ExecutionPayload, where: str) -> None:
-        """Import a stored block: hash, parent link and number are checked; the state root
-        is checked for the head at the end of :meth:`restore` (the blocks were validated
-        when they were first imported, and the hashes chain them to that history)."""
-        computed = block_hash_of(block, self._config.chain_id)
-        if computed != block.block_hash:
-            raise EngineStateError(
-                f"{where}: the stored hash {_hex(block.block_hash)} does not match the "
-                f"header, which hashes to {_hex(computed)}"
-            )
-        parent = self._blocks.get(block.parent_hash)
-        if parent is None:
-            raise EngineStateError(f"{where}: the parent {_hex(block.parent_hash)} is unknown")
-        if block.block_number != parent.block_number + 1:
-            raise EngineStateError(
-                f"{where}: block number {block.block_number} does not follow the parent's "
-                f"{parent.block_number}"
-            )
-        self._blocks[block.block_hash] = block
-
-    def state_delta(self, block_hash: bytes) -> bytes:
-        """The incremental form: one known block as canonical CBOR, for :meth:`apply_delta`."""
-        block = self._blocks.get(block_hash)
-        if block is None:
-            raise KeyError(f"unknown block {_hex(block_hash)}")
-        return cbor2.dumps(
-            {"format": _DELTA_FORMAT, "version": _DELTA_VERSION, "block": self._encoded(block)},
-            canonical=True,
-        )
-
-    def apply_delta(self, data: bytes) -> ExecutionPayload:
-        """Import a :meth:`state_delta` record with full ``newPayload`` validation; its parent
-        must be known. Returns the block. Importing a known block again is a no-op. The
-        forkchoice does not move."""
-        top = _decode_cbor(data, "delta")
-        r = _Reader("delta")
-        doc = r.as_map(top, "", ("format", "version", "block"))
-        r.expect(doc["format"], "format", _DELTA_FORMAT)
-        r.expect(doc["version"], "version", _DELTA_VERSION)
-        block = _block_from_record(r, doc["block"], "block")
-        status = self._new_payload(block)
-        if status.status is not PayloadStatusKind.VALID:
-            reason = status.validation_error or "its parent is unknown"
-            raise EngineStateError(
-                f"delta: block {block.block_number} ({_hex(block.block_hash)}) cannot be "
-                f"imported: {status.status.value}: {reason}"
-            )
-        return block
+            message = result.error or "execution failed"
+            if "out of gas" in message:
+                message = f"gas required exceeds allowance ({cap})"
+        super().__init__(message)
+        self.result = result
 
 
-# --------------------------------------------------------------------------- helpers
+def _vm_error(name: str, error: Any) -> str:
+    """geth's words for an EVM error."""
+    words = {
+        "OutOfGas": "out of gas",
+        "InsufficientStack": "stack underflow",
+        "FullStack": "stack limit reached 1024 (1023)",
+        "InvalidJumpDestination": "invalid jump destination",
+        "InvalidInstruction": "invalid opcode",
+        "StackDepthLimit": "max call depth exceeded",
+        "ContractCreationCollision": "contract address collision",
+        "IncorrectContractCreationAddress": "contract address collision",
+        "InsufficientFunds": "insufficient balance for transfer",
+        "WriteProtection": "write protection",
+        "ReservedBytesInCode": "invalid code: must not begin with 0xef",
+    }
+    return words.get(name, f"{name}: {error}" if str(error) else name)
 
 
-def _seal(payload: ExecutionPayload, chain_id: int) -> ExecutionPayload:
-    return attrs.evolve(payload, block_hash=block_hash_of(payload, chain_id))
+def _call_rejection(message: str) -> str:
+    """geth's words for a call that cannot start (py-evm's validation messages)."""
+    lowered = message.lower()
+    if "insufficient" in lowered or "balance" in lowered:
+        return "insufficient funds for gas * price + value"
+    if "intrinsic" in lowered:
+        return f"intrinsic gas too low ({message})"
+    if "nonce" in lowered:
+        return f"nonce mismatch ({message})"
+    return message
 
 
-def _error(code: int, method: str, detail: str) -> EngineError:
-    return EngineError(code, f"{ERROR_MESSAGES[code]}: {detail}", method)
+def log_matches(address: bytes, log_topics: Sequence[bytes], addresses: Sequence[bytes],
+                topics: Sequence[Sequence[bytes] | None]) -> bool:
+    """eth_getLogs's filter: the address is one of ``addresses`` (any when empty); position
+    i of ``topics`` is None (anything) or a list of alternatives (any when empty)."""
+    if addresses and address not in addresses:
+        return False
+    if len(topics) > len(log_topics):
+        return False
+    for wanted, actual in zip(topics, log_topics, strict=False):
+        if wanted and actual not in wanted:
+            return False
+    return True
 
 
-def _bounded_put(store: OrderedDict[bytes, Any], key: bytes, value: Any, limit: int) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > limit:
-        store.popitem(last=False)
+def _bloom_may_match(bloom: int, addresses: Sequence[bytes],
+                     topics: Sequence[Sequence[bytes] | None]) -> bool:
+    from eth_bloom.bloom import BloomFilter
+
+    flt = BloomFilter(bloom)
+    if addresses and not any(a in flt for a in addresses):
+        return False
+    return all(not alternatives or any(t in flt for t in alternatives)
+               for alternatives in topics)
 
 
-def _block_to_cbor(b: ExecutionPayload) -> list[Any]:
-    return [
-        b.parent_hash,
-        b.fee_recipient,
-        b.state_root,
-        b.receipts_root,
-        b.logs_bloom,
-        b.prev_randao,
-        b.block_number,
-        b.gas_limit,
-        b.gas_used,
-        b.timestamp,
-        b.extra_data,
-        b.base_fee_per_gas,
-        b.block_hash,
-        list(b.transactions),
-        [[w.index, w.validator_index, w.address, w.amount] for w in b.withdrawals],
-    ]
+def contract_address(sender: bytes, nonce: int) -> bytes:
+    """The address of a contract created by ``sender``'s transaction with ``nonce``."""
+    return bytes(generate_contract_address(sender, nonce))
 
 
-_BLOCK_FIELDS: Final = (
-    ("parent_hash", HASH_SIZE),
-    ("fee_recipient", ADDRESS_SIZE),
-    ("state_root", HASH_SIZE),
-    ("receipts_root", HASH_SIZE),
-    ("logs_bloom", LOGS_BLOOM_SIZE),
-    ("prev_randao", HASH_SIZE),
-    ("block_number", 64),
-    ("gas_limit", 64),
-    ("gas_used", 64),
-    ("timestamp", 64),
-    ("extra_data", -MAX_EXTRA_DATA_SIZE),
-    ("base_fee_per_gas", 256),
-    ("block_hash", HASH_SIZE),
-)
-_INT_FIELDS: Final = frozenset(
-    {"block_number", "gas_limit", "gas_used", "timestamp", "base_fee_per_gas"}
-)
-
-
-def _block_from_cbor(r: _Reader, value: Any, where: str) -> ExecutionPayload:
-    items = r.as_list(value, where, length=len(_BLOCK_FIELDS) + 2)
-    fields: dict[str, Any] = {}
-    for i, (name, width) in enumerate(_BLOCK_FIELDS):
-        path = f"{where}.{name}"
-        if name in _INT_FIELDS:
-            fields[name] = r.as_uint(items[i], path, width)
-        elif width < 0:
-            fields[name] = r.as_bytes(items[i], path, max_size=-width)
-        else:
-            fields[name] = r.as_bytes(items[i], path, width)
-    n = len(_BLOCK_FIELDS)
-    txs_path = f"{where}.transactions"
-    fields["transactions"] = tuple(
-        r.as_bytes(tx, f"{txs_path}[{i}]") for i, tx in enumerate(r.as_list(items[n], txs_path))
-    )
-    ws_path = f"{where}.withdrawals"
-    withdrawals = []
-    for i, w in enumerate(r.as_list(items[n + 1], ws_path)):
-        p = f"{ws_path}[{i}]"
-        wi = r.as_list(w, p, length=4)
-        withdrawals.append(
-            Withdrawal(
-                index=r.as_uint(wi[0], f"{p}.index", 64),
-                validator_index=r.as_uint(wi[1], f"{p}.validator_index", 64),
-                address=r.as_bytes(wi[2], f"{p}.address", ADDRESS_SIZE),
-                amount=r.as_uint(wi[3], f"{p}.amount", 64),
-            )
-        )
-    fields["withdrawals"] = tuple(withdrawals)
-    return ExecutionPayload(**fields)
-
-
-def _block_from_record(r: _Reader, value: Any, where: str) -> ExecutionPayload:
-    """A block stored as the bytes of its canonical CBOR."""
-    raw = r.as_bytes(value, where)
-    try:
-        decoded = cbor2.loads(raw)
-    except Exception as exc:  # cbor2 raises several types
-        raise r.fail(where, f"not valid CBOR: {exc}") from exc
-    return _block_from_cbor(r, decoded, where)
-
-
-def _decode_cbor(data: bytes, what: str) -> Any:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise EngineStateError(f"{what}: expected bytes, got {type(data).__name__}")
-    try:
-        return cbor2.loads(bytes(data))
-    except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
-        raise EngineStateError(f"{what}: not valid CBOR: {exc}") from exc
-
-
-class _Reader:
-    """Typed access to decoded CBOR with errors that name the path."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def fail(self, path: str, problem: str) -> EngineStateError:
-        return EngineStateError(f"{self.what}: {path or 'top level'}: {problem}")
-
-    def as_map(self, value: Any, path: str, keys: Sequence[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a map, got {type(value).__name__}")
-        missing = [k for k in keys if k not in value]
-        if missing:
-            raise self.fail(path, f"missing keys {missing}")
-        extra = sorted(repr(k) for k in value if k not in keys)
-        if extra:
-            raise self.fail(path, f"unexpected keys [{', '.join(extra)}]")
-        return value
-
-    def as_list(self, value: Any, path: str, length: int | None = None) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected an array, got {type(value).__name__}")
-        if length is not None and len(value) != length:
-            raise self.fail(path, f"expected {length} items, got {len(value)}")
-        return value
-
-    def as_uint(self, value: Any, path: str, bits: int) -> int:
-        if type(value) is not int or not 0 <= value < (1 << bits):
-            raise self.fail(path, f"expected an unsigned {bits}-bit int, got {value!r:.60}")
-        return value
-
-    def as_bytes(
-        self, value: Any, path: str, size: int | None = None, *, max_size: int | None = None
-    ) -> bytes:
-        if type(value) is not bytes:
-            raise self.fail(path, f"expected a byte string, got {type(value).__name__}")
-        if size is not None and len(value) != size:
-            raise self.fail(path, f"expected {size} bytes, got {len(value)}")
-        if max_size is not None and len(value) > max_size:
-            raise self.fail(path, f"expected at most {max_size} bytes, got {len(value)}")
-        return value
-
-    def expect(self, value: Any, path: str, wanted: Any) -> None:
-        if type(value) is not type(wanted) or value != wanted:
-            raise self.fail(path, f"expected {wanted!r}, got {value!r:.60}")
+def ancestors(engine: EmbeddedEngine, block_hash: bytes, count: int) -> list[Header]:
+    """``block_hash``'s header and up to ``count - 1`` of its ancestors, newest first."""
+    out: list[Header] = []
+    header = engine.header(block_hash)
+    while header is not None and len(out) < count:
+        out.append(header)
+        if header.block_number == 0:
+            break
+        header = engine.header(header.parent_hash)
+    return out

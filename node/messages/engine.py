@@ -26,12 +26,10 @@ class BuildPayload(otp.Request[ExecutionPayload]):
 
 @attrs.frozen
 class Committed:
-    """A committed payload: the engine's new head, the embedded engine's snapshot to store
-    with the block when the commit moved its anchor (None otherwise, and over HTTP), and the
-    block's fees in wei (effective tip x gas used, summed over its receipts)."""
+    """A committed payload: the engine's new head and the block's fees in wei (effective
+    tip x gas used, summed over its receipts)."""
 
     head: bytes
-    engine_state: bytes | None
     fees: int
 
 

@@ -71,18 +71,15 @@ def _instance(kind: type[Any], optional: bool = False) -> Any:
 class PutBlock(otp.Request["BlockRef"]):
     """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
     block at its height). ``finalized``: the new last finalized block, if it changed (never
-    lower than the stored one). ``engine_state``: the embedded engine's anchor, when it moved.
-    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
-    queued AuxPoW clears the queued record in the same batch. Its parent must be stored
-    (genesis: height 0 and a zero parent hash). Idempotent: the same put twice stores the
-    same records."""
+    lower than the stored one). ``fees``: fees accumulated after this block and not minted
+    yet. A block carrying the queued AuxPoW clears the queued record in the same batch. Its
+    parent must be stored (genesis: height 0 and a zero parent hash). Idempotent: the same
+    put twice stores the same records."""
 
     block: SignedConsensusBlock = attrs.field(validator=_instance(SignedConsensusBlock))
     head: bool = True
     finalized: BlockRef | None = attrs.field(default=None,
                                              validator=_instance(BlockRef, optional=True))
-    engine_state: bytes | None = attrs.field(default=None,
-                                             validator=_instance(bytes, optional=True))
     fees: int = attrs.field(default=0, validator=_fees)
 
 
@@ -123,11 +120,6 @@ class GetLatestAuxPow(otp.Request["BlockRef | None"]):
 @attrs.frozen
 class GetAuxPowBlock(otp.Request["SignedConsensusBlock | None"]):
     height: int = attrs.field(validator=_height)
-
-
-@attrs.frozen
-class GetEngineState(otp.Request["bytes | None"]):
-    pass
 
 
 @attrs.frozen

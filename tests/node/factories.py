@@ -115,11 +115,12 @@ class Clock:
 
 async def start_chain(data_dir: Path, chain_cfg: dict[str, Any], clock: Clock,
                       *, engine: bool = True) -> None:
-    """StorageActor, EngineActor (embedded) and ChainActor (``produce=False``), registered as
-    ``storage``, ``engine`` and ``chain``, with the chain driven by ``clock``."""
+    """StorageActor, EngineActor (embedded, its EVM in ``data_dir/evm``) and ChainActor
+    (``produce=False``), registered as ``storage``, ``engine`` and ``chain``, with the chain
+    driven by ``clock``."""
     await otp.start(StorageActor, str(data_dir / "chain"), name="storage")
     if engine:
-        await otp.start(EngineActor, None, chain_cfg, name="engine")
+        await otp.start(EngineActor, None, chain_cfg, data_dir=str(data_dir), name="engine")
     await otp.start(ChainActor, chain_cfg, str(data_dir), produce=False, name="chain")
     actor = await otp.get_state("chain")
     actor.clock = clock  # type: ignore[attr-defined]

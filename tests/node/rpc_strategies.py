@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from node.rpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
+    MAX_DEPTH,
     MAX_HEIGHT,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
@@ -191,6 +192,20 @@ def _too_big(value: Any) -> bool:
     return False
 
 
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed value (walked without recursion)."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((child, depth) for child in
+                         (item if isinstance(item, list) else item.values()))
+    return deepest
+
+
 def expected(body: bytes, specs: Specs) -> tuple[int, Any]:
     """(the error code the edge must answer, or 0 if the request reaches its handler; the id
     it must echo), stated from the documented rules."""
@@ -198,7 +213,7 @@ def expected(body: bytes, specs: Specs) -> tuple[int, Any]:
         request = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return PARSE_ERROR, None
-    if _too_big(request):
+    if _too_big(request) or _depth(request) > MAX_DEPTH:
         return PARSE_ERROR, None
     if not isinstance(request, dict):
         return INVALID_REQUEST, None

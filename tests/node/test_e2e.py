@@ -26,7 +26,7 @@ class Node:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "boot", "supervision.toml",
              "--set", f'data_dir="{data_dir}"', "--set", "chain.slot_duration_ms=200",
-             "--set", "rpc.port=0", "--set", "metrics.port=0", *extra],
+             "--set", "rpc.port=0", "--set", "metrics.port=0", "--set", "eth_rpc.port=0", *extra],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )

@@ -5,26 +5,31 @@ engine and over the Engine API alike.
 
 The regression: a node killed after its first finalization could never boot again, every
 boot failing with "the safe block ... is unknown (-38002)" because the replay passed the
-current finalized hash to blocks the engine did not have yet."""
+current finalized hash to blocks the engine did not have yet.
+
+The embedded EVM keeps its state in ``<data_dir>/evm``: a restart replays nothing; an EVM
+that lost its directory gets the stored chain again."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import attrs
-import plyvel
 import pytest
 
 import otp
 from node.actors.chain import ChainActor
 from node.actors.engine import EngineActor
-from node.actors.storage import KEY_ENGINE, StorageActor
+from node.actors.storage import StorageActor
 from node.config import NodeConfig
+from node.errors import EngineSetupError
 from node.execution.embedded import EmbeddedEngine
+from node.execution.genesis import dev_genesis
 from node.integration.engine import PayloadStatusError, build_block, commit_block, resync
 from node.messages import chain as c
-from node.messages import engine as e
 from node.messages import storage as s
 from node.types.execution import (
     ZERO_HASH,
@@ -132,23 +137,24 @@ async def test_an_engine_ahead_on_a_block_never_stored_moves_back_to_the_stored_
     assert engine.head == chain[-1]
 
 
-async def test_an_engine_from_its_anchor_gets_the_blocks_after_it() -> None:
+async def test_an_engine_that_has_part_of_the_chain_gets_the_rest(tmp_path: Path) -> None:
     chain = await make_chain(20, finalized=0)
-    engine = EmbeddedEngine()
+    engine = EmbeddedEngine(path=tmp_path / "evm")
     for payload in chain[1:13]:
         await commit_block(engine, payload,
                            chain[10].block_hash if payload.block_number > 10 else None)
-    engine.retain_from(chain[10].block_hash)
-    restored = EmbeddedEngine.restore(engine.snapshot())
-    assert restored.block_by_hash(chain[9].block_hash) is None
-    assert await resync(restored, Stored(chain, 10)) == 8
-    assert restored.head == chain[-1]
-    assert restored.anchor == chain[10]
+    engine.close()
+    reopened = EmbeddedEngine(path=tmp_path / "evm")  # its state, as it was
+    assert reopened.head == chain[12]
+    assert await resync(reopened, Stored(chain, 10)) == 8
+    assert reopened.head == chain[-1]
+    assert reopened.forkchoice.finalized_block_hash == chain[10].block_hash
+    reopened.close()
 
 
 async def test_an_engine_on_another_chain_is_a_clear_error() -> None:
     chain = await make_chain(3, finalized=0)
-    other = EmbeddedEngine(chain_id=7)
+    other = EmbeddedEngine(attrs.evolve(dev_genesis(), timestamp=7))
     with pytest.raises(EngineError, match=r"lacks the stored genesis .* another chain"):
         await resync(other, Stored(chain, 0))
 
@@ -189,9 +195,9 @@ async def embedded() -> EmbeddedEngine:
 async def test_boot_after_finalization_without_the_engine_state_regression(
     tmp_path: Path
 ) -> None:
-    """The engine's stored anchor gone (as when the node was killed before any was
-    written): the boot re-sends the whole stored chain and names the finalized block only
-    once the engine has it, instead of failing every boot with -38002."""
+    """The EVM's database gone (as an execution client that lost its data directory): the
+    boot re-sends the whole stored chain and names the finalized block only once the engine
+    has it, instead of failing every boot with -38002."""
     clock = Clock()
     async with otp.runtime():
         await start_chain(tmp_path, config(), clock)
@@ -203,13 +209,11 @@ async def test_boot_after_finalization_without_the_engine_state_regression(
         before = await otp.call("chain", c.GetStatus())
         assert (before.head.height, before.finalized.height) == (8, 4)
         await stop_actors("chain", "engine", "storage")
-    raw = plyvel.DB(str(tmp_path / "chain"))
-    raw.delete(KEY_ENGINE)
-    raw.close()
+    shutil.rmtree(tmp_path / "evm")
     async with otp.runtime():
         await start_chain(tmp_path, config(), clock)
         engine = await embedded()
-        assert engine.head_number == 8 and engine.anchor.block_number == 0
+        assert engine.head_number == 8
         finalized = await otp.call("storage", s.GetBlock(before.finalized.hash))
         assert engine.forkchoice.finalized_block_hash == (
             finalized.message.execution_payload.block_hash)
@@ -217,8 +221,8 @@ async def test_boot_after_finalization_without_the_engine_state_regression(
         await stop_actors("chain", "engine", "storage")
 
 
-async def test_the_engine_anchor_follows_finalization_and_boot_replays_only_after_it(
-    tmp_path: Path
+async def test_the_evm_state_survives_a_restart_and_nothing_is_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
     async with otp.runtime():
@@ -228,37 +232,26 @@ async def test_the_engine_anchor_follows_finalization_and_boot_replays_only_afte
         await finalize(clock)  # #6 finalizes #1..#5
         for _ in range(4):
             await produce(clock)
-        engine = await embedded()
-        assert engine.anchor.block_number == 5  # blocks before the finalized one forgotten
-        assert engine.block_by_number(4) is None
-        stored = await otp.call("storage", s.GetEngineState())
-        assert EmbeddedEngine.restore(stored).anchor.block_number == 5
+        head = (await embedded()).head
         await stop_actors("chain", "engine", "storage")
+        caplog.set_level(logging.INFO, logger="alys.engine")
         await start_chain(tmp_path, config(), clock)
         engine = await embedded()
-        assert engine.anchor.block_number == 5 and engine.head_number == 10
+        assert engine.head == head and engine.head_number == 10
+        assert any("at block #10, 0 re-sent" in r.getMessage() for r in caplog.records)
         assert (await produce(clock)).height == 11
         await stop_actors("chain", "engine", "storage")
 
 
-async def test_an_unusable_stored_anchor_falls_back_to_the_stored_chain(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    clock = Clock()
+async def test_an_evm_database_of_another_genesis_is_a_clear_boot_error(tmp_path: Path) -> None:
+    other = EmbeddedEngine(attrs.evolve(dev_genesis(), timestamp=5), path=tmp_path / "evm")
+    other.close()
     async with otp.runtime():
-        await start_chain(tmp_path, config(), clock)
-        for _ in range(3):
-            await produce(clock)
-        await finalize(clock)
-        await stop_actors("chain", "engine", "storage")
-    raw = plyvel.DB(str(tmp_path / "chain"))
-    raw.put(KEY_ENGINE, b"\xa1garbage")
-    raw.close()
-    async with otp.runtime():
-        await start_chain(tmp_path, config(), clock)
-        assert (await embedded()).head_number == 4
-        assert any("stored engine anchor is unusable" in r.getMessage() for r in caplog.records)
-        await stop_actors("chain", "engine", "storage")
+        await otp.start(StorageActor, str(tmp_path / "chain"), name="storage")
+        with pytest.raises(EngineSetupError, match="made from another genesis"):
+            await otp.start(EngineActor, None, config(), data_dir=str(tmp_path),
+                            name="engine")
+        await stop_actors("storage")
 
 
 async def test_an_engine_that_lost_its_blocks_gets_them_again_and_production_goes_on(
@@ -310,24 +303,3 @@ async def test_over_the_engine_api_a_restarted_client_is_brought_back(tmp_path: 
             await otp.start(EngineActor, engine_cfg, chain_cfg, name="engine")
             assert el.head_number == 5
             await stop_actors("engine", "storage")
-
-
-async def test_commit_answers_carry_the_anchor_only_when_finalization_moves(
-    tmp_path: Path
-) -> None:
-    clock = Clock()
-    async with otp.runtime():
-        await start_chain(tmp_path, config(), clock)
-        await produce(clock)
-        engine = await embedded()
-        head = engine.head
-        built = await otp.call("engine", e.BuildPayload(head.block_hash, ZERO_HASH,
-                                                        head.timestamp + 1, bytes(20)))
-        committed = await otp.call("engine", e.CommitPayload(built, engine.genesis.block_hash))
-        assert isinstance(committed, e.Committed)
-        assert committed.head == built.block_hash and committed.fees == 0
-        assert committed.engine_state is None  # finalized still genesis: the anchor
-        again = await otp.call("engine", e.CommitPayload(built, head.block_hash))
-        assert again.engine_state is not None  # the anchor moved to #1
-        assert EmbeddedEngine.restore(again.engine_state).anchor == head
-        await stop_actors("chain", "engine", "storage")

@@ -77,7 +77,8 @@ async def test_fifty_storage_kills_under_rpc_load_restart_the_storage_only(
     caplog.set_level(logging.WARNING)
     config = NodeConfig(data_dir=str(tmp_path)).as_mapping()
     node = config["node"]
-    node["rpc"]["port"] = node["metrics"]["port"] = 0
+    node["rpc"]["port"] = node["metrics"]["port"] = node["eth_rpc"]["port"] = 0
+    node["eth_rpc"]["banner"] = False
     node["chain"]["bits"] = 0x207FFFFF
     spec = otp.load_tree(ROOT / "supervision.toml", config)
     spec = _with_chain_clock(spec, lambda: BASE_MS + int(trio.current_time() * 1000))

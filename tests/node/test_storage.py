@@ -38,7 +38,7 @@ async def test_blocks_heads_and_indexes(tmp_path: Path) -> None:
         for i, block in enumerate(blocks):
             ref = await otp.call(db, s.PutBlock(
                 block, head=True, finalized=block.ref() if i in (0, 3) else None,
-                engine_state=f"state{i}".encode(), fees=i * 10))
+                fees=i * 10))
             assert ref == block.ref()
         assert await otp.call(db, s.GetHead()) == blocks[4].ref()
         assert await otp.call(db, s.GetFinalized()) == blocks[3].ref()
@@ -48,7 +48,6 @@ async def test_blocks_heads_and_indexes(tmp_path: Path) -> None:
         assert await otp.call(db, s.GetBlockByHeight(2)) == blocks[2]
         assert await otp.call(db, s.GetBlock(blocks[1].hash())) == blocks[1]
         assert await otp.call(db, s.GetBlock(bytes(32))) is None
-        assert await otp.call(db, s.GetEngineState()) == b"state4"
         assert await otp.call(db, s.GetFees(blocks[2].hash())) == 20
         await otp.stop(db)
         # reopened, everything is still there
@@ -117,8 +116,7 @@ WRITER = textwrap.dedent("""
             db = await otp.start(store.StorageActor, sys.argv[1])
             for block in blocks:
                 await otp.call(db, s.PutBlock(
-                    block, engine_state=bytes(2048),
-                    finalized=block.ref() if block.height == 0 else None))
+                    block, finalized=block.ref() if block.height == 0 else None))
                 print(block.height, flush=True)
 
     trio.run(main)

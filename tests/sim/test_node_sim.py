@@ -80,7 +80,8 @@ def node_program(data_dir: Path) -> Callable[[], Awaitable[dict[str, int]]]:
             # One block a proof at most: the original's retarget never makes it harder.
             "chain.pow_target_spacing=1",
             "chain.max_blocks_without_pow=10", "miner.enabled=true", 'miner.grinder="inline"',
-            "miner.interval=2.0", "rpc.port=0", "metrics.port=0",
+            "miner.interval=2.0", "rpc.port=0", "metrics.port=0", "eth_rpc.port=0",
+            "eth_rpc.banner=false",
         ])
         spec = otp.load_tree(DEFAULT_TREE, config.as_mapping())
         watcher = await otp.start(Watcher, name="watcher")
