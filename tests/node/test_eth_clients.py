@@ -295,3 +295,49 @@ def test_cast_sends_deploys_calls_and_reads_logs(node_url: str,
     failed = subprocess.run([cast, "call", address, "greet(string)", "", "--rpc-url", node_url],
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert failed.returncode != 0 and "empty greeting" in failed.stderr
+
+
+def test_fees_are_minted_on_the_auxpow_block_80_to_the_miner_20_to_the_federation(
+        tmp_path: Path) -> None:
+    """A transaction with a priority fee; the AuxPoW block that finalizes its block mints
+    the tip x gas: 80% to the miner's address, 20% split over the federation's, as
+    withdrawals in Gwei (below a Gwei is not minted, as in the original)."""
+    miner = "0x" + "a1" * 20
+    federation = ["0x" + "f1" * 20, "0x" + "f2" * 20]
+    node = NodeProcess(tmp_path / "alys", "--set", f'miner.address="{miner}"',
+                       "--set", f"chain.federation_evm_addresses={json.dumps(federation)}")
+    try:
+        _, found = node.wait_for(r"Ethereum JSON-RPC on (http://127\.0\.0\.1:\d+) and")
+        w3 = w3_for(found.group(1))
+        account = Account.from_key(dev_accounts()[5].private_key)
+        tx = {"to": "0x" + "99" * 20, "value": 1, "gas": 21000, "chainId": CHAIN_ID,
+              "nonce": 0, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": 7 * 10**9}
+        tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TIMEOUT)
+        base = w3.eth.get_block(receipt["blockNumber"])["baseFeePerGas"]
+        fees = (receipt["effectiveGasPrice"] - base) * receipt["gasUsed"]
+        assert fees == 7 * 10**9 * 21000
+        miner_share = fees * 80 // 100
+        each = (fees - miner_share) // 2
+        expected = {miner: miner_share // 10**9 * 10**9,
+                    **{f: each // 10**9 * 10**9 for f in federation}}
+        deadline = time.monotonic() + TIMEOUT
+        balances: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            balances = {a: w3.eth.get_balance(Web3.to_checksum_address(a)) for a in expected}
+            if balances == expected:
+                break
+            time.sleep(0.25)
+        assert balances == expected
+        # They came as withdrawals of a later block, which carried the AuxPoW.
+        minted = None
+        for number in range(receipt["blockNumber"] + 1, w3.eth.block_number + 1):
+            block = w3.eth.get_block(number)
+            if block["withdrawals"]:
+                minted = block
+                break
+        assert minted is not None
+        amounts = {w["address"].lower(): w["amount"] for w in minted["withdrawals"]}
+        assert amounts == {a: wei // 10**9 for a, wei in expected.items()}
+    finally:
+        node.stop()
