@@ -95,3 +95,11 @@ register(
     "serving the same bytes: requests/s and p50/p99 at 1, 10, 50 clients for getheadblock and "
     "getblockbyheight; the load generator's ceiling; block lateness with and without the miner",
 )
+
+register(
+    "execution",
+    "bench.execution_bench",
+    "the embedded EVM (py-evm, LevelDB) beside anvil in the same run: transfers per second "
+    "for blocks of 1, 100 and 1,000 transfers, submission rates, import of the same block by "
+    "a second engine; produce + import latency through the actors and the engine's share of it",
+)

@@ -65,7 +65,7 @@ from node.workflows.auxpow import mine_auxpow
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).resolve().parent / ".cache"
 #: Bump when build_chain changes what it writes.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: payloads from the EVM, whose state is in <dir>/evm
 LONG = 100_000
 QUICK_LONG = 10_000
 #: A proof in every block at a height of 1 mod this (the retarget interval, 60 s / 5 s).
@@ -110,10 +110,10 @@ class BuiltChain:
 
 
 async def _build_unsigned(n: int, cfg: ChainConfig, first_slot: int,
-                          sink: Any) -> None:
+                          sink: Any, evm: Path | None = None) -> None:
     """Blocks 0..n as the chain actor would make them, handed to ``sink(block, put)`` in
     order (``put``: the PutBlock arguments other than the block)."""
-    engine = EmbeddedEngine(chain_id=cfg.execution_chain_id)
+    engine = EmbeddedEngine(path=evm)
     dconfig = difficulty.config_from(cfg)
     recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
     zero = bytes(32)
@@ -146,19 +146,16 @@ async def _build_unsigned(n: int, cfg: ChainConfig, first_slot: int,
         finalized_payload = (state.finalized_payload if range_end is None
                              else range_end.message.execution_payload.block_hash)
         await commit_block(engine, payload, finalized_payload)
-        engine_state = None
-        if range_end is not None:  # as the EngineActor does when finalization moves
-            engine.retain_from(finalized_payload)
-            engine_state = engine.snapshot()
         new = rules.import_block(state, signed, 0, range_end)
         if header is not None:
             recent = {r.hash: recent[r.hash] for r in new.unfinalized[:-1]}
         recent[signed.hash()] = signed
         await sink(block, {
             "finalized": new.finalized if new.finalized != state.finalized else None,
-            "engine_state": engine_state, "fees": new.fees,
+            "fees": new.fees,
         })
         state = new
+    engine.close()
 
 
 def build_chain(path: Path, n: int, first_slot: int) -> BuiltChain:
@@ -190,7 +187,7 @@ def build_chain(path: Path, n: int, first_slot: int) -> BuiltChain:
             if len(pending) >= 5000:
                 flush()
 
-        trio.run(_build_unsigned, n, cfg, first_slot, sink)
+        trio.run(_build_unsigned, n, cfg, first_slot, sink, path / "evm")
         flush()
     store.db.put(b"v", store.db.get(b"v"), sync=True)  # one synced write flushes the log
     # Leave the database as a long-running node's is: the log turned into tables (a node's
@@ -230,7 +227,8 @@ async def _produce(n: int, data_dir: str, start_ms: int) -> list[float]:
     chain = chain_config()
     async with otp.runtime():
         await otp.start(StorageActor, f"{data_dir}/chain", name="storage")
-        await otp.start(EngineActor, config["engine"], chain, name="engine")
+        await otp.start(EngineActor, config["engine"], chain, data_dir=data_dir,
+                        name="engine")
         now = [start_ms]
         await otp.start(ChainActor, chain, data_dir, produce=False, name="chain",
                         clock=lambda: now[0])
@@ -322,6 +320,8 @@ async def _boot_in_process(data_dir: Path) -> float:
     config = NodeConfig(data_dir=str(data_dir)).as_mapping()
     config["node"]["rpc"]["port"] = 0
     config["node"]["metrics"]["port"] = 0
+    config["node"]["eth_rpc"]["port"] = 0
+    config["node"]["eth_rpc"]["banner"] = False
     config["node"]["chain"].update(chain_config())
     spec = otp.load_tree(ROOT / "supervision.toml", config)
     async with otp.runtime():
