@@ -789,11 +789,21 @@ class EmbeddedEngine:
                 await trio.lowlevel.checkpoint()
             if not strict and header.gas_used + tx.gas > header.gas_limit:
                 continue  # it may fit the next block
-            snapshot = vm.state.snapshot()
+            # What VM.apply_transaction does, with a snapshot taken after it locks the
+            # state's changes (locking drops earlier snapshots), so a refused transaction
+            # leaves nothing behind.
             try:
-                receipt, _ = vm.apply_transaction(header, tx)
+                vm.validate_transaction_against_header(header, tx)
+                vm.state.lock_changes()
+                snapshot = vm.state.snapshot()
+                try:
+                    computation = vm.state.apply_transaction(tx)
+                except BaseException:
+                    vm.state.revert(snapshot)
+                    raise
+                receipt = vm.make_receipt(header, tx, computation, vm.state)
+                vm.validate_receipt(receipt)
             except (ValidationError, PyEVMError) as exc:
-                vm.state.revert(snapshot)
                 if strict:
                     raise ValidationError(f"transaction {len(applied)} "
                                           f"({_hex(tx.hash)}) is invalid: {exc}") from None
@@ -967,6 +977,11 @@ class EmbeddedEngine:
         intrinsic gas)."""
         header = header if header is not None else self.head_header
         state, tx = self._call_setup(args, header, args.gas)
+        have = int(state.get_balance(args.sender))
+        want = args.value + tx.gas * tx.gas_price
+        if have < want:
+            raise TxRejected(f"insufficient funds for gas * price + value: address "
+                             f"{_hex(args.sender)} have {have} want {want}")
         return self._run_call(state, tx)
 
     def _call_setup(self, args: CallArgs, header: Header, gas: int | None
