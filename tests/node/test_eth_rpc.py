@@ -54,7 +54,8 @@ hostile_quantities = st.one_of(
     st.integers(min_value=0, max_value=2**300).map(hex),
     st.integers(min_value=0, max_value=2**64).map(lambda n: "0x0" + format(n, "x")),
     st.integers(min_value=0, max_value=2**64).map(lambda n: format(n, "x")),
-    st.sampled_from(["0x", "0X1", "0x-1", "-0x1", "0x１", "0xg", "0x 1", "1e3", "0x" + "f" * 65]),
+    st.sampled_from(["0x", "0X1", "0x-1", "-0x1", "0x\uff11", "0xg", "0x 1", "1e3",
+                     "0x" + "f" * 65]),
 )
 hostile_hex = st.one_of(
     st.binary(max_size=70).map(lambda b: "0x" + b.hex()),
