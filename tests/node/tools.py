@@ -3,9 +3,9 @@
 :func:`tool` looks, in order, in the cache ``scripts/install-tools`` fills
 (``${ALYS_TOOLS_DIR:-~/.cache/alys-tools}/<tool>-<version>/node_modules/.bin``), in
 ``.tools/npm/node_modules/.bin`` of the work tree (an ``npm install`` by hand), then on
-``PATH``. A missing tool skips the test that needs it, except under CI (``CI`` set), where
-the tools are installed first and a missing one is a failure. This is the one place to
-repoint.
+``PATH``. A missing tool fails the test that needs it, naming the command that installs it:
+a test never skips because a real part is absent (the README's test command installs the
+tools first). This is the one place to repoint.
 """
 
 from __future__ import annotations
@@ -41,14 +41,11 @@ def find_tool(name: str) -> Path | None:
 
 
 def tool(name: str) -> Path:
-    """The path of ``name``; skips the test when it is not installed (fails under CI)."""
+    """The path of ``name``; fails the test when it is not installed."""
     path = find_tool(name)
     if path is None:
-        message = (f"{name} is not installed (scripts/install-tools, or npm install into "
-                   ".tools/npm)")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"{name} is not installed: run scripts/install-tools (the README's test "
+                    "command does)")
     return path
 
 
