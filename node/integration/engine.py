@@ -43,8 +43,6 @@ boot with ``-38002``).
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import re
 import time
@@ -56,6 +54,12 @@ import httpx
 import jwt
 import trio
 
+from node.integration.jsonrpc import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    EngineUnreachable,
+    JsonRpcClient,
+)
 from node.types.execution import (
     DEFAULT_FEE_RECIPIENT,
     ENGINE_CAPABILITIES,
@@ -87,6 +91,7 @@ __all__ = [
     "JWT_SECRET_SIZE",
     "EngineClient",
     "EngineError",
+    "EngineUnreachable",
     "ExecutionEngine",
     "JwtSecretError",
     "PayloadStatusError",
@@ -99,9 +104,6 @@ __all__ = [
 ]
 
 DEFAULT_ENGINE_URL: Final = "http://127.0.0.1:8551"
-DEFAULT_TIMEOUT: Final = 8.0
-#: Large enough for a full block of calldata (30M gas / 16 gas per byte, hex-encoded).
-DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 #: authentication.md: "the hex-encoded 256 bit secret key".
 JWT_SECRET_SIZE: Final = 32
 
@@ -172,18 +174,16 @@ def _rebuild_status_error(method: str, status: PayloadStatus, message: str) -> P
     return err
 
 
-def _snippet(raw: bytes) -> str:
-    text = raw[:200].decode("utf-8", "replace")
-    return text + ("..." if len(raw) > 200 else "")
-
-
-class EngineClient:
+class EngineClient(JsonRpcClient):
     """An :class:`~node.types.execution.ExecutionEngine` over HTTP: see the module docstring.
 
     ``transport`` replaces httpx's network transport (tests pass ``httpx.MockTransport``);
     ``clock`` gives the ``iat`` claim (unix seconds). Use as ``async with EngineClient(...)``
-    or call :meth:`aclose`.
+    or call :meth:`aclose`. A server that cannot be reached or does not answer in time
+    raises :class:`~node.integration.jsonrpc.EngineUnreachable`.
     """
+
+    what = "engine"
 
     def __init__(
         self,
@@ -195,29 +195,15 @@ class EngineClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"EngineClient url must be an http(s) URL, got {url!r}")
         if type(jwt_secret) is not bytes or len(jwt_secret) != JWT_SECRET_SIZE:
             raise ValueError(
                 f"EngineClient jwt_secret must be {JWT_SECRET_SIZE} bytes (a 256-bit secret), "
                 f"got {len(jwt_secret) if isinstance(jwt_secret, bytes) else jwt_secret!r}"
             )
-        if not timeout > 0:
-            raise ValueError(f"EngineClient timeout must be positive, got {timeout!r}")
-        if type(max_response_bytes) is not int or max_response_bytes <= 0:
-            raise ValueError(
-                f"EngineClient max_response_bytes must be a positive int, "
-                f"got {max_response_bytes!r}"
-            )
-        self.url = url
-        self.timeout = float(timeout)
-        self.max_response_bytes = max_response_bytes
+        super().__init__(url, transport=transport, timeout=timeout,
+                         max_response_bytes=max_response_bytes)
         self._secret = jwt_secret
         self._clock = clock
-        self._ids = itertools.count(1)
-        self._http = httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(self.timeout), follow_redirects=False
-        )
 
     async def __aenter__(self) -> EngineClient:
         await trio.lowlevel.checkpoint()
@@ -230,11 +216,6 @@ class EngineClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await trio.lowlevel.checkpoint()
-        await self._http.aclose()
 
     # ------------------------------------------------------------------ Engine API
 
@@ -344,111 +325,8 @@ class EngineClient:
         """A fresh JWT for one request (authentication.md, "JWT Claims")."""
         return jwt.encode({"iat": int(self._clock())}, self._secret, algorithm="HS256")
 
-    async def call(self, method: str, params: list[Any]) -> Any:
-        """One JSON-RPC 2.0 call; returns the ``result`` member or raises :class:`EngineError`."""
-        request_id = next(self._ids)
-        try:
-            body = json.dumps(
-                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
-                separators=(",", ":"),
-                allow_nan=False,
-            ).encode()
-        except (TypeError, ValueError) as exc:
-            raise EngineError(
-                INVALID_PARAMS, f"the params cannot be sent as JSON: {exc}", method
-            ) from exc
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {self._token()}",
-        }
-        try:
-            with trio.fail_after(self.timeout):
-                async with self._http.stream(
-                    "POST", self.url, content=body, headers=headers
-                ) as response:
-                    raw = await self._read_body(response, method)
-                    status = response.status_code
-        except trio.TooSlowError:
-            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from None
-        except httpx.TimeoutException as exc:
-            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise EngineError(
-                None, f"cannot reach the engine at {self.url}: {exc!r}", method
-            ) from exc
-        return self._unwrap(raw, status, request_id, method)
-
-    async def _read_body(self, response: httpx.Response, method: str) -> bytes:
-        limit = self.max_response_bytes
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise EngineError(
-                None,
-                f"response of {length} bytes exceeds the limit of {limit} bytes",
-                method,
-                http_status=response.status_code,
-            )
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise EngineError(
-                    None,
-                    f"response exceeds the limit of {limit} bytes",
-                    method,
-                    http_status=response.status_code,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _unwrap(self, raw: bytes, status: int, request_id: int, method: str) -> Any:
-        http_status = None if status == 200 else status
-        try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            if http_status is not None:
-                raise EngineError(
-                    None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status
-                ) from None
-            raise EngineError(
-                None, f"malformed response: not JSON: {_snippet(raw)!r}", method
-            ) from None
-        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-            error = doc["error"]
-            code = error.get("code")
-            message = error.get("message")
-            if type(code) is int and isinstance(message, str):
-                raise EngineError(
-                    code, message, method, data=error.get("data"), http_status=http_status
-                )
-        if http_status is not None:
-            raise EngineError(None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status)
-        if not isinstance(doc, dict):
-            raise EngineError(
-                None, f"malformed response: expected a JSON-RPC object, got {doc!r:.100}", method
-            )
-        if doc.get("jsonrpc") != "2.0":
-            raise EngineError(
-                None,
-                f"malformed response: 'jsonrpc' must be \"2.0\", got {doc.get('jsonrpc')!r:.40}",
-                method,
-            )
-        if doc.get("id") != request_id or type(doc.get("id")) is not int:
-            raise EngineError(
-                None,
-                f"malformed response: id {doc.get('id')!r:.40} does not match the request's "
-                f"{request_id}",
-                method,
-            )
-        if "error" in doc:
-            raise EngineError(
-                None, f"malformed response: bad error object {doc['error']!r:.200}", method
-            )
-        if "result" not in doc:
-            raise EngineError(None, "malformed response: neither 'result' nor 'error'", method)
-        return doc["result"]
+    def _headers(self) -> dict[str, str]:
+        return {**super()._headers(), "Authorization": f"Bearer {self._token()}"}
 
 
 _T = TypeVar("_T")
