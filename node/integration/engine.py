@@ -51,12 +51,13 @@ from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-import jwt
 import trio
 
 from node.integration.jsonrpc import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
+    JWT_SECRET_SIZE,
+    EngineUnavailable,
     EngineUnreachable,
     JsonRpcClient,
 )
@@ -91,11 +92,13 @@ __all__ = [
     "JWT_SECRET_SIZE",
     "EngineClient",
     "EngineError",
+    "EngineUnavailable",
     "EngineUnreachable",
     "ExecutionEngine",
     "JwtSecretError",
     "PayloadStatusError",
     "RESYNC_FORKCHOICE_EVERY",
+    "ResyncIncomplete",
     "StoredChain",
     "build_block",
     "commit_block",
@@ -104,8 +107,6 @@ __all__ = [
 ]
 
 DEFAULT_ENGINE_URL: Final = "http://127.0.0.1:8551"
-#: authentication.md: "the hex-encoded 256 bit secret key".
-JWT_SECRET_SIZE: Final = 32
 
 _FCU: Final = "engine_forkchoiceUpdatedV2"
 _GET: Final = "engine_getPayloadV2"
@@ -195,15 +196,12 @@ class EngineClient(JsonRpcClient):
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if type(jwt_secret) is not bytes or len(jwt_secret) != JWT_SECRET_SIZE:
-            raise ValueError(
-                f"EngineClient jwt_secret must be {JWT_SECRET_SIZE} bytes (a 256-bit secret), "
-                f"got {len(jwt_secret) if isinstance(jwt_secret, bytes) else jwt_secret!r}"
-            )
+        if jwt_secret is None:
+            raise ValueError("EngineClient jwt_secret must be 32 bytes (a 256-bit secret), "
+                             "got None")
         super().__init__(url, transport=transport, timeout=timeout,
-                         max_response_bytes=max_response_bytes)
-        self._secret = jwt_secret
-        self._clock = clock
+                         max_response_bytes=max_response_bytes, jwt_secret=jwt_secret,
+                         clock=clock)
 
     async def __aenter__(self) -> EngineClient:
         await trio.lowlevel.checkpoint()
@@ -318,16 +316,6 @@ class EngineClient(JsonRpcClient):
         except SchemaError as exc:
             raise EngineError(None, f"malformed result: {exc}", method) from exc
         return number, hash_
-
-    # ------------------------------------------------------------------ JSON-RPC
-
-    def _token(self) -> str:
-        """A fresh JWT for one request (authentication.md, "JWT Claims")."""
-        return jwt.encode({"iat": int(self._clock())}, self._secret, algorithm="HS256")
-
-    def _headers(self) -> dict[str, str]:
-        return {**super()._headers(), "Authorization": f"Bearer {self._token()}"}
-
 
 _T = TypeVar("_T")
 
@@ -454,11 +442,25 @@ class StoredChain(Protocol):
         ...
 
 
+class ResyncIncomplete(EngineUnavailable):
+    """:func:`resync` ran out of time: ``done`` of ``total`` stored blocks were re-sent and
+    the engine's forkchoice names the last of them, so the next call goes on from there."""
+
+    def __init__(self, done: int, total: int, height: int) -> None:
+        self.done, self.total, self.height = done, total, height
+        super().__init__(None, f"the execution engine is still being given the stored "
+                         f"blocks it lacks: {done} of {total} re-sent (at #{height})", "resync")
+
+    def __reduce__(self) -> Any:
+        return (ResyncIncomplete, (self.done, self.total, self.height))
+
+
 async def resync(
     engine: ExecutionEngine,
     chain: StoredChain,
     *,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
+    deadline: float | None = None,
 ) -> int:
     """Bring ``engine`` to the stored head; returns how many payloads were re-sent.
 
@@ -475,6 +477,10 @@ async def resync(
        stored moves back to the node's head.
 
     ``progress(done, total)`` is awaited after each forkchoice update of a long catch-up.
+    With a ``deadline`` (``trio.current_time()`` seconds), a catch-up still going when it
+    passes makes the forkchoice name the last re-sent block and raises
+    :class:`ResyncIncomplete`: a caller that must answer in time (the EngineActor serving a
+    build) answers that, and the next call starts where this one stopped.
     Works for any :class:`~node.types.execution.ExecutionEngine`.
     """
     await trio.lowlevel.checkpoint()
@@ -505,6 +511,10 @@ async def resync(
                 _NEW, status, f"the engine refuses stored block {height} "
                 f"(0x{last.block_hash.hex()})")
         done = height - known
+        if height < head_height and deadline is not None and trio.current_time() >= deadline:
+            fin = finalized if finalized_height <= height else ZERO_HASH
+            await _forkchoice(engine, last.block_hash, fin)
+            raise ResyncIncomplete(done, total, height)
         if done % RESYNC_FORKCHOICE_EVERY == 0 and height < head_height:
             fin = finalized if finalized_height <= height else ZERO_HASH
             await _forkchoice(engine, last.block_hash, fin)

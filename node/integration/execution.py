@@ -145,8 +145,9 @@ class ExecutionClient(JsonRpcClient):
     """Ethereum JSON-RPC over HTTP with LRU caches (see the module docstring).
 
     ``cache_sizes`` overrides capacities by cache name; ``transport`` replaces httpx's
-    network transport in tests. Use as ``async with ExecutionClient(url) as eth:`` or call
-    :meth:`aclose`."""
+    network transport in tests. With ``jwt_secret`` it can use the authenticated Engine API
+    port, where Geth serves the eth namespace too. Use as
+    ``async with ExecutionClient(url) as eth:`` or call :meth:`aclose`."""
 
     what = "execution client"
 
@@ -158,9 +159,10 @@ class ExecutionClient(JsonRpcClient):
         timeout: float = DEFAULT_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         cache_sizes: dict[str, int] | None = None,
+        jwt_secret: bytes | None = None,
     ) -> None:
         super().__init__(url, transport=transport, timeout=timeout,
-                         max_response_bytes=max_response_bytes)
+                         max_response_bytes=max_response_bytes, jwt_secret=jwt_secret)
         sizes = {**DEFAULT_CACHE_SIZES, **(cache_sizes or {})}
         unknown = set(sizes) - set(DEFAULT_CACHE_SIZES)
         if unknown:

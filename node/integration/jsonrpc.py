@@ -22,21 +22,39 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
+import jwt
 import trio
 
 from node.types.execution import INVALID_PARAMS, EngineError
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT", "EngineUnreachable", "JsonRpcClient"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "EngineUnavailable",
+    "EngineUnreachable",
+    "JWT_SECRET_SIZE",
+    "JsonRpcClient",
+]
 
 DEFAULT_TIMEOUT: Final = 8.0
+#: Engine API authentication.md: "the hex-encoded 256 bit secret key".
+JWT_SECRET_SIZE: Final = 32
 #: Large enough for a full block of calldata (30M gas / 16 gas per byte, hex-encoded).
 DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 
 
-class EngineUnreachable(EngineError):
+class EngineUnavailable(EngineError):
+    """The engine cannot serve requests for now — it is away, or still being given the
+    blocks it lacks — and will again: callers wait for it rather than treat the request as
+    refused. Block production pauses on it."""
+
+
+class EngineUnreachable(EngineUnavailable):
     """The server could not be reached (connection refused or reset, DNS, TLS) or did not
     answer within the timeout: nothing is known about the request, the server is away."""
 
@@ -56,8 +74,9 @@ def _snippet(raw: bytes) -> str:
 class JsonRpcClient:
     """JSON-RPC 2.0 calls to one URL over a kept-alive ``httpx.AsyncClient``.
 
-    ``what`` names the server in errors ("engine", "execution client"); subclasses add
-    headers with :meth:`_headers`. ``transport`` replaces httpx's network transport (tests
+    ``what`` names the server in errors ("engine", "execution client"). With a
+    ``jwt_secret`` every request carries a fresh JWT (``clock`` gives its ``iat``), as the
+    authenticated Engine API port requires. ``transport`` replaces httpx's network transport (tests
     pass ``httpx.MockTransport``). Use as ``async with`` or call :meth:`aclose`.
     """
 
@@ -70,8 +89,16 @@ class JsonRpcClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        jwt_secret: bytes | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         name = type(self).__name__
+        if jwt_secret is not None and (type(jwt_secret) is not bytes
+                                       or len(jwt_secret) != JWT_SECRET_SIZE):
+            raise ValueError(
+                f"{name} jwt_secret must be {JWT_SECRET_SIZE} bytes (a 256-bit secret), "
+                f"got {len(jwt_secret) if isinstance(jwt_secret, bytes) else jwt_secret!r}"
+            )
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"{name} url must be an http(s) URL, got {url!r}")
         if not timeout > 0:
@@ -83,6 +110,8 @@ class JsonRpcClient:
         self.url = url
         self.timeout = float(timeout)
         self.max_response_bytes = max_response_bytes
+        self._secret = jwt_secret
+        self._clock = clock
         self._ids = itertools.count(1)
         self._http = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(self.timeout), follow_redirects=False
@@ -93,8 +122,17 @@ class JsonRpcClient:
         await trio.lowlevel.checkpoint()
         await self._http.aclose()
 
+    def _token(self) -> str:
+        """A fresh JWT for one request (Engine API authentication.md, "JWT Claims"): HS256,
+        the claim ``iat`` = now."""
+        assert self._secret is not None
+        return jwt.encode({"iat": int(self._clock())}, self._secret, algorithm="HS256")
+
     def _headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._secret is not None:
+            headers["Authorization"] = f"Bearer {self._token()}"
+        return headers
 
     async def call(self, method: str, params: list[Any]) -> Any:
         """One JSON-RPC 2.0 call; returns the ``result`` member or raises
