@@ -86,7 +86,7 @@ from ..types.execution import (
     PayloadStatusKind,
     payload_from_eth_block,
 )
-from ..workflows import chain as rules
+from ..workflows import fees
 from . import sibling
 
 logger = logging.getLogger("alys.engine")
@@ -149,6 +149,7 @@ class EngineActor(otp.GenServer):
         #: Set while the execution client is away: the answer every request gets meanwhile.
         self.away: EngineUnreachable | None = None
         self.retry_delay = RETRY_INITIAL
+        self.warned_prices = False
         self.stored = _StoredChain(storage)
         self.storage_name = storage
         self.chain_id = chain_cfg.execution_chain_id
@@ -365,8 +366,9 @@ class EngineActor(otp.GenServer):
         return engine.snapshot()
 
     async def _fees(self, payload: ExecutionPayload) -> int:
-        """The block's fees: effective tip x gas used over its receipts, read from the
-        embedded engine or, over HTTP, from the client's eth JSON-RPC (cached)."""
+        """The block's fees (:func:`node.workflows.fees.block_fees`): effective tips from the
+        payload's transactions, gas used from the receipts, read from the embedded engine or,
+        over HTTP, from the client's eth JSON-RPC (cached)."""
         if not payload.transactions:
             await trio.lowlevel.checkpoint()
             return 0  # no transactions, no receipts, no fees: spare the round trip
@@ -380,11 +382,18 @@ class EngineActor(otp.GenServer):
                                   "eth_getBlockReceipts")
             receipts = [r.fee_receipt() for r in found]
         try:
-            return rules.payload_fees(payload.base_fee_per_gas, receipts)
-        except ValueError as exc:  # a receipt that paid less than the base fee
-            raise EngineError(None, f"the receipts of block {payload.block_number} "
-                              f"(0x{payload.block_hash.hex()}) are wrong: {exc}",
+            total = fees.block_fees(payload, receipts)
+            problems = fees.receipt_price_problems(payload, receipts)
+        except fees.FeeError as exc:
+            raise EngineError(None, f"the fees of block {payload.block_number} "
+                              f"(0x{payload.block_hash.hex()}) cannot be read: {exc}",
                               "eth_getBlockReceipts") from exc
+        if problems and not self.warned_prices:
+            self.warned_prices = True
+            logger.warning("the execution client's receipts misreport effectiveGasPrice (%s); "
+                           "fees are computed from the transactions' own fee caps, as EIP-1559 "
+                           "defines them (this warning is not repeated)", problems[0])
+        return total
 
     async def terminate(self, reason: Any) -> None:
         await self.engine.aclose()

@@ -97,7 +97,7 @@ __all__ = [
     "ExecutionEngine",
     "JwtSecretError",
     "PayloadStatusError",
-    "RESYNC_FORKCHOICE_EVERY",
+    "RESYNC_PROGRESS_EVERY",
     "ResyncIncomplete",
     "StoredChain",
     "build_block",
@@ -421,9 +421,8 @@ async def commit_block(
 
 # --------------------------------------------------------------------------- the restart path
 
-#: While re-sending stored payloads, the forkchoice follows every this many blocks (so an
-#: execution client's head advances during a long catch-up), and once at the end.
-RESYNC_FORKCHOICE_EVERY: Final = 128
+#: While re-sending stored payloads, progress is reported every this many blocks.
+RESYNC_PROGRESS_EVERY: Final = 128
 
 
 class StoredChain(Protocol):
@@ -470,15 +469,19 @@ async def resync(
        else it runs another chain and :class:`EngineError` says so.
     2. ``newPayload`` each later stored payload in order; each must be ``VALID``
        (:class:`PayloadStatusError` otherwise: the engine refuses a block the node stored).
-    3. ``forkchoiceUpdated(head, safe, finalized)`` every :data:`RESYNC_FORKCHOICE_EVERY`
-       blocks and at the end, with the stored finalized payload as safe and finalized once
-       the engine has it (its height is at most the re-sent block's), zero before; the last
-       one names the stored head, so an engine that was ahead on a block the node never
-       stored moves back to the node's head.
+    3. ``forkchoiceUpdated(block, safe, finalized)`` after each, as the block flow does,
+       with the stored finalized payload as safe and finalized once the engine has it (its
+       height is at most the re-sent block's), zero before. Following every block, not
+       only the last, matters: ethereumjs (0.10.5) indexes a block's transactions and
+       receipts only when a forkchoice names it, so a jump over re-sent blocks left their
+       receipts unreadable there. The last one names the stored head (also when nothing was
+       re-sent), so an engine that was ahead on a block the node never stored moves back
+       to the node's head.
 
-    ``progress(done, total)`` is awaited after each forkchoice update of a long catch-up.
+    ``progress(done, total)`` is awaited every :data:`RESYNC_PROGRESS_EVERY` blocks of a
+    long catch-up.
     With a ``deadline`` (``trio.current_time()`` seconds), a catch-up still going when it
-    passes makes the forkchoice name the last re-sent block and raises
+    passes leaves the forkchoice at the last re-sent block and raises
     :class:`ResyncIncomplete`: a caller that must answer in time (the EngineActor serving a
     build) answers that, and the next call starts where this one stopped.
     Works for any :class:`~node.types.execution.ExecutionEngine`.
@@ -510,17 +513,16 @@ async def resync(
             raise PayloadStatusError(
                 _NEW, status, f"the engine refuses stored block {height} "
                 f"(0x{last.block_hash.hex()})")
+        await _forkchoice(engine, last.block_hash,
+                          finalized if finalized_height <= height else ZERO_HASH)
         done = height - known
-        if height < head_height and deadline is not None and trio.current_time() >= deadline:
-            fin = finalized if finalized_height <= height else ZERO_HASH
-            await _forkchoice(engine, last.block_hash, fin)
-            raise ResyncIncomplete(done, total, height)
-        if done % RESYNC_FORKCHOICE_EVERY == 0 and height < head_height:
-            fin = finalized if finalized_height <= height else ZERO_HASH
-            await _forkchoice(engine, last.block_hash, fin)
-            if progress is not None:
+        if height < head_height:
+            if deadline is not None and trio.current_time() >= deadline:
+                raise ResyncIncomplete(done, total, height)
+            if progress is not None and done % RESYNC_PROGRESS_EVERY == 0:
                 await progress(done, total)
-    await _forkchoice(engine, last.block_hash, finalized)
+    if total == 0:
+        await _forkchoice(engine, last.block_hash, finalized)
     return total
 
 

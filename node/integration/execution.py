@@ -10,15 +10,17 @@ cached in bounded LRU caches:
   number is filed under its hash);
 * ``transactions`` — transactions by hash, once they are in a block (a pending one is not
   cached: it has no block yet);
-* ``receipts`` — receipts by transaction hash;
+* ``receipts`` — receipts by transaction hash (one from a block that lost a reorg is not
+  used for another block);
 * ``block_receipts`` — the receipts of a block, by block hash.
 
 Each lookup counts as a hit or a miss in :data:`node.metrics.EXECUTION_CACHE`, which
 ``/metrics`` serves as ``alys_execution_cache_{hits,misses}_total`` and
 ``alys_execution_cache_hit_ratio`` per cache.
 
-A block's receipts come from ``eth_getBlockReceipts`` where the client serves it (Geth does
-on its public port); a client that answers "method not found" (-32601) is asked
+A block's receipts come from ``eth_getBlockReceipts`` where the client serves it (Geth does,
+on both ports); a client that answers "method not found" (-32601), or null for a block it
+has (ethereumjs 0.10.5 reads a hash as a block tag and answers null to every one), is asked
 ``eth_getTransactionReceipt`` for each of the block's transactions instead, and is not asked
 ``eth_getBlockReceipts`` again. Either way the answer is checked against the block: one
 receipt per transaction, in order, each naming the block — a client that answers for another
@@ -274,12 +276,14 @@ class ExecutionClient(JsonRpcClient):
             self.transactions.put(tx.hash, tx)
         return tx
 
-    async def receipt(self, tx_hash: bytes) -> EthReceipt | None:
+    async def receipt(self, tx_hash: bytes, block_hash: bytes | None = None
+                      ) -> EthReceipt | None:
         """``eth_getTransactionReceipt``, cached; None while the transaction is pending or
-        unknown."""
+        unknown. With ``block_hash``, a cached receipt from another block (the transaction
+        was in a block that lost a reorg) is not used: the client is asked again."""
         key = _check_hash(tx_hash, "tx_hash")
         cached = self.receipts.get(tx_hash)
-        if cached is not None:
+        if cached is not None and block_hash in (None, cached.block_hash):
             await trio.lowlevel.checkpoint()
             return cached
         method = "eth_getTransactionReceipt"
@@ -315,16 +319,20 @@ class ExecutionClient(JsonRpcClient):
                 self.serves_block_receipts = False
             else:
                 if result is None:
-                    return None
-                if not isinstance(result, list):
+                    # The block is there (just fetched): the client does not serve receipts
+                    # by block hash (ethereumjs 0.10 answers null to every hash).
+                    self.serves_block_receipts = False
+                elif not isinstance(result, list):
                     raise EngineError(None, f"malformed result: expected an array of receipts, "
                                       f"got {type(result).__name__}", method)
-                receipts = tuple(_receipt_at(item, i, method) for i, item in enumerate(result))
+                else:
+                    receipts = tuple(_receipt_at(item, i, method)
+                                     for i, item in enumerate(result))
         if receipts is None:
             method = "eth_getTransactionReceipt"
             found = []
             for tx_hash in block.transactions:
-                receipt = await self.receipt(tx_hash)
+                receipt = await self.receipt(tx_hash, block.hash)
                 if receipt is None:
                     raise EngineError(None, f"no receipt for transaction 0x{tx_hash.hex()} of "
                                       f"block {key}", method)
