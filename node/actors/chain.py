@@ -322,13 +322,8 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
-        except EngineUnavailable as exc:
-            # The execution client is away (stopped, restarting, hung) or still being given
-            # the stored blocks it lacks: the EngineActor is on it; production waits.
-            if self.engine_away is None:
-                logger.warning("block production paused at #%d: %s; it resumes when the "
-                               "execution client is back", self.state.head.height, exc)
-            self.engine_away = str(exc)
+        except EngineUnavailable:
+            pass  # logged once by _produce; the EngineActor is on it
         except CALL_FAILURES as exc:
             # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
             # is lost and the next one tries again (first learning, if the block's write
@@ -342,6 +337,25 @@ class ChainActor(otp.GenServer):
         return None
 
     async def _produce(self) -> BlockRef | None:
+        """Produce the block of this slot if it is ours. While the execution client is away
+        (stopped, restarting, hung) or still being given the stored blocks it lacks, the
+        EngineActor answers :class:`EngineUnavailable`: production pauses with one log line
+        and resumes, with another, at the first block made once it is back."""
+        try:
+            ref = await self._produce_block()
+        except EngineUnavailable as exc:
+            if self.engine_away is None:
+                logger.warning("block production paused at #%d: %s; it resumes when the "
+                               "execution client is back", self.state.head.height, exc)
+            self.engine_away = str(exc)
+            raise
+        if ref is not None and self.engine_away is not None:
+            logger.info("the execution client is back: block production resumed at #%d",
+                        ref.height)
+            self.engine_away = None
+        return ref
+
+    async def _produce_block(self) -> BlockRef | None:
         state = self.state
         slot = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
         if self.index is None or not self.synced or slot <= state.head.message.slot:
@@ -420,10 +434,6 @@ class ChainActor(otp.GenServer):
             return None
         ref = await self._import(signed, produced=True)
         metrics.BLOCKS_PRODUCED.inc()
-        if self.engine_away is not None:
-            logger.info("the execution client is back: block production resumed at #%d",
-                        ref.height)
-            self.engine_away = None
         return ref
 
     # -- import -------------------------------------------------------------------------------
