@@ -11,7 +11,9 @@ Everything a client sends is hostile until checked, and checked here, where it e
   before the body is read; HTTP 413), UTF-8 (no other encoding is guessed), and strict JSON:
   ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, a number outside a finite double
   (``1e400``) or an integer of more than :data:`MAX_INT_DIGITS` digits is refused, and a body
-  nested too deeply for the parser (``RecursionError``) is a parse error like any other. All of
+  nested more than 256 deep (:mod:`node.jsondepth`, checked before parsing: the parser's own
+  limit is the interpreter's recursion limit, which some libraries raise) is a parse error
+  like any other. All of
   these are answered with ``-32700`` and ``"id": null``: the id of a request we could not
   read is unknown.
 * **The id** is echoed only if it is null, a string, a number or a boolean (a number is finite
@@ -44,6 +46,8 @@ import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+
+from .jsondepth import too_deep
 
 logger = logging.getLogger("alys.rpc")
 
@@ -235,6 +239,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise RpcError(PARSE_ERROR, f"the body is not UTF-8 (invalid byte at offset "
                        f"{exc.start})") from None
+    if too_deep(text):  # before the parser: see node.jsondepth
+        raise RpcError(PARSE_ERROR, "the body is not JSON we accept: nested too deeply")
     try:
         request = _DECODER.decode(text)
     except RecursionError:

@@ -30,6 +30,7 @@ import httpx
 import jwt
 import trio
 
+from node.jsondepth import too_deep
 from node.types.execution import INVALID_PARAMS, EngineError
 
 __all__ = [
@@ -199,7 +200,10 @@ class JsonRpcClient:
     def _unwrap(self, raw: bytes, status: int, request_id: int, method: str) -> Any:
         http_status = None if status == 200 else status
         try:
-            doc = json.loads(raw)
+            text = raw.decode("utf-8")
+            if too_deep(text):  # before the parser: see node.jsondepth
+                raise ValueError("nested too deeply")
+            doc = json.loads(text)
         except (ValueError, RecursionError):
             if http_status is not None:
                 raise EngineError(
