@@ -225,6 +225,7 @@ class ExecutionClientProcess(Process):
         self.datadir = workdir / "data"
         self.engine_port = free_port()
         self.http_port = free_port()
+        self.ws_port = free_port()
 
     @property
     def engine_url(self) -> str:
@@ -233,6 +234,10 @@ class ExecutionClientProcess(Process):
     @property
     def eth_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}"
 
     def rpc(self, method: str, *params: Any) -> Any:
         return rpc(self.eth_url, method, *params)
@@ -284,7 +289,9 @@ class Geth(ExecutionClientProcess):
                 "--authrpc.addr", "127.0.0.1", "--authrpc.port", str(self.engine_port),
                 "--authrpc.jwtsecret", str(self.jwt_path),
                 "--http", "--http.addr", "127.0.0.1", "--http.port", str(self.http_port),
-                "--http.api", "eth,net,web3,txpool", "--verbosity", "3"]
+                "--http.api", "eth,net,web3,txpool",
+                "--ws", "--ws.addr", "127.0.0.1", "--ws.port", str(self.ws_port),
+                "--ws.api", "eth,net,web3", "--verbosity", "3"]
 
     def start(self) -> None:
         if not self.initialised:
@@ -311,6 +318,7 @@ class EthereumJS(ExecutionClientProcess):
         return [str(self.binary), "--gethGenesis", str(self.genesis),
                 "--dataDir", str(self.datadir), "--sync", "none",
                 "--rpc", "--rpcAddr", "127.0.0.1", "--rpcPort", str(self.http_port),
+                "--ws", "--wsAddr", "127.0.0.1", "--wsPort", str(self.ws_port),
                 "--rpcEngine", "--rpcEngineAddr", "127.0.0.1",
                 "--rpcEnginePort", str(self.engine_port), "--jwtSecret", str(self.jwt_path),
                 "--isSingleNode", "--maxPeers", "0", "--discDns", "false",

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from eth_account import Account
 from web3 import Web3
+
+from node.integration.subscriptions import EthHead, Subscription
+from node.types.execution import EngineError
 
 from .conftest import ClientFactory, NodeFactory
 from .harness import CHAIN_ID, ExecutionClientProcess, Node, dev_accounts
@@ -245,3 +249,54 @@ def test_a_wrong_jwt_secret_is_a_clear_boot_error(
     assert re.search(rf"the execution client at {re.escape(client.engine_url)} refused our "
                      rf"JWT \(HTTP 40[13]\): the secret in engine.jwt_secret_path "
                      rf"\({re.escape(str(wrong))}\) is not the one", log), node.tail()
+
+
+def test_new_heads_follow_the_node_across_a_geth_restart(
+        make_client: ClientFactory, make_node: NodeFactory, jwt_path: Path) -> None:
+    """``eth_subscribe("newHeads")`` over Geth's WebSocket: every head our node makes, and
+    the subscription made again by itself when Geth is killed and restarted."""
+    client = make_client("geth", "geth")
+    node = make_node(node_settings(client, jwt_path))
+    node.wait_for(r"produced block #1 ")
+
+    async def follow() -> tuple[list[EthHead], Subscription[EthHead]]:
+        sub = Subscription(client.ws_url, "newHeads", parse=EthHead.from_json, initial=0.2,
+                           max_delay=1.0)
+        send, receive = trio.open_memory_channel[EthHead](100)
+        heads: list[EthHead] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sub.run, send)
+            with trio.fail_after(120):
+                while len(heads) < 3:
+                    heads.append(await receive.receive())
+                client.kill()
+                await trio.sleep(2)
+                client.start()
+                last = heads[-1].number
+                while heads[-1].number < last + 3:
+                    heads.append(await receive.receive())
+            nursery.cancel_scope.cancel()
+        return heads, sub
+
+    heads, sub = trio.run(follow)
+    assert sub.reconnects >= 1 and sub.dropped == 0
+    for head in heads:  # every head was one of the node's blocks
+        node.wait_until(lambda h=head.number: head_height(node) >= h, f"block #{head.number}")
+        assert "0x" + head.hash.hex() == payload_at(node, head.number)["blockHash"]
+    assert node.stop() == 0
+
+
+def test_ethereumjs_has_no_subscriptions_and_says_so(
+        make_client: ClientFactory) -> None:
+    """ethereumjs 0.10.5 serves no ``eth_subscribe`` (it is not in its ``--helpRPC``): the
+    subscription is refused with its error, not retried for ever."""
+    client = make_client("ethereumjs", "ethereumjs")
+
+    async def subscribe() -> None:
+        sub = Subscription(client.ws_url, "newHeads", parse=EthHead.from_json, initial=0.2)
+        send, _receive = trio.open_memory_channel[EthHead](1)
+        with trio.fail_after(60):
+            await sub.run(send)
+
+    with pytest.raises(EngineError, match=r"eth_subscribe: .*\(JSON-RPC error -32601\)"):
+        trio.run(subscribe)
