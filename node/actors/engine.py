@@ -351,7 +351,9 @@ class EngineActor(otp.GenServer):
     async def _build(self, request: BuildPayload) -> ExecutionPayload:
         return await build_block(self.engine, request.head, request.finalized,
                                  request.timestamp, request.fee_recipient,
-                                 list(request.withdrawals))
+                                 list(request.withdrawals),
+                                 build_time=0.0 if self.embedded is not None
+                                 else self.cfg.build_time)
 
     async def _commit(self, request: CommitPayload) -> bytes:
         return await commit_block(self.engine, request.payload, request.finalized)

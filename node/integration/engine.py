@@ -346,12 +346,14 @@ async def build_block(
     timestamp: int,
     fee_recipient: bytes = DEFAULT_FEE_RECIPIENT,
     withdrawals: Sequence[Withdrawal] = (),
+    build_time: float = 0.0,
 ) -> ExecutionPayload:
     """Build a payload on ``head`` as the original does: ``forkchoiceUpdated(head, safe =
     finalized = finalized (zero when None), {timestamp, prevRandao 0, fee_recipient,
-    withdrawals})``, then ``getPayload``. Raises :class:`PayloadStatusError` when the engine
-    will not build (head ``INVALID`` or ``SYNCING``, or no payload id) and
-    :class:`EngineError` for failed calls."""
+    withdrawals})``, then, ``build_time`` seconds later, ``getPayload`` (Geth answers
+    ``getPayload`` with the empty payload until its first full build is done). Raises
+    :class:`PayloadStatusError` when the engine will not build (head ``INVALID`` or
+    ``SYNCING``, or no payload id) and :class:`EngineError` for failed calls."""
     await trio.lowlevel.checkpoint()
     head = _checked_hash(head, "head")
     fin = _checked_hash(finalized, "finalized")
@@ -369,6 +371,8 @@ async def build_block(
         raise PayloadStatusError(
             _FCU, status, f"the engine started no build process on 0x{head.hex()}"
         )
+    if build_time > 0:
+        await trio.sleep(build_time)
     built = await engine.get_payload(result.payload_id)
     payload = built.execution_payload
     if payload.parent_hash != head:
