@@ -167,7 +167,12 @@ class EngineActor(otp.GenServer):
             self.eth_url = self.cfg.eth_url or self.cfg.url
             self.eth = ExecutionClient(self.eth_url, timeout=self.cfg.timeout,
                                        jwt_secret=None if self.cfg.eth_url else secret)
-            await self._connect()
+            try:
+                await self._connect()
+            except BaseException:
+                with trio.CancelScope(shield=True):  # terminate is not called for init
+                    await self._close()
+                raise
         sent = await self._resync()
         if self.embedded is not None:
             logger.info("embedded execution engine at block #%d (anchor #%d, %d re-sent from "
@@ -398,6 +403,9 @@ class EngineActor(otp.GenServer):
         return total
 
     async def terminate(self, reason: Any) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
         await self.engine.aclose()
         if self.eth is not None:
             await self.eth.aclose()
