@@ -18,13 +18,15 @@ Each lookup counts as a hit or a miss in :data:`node.metrics.EXECUTION_CACHE`, w
 ``/metrics`` serves as ``alys_execution_cache_{hits,misses}_total`` and
 ``alys_execution_cache_hit_ratio`` per cache.
 
-A block's receipts come from ``eth_getBlockReceipts`` where the client serves it (Geth does,
-on both ports); a client that answers "method not found" (-32601), or null for a block it
-has (ethereumjs 0.10.5 reads a hash as a block tag and answers null to every one), is asked
-``eth_getTransactionReceipt`` for each of the block's transactions instead, and is not asked
-``eth_getBlockReceipts`` again. Either way the answer is checked against the block: one
-receipt per transaction, in order, each naming the block — a client that answers for another
-block (or forgets one) is an error, not fees the node would mint.
+A block's receipts come from ``eth_getBlockReceipts`` by block hash where the client serves
+it (Geth does, on both ports). A client that answers null for a block it has is asked by
+block number from then on (ethereumjs 0.10.5 reads a hash as a block tag and answers null to
+every one); one that answers "method not found" (-32601), or null by number too, is asked
+``eth_getTransactionReceipt`` for each of the block's transactions instead (ethereumjs
+re-executes the whole block for each of those: slow for full blocks). Either way the answer
+is checked against the block: one receipt per transaction, in order, each naming the block —
+a client that answers for another block (or forgets one) is an error, not fees the node
+would mint.
 
 Errors are :class:`~node.types.execution.EngineError` naming the method, as the Engine API
 client raises them; :class:`~node.integration.jsonrpc.EngineUnreachable` when the client
@@ -175,8 +177,9 @@ class ExecutionClient(JsonRpcClient):
         self.receipts: LruCache[bytes, EthReceipt] = LruCache("receipts", sizes["receipts"])
         self.block_receipt_lists: LruCache[bytes, tuple[EthReceipt, ...]] = LruCache(
             "block_receipts", sizes["block_receipts"])
-        #: False once the client answered eth_getBlockReceipts with "method not found".
-        self.serves_block_receipts = True
+        #: How eth_getBlockReceipts is asked: by block "hash", by block "number" (a client
+        #: that answers null to hashes), or None (a client that does not serve it).
+        self.block_receipts_by: str | None = "hash"
 
     async def __aenter__(self) -> ExecutionClient:
         await trio.lowlevel.checkpoint()
@@ -310,24 +313,25 @@ class ExecutionClient(JsonRpcClient):
             return None
         receipts: tuple[EthReceipt, ...] | None = None
         method = "eth_getBlockReceipts"
-        if self.serves_block_receipts:
+        while receipts is None and self.block_receipts_by is not None:
+            by = self.block_receipts_by
             try:
-                result = await self.call(method, [key])
+                result = await self.call(method, [key if by == "hash" else hex(block.number)])
             except EngineError as exc:
                 if exc.code != METHOD_NOT_FOUND:
                     raise
-                self.serves_block_receipts = False
-            else:
-                if result is None:
-                    # The block is there (just fetched): the client does not serve receipts
-                    # by block hash (ethereumjs 0.10 answers null to every hash).
-                    self.serves_block_receipts = False
-                elif not isinstance(result, list):
-                    raise EngineError(None, f"malformed result: expected an array of receipts, "
-                                      f"got {type(result).__name__}", method)
-                else:
-                    receipts = tuple(_receipt_at(item, i, method)
-                                     for i, item in enumerate(result))
+                self.block_receipts_by = None
+                break
+            if result is None:
+                # The block is there (just fetched): the client does not find it this way.
+                # ethereumjs 0.10.5 reads a hash as a block tag and answers null to every
+                # one; by number it answers (checked against the block below).
+                self.block_receipts_by = "number" if by == "hash" else None
+                continue
+            if not isinstance(result, list):
+                raise EngineError(None, f"malformed result: expected an array of receipts, "
+                                  f"got {type(result).__name__}", method)
+            receipts = tuple(_receipt_at(item, i, method) for i, item in enumerate(result))
         if receipts is None:
             method = "eth_getTransactionReceipt"
             found = []
