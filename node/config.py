@@ -124,12 +124,36 @@ class EngineConfig:
     kind: str = attrs.field(
         default="embedded", validator=attrs.validators.in_(("embedded", "http"))
     )
+    #: The execution client's authenticated Engine API (Geth: ``--authrpc.port``).
     url: str = "http://127.0.0.1:8551"
     jwt_secret_path: str | None = None
+    #: Where the node reads the execution client's eth JSON-RPC (receipts, for fees): empty
+    #: for the Engine API port itself, with the JWT (Geth serves the eth namespace there);
+    #: else its public port (Geth ``--http.port``, ethereumjs ``--rpcPort``: 8545).
+    eth_url: str = ""
+    #: Seconds one HTTP call to the execution client may take.
     timeout: float = attrs.field(default=8.0, validator=_positive)
+    #: Seconds one request to the EngineActor may take in all (a build or an import: several
+    #: calls, and re-sending stored blocks to a client that lacks them, which goes on at the
+    #: next request when time is up). The ChainActor waits a little longer than this, so a
+    #: slow client is reported as an engine error, never as a call timeout. More than
+    #: ``timeout``.
+    request_timeout: float = attrs.field(default=45.0)
+    #: Seconds the node waits at boot for the execution client to answer.
+    connect_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds between asking the execution client to build a payload and fetching it:
+    #: Geth answers getPayload with an empty payload until its first full build is done
+    #: (100 transfers took ~10 ms here). Not used by the embedded engine.
+    build_time: float = attrs.field(default=0.05, validator=_non_negative)
     #: The embedded engine's genesis: a geth-format genesis file (what ``geth init`` takes).
     #: None: the dev chain's, shipped with the node (``node/genesis/dev.json``).
     genesis: str | None = None
+
+    @request_timeout.validator
+    def _longer_than_a_call(self, attribute: Any, value: float) -> None:
+        if not value > self.timeout:
+            raise ValueError(f"request_timeout ({value}) must be more than timeout "
+                             f"({self.timeout}): a request makes several calls")
 
 
 @attrs.frozen

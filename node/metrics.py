@@ -6,7 +6,10 @@ actor updates these as it goes; the MetricsActor serves them with otp's per-proc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -32,3 +35,48 @@ POW_SUBMITTED = Counter(
 POW_REJECTED = Counter(
     "alys_auxpow_rejected", "AuxPoW proofs rejected", ["rule"], registry=REGISTRY
 )
+
+
+class _CacheFigures:
+    """Hits and misses of the execution client's LRU caches (blocks, transactions, receipts),
+    kept as plain ints by the caches and turned into Prometheus samples at scrape time:
+    ``alys_execution_cache_hits_total``, ``alys_execution_cache_misses_total`` and
+    ``alys_execution_cache_hit_ratio`` (hits / lookups, 0 before the first lookup), each
+    labelled with the cache."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.misses: dict[str, int] = {}
+
+    def hit(self, cache: str) -> None:
+        self.hits[cache] = self.hits.get(cache, 0) + 1
+
+    def miss(self, cache: str) -> None:
+        self.misses[cache] = self.misses.get(cache, 0) + 1
+
+    def ratio(self, cache: str) -> float:
+        hits, misses = self.hits.get(cache, 0), self.misses.get(cache, 0)
+        return hits / (hits + misses) if hits + misses else 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        names = sorted(set(self.hits) | set(self.misses))
+        hits = CounterMetricFamily("alys_execution_cache_hits",
+                                   "Lookups answered from the execution client's cache",
+                                   labels=["cache"])
+        misses = CounterMetricFamily("alys_execution_cache_misses",
+                                     "Lookups the execution client had to fetch",
+                                     labels=["cache"])
+        ratio = GaugeMetricFamily("alys_execution_cache_hit_ratio",
+                                  "Share of the execution client's lookups answered from its "
+                                  "cache", labels=["cache"])
+        for name in names:
+            hits.add_metric([name], self.hits.get(name, 0))
+            misses.add_metric([name], self.misses.get(name, 0))
+            ratio.add_metric([name], self.ratio(name))
+        yield hits
+        yield misses
+        yield ratio
+
+
+EXECUTION_CACHE = _CacheFigures()
+REGISTRY.register(EXECUTION_CACHE)

@@ -11,10 +11,9 @@ Everything a client sends is hostile until checked, and checked here, where it e
   before the body is read; HTTP 413), UTF-8 (no other encoding is guessed), and strict JSON:
   ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, a number outside a finite double
   (``1e400``) or an integer of more than :data:`MAX_INT_DIGITS` digits is refused, and a body
-  nested deeper than :data:`MAX_DEPTH` is a parse error like any other (checked before the
-  parser runs: py-evm, which the node imports, raises Python's recursion limit to 100,000,
-  and the C JSON parser recursing that deep overflows the C stack and kills the process on a
-  few hundred kilobytes of ``[``). All of
+  nested more than 256 deep (:mod:`node.jsondepth`, checked before parsing: the parser's own
+  limit is the interpreter's recursion limit, which some libraries raise) is a parse error
+  like any other. All of
   these are answered with ``-32700`` and ``"id": null``: the id of a request we could not
   read is unknown.
 * **The id** is echoed only if it is null, a string, a number or a boolean (a number is finite
@@ -48,6 +47,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from .jsondepth import too_deep
+
 logger = logging.getLogger("alys.rpc")
 
 # JSON-RPC error codes
@@ -63,9 +64,6 @@ MAX_HEIGHT = 2**64 - 1
 #: Integer literals longer than this are refused while parsing (no legitimate request needs
 #: one; Python would otherwise refuse past 4,300 digits with a message about its own limits).
 MAX_INT_DIGITS = 100
-#: Arrays and objects nested deeper than this are refused before parsing (see the module
-#: docs); a JSON-RPC request needs a handful of levels.
-MAX_DEPTH = 128
 #: The default body limit (the configuration's ``rpc.max_body_bytes``).
 DEFAULT_MAX_BODY = 1 << 20
 
@@ -234,25 +232,6 @@ _DECODER = json.JSONDecoder(
 )
 
 
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
-
-
-def _depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in ``text`` (brackets in strings do not
-    count); a malformed text gives some number, and the parser then refuses it anyway."""
-    depth = deepest = 0
-    for match in _TOKENS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_DEPTH:
-                    return deepest
-        elif token in ("]", "}"):
-            depth -= 1
-    return deepest
-
 
 def parse_json(body: bytes | str) -> Any:
     """A body as strict JSON (see the module docs), or :class:`RpcError` with
@@ -265,7 +244,7 @@ def parse_json(body: bytes | str) -> Any:
         except UnicodeDecodeError as exc:
             raise RpcError(PARSE_ERROR, f"the body is not UTF-8 (invalid byte at offset "
                            f"{exc.start})") from None
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+    if too_deep(text):  # before the parser: see node.jsondepth
         raise RpcError(PARSE_ERROR, "the body is not JSON we accept: nested too deeply")
     try:
         return _DECODER.decode(text)

@@ -17,6 +17,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "real_clock: run this async test under Trio's real clock (real sockets)"
     )
+    config.addinivalue_line(
+        "markers", "integration: starts real external programs (Geth, ethereumjs, our node) "
+        "on 127.0.0.1; the tools come from scripts/install-tools"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -44,10 +44,10 @@ import trio
 import otp
 
 from .. import metrics
-from ..config import ChainConfig, structure_section
+from ..config import ChainConfig, EngineConfig, structure_section
 from ..crypto import bls
 from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
-from ..integration.engine import PayloadStatusError
+from ..integration.engine import EngineUnavailable, PayloadStatusError
 from ..messages import engine as engine_msgs
 from ..messages import storage as storage_msgs
 from ..messages.chain import (
@@ -69,6 +69,7 @@ from ..types.chain import (
     IndividualApproval,
     SignedConsensusBlock,
 )
+from ..types.execution import EngineError
 from ..workflows import chain as rules
 from ..workflows import difficulty
 from . import sibling
@@ -86,8 +87,10 @@ INIT_WAIT = 90.0
 CALL_WAIT = 10.0
 #: How long persisting a queued PoW may wait; past it the PoW stays queued in memory.
 QUEUE_WAIT = 2.0
-#: Engine calls may re-send stored blocks to a restarted execution client first.
-ENGINE_TIMEOUT = 60.0
+#: How much longer than the EngineActor's own bound on a request (``engine.request_timeout``)
+#: a call to it may take: a slow execution client shows up as the engine's error (which
+#: names the call that was slow), never as a CallTimeout of ours first.
+ENGINE_CALL_MARGIN = 10.0
 
 
 def load_or_create_key(path: Path) -> bls.SecretKey:
@@ -135,10 +138,17 @@ class ChainActor(otp.GenServer):
         synced: bool = True,
         produce: bool = True,
         clock: Callable[[], int] | None = None,
+        engine_config: dict[str, Any] | None = None,
     ) -> None:
         """``clock`` gives unix milliseconds (default: :func:`now_ms`, the runtime's wall
-        clock); a test may pass its own."""
+        clock); a test may pass its own. ``engine_config`` (the ``engine`` section) sets
+        how long calls to the EngineActor may take."""
         self.cfg: ChainConfig = structure_section(config or {}, ChainConfig, "chain")
+        engine_cfg: EngineConfig = structure_section(engine_config or {}, EngineConfig,
+                                                     "engine")
+        self.engine_timeout = engine_cfg.request_timeout + ENGINE_CALL_MARGIN
+        #: Set while production waits for the execution client (one log line each way).
+        self.engine_away: str | None = None
         self.difficulty = difficulty.config_from(self.cfg)
         self.storage, self.engine = storage, engine
         self.synced = synced
@@ -196,7 +206,16 @@ class ChainActor(otp.GenServer):
         return await sibling.call_storage(request, storage=self.storage, wait=wait)
 
     async def _engine(self, request: Any, wait: float = CALL_WAIT) -> Any:
-        return await sibling.call(self.engine, request, timeout=ENGINE_TIMEOUT, wait=wait)
+        """Ask the EngineActor. It answers engine errors rather than crash on them: raised
+        here, except a commit's refusal of its payload (:class:`PayloadStatusError`), which
+        :meth:`_import` reads as the answer it is."""
+        answer = await sibling.call(self.engine, request, timeout=self.engine_timeout,
+                                    wait=wait)
+        if isinstance(answer, EngineError) and not (
+                isinstance(request, engine_msgs.CommitPayload)
+                and isinstance(answer, PayloadStatusError)):
+            raise answer
+        return answer
 
     async def _block(self, block_hash: bytes, wait: float = CALL_WAIT) -> SignedConsensusBlock:
         state: rules.ChainState | None = getattr(self, "state", None)
@@ -303,6 +322,8 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
+        except EngineUnavailable:
+            pass  # logged once by _produce; the EngineActor is on it
         except CALL_FAILURES as exc:
             # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
             # is lost and the next one tries again (first learning, if the block's write
@@ -316,6 +337,25 @@ class ChainActor(otp.GenServer):
         return None
 
     async def _produce(self) -> BlockRef | None:
+        """Produce the block of this slot if it is ours. While the execution client is away
+        (stopped, restarting, hung) or still being given the stored blocks it lacks, the
+        EngineActor answers :class:`EngineUnavailable`: production pauses with one log line
+        and resumes, with another, at the first block made once it is back."""
+        try:
+            ref = await self._produce_block()
+        except EngineUnavailable as exc:
+            if self.engine_away is None:
+                logger.warning("block production paused at #%d: %s; it resumes when the "
+                               "execution client is back", self.state.head.height, exc)
+            self.engine_away = str(exc)
+            raise
+        if ref is not None and self.engine_away is not None:
+            logger.info("the execution client is back: block production resumed at #%d",
+                        ref.height)
+            self.engine_away = None
+        return ref
+
+    async def _produce_block(self) -> BlockRef | None:
         state = self.state
         slot = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
         if self.index is None or not self.synced or slot <= state.head.message.slot:

@@ -33,14 +33,39 @@ In embedded mode the actor also answers the Ethereum JSON-RPC server's requests
 and publishes :class:`~node.messages.eth.EthHead` for every block that joins the canonical
 chain and :class:`~node.messages.eth.EthPendingTx` for every transaction its pool accepts
 (on :data:`~node.messages.eth.ETH_TOPIC`), for subscriptions and filters.
+
+**An execution client that goes away** (``kind = "http"``: Geth or ethereumjs stopped,
+restarting or hung) is not a fault of this actor: a call that cannot reach it, or gets no
+answer within ``engine.timeout``, marks the client *away* and answers the request with
+:class:`~node.integration.jsonrpc.EngineUnreachable` (the ChainActor pauses production on
+it, with one log line). While it is away every request is answered at once with the same
+error, and the actor probes the client (``engine_exchangeCapabilities``) with backoff, from
+0.5 s up to 10 s between tries; once it answers, the stored blocks it lacks are sent again
+(the restart path below) and requests are served again, with a log line. Nothing the node
+stored is touched meanwhile. Every other engine error — a refusal, a malformed answer — is
+the request's answer too: the actor never crashes for what the client says.
+
+**Every request is answered within** ``engine.request_timeout`` (the ChainActor waits a
+little longer): re-sending stored blocks inside a request stops in time, leaving the
+forkchoice at the last block sent, and the request is answered with
+:class:`~node.integration.engine.ResyncIncomplete`; the next request goes on from there.
+
+**At boot** over HTTP, the actor waits up to ``engine.connect_timeout`` for the client,
+logging each failed try; a client that refuses the JWT (HTTP 401/403), lacks a V2 method, or
+runs another chain id on ``engine.eth_url`` is a clear boot error (:class:`EngineSetupError`).
+Receipts (a block's fees) are read over the client's eth JSON-RPC with
+:class:`~node.integration.execution.ExecutionClient` (at ``engine.eth_url``, or on the
+Engine API port with the JWT when that is empty), whose caches' hit rates are in
+``/metrics``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import attrs
 import trio
 from eth_hash.auto import keccak
 
@@ -54,12 +79,16 @@ from ..execution.eth_json import header_json, log_json, transaction_json
 from ..execution.genesis import Genesis, GenesisError, dev_genesis, load_genesis
 from ..integration.engine import (
     EngineClient,
+    EngineUnreachable,
+    JwtSecretError,
     PayloadStatusError,
+    ResyncIncomplete,
     build_block,
     commit_block,
     load_jwt_secret,
     resync,
 )
+from ..integration.execution import ExecutionClient
 from ..messages import storage
 from ..messages.engine import BuildPayload, CommitPayload, Committed, GetGenesis
 from ..messages.eth import ETH_TOPIC, EthHead, EthLog, EthPendingTx, EthRequest
@@ -71,7 +100,7 @@ from ..types.execution import (
     PayloadStatusKind,
     payload_from_eth_block,
 )
-from ..workflows import chain as rules
+from ..workflows import fees
 from . import sibling
 
 logger = logging.getLogger("alys.engine")
@@ -85,6 +114,14 @@ CAPABILITIES = (
 
 #: How long the engine waits for a restarting StorageActor while reading the stored chain.
 STORAGE_WAIT = 90.0
+#: Backoff between probes of an execution client that went away (seconds).
+RETRY_INITIAL: Final = 0.5
+RETRY_MAX: Final = 10.0
+
+
+@attrs.frozen
+class _Probe:
+    """Time to try the execution client that went away again."""
 
 
 class _StoredChain:
@@ -140,6 +177,11 @@ class EngineActor(otp.GenServer):
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.embedded: EmbeddedEngine | None = None
         self.api: EthApi | None = None
+        self.eth: ExecutionClient | None = None
+        #: Set while the execution client is away: the answer every request gets meanwhile.
+        self.away: EngineUnreachable | None = None
+        self.retry_delay = RETRY_INITIAL
+        self.warned_prices = False
         self.stored = _StoredChain(storage)
         self.storage_name = storage
         self.chain_id = chain_cfg.execution_chain_id
@@ -163,12 +205,20 @@ class EngineActor(otp.GenServer):
         else:
             if self.cfg.jwt_secret_path is None:
                 raise EngineSetupError("engine.kind = 'http' needs engine.jwt_secret_path")
-            secret = load_jwt_secret(self.cfg.jwt_secret_path)
+            try:
+                secret = load_jwt_secret(self.cfg.jwt_secret_path)
+            except JwtSecretError as exc:
+                raise EngineSetupError(f"engine.jwt_secret_path: {exc}") from exc
             self.engine = EngineClient(self.cfg.url, secret, timeout=self.cfg.timeout)
-            methods = await self.engine.exchange_capabilities(list(CAPABILITIES))
-            missing = [m for m in CAPABILITIES[1:] if m not in methods]
-            if missing:
-                raise EngineSetupError(f"the execution client at {self.cfg.url} lacks {missing}")
+            self.eth_url = self.cfg.eth_url or self.cfg.url
+            self.eth = ExecutionClient(self.eth_url, timeout=self.cfg.timeout,
+                                       jwt_secret=None if self.cfg.eth_url else secret)
+            try:
+                await self._connect()
+            except BaseException:
+                with trio.CancelScope(shield=True):  # terminate is not called for init
+                    await self._close()
+                raise
         sent = await self._resync()
         if self.embedded is not None:
             self.embedded.drain_new_heads()  # what the restart re-sent is not news
@@ -177,13 +227,56 @@ class EngineActor(otp.GenServer):
         else:
             logger.info("execution client at %s (%d stored blocks re-sent)", self.cfg.url, sent)
 
-    async def _resync(self) -> int:
+    async def _connect(self) -> None:
+        """Wait (up to ``engine.connect_timeout``) for the execution client; check it is
+        ours to use. Raises :class:`EngineSetupError` saying what is wrong."""
+        cfg = self.cfg
+        deadline = trio.current_time() + cfg.connect_timeout
+        delay = RETRY_INITIAL
+        while True:
+            try:
+                methods = await self.engine.exchange_capabilities(list(CAPABILITIES))
+                break
+            except EngineUnreachable as exc:
+                if trio.current_time() + delay > deadline:
+                    raise EngineSetupError(
+                        f"the execution client at {cfg.url} did not answer within "
+                        f"{cfg.connect_timeout:g} s (engine.connect_timeout): {exc}") from exc
+                logger.warning("waiting for the execution client at %s: %s (next try in "
+                               "%.1f s)", cfg.url, exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            except EngineError as exc:
+                if exc.http_status in (401, 403):
+                    raise EngineSetupError(
+                        f"the execution client at {cfg.url} refused our JWT (HTTP "
+                        f"{exc.http_status}): the secret in engine.jwt_secret_path "
+                        f"({cfg.jwt_secret_path}) is not the one the client was started with "
+                        "(geth --authrpc.jwtsecret, ethereumjs --jwtSecret)") from exc
+                raise EngineSetupError(
+                    f"the execution client at {cfg.url} cannot be used: {exc}") from exc
+        missing = [m for m in CAPABILITIES[1:] if m not in methods]
+        if missing:
+            raise EngineSetupError(f"the execution client at {cfg.url} lacks {missing}")
+        assert self.eth is not None
+        try:
+            chain_id = await self.eth.chain_id()
+        except EngineError as exc:
+            raise EngineSetupError(
+                f"the execution client's eth JSON-RPC at {self.eth_url} (engine.eth_url) "
+                f"cannot be used: {exc}") from exc
+        if chain_id != self.chain_id:
+            raise EngineSetupError(
+                f"the execution client at {self.eth_url} runs chain id {chain_id}, but "
+                f"chain.execution_chain_id is {self.chain_id}")
+
+    async def _resync(self, deadline: float | None = None) -> int:
         async def progress(done: int, total: int) -> None:
             await trio.lowlevel.checkpoint()
             logger.info("re-sending stored blocks to the execution engine: %d of %d", done,
                         total)
 
-        return await resync(self.engine, self.stored, progress=progress)
+        return await resync(self.engine, self.stored, progress=progress, deadline=deadline)
 
     @staticmethod
     def _lacks_blocks(exc: EngineError) -> bool:
@@ -193,27 +286,89 @@ class EngineActor(otp.GenServer):
             return exc.status.status in (PayloadStatusKind.SYNCING, PayloadStatusKind.ACCEPTED)
         return exc.code == INVALID_FORKCHOICE_STATE
 
-    async def _recover(self, exc: EngineError, doing: str) -> None:
+    async def _recover(self, exc: EngineError, doing: str, deadline: float) -> None:
         logger.warning("the engine cannot %s (%s): re-sending stored blocks", doing, exc)
-        await self._resync()
+        # Leave room for the build or commit that follows.
+        await self._resync(deadline - 2 * self.cfg.timeout)
+
+    # -- the client going away and coming back ----------------------------------------------
+
+    def _went_away(self, exc: EngineUnreachable) -> EngineUnreachable:
+        if self.away is None:
+            logger.warning("the execution client at %s is unreachable (%s): block production "
+                           "waits for it; trying again with backoff", self.cfg.url, exc)
+            self.away = exc
+            self.retry_delay = RETRY_INITIAL
+            otp.send_after(otp.self(), _Probe(), self.retry_delay)
+        return self.away
+
+    async def _probe(self) -> None:
+        try:
+            await self.engine.exchange_capabilities(list(CAPABILITIES))
+            sent = await self._resync(trio.current_time() + self.cfg.request_timeout)
+        except EngineError as exc:
+            if isinstance(exc, ResyncIncomplete):
+                logger.info("the execution client at %s is back; %s", self.cfg.url, exc)
+                otp.send_after(otp.self(), _Probe(), 0)
+                return
+            self.retry_delay = min(self.retry_delay * 2, RETRY_MAX)
+            logger.info("the execution client at %s is still away (%s); next try in %.1f s",
+                        self.cfg.url, exc, self.retry_delay)
+            otp.send_after(otp.self(), _Probe(), self.retry_delay)
+            return
+        self.away = None
+        logger.info("the execution client at %s is back (%d stored blocks re-sent): block "
+                    "production goes on", self.cfg.url, sent)
+
+    async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, _Probe):
+            if self.away is not None:
+                await self._probe()
+            return
+        await super().handle_info(msg)
+
+    # -- requests -----------------------------------------------------------------------------
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        if isinstance(request, EthRequest):
+            return await self._answer_eth(request)
+        if not isinstance(request, BuildPayload | CommitPayload | GetGenesis):
+            raise otp.UnexpectedMessage(self, "call", request)
+        if self.away is not None:
+            await trio.lowlevel.checkpoint()
+            return self.away
+        budget = self.cfg.request_timeout
+        deadline = trio.current_time() + budget
+        with trio.move_on_after(budget):
+            try:
+                return await self._serve(request, deadline)
+            except EngineUnreachable as exc:
+                return self._went_away(exc)
+            except EngineError as exc:
+                return exc  # the engine's answer to this request: the actor carries on
+        return EngineError(None, f"no complete answer within {budget:g} s "
+                           "(engine.request_timeout)", type(request).__name__)
+
+    async def _answer_eth(self, request: EthRequest) -> Any:
+        """A request of the Ethereum JSON-RPC server (embedded mode), answered from the
+        EVM's state at once."""
+        await trio.lowlevel.checkpoint()
+        if self.api is None:
+            raise otp.UnexpectedMessage(self, "call", request)
+        answer = self.api.answer(request.method, request.args)
+        if request.method == "eth_sendRawTransaction" and isinstance(answer, bytes):
+            self._publish_pending(keccak(request.args[0]))  # a transaction's hash
+        return answer
+
+    async def _serve(self, request: Any, deadline: float) -> Any:
         match request:
-            case EthRequest(method=method, args=args):
-                await trio.lowlevel.checkpoint()
-                if self.api is None:
-                    raise otp.UnexpectedMessage(self, "call", request)
-                answer = self.api.answer(method, args)
-                if method == "eth_sendRawTransaction" and isinstance(answer, bytes):
-                    self._publish_pending(keccak(args[0]))  # a transaction's hash
-                return answer
             case BuildPayload():
                 try:
                     return await self._build(request)
                 except EngineError as exc:
                     if not self._lacks_blocks(exc):
                         raise
-                    await self._recover(exc, "build")
+                    await self._recover(exc, "build", deadline)
                     return await self._build(request)
                 finally:
                     self._publish_heads()
@@ -225,7 +380,7 @@ class EngineActor(otp.GenServer):
                         if isinstance(exc, PayloadStatusError):
                             return exc  # the engine refused this payload: an answer
                         raise
-                    await self._recover(exc, "commit")
+                    await self._recover(exc, "commit", deadline)
                     try:
                         head = await self._commit(request)
                     except PayloadStatusError as again:
@@ -245,17 +400,42 @@ class EngineActor(otp.GenServer):
     async def _build(self, request: BuildPayload) -> ExecutionPayload:
         return await build_block(self.engine, request.head, request.finalized,
                                  request.timestamp, request.fee_recipient,
-                                 list(request.withdrawals))
+                                 list(request.withdrawals),
+                                 build_time=0.0 if self.embedded is not None
+                                 else self.cfg.build_time)
 
     async def _commit(self, request: CommitPayload) -> bytes:
         return await commit_block(self.engine, request.payload, request.finalized)
 
     async def _fees(self, payload: ExecutionPayload) -> int:
+        """The block's fees (:func:`node.workflows.fees.block_fees`): effective tips from the
+        payload's transactions, gas used from the receipts, read from the embedded engine or,
+        over HTTP, from the client's eth JSON-RPC (cached)."""
         if not payload.transactions:
             await trio.lowlevel.checkpoint()
             return 0  # no transactions, no receipts, no fees: spare the round trip
-        receipts = await self.engine.receipts(payload.block_hash)
-        return rules.payload_fees(payload.base_fee_per_gas, receipts)
+        if self.eth is None:
+            receipts = await self.engine.receipts(payload.block_hash)
+        else:
+            found = await self.eth.block_receipts(payload.block_hash)
+            if found is None:
+                raise EngineError(None, f"the execution client at {self.eth_url} does not "
+                                  f"have block 0x{payload.block_hash.hex()} it just imported",
+                                  "eth_getBlockReceipts")
+            receipts = [r.fee_receipt() for r in found]
+        try:
+            total = fees.block_fees(payload, receipts)
+            problems = fees.receipt_price_problems(payload, receipts)
+        except fees.FeeError as exc:
+            raise EngineError(None, f"the fees of block {payload.block_number} "
+                              f"(0x{payload.block_hash.hex()}) cannot be read: {exc}",
+                              "eth_getBlockReceipts") from exc
+        if problems and not self.warned_prices:
+            self.warned_prices = True
+            logger.warning("the execution client's receipts misreport effectiveGasPrice (%s); "
+                           "fees are computed from the transactions' own fee caps, as EIP-1559 "
+                           "defines them (this warning is not repeated)", problems[0])
+        return total
 
     # -- events for the Ethereum JSON-RPC server ----------------------------------------------
 
@@ -282,4 +462,9 @@ class EngineActor(otp.GenServer):
                 tx_hash, encode(transaction_json(pooled.tx, None, None))))
 
     async def terminate(self, reason: Any) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
         await self.engine.aclose()
+        if self.eth is not None:
+            await self.eth.aclose()

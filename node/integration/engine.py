@@ -43,8 +43,6 @@ boot with ``-38002``).
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import re
 import time
@@ -53,9 +51,16 @@ from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-import jwt
 import trio
 
+from node.integration.jsonrpc import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    JWT_SECRET_SIZE,
+    EngineUnavailable,
+    EngineUnreachable,
+    JsonRpcClient,
+)
 from node.types.execution import (
     DEFAULT_FEE_RECIPIENT,
     ENGINE_CAPABILITIES,
@@ -87,10 +92,13 @@ __all__ = [
     "JWT_SECRET_SIZE",
     "EngineClient",
     "EngineError",
+    "EngineUnavailable",
+    "EngineUnreachable",
     "ExecutionEngine",
     "JwtSecretError",
     "PayloadStatusError",
-    "RESYNC_FORKCHOICE_EVERY",
+    "RESYNC_PROGRESS_EVERY",
+    "ResyncIncomplete",
     "StoredChain",
     "build_block",
     "commit_block",
@@ -99,11 +107,6 @@ __all__ = [
 ]
 
 DEFAULT_ENGINE_URL: Final = "http://127.0.0.1:8551"
-DEFAULT_TIMEOUT: Final = 8.0
-#: Large enough for a full block of calldata (30M gas / 16 gas per byte, hex-encoded).
-DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
-#: authentication.md: "the hex-encoded 256 bit secret key".
-JWT_SECRET_SIZE: Final = 32
 
 _FCU: Final = "engine_forkchoiceUpdatedV2"
 _GET: Final = "engine_getPayloadV2"
@@ -172,18 +175,16 @@ def _rebuild_status_error(method: str, status: PayloadStatus, message: str) -> P
     return err
 
 
-def _snippet(raw: bytes) -> str:
-    text = raw[:200].decode("utf-8", "replace")
-    return text + ("..." if len(raw) > 200 else "")
-
-
-class EngineClient:
+class EngineClient(JsonRpcClient):
     """An :class:`~node.types.execution.ExecutionEngine` over HTTP: see the module docstring.
 
     ``transport`` replaces httpx's network transport (tests pass ``httpx.MockTransport``);
     ``clock`` gives the ``iat`` claim (unix seconds). Use as ``async with EngineClient(...)``
-    or call :meth:`aclose`.
+    or call :meth:`aclose`. A server that cannot be reached or does not answer in time
+    raises :class:`~node.integration.jsonrpc.EngineUnreachable`.
     """
+
+    what = "engine"
 
     def __init__(
         self,
@@ -195,29 +196,12 @@ class EngineClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"EngineClient url must be an http(s) URL, got {url!r}")
-        if type(jwt_secret) is not bytes or len(jwt_secret) != JWT_SECRET_SIZE:
-            raise ValueError(
-                f"EngineClient jwt_secret must be {JWT_SECRET_SIZE} bytes (a 256-bit secret), "
-                f"got {len(jwt_secret) if isinstance(jwt_secret, bytes) else jwt_secret!r}"
-            )
-        if not timeout > 0:
-            raise ValueError(f"EngineClient timeout must be positive, got {timeout!r}")
-        if type(max_response_bytes) is not int or max_response_bytes <= 0:
-            raise ValueError(
-                f"EngineClient max_response_bytes must be a positive int, "
-                f"got {max_response_bytes!r}"
-            )
-        self.url = url
-        self.timeout = float(timeout)
-        self.max_response_bytes = max_response_bytes
-        self._secret = jwt_secret
-        self._clock = clock
-        self._ids = itertools.count(1)
-        self._http = httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(self.timeout), follow_redirects=False
-        )
+        if jwt_secret is None:
+            raise ValueError("EngineClient jwt_secret must be 32 bytes (a 256-bit secret), "
+                             "got None")
+        super().__init__(url, transport=transport, timeout=timeout,
+                         max_response_bytes=max_response_bytes, jwt_secret=jwt_secret,
+                         clock=clock)
 
     async def __aenter__(self) -> EngineClient:
         await trio.lowlevel.checkpoint()
@@ -230,11 +214,6 @@ class EngineClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await trio.lowlevel.checkpoint()
-        await self._http.aclose()
 
     # ------------------------------------------------------------------ Engine API
 
@@ -338,119 +317,6 @@ class EngineClient:
             raise EngineError(None, f"malformed result: {exc}", method) from exc
         return number, hash_
 
-    # ------------------------------------------------------------------ JSON-RPC
-
-    def _token(self) -> str:
-        """A fresh JWT for one request (authentication.md, "JWT Claims")."""
-        return jwt.encode({"iat": int(self._clock())}, self._secret, algorithm="HS256")
-
-    async def call(self, method: str, params: list[Any]) -> Any:
-        """One JSON-RPC 2.0 call; returns the ``result`` member or raises :class:`EngineError`."""
-        request_id = next(self._ids)
-        try:
-            body = json.dumps(
-                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params},
-                separators=(",", ":"),
-                allow_nan=False,
-            ).encode()
-        except (TypeError, ValueError) as exc:
-            raise EngineError(
-                INVALID_PARAMS, f"the params cannot be sent as JSON: {exc}", method
-            ) from exc
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {self._token()}",
-        }
-        try:
-            with trio.fail_after(self.timeout):
-                async with self._http.stream(
-                    "POST", self.url, content=body, headers=headers
-                ) as response:
-                    raw = await self._read_body(response, method)
-                    status = response.status_code
-        except trio.TooSlowError:
-            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from None
-        except httpx.TimeoutException as exc:
-            raise EngineError(None, f"no answer within {self.timeout:g} s", method) from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise EngineError(
-                None, f"cannot reach the engine at {self.url}: {exc!r}", method
-            ) from exc
-        return self._unwrap(raw, status, request_id, method)
-
-    async def _read_body(self, response: httpx.Response, method: str) -> bytes:
-        limit = self.max_response_bytes
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise EngineError(
-                None,
-                f"response of {length} bytes exceeds the limit of {limit} bytes",
-                method,
-                http_status=response.status_code,
-            )
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise EngineError(
-                    None,
-                    f"response exceeds the limit of {limit} bytes",
-                    method,
-                    http_status=response.status_code,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _unwrap(self, raw: bytes, status: int, request_id: int, method: str) -> Any:
-        http_status = None if status == 200 else status
-        try:
-            doc = json.loads(raw)
-        except (ValueError, RecursionError):
-            if http_status is not None:
-                raise EngineError(
-                    None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status
-                ) from None
-            raise EngineError(
-                None, f"malformed response: not JSON: {_snippet(raw)!r}", method
-            ) from None
-        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-            error = doc["error"]
-            code = error.get("code")
-            message = error.get("message")
-            if type(code) is int and isinstance(message, str):
-                raise EngineError(
-                    code, message, method, data=error.get("data"), http_status=http_status
-                )
-        if http_status is not None:
-            raise EngineError(None, f"HTTP error: {_snippet(raw)!r}", method, http_status=status)
-        if not isinstance(doc, dict):
-            raise EngineError(
-                None, f"malformed response: expected a JSON-RPC object, got {doc!r:.100}", method
-            )
-        if doc.get("jsonrpc") != "2.0":
-            raise EngineError(
-                None,
-                f"malformed response: 'jsonrpc' must be \"2.0\", got {doc.get('jsonrpc')!r:.40}",
-                method,
-            )
-        if doc.get("id") != request_id or type(doc.get("id")) is not int:
-            raise EngineError(
-                None,
-                f"malformed response: id {doc.get('id')!r:.40} does not match the request's "
-                f"{request_id}",
-                method,
-            )
-        if "error" in doc:
-            raise EngineError(
-                None, f"malformed response: bad error object {doc['error']!r:.200}", method
-            )
-        if "result" not in doc:
-            raise EngineError(None, "malformed response: neither 'result' nor 'error'", method)
-        return doc["result"]
-
-
 _T = TypeVar("_T")
 
 
@@ -480,12 +346,14 @@ async def build_block(
     timestamp: int,
     fee_recipient: bytes = DEFAULT_FEE_RECIPIENT,
     withdrawals: Sequence[Withdrawal] = (),
+    build_time: float = 0.0,
 ) -> ExecutionPayload:
     """Build a payload on ``head`` as the original does: ``forkchoiceUpdated(head, safe =
     finalized = finalized (zero when None), {timestamp, prevRandao 0, fee_recipient,
-    withdrawals})``, then ``getPayload``. Raises :class:`PayloadStatusError` when the engine
-    will not build (head ``INVALID`` or ``SYNCING``, or no payload id) and
-    :class:`EngineError` for failed calls."""
+    withdrawals})``, then, ``build_time`` seconds later, ``getPayload`` (Geth answers
+    ``getPayload`` with the empty payload until its first full build is done). Raises
+    :class:`PayloadStatusError` when the engine will not build (head ``INVALID`` or
+    ``SYNCING``, or no payload id) and :class:`EngineError` for failed calls."""
     await trio.lowlevel.checkpoint()
     head = _checked_hash(head, "head")
     fin = _checked_hash(finalized, "finalized")
@@ -503,6 +371,8 @@ async def build_block(
         raise PayloadStatusError(
             _FCU, status, f"the engine started no build process on 0x{head.hex()}"
         )
+    if build_time > 0:
+        await trio.sleep(build_time)
     built = await engine.get_payload(result.payload_id)
     payload = built.execution_payload
     if payload.parent_hash != head:
@@ -555,9 +425,8 @@ async def commit_block(
 
 # --------------------------------------------------------------------------- the restart path
 
-#: While re-sending stored payloads, the forkchoice follows every this many blocks (so an
-#: execution client's head advances during a long catch-up), and once at the end.
-RESYNC_FORKCHOICE_EVERY: Final = 128
+#: While re-sending stored payloads, progress is reported every this many blocks.
+RESYNC_PROGRESS_EVERY: Final = 128
 
 
 class StoredChain(Protocol):
@@ -576,11 +445,25 @@ class StoredChain(Protocol):
         ...
 
 
+class ResyncIncomplete(EngineUnavailable):
+    """:func:`resync` ran out of time: ``done`` of ``total`` stored blocks were re-sent and
+    the engine's forkchoice names the last of them, so the next call goes on from there."""
+
+    def __init__(self, done: int, total: int, height: int) -> None:
+        self.done, self.total, self.height = done, total, height
+        super().__init__(None, f"the execution engine is still being given the stored "
+                         f"blocks it lacks: {done} of {total} re-sent (at #{height})", "resync")
+
+    def __reduce__(self) -> Any:
+        return (ResyncIncomplete, (self.done, self.total, self.height))
+
+
 async def resync(
     engine: ExecutionEngine,
     chain: StoredChain,
     *,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
+    deadline: float | None = None,
 ) -> int:
     """Bring ``engine`` to the stored head; returns how many payloads were re-sent.
 
@@ -590,13 +473,21 @@ async def resync(
        else it runs another chain and :class:`EngineError` says so.
     2. ``newPayload`` each later stored payload in order; each must be ``VALID``
        (:class:`PayloadStatusError` otherwise: the engine refuses a block the node stored).
-    3. ``forkchoiceUpdated(head, safe, finalized)`` every :data:`RESYNC_FORKCHOICE_EVERY`
-       blocks and at the end, with the stored finalized payload as safe and finalized once
-       the engine has it (its height is at most the re-sent block's), zero before; the last
-       one names the stored head, so an engine that was ahead on a block the node never
-       stored moves back to the node's head.
+    3. ``forkchoiceUpdated(block, safe, finalized)`` after each, as the block flow does,
+       with the stored finalized payload as safe and finalized once the engine has it (its
+       height is at most the re-sent block's), zero before. Following every block, not
+       only the last, matters: ethereumjs (0.10.5) indexes a block's transactions and
+       receipts only when a forkchoice names it, so a jump over re-sent blocks left their
+       receipts unreadable there. The last one names the stored head (also when nothing was
+       re-sent), so an engine that was ahead on a block the node never stored moves back
+       to the node's head.
 
-    ``progress(done, total)`` is awaited after each forkchoice update of a long catch-up.
+    ``progress(done, total)`` is awaited every :data:`RESYNC_PROGRESS_EVERY` blocks of a
+    long catch-up.
+    With a ``deadline`` (``trio.current_time()`` seconds), a catch-up still going when it
+    passes leaves the forkchoice at the last re-sent block and raises
+    :class:`ResyncIncomplete`: a caller that must answer in time (the EngineActor serving a
+    build) answers that, and the next call starts where this one stopped.
     Works for any :class:`~node.types.execution.ExecutionEngine`.
     """
     await trio.lowlevel.checkpoint()
@@ -626,13 +517,16 @@ async def resync(
             raise PayloadStatusError(
                 _NEW, status, f"the engine refuses stored block {height} "
                 f"(0x{last.block_hash.hex()})")
+        await _forkchoice(engine, last.block_hash,
+                          finalized if finalized_height <= height else ZERO_HASH)
         done = height - known
-        if done % RESYNC_FORKCHOICE_EVERY == 0 and height < head_height:
-            fin = finalized if finalized_height <= height else ZERO_HASH
-            await _forkchoice(engine, last.block_hash, fin)
-            if progress is not None:
+        if height < head_height:
+            if deadline is not None and trio.current_time() >= deadline:
+                raise ResyncIncomplete(done, total, height)
+            if progress is not None and done % RESYNC_PROGRESS_EVERY == 0:
                 await progress(done, total)
-    await _forkchoice(engine, last.block_hash, finalized)
+    if total == 0:
+        await _forkchoice(engine, last.block_hash, finalized)
     return total
 
 

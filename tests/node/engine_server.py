@@ -146,6 +146,8 @@ class EngineApp:
             # fees of a block come from its receipts.
             "eth_getBlockByHash": self._get_block_by_hash,
             "eth_getBlockReceipts": self._get_block_receipts,
+            # The node checks the client runs the configured chain.
+            "eth_chainId": self._chain_id,
         }
 
     # ------------------------------------------------------------------ ASGI
@@ -372,6 +374,11 @@ class EngineApp:
             raise _RpcError(INVALID_PARAMS, "params[1]: expected a boolean")
         payload = self.engine.block_by_hash(block_hash)
         return None if payload is None else eth_block_json(payload)
+
+    async def _chain_id(self, params: list[Any]) -> Any:
+        await trio.lowlevel.checkpoint()
+        self._count(params, 0, 0)
+        return hex(self.engine.config.chain_id)
 
     async def _get_block_receipts(self, params: list[Any]) -> Any:
         await trio.lowlevel.checkpoint()

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import math
 import string
+import sys
 from typing import Any
 
 from hypothesis import strategies as st
 
+from node.jsondepth import MAX_DEPTH
 from node.rpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
-    MAX_DEPTH,
     MAX_HEIGHT,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
@@ -193,27 +194,33 @@ def _too_big(value: Any) -> bool:
 
 
 def _depth(value: Any) -> int:
-    """How deep arrays and objects nest in a parsed value (walked without recursion)."""
+    """How deep arrays and objects nest in a parsed value (iteratively: no recursion)."""
     deepest = 0
     stack = [(value, 0)]
     while stack:
-        item, depth = stack.pop()
+        item, level = stack.pop()
         if isinstance(item, list | dict):
-            depth += 1
-            deepest = max(deepest, depth)
-            stack.extend((child, depth) for child in
-                         (item if isinstance(item, list) else item.values()))
+            level += 1
+            deepest = max(deepest, level)
+            stack.extend((x, level) for x in (item.values() if isinstance(item, dict)
+                                               else item))
     return deepest
 
 
 def expected(body: bytes, specs: Specs) -> tuple[int, Any]:
     """(the error code the edge must answer, or 0 if the request reaches its handler; the id
     it must echo), stated from the documented rules."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(min(limit, 3000))  # py_ecc, once imported, has it at 100,000
     try:
         request = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return PARSE_ERROR, None
-    if _too_big(request) or _depth(request) > MAX_DEPTH:
+    finally:
+        sys.setrecursionlimit(limit)
+    if _depth(request) > MAX_DEPTH:  # the limit is checked before parsing (node.jsondepth)
+        return PARSE_ERROR, None
+    if _too_big(request):
         return PARSE_ERROR, None
     if not isinstance(request, dict):
         return INVALID_REQUEST, None

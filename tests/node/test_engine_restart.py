@@ -111,7 +111,7 @@ async def test_a_fresh_engine_gets_every_block_and_the_finalized_hash_only_once_
             assert number < 200
         else:
             assert fc.finalized_block_hash == chain[200].block_hash and number >= 200
-    assert len(engine.forkchoices) == 3  # at 128, 256 and the head
+    assert len(engine.forkchoices) == 300  # one after each re-sent block, as the block flow
 
 
 async def test_an_engine_at_the_head_gets_nothing_but_the_forkchoice() -> None:

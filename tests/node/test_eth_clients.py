@@ -29,7 +29,7 @@ from web3.providers.persistent import WebSocketProvider
 from bench.crash_bench import NodeProcess
 from node.execution.accounts import dev_accounts
 
-from .tools import compile_contract, tool
+from ..tools import compile_contract, tool
 
 pytestmark = pytest.mark.real_clock
 
