@@ -16,6 +16,9 @@
    builds, signs, validates, executes, commits and stores a block; with 0 and 100 transfers
    per block. **The share of block time spent in the engine**: the EngineActor's time in
    build and commit over the whole produce + import, and over the 2 s slot.
+3. **Produce + import latency with Geth** (``scripts/install-tools``' version, started here on
+   127.0.0.1): the node's Engine API calls for one block — build (with ``engine.build_time``
+   for Geth to fill it), commit, and the receipts for its fees (:mod:`bench.geth_latency`).
 
 Figures are medians over interleaved rounds; ``--quick`` runs one round.
 """
@@ -311,6 +314,10 @@ def run(options: Options) -> dict[str, Any]:
             f"engine {median(samples['engine']) * 1e3:7.1f} ms = {share:.0%} of it, "
             f"{slot_share:.1%} of the {SLOT_MS / 1000:g} s slot")
     figures["produce_import"] = actors
+    out("")
+    from bench.geth_latency import geth_figures  # starts Geth: imported only here
+
+    figures["geth_produce_import"] = geth_figures(10 if options.quick else 30)
     figures["anvil"] = str(anvil_binary) if anvil_binary else None
     figures["command"] = "python -m bench execution" + (" --quick" if options.quick else "")
     merge_results(RESULTS_PATH, "execution", {"environment": environment(), "rounds": rounds,
