@@ -15,14 +15,16 @@ probability at most 2^-64 (the attacker would have to guess the coefficients), a
 Lighthouse's use of blst's ``verify_multiple_aggregate_signatures``.
 
 How the right-hand side is evaluated is ours, chosen by measurement (``python -m bench bls``):
-by bilinearity ``prod_i e(PK_i, r_i H_i) = prod_k e(pk_k, sum_{i: k in set i} r_i H_i)``, so
-sets that share keys (every block of a chain is signed by the same few authorities) cost one
-Miller loop per *distinct key*, not per set: with 15 authorities a batch of 1,024 blocks needs
-16 Miller loops and one final exponentiation. The left-hand sum ``sum_i r_i sigma_i`` is a
-multi-scalar multiplication done with Pippenger's bucket method over 64-bit scalars (a few
-point additions per signature instead of a full scalar multiplication each). What remains per
-set is decoding its signature (with the subgroup check), hashing its message to G2 and one
-scalar multiplication ``r_i * H_i``.
+the coefficient goes on the hash, ``e(PK_i, r_i H_i)``, and by bilinearity ``prod_i e(PK_i,
+r_i H_i) = prod_k e(pk_k, sum_{i: k in set i} r_i H_i)``, so sets that share keys (every block
+of a chain is signed by the same few authorities) cost one Miller loop per *distinct key*, not
+per set: with 15 authorities a batch of 1,024 blocks needs 16 Miller loops and one final
+exponentiation. (With more distinct keys than sets, one Miller loop per set is fewer, and is
+what is done; a single set is checked unweighted, exactly as ``FastAggregateVerify``.)
+The left-hand sum ``sum_i r_i sigma_i`` is a multi-scalar multiplication done with
+Pippenger's bucket method over 64-bit scalars (a few point additions per signature instead of
+a full scalar multiplication each). What remains per set is decoding its signature (with the
+subgroup check), hashing its message to G2 and one scalar multiplication ``r_i * H_i``.
 
 When a batch fails, bisection finds the bad sets: each half is checked again with the same
 coefficients (they are still unknown to whoever chose the sets, so each sub-check is as sound
@@ -206,20 +208,34 @@ def _bisect(prepared: list[_Prepared]) -> list[_Prepared]:
 
 
 def _check(prepared: Sequence[_Prepared]) -> bool:
-    """``e(g1, sum r_i sigma_i) == prod_k e(pk_k, sum_{i: k in i} r_i H_i)``, one final
-    exponentiation."""
-    by_key: dict[bytes, Any] = {}
-    for item in prepared:
-        for key in item.keys:
-            current = by_key.get(key)
-            by_key[key] = item.weighted_hash if current is None else current + item.weighted_hash
+    """``e(g1, sum r_i sigma_i) == prod e(PK_i, r_i H_i)``, with one final exponentiation.
+
+    The right-hand side takes one Miller loop per distinct key when there are fewer distinct
+    keys than sets (grouped: ``prod_k e(pk_k, sum_{i: k in i} r_i H_i)``, a G2 addition per key
+    of each set), else one per set (each set's keys added up in G1 first): the same product,
+    whichever is fewer Miller loops."""
+    distinct = {key for item in prepared for key in item.keys}
     right: Any = None
-    for key, total in by_key.items():
-        loop = pyblst.miller_loop(_key_point(key), total)
-        right = loop if right is None else right * loop
+    if len(distinct) < len(prepared):
+        by_key: dict[bytes, Any] = {}
+        for item in prepared:
+            for key in item.keys:
+                current = by_key.get(key)
+                by_key[key] = (item.weighted_hash if current is None
+                               else current + item.weighted_hash)
+        for key, total in by_key.items():
+            loop = pyblst.miller_loop(_key_point(key), total)
+            right = loop if right is None else right * loop
+    else:
+        for item in prepared:
+            aggregate = _key_point(item.keys[0])
+            for key in item.keys[1:]:
+                aggregate = aggregate + _key_point(key)
+            loop = pyblst.miller_loop(aggregate, item.weighted_hash)
+            right = loop if right is None else right * loop
     left_sum = _multi_scalar_mul([p.signature for p in prepared],
                                  [p.coefficient for p in prepared])
-    if left_sum is None:  # the weighted sum is the identity: no key can match it
+    if left_sum is None:  # no coefficient is zero, so never; kept for the type checker
         return False
     return bool(pyblst.final_verify(pyblst.miller_loop(_G1_GENERATOR, left_sum), right))
 
@@ -244,6 +260,8 @@ def _multi_scalar_mul(points: Sequence[Any], scalars: Sequence[int]) -> Any:
     total c times, drop every point into the bucket of its digit, and add the buckets weighted
     by their digit (by running sums, two additions a bucket). About 64/c * (n + 2^(c+1))
     additions, against 64 doublings and 32 additions a point for one multiplication each."""
+    if len(points) == 1:
+        return points[0] if scalars[0] == 1 else points[0].scalar_mul(scalars[0])
     c = _window(len(points))
     mask = (1 << c) - 1
     total: Any = None
