@@ -7,6 +7,8 @@ public keys parsed once as the node parses its authority set once):
   composes the scheme from hash_to_curve, scalar multiplication and a pairing check;
 * ``milagro-bls-binding`` -- Ethereum's PoP API over bytes (milagro_bls, Rust);
 * ``blspy`` -- Chia's blst binding; its ``PopSchemeMPL`` is the same scheme (DST ``..._POP_``);
+* ``pyblst`` -- blst's curve operations (hash-to-G2, scalar multiplication, Miller loop, final
+  exponentiation check); the adapter composes the scheme; ``node.crypto.batch`` uses it;
 * ``py_ecc`` -- the pure-Python reference that generated the official vectors (correctness and
   context only: it is two to three orders of magnitude slower);
 * ``node.crypto.bls`` -- our wrapper over the chosen binding, checks included.
@@ -36,6 +38,7 @@ fastest one whose gaps a wrapper can close; ``node.crypto.bls``'s row shows it c
 from __future__ import annotations
 
 import abc
+import functools
 import gc
 import hashlib
 import importlib
@@ -277,6 +280,76 @@ class Blspy(Adapter):
         self.m.G2Element.from_bytes(data)
 
 
+class Pyblst(Adapter):
+    """``pyblst`` (blst's curve operations, as Cardano's Plutus exposes them): the scheme
+    composed from hash-to-G2, scalar multiplication, Miller loops and a final-exponentiation
+    comparison, as the Arkworks adapter does. ``node.crypto.batch`` is built on it."""
+
+    name = "pyblst"
+    dist = "pyblst"
+
+    def __init__(self) -> None:
+        self.m = importlib.import_module("pyblst")
+        self.g1 = self.m.BlstP1Element.uncompress(bytes.fromhex(
+            "97f1d3a73197d7942695638c4fa9ac0fc3688c4f9774b905a14e3a3f171bac58"
+            "6c55e83ff97a1aeffb3af00adb22c6bb"))
+        self.infinity_g1 = bytes([0xC0]) + bytes(47)
+
+    def prepare_sk(self, sk: bytes) -> Any:
+        return int.from_bytes(sk, "big")
+
+    def prepare_pk(self, pk: bytes) -> Any:
+        return (pk, self.m.BlstP1Element.uncompress(pk))
+
+    def sk_to_pk(self, sk: Any) -> bytes:
+        return bytes(self.g1.scalar_mul(sk).compress())
+
+    def sign(self, sk: Any, msg: bytes) -> bytes:
+        if sk == 0:
+            raise ValueError("zero secret key")
+        return bytes(self.m.BlstP2Element.hash_to_group(msg, DST).scalar_mul(sk).compress())
+
+    def _check(self, pks: Sequence[Any], msgs: Sequence[bytes], sig: bytes) -> bool:
+        if not pks or any(raw == self.infinity_g1 for raw, _ in pks):
+            return False  # KeyValidate, and the IETF rule for empty inputs
+        s = self.m.BlstP2Element.uncompress(sig)
+        right = None
+        for (_, pk), msg in zip(pks, msgs, strict=True):
+            loop = self.m.miller_loop(pk, self.m.BlstP2Element.hash_to_group(msg, DST))
+            right = loop if right is None else right * loop
+        return bool(self.m.final_verify(self.m.miller_loop(self.g1, s), right))
+
+    def verify(self, pk: Any, msg: bytes, sig: bytes) -> bool:
+        return self._check([pk], [msg], sig)
+
+    def aggregate(self, sigs: Sequence[bytes]) -> bytes:
+        if not sigs:
+            raise ValueError("nothing to aggregate")
+        total = self.m.BlstP2Element.uncompress(sigs[0])
+        for sig in sigs[1:]:
+            total = total + self.m.BlstP2Element.uncompress(sig)
+        return bytes(total.compress())
+
+    def fast_aggregate_verify(self, pks: Sequence[Any], msg: bytes, sig: bytes) -> bool:
+        if not pks or any(raw == self.infinity_g1 for raw, _ in pks):
+            return False
+        total = pks[0][1]
+        for _, pk in pks[1:]:
+            total = total + pk
+        return self._check([(b"", total)], [msg], sig)
+
+    def aggregate_verify(self, pks: Sequence[Any], msgs: Sequence[bytes], sig: bytes) -> bool:
+        if len(pks) != len(msgs):
+            return False
+        return self._check(list(pks), list(msgs), sig)
+
+    def decode_g1(self, data: bytes) -> None:
+        self.m.BlstP1Element.uncompress(data)
+
+    def decode_g2(self, data: bytes) -> None:
+        self.m.BlstP2Element.uncompress(data)
+
+
 class PyEcc(Adapter):
     name = "py_ecc (reference)"
     dist = "py_ecc"
@@ -363,7 +436,7 @@ class Wrapper(Adapter):
         self.w.Signature.from_bytes(data)
 
 
-CANDIDATES: tuple[type[Adapter], ...] = (Arkworks, Milagro, Blspy, PyEcc, Wrapper)
+CANDIDATES: tuple[type[Adapter], ...] = (Arkworks, Milagro, Blspy, Pyblst, PyEcc, Wrapper)
 
 
 def load_candidates() -> tuple[list[Adapter], dict[str, str]]:
@@ -801,7 +874,9 @@ class BlspyGrouped(BatchCandidate):
             t = m.PopSchemeMPL.sign(m.PrivateKey.from_bytes(r.to_bytes(32, "big")), msg)
             for k in ks:
                 acc[k] = t if k not in acc else acc[k] + t
-        total = self.batch._multi_scalar_mul(sigs, rs)
+        # node.crypto.batch's Pippenger, on blspy points (padded with the identity: its
+        # shortcut for one point is pyblst's scalar_mul, which blspy lacks).
+        total = self.batch._multi_scalar_mul([*sigs, m.G2Element()], [*rs, 1])
         right = None
         for k, t in acc.items():
             p = self.pks[k].pair(t)
@@ -928,7 +1003,7 @@ def batch_speed(options: Options, rounds: int) -> dict[str, Any]:
         for n in sizes:
             sets = w.sets[:n]
             for c in candidates[k:] + candidates[:k]:
-                per_round[c.name][n].append(rate(lambda c=c, s=sets: c.verify(s), budget) * n)
+                per_round[c.name][n].append(rate(functools.partial(c.verify, sets), budget) * n)
     medians = {name: {n: median(v) for n, v in by_n.items()} for name, by_n in per_round.items()}
     baseline = medians.get(IndividualOurs.name)
     header = f"    {'':<28}" + "".join(f"{'n=' + str(n):>18}" for n in sizes)
