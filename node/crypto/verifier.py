@@ -1,0 +1,113 @@
+"""Signature verification off the calling actor's path: one owned, measured worker thread.
+
+An actor that verifies a thousand blocks' signatures inline stalls its mailbox for half a
+second. :class:`SignatureVerifier` runs the work in a thread instead
+(:func:`trio.to_thread.run_sync`) behind its own :class:`trio.CapacityLimiter` of one: the
+binding holds the GIL (measured in ``python -m bench bls``: two threads verify no faster than
+one), so a second thread would only add contention. The actor awaits; its other messages are
+still handled meanwhile (the GIL is shared, so they run slower, not never).
+
+Large batches are cut into chunks of :attr:`SignatureVerifier.chunk` sets, one thread run each,
+so cancellation waits for at most one chunk: a thread cannot be interrupted, and the
+verifier never abandons one (``abandon_on_cancel=False``), so no work outlives the caller.
+The thread is Trio's, from its thread cache; the limiter is what makes it this verifier's,
+and :meth:`SignatureVerifier.statistics` measures it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar, TypeVarTuple, Unpack
+
+import attrs
+import trio
+
+from .batch import BatchVerdict, SignatureSet, verify_batch
+
+__all__ = ["SignatureVerifier", "VerifierStatistics"]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
+@attrs.frozen
+class VerifierStatistics:
+    """What a verifier has done so far."""
+
+    #: Thread runs finished (each a chunk of sets, or one :meth:`SignatureVerifier.run`).
+    runs: int
+    #: Signature sets verified, and how many of them were bad.
+    sets: int
+    bad_sets: int
+    #: Seconds the worker thread spent working, and the longest single run.
+    busy_seconds: float
+    longest_run_seconds: float
+    #: Calls waiting for the worker right now, and whether it is busy.
+    waiting: int
+    busy: bool
+
+
+class SignatureVerifier:
+    """Runs signature checks in one worker thread at a time; see the module docstring."""
+
+    def __init__(self, chunk: int = 256) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, not {chunk}")
+        #: The most sets one thread run verifies (bounds how long cancellation waits).
+        self.chunk = chunk
+        self._limiter = trio.CapacityLimiter(1)
+        self._runs = 0
+        self._sets = 0
+        self._bad = 0
+        self._busy_seconds = 0.0
+        self._longest = 0.0
+
+    async def run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
+        """``fn(*args)`` in the worker thread; its result, or its exception re-raised here.
+
+        Cancellation is honoured before the run starts, and after it ends: a run in progress
+        finishes first (CPU-bound code cannot be interrupted)."""
+
+        def timed() -> tuple[_T, float]:
+            start = time.perf_counter()
+            result = fn(*args)
+            return result, time.perf_counter() - start
+
+        result, elapsed = await trio.to_thread.run_sync(timed, limiter=self._limiter)
+        self._runs += 1
+        self._busy_seconds += elapsed
+        self._longest = max(self._longest, elapsed)
+        return result
+
+    async def verify(self, sets: Sequence[SignatureSet]) -> BatchVerdict:
+        """:func:`node.crypto.batch.verify_batch` in the worker, :attr:`chunk` sets per run;
+        the indexes in the verdict are positions in ``sets``."""
+        bad: list[int] = []
+        reasons: dict[int, str] = {}
+        for start in range(0, len(sets), self.chunk):
+            part = sets[start:start + self.chunk]
+            verdict = await self.run(verify_batch, part)
+            self.record(len(part), len(verdict.bad))
+            for i in verdict.bad:
+                bad.append(start + i)
+                reasons[start + i] = verdict.reasons[i]
+        await trio.lowlevel.checkpoint()
+        return BatchVerdict(tuple(bad), reasons)
+
+    def record(self, sets: int, bad: int) -> None:
+        """Count sets verified by a :meth:`run` of the caller's own (``verify_blocks``)."""
+        self._sets += sets
+        self._bad += bad
+
+    def statistics(self) -> VerifierStatistics:
+        limiter = self._limiter.statistics()
+        return VerifierStatistics(
+            runs=self._runs,
+            sets=self._sets,
+            bad_sets=self._bad,
+            busy_seconds=self._busy_seconds,
+            longest_run_seconds=self._longest,
+            waiting=limiter.tasks_waiting,
+            busy=limiter.borrowed_tokens > 0,
+        )
