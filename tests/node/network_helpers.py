@@ -94,3 +94,17 @@ async def raw_handshake(conn: Connection, node_id: str, **kwargs: Any) -> f.Fram
     """Be a peer by hand: send a hello, return the frame the node answers first."""
     await conn.send(f.encode_frame(hello(node_id, **kwargs)))
     return f.decode_frame(await conn.receive())
+
+
+async def drain(conn: Connection, *, timeout: float = 30.0) -> tuple[list[f.Frame], str]:
+    """Every frame ``conn`` receives until it closes, and why it closed."""
+    from node.network.errors import ConnectionClosed
+
+    got: list[f.Frame] = []
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                data = await conn.receive()
+            except ConnectionClosed as exc:
+                return got, exc.reason
+            got.append(f.decode_frame(data))
