@@ -9,6 +9,7 @@ binary messages. trio-websocket enforces the message size limit itself
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,9 +64,13 @@ class WebSocketConnection:
         return message
 
     async def close(self, reason: str = "closed") -> None:
+        """Close with the WebSocket closing handshake, waiting up to 2 s for the peer's
+        answer; when the caller is being cancelled (the node stopping), 0.1 s: the task
+        that would read the answer is being cancelled too."""
         # A close reason is at most 123 bytes of UTF-8 in a WebSocket close frame.
         text = reason.encode()[:120].decode(errors="ignore")
-        with trio.move_on_after(2.0) as scope:
+        wait = 0.1 if trio.current_effective_deadline() == -math.inf else 2.0
+        with trio.move_on_after(wait) as scope:
             scope.shield = True
             await self.ws.aclose(code=1000, reason=text)
 
