@@ -20,7 +20,7 @@ block ends; it raises :class:`ConnectionClosed` when the address cannot be reach
 ``listen(handler, task_status=...)`` serves inbound connections until cancelled: it calls
 ``task_status.started(address)`` with the address it is reachable at, then runs
 ``handler(connection)`` in a task of its own for each connection (closed when the handler
-returns).
+returns). The handler must not raise: an exception from it ends the listener.
 """
 
 from __future__ import annotations
