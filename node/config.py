@@ -200,6 +200,49 @@ class MinerConfig:
                                validator=attrs.validators.in_(("process", "inline")))
 
 
+def _frame_limit(_inst: Any, attribute: Any, value: Any) -> None:
+    if not 4096 <= value <= 1 << 20:
+        raise ValueError(f"{attribute.name} must be in 4096..1048576 (1 MiB), not {value}")
+
+
+def _node_id(_inst: Any, attribute: Any, value: Any) -> None:
+    if value and (len(value) > 64 or any(c not in "0123456789abcdef" for c in value)):
+        raise ValueError(f"{attribute.name} must be 1 to 64 lowercase hex digits (or empty: "
+                         f"generated once in the data directory), not {value!r}")
+
+
+@attrs.frozen
+class NetworkConfig:
+    """Peers over WebSockets (the NetworkActor). Off by default: a single-authority dev
+    chain has no peers. When on, it listens on ``ws://host:port/`` (127.0.0.1: this machine
+    only, unless configured) and dials each of ``bootnodes`` (``host:port`` or ``ws://``
+    URLs), redialling with backoff (2^min(n,12) s, giving up after 12 failures in a row)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=55444, validator=_port)
+    bootnodes: tuple[str, ...] = ()
+    #: This node's id on the network (lowercase hex). Empty: a random id generated once and
+    #: kept in ``<data_dir>/keys/node_id``.
+    node_id: str = attrs.field(default="", validator=_node_id)
+    max_peers: int = attrs.field(default=25, validator=_positive)
+    #: How long a peer whose score fell to the threshold stays banned (seconds).
+    ban_seconds: float = attrs.field(default=600.0, validator=_positive)
+    #: The largest frame sent or accepted; a larger one closes the connection.
+    max_frame_bytes: int = attrs.field(default=1 << 20, validator=_frame_limit)
+    #: Seconds a request to a peer (blocks_by_range, status, ping) may take.
+    request_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds each side has to send its hello.
+    handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Seconds between pings to each peer; one unanswered within request_timeout ends it.
+    ping_interval: float = attrs.field(default=15.0, validator=_positive)
+    #: A peer sending more frames a second than this (bursts of twice as many allowed) is
+    #: flooding: disconnected and banned.
+    max_frames_per_second: float = attrs.field(default=200.0, validator=_positive)
+    #: How many gossip message ids are remembered to drop duplicates.
+    seen_cache: int = attrs.field(default=16384, validator=_positive)
+
+
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
@@ -221,6 +264,7 @@ class NodeConfig:
     engine: EngineConfig = EngineConfig()
     eth_rpc: EthRpcConfig = EthRpcConfig()
     miner: MinerConfig = MinerConfig()
+    network: NetworkConfig = NetworkConfig()
 
     def as_mapping(self) -> dict[str, Any]:
         """The configuration as plain values: what ``${node.x}`` references in a tree read."""

@@ -64,6 +64,7 @@ from ..messages.storage import (
     GetBlockByHeight,
     GetCanonicalRefs,
     GetChainInfo,
+    GetEncodedRange,
     GetFees,
     GetFinalized,
     GetHead,
@@ -221,6 +222,19 @@ class ChainStore:
             refs.append(BlockRef(value, height))
             expected += 1
         return refs
+
+    def encoded_range(self, start: int, count: int) -> list[bytes]:
+        """The stored bytes of the canonical blocks at ``start .. start + count - 1``, up to
+        the first missing height (not decoded; each is checked to be present)."""
+        out: list[bytes] = []
+        end = min(start + count - 1, (1 << 64) - 1)
+        for ref in self.canonical_refs(start, end):
+            key = block_key(ref.hash)
+            raw = self.db.get(key)
+            if raw is None:
+                raise StorageCorrupt(height_key(ref.height), "indexes a block that is missing")
+            out.append(raw)
+        return out
 
     def chain_info(self) -> ChainInfo:
         head = self.head()
@@ -391,6 +405,8 @@ class StorageActor(otp.GenServer):
                 return store.auxpow_block_at(height)
             case GetCanonicalRefs(start, end):
                 return store.canonical_refs(start, end)
+            case GetEncodedRange(start, count):
+                return store.encoded_range(start, count)
             case GetFees(block_hash):
                 return store.fees(block_hash)
             case GetChainInfo():

@@ -102,6 +102,23 @@ class GetCanonicalRefs(otp.Request["list[BlockRef]"]):
     end: int = attrs.field(validator=_height)
 
 
+def _range_count(inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 16:
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a count is an integer in 1..65536, "
+            f"not {value!r:.40}")
+
+
+@attrs.frozen
+class GetEncodedRange(otp.Request["list[bytes]"]):
+    """The canonical blocks at heights ``start .. start + count - 1`` as stored (signed
+    blocks in the consensus encoding, not decoded: what the network sends), stopping at the
+    first missing height."""
+
+    start: int = attrs.field(validator=_height)
+    count: int = attrs.field(validator=_range_count)
+
+
 @attrs.frozen
 class GetHead(otp.Request["BlockRef | None"]):
     pass

@@ -1,0 +1,110 @@
+"""Builders for the network tests: nodes made of a real StorageActor (LevelDB in a temporary
+directory, holding a chain from ``factories.chain``) and a NetworkActor, several in one
+runtime (each with its own names and bus prefix), and a collector of bus events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import otp
+from node.actors.network import NetworkActor
+from node.actors.storage import StorageActor
+from node.messages import network as n
+from node.messages.storage import PutBlock
+from node.network import frames as f
+from node.network.transport import Connection, Transport
+from node.types.chain import SignedConsensusBlock
+
+from .factories import chain
+
+#: One chain for every node of a test (same genesis), built once.
+CHAIN = chain(12)
+GENESIS = CHAIN[0]
+
+
+async def start_storage(path: Path, name: str, blocks: list[SignedConsensusBlock]) -> None:
+    await otp.start(StorageActor, str(path), name=name)
+    for block in blocks:
+        await otp.call(name, PutBlock(block, head=True,
+                                      finalized=block.ref() if block.height == 0 else None))
+
+
+async def start_node(tmp_path: Path, name: str, transport: Transport, *,
+                     blocks: int = 1, bootnodes: tuple[str, ...] = (), node_id: str,
+                     **config: Any) -> str:
+    """Storage ``storage-<name>`` with the first ``blocks`` blocks of :data:`CHAIN`, and
+    NetworkActor ``network-<name>`` (bus prefix ``<name>/``); returns the actor's name."""
+    storage = f"storage-{name}"
+    await start_storage(tmp_path / name / "chain", storage, CHAIN[:blocks])
+    cfg = {"enabled": True, "node_id": node_id, "bootnodes": list(bootnodes), **config}
+    actor = f"network-{name}"
+    await otp.start(NetworkActor, cfg, {}, data_dir=str(tmp_path / name), storage=storage,
+                    transport=transport, bus_prefix=f"{name}/", name=actor)
+    return actor
+
+
+class Collector(otp.GenServer):
+    """Collects what is published on ``topics``; ``call(pid, "events")`` returns them."""
+
+    async def init(self, topics: list[str]) -> None:
+        self.events: list[Any] = []
+        for topic in topics:
+            otp.bus.subscribe(topic)
+
+    async def handle_info(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.events.append(msg)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        return list(self.events)
+
+
+async def collect(name: str, *topics: str) -> otp.Pid:
+    pid = await otp.start(Collector, [f"{name}/{t}" for t in topics])
+    assert pid is not None
+    return pid
+
+
+async def events(pid: otp.Pid) -> list[Any]:
+    return await otp.call(pid, "events")  # type: ignore[no-any-return]
+
+
+async def wait_for(predicate: Any, *, timeout: float = 60.0, step: float = 0.05) -> None:
+    """Poll ``await predicate()`` until true (virtual time in these tests)."""
+    with trio.fail_after(timeout):
+        while not await predicate():
+            await trio.sleep(step)
+
+
+async def peers_of(actor: str) -> set[str]:
+    return {p.peer for p in await otp.call(actor, n.GetPeers())}
+
+
+def hello(node_id: str, *, chain_id: int = 121212, genesis: bytes | None = None,
+          version: int = f.PROTOCOL_VERSION) -> f.Hello:
+    ref = GENESIS.ref()
+    return f.Hello(version, chain_id, genesis or GENESIS.hash(), f.Status(ref, ref), node_id)
+
+
+async def raw_handshake(conn: Connection, node_id: str, **kwargs: Any) -> f.Frame:
+    """Be a peer by hand: send a hello, return the frame the node answers first."""
+    await conn.send(f.encode_frame(hello(node_id, **kwargs)))
+    return f.decode_frame(await conn.receive())
+
+
+async def drain(conn: Connection, *, timeout: float = 30.0) -> tuple[list[f.Frame], str]:
+    """Every frame ``conn`` receives until it closes, and why it closed."""
+    from node.network.errors import ConnectionClosed
+
+    got: list[f.Frame] = []
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                data = await conn.receive()
+            except ConnectionClosed as exc:
+                return got, exc.reason
+            got.append(f.decode_frame(data))
