@@ -58,9 +58,12 @@ from ..messages.chain import (
     GetStatus,
     GetUnfinalized,
     ImportBlock,
+    ImportBlocks,
+    ImportedBlocks,
     ProduceNow,
     QueuePow,
 )
+from ..messages.sync import SYNC_TOPIC, SyncProgress
 from ..types.chain import (
     AggregateApproval,
     AuxPowHeader,
@@ -197,6 +200,7 @@ class ChainActor(otp.GenServer):
             head.height, head.hash().hex()[:16], self.state.finalized.height,
             self.index, len(self.authorities),
         )
+        otp.bus.subscribe(SYNC_TOPIC)  # produce only while synced (the SyncActor says)
         if produce and self.index is not None:
             self._schedule_next_slot()
 
@@ -316,6 +320,14 @@ class ChainActor(otp.GenServer):
     # -- production ---------------------------------------------------------------------------
 
     async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, SyncProgress):
+            await trio.lowlevel.checkpoint()
+            if msg.synced != self.synced:
+                logger.info("synced at #%d: block production goes on" if msg.synced else
+                            "behind the network (#%d of #%d): block production waits for sync",
+                            *((msg.current,) if msg.synced else (msg.current, msg.target)))
+                self.synced = msg.synced
+            return
         if msg != "slot":
             await super().handle_info(msg)
             return
@@ -438,7 +450,8 @@ class ChainActor(otp.GenServer):
 
     # -- import -------------------------------------------------------------------------------
 
-    async def _import(self, signed: SignedConsensusBlock, produced: bool = False) -> BlockRef:
+    async def _import(self, signed: SignedConsensusBlock, produced: bool = False,
+                      signature_checked: bool = False) -> BlockRef:
         started = time.perf_counter()
         await self._reconcile()
         state = self.state
@@ -446,7 +459,8 @@ class ChainActor(otp.GenServer):
         if block.parent_hash != state.head.hash():
             raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
                                    "with the network)")
-        rules.validate_block(signed, state.head, self._context())
+        rules.validate_block(signed, state.head, self._context(),
+                             signature_checked=signature_checked)
         range_end = None
         finalized_payload = state.finalized_payload
         if block.auxpow_header is not None:
@@ -514,6 +528,18 @@ class ChainActor(otp.GenServer):
                     return await self._import(block)
                 except (rules.BlockError, *CALL_FAILURES) as exc:
                     return exc
+            case ImportBlocks(blocks, verified):
+                count = 0
+                error: Exception | None = None
+                for block in blocks:
+                    try:
+                        await self._import(block, signature_checked=verified)
+                    except (rules.BlockError, *CALL_FAILURES) as exc:
+                        error = exc
+                        break
+                    count += 1
+                await trio.lowlevel.checkpoint()
+                return ImportedBlocks(count, self.state.head.ref(), error)
             case AddApproval(approval):
                 await trio.lowlevel.checkpoint()
                 return await self._add_approval(approval)

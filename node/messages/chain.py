@@ -58,6 +58,26 @@ class ImportBlock(otp.Request[BlockRef | Exception]):
 
 
 @attrs.frozen
+class ImportBlocks(otp.Request["ImportedBlocks"]):
+    """Consecutive blocks from sync, each the child of the one before, the first a child of
+    the head; imported in order until one fails. ``signatures_verified``: their aggregate
+    signatures were checked already, in a batch (every other rule is still checked here)."""
+
+    blocks: tuple[SignedConsensusBlock, ...]
+    signatures_verified: bool = False
+
+
+@attrs.frozen
+class ImportedBlocks:
+    """How many of an :class:`ImportBlocks` were imported, the head after them, and the
+    error that stopped the rest (None when all were)."""
+
+    count: int
+    head: BlockRef
+    error: Exception | None = None
+
+
+@attrs.frozen
 class AddApproval(otp.Request[BlockRef | BlockError | None]):
     """Another authority's approval of the block this node produced and holds until it has
     ceil(2n/3) approvals; replies the imported block's BlockRef once it has them, else None

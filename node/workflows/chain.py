@@ -247,8 +247,12 @@ def validate_block(
     ctx: ValidationContext,
     *,
     require_approvals: bool = True,
+    signature_checked: bool = False,
 ) -> None:
-    """Every consensus rule a received block must pass before import; raises BlockError."""
+    """Every consensus rule a received block must pass before import; raises BlockError.
+    ``signature_checked``: the aggregate signature was verified already, in a batch
+    (:func:`node.workflows.block_signatures.verify_blocks`, the same rule); every other
+    check still runs."""
     block = signed.message
     if parent is None:
         raise BlockError("unknown-parent", f"parent {block.parent_hash.hex()} is not known")
@@ -280,10 +284,11 @@ def validate_block(
     # Stricter than the original: the bitfield may not name authorities that do not exist.
     if any(i >= n for i in indexes):
         raise BlockError("approval-index", f"bitfield names authorities beyond {n}")
-    signature = _signature(approvals.signature, "signature")
-    if not bls.fast_aggregate_verify([ctx.authorities[i] for i in indexes],
-                                     signed.signing_root(), signature):
-        raise BlockError("signature", "the aggregate signature does not verify")
+    if not signature_checked:
+        signature = _signature(approvals.signature, "signature")
+        if not bls.fast_aggregate_verify([ctx.authorities[i] for i in indexes],
+                                         signed.signing_root(), signature):
+            raise BlockError("signature", "the aggregate signature does not verify")
     if require_approvals and len(indexes) < required_approvals(n):
         raise BlockError("approvals", f"{len(indexes)} approvals, {required_approvals(n)} needed")
     validate_pow(block, ctx)
