@@ -60,6 +60,7 @@ CPU-bound and runs in the caller's task, yielding to Trio every few transactions
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import struct
@@ -85,6 +86,7 @@ from eth.vm.forks.shanghai import withdrawals as _withdrawals
 from eth.vm.spoof import SpoofTransaction
 from eth_hash.auto import keccak
 from eth_utils.exceptions import ValidationError
+from trie.hexary import HexaryTrie
 
 from node.types.execution import (
     ENGINE_CAPABILITIES,
@@ -134,6 +136,32 @@ __all__ = [
     "EngineStateError",
     "header_of_payload",
 ]
+
+
+
+class _ChainDB(ChainDB):
+    """py-evm's ChainDB without its memo caches. It memoizes two methods with
+    ``functools.lru_cache`` on the class, keyed by ``self``: up to 32 ChainDBs — each holding
+    a block's overlay and, through it, the engine's LevelDB handle — stayed alive for the life
+    of the process, past :meth:`EmbeddedEngine.close`, and the handle was freed only at
+    interpreter teardown, where plyvel's destructor failed ("Error in sys.excepthook"). The
+    engine reads each block's transactions and withdrawals once: nothing to memoize."""
+
+    _get_block_transactions = ChainDB._get_block_transactions.__wrapped__  # type: ignore[assignment]
+    _get_block_withdrawals = ChainDB._get_block_withdrawals.__wrapped__  # type: ignore[assignment]
+
+
+
+def _release_memo_caches() -> None:
+    """Empty py-trie's memo cache of tries (``functools.lru_cache`` on a method, keyed by
+    ``self``, on the class): it keeps up to 128 tries — each holding an engine's overlay and,
+    through it, its LevelDB handle — alive after the engine is closed, until interpreter
+    teardown, where plyvel's destructor then fails ("Error in sys.excepthook"). Run when an
+    engine closes and at exit (for engines never closed); the cache refills as it is used."""
+    HexaryTrie._cached_create_node_to_db_mapping.cache_clear()
+
+
+atexit.register(_release_memo_caches)
 
 logger = logging.getLogger("alys.engine.evm")
 
@@ -419,6 +447,7 @@ class EmbeddedEngine:
 
     def close(self) -> None:
         """Close the database (the engine cannot be used afterwards)."""
+        _release_memo_caches()
         self._db.discard()
         for built in self._builds.values():
             built.layer.discard()
@@ -769,7 +798,7 @@ class EmbeddedEngine:
         )
 
     def _vm(self, header: Header, layer: Overlay) -> AlysVM:
-        return AlysVM(header=header, chaindb=ChainDB(layer), chain_context=self._context,
+        return AlysVM(header=header, chaindb=_ChainDB(layer), chain_context=self._context,
                       consensus_context=ConsensusContext(layer))
 
     async def _execute(
