@@ -63,7 +63,9 @@ from ..messages.chain import (
     ProduceNow,
     QueuePow,
 )
+from ..messages.network import GossipReceived, Offence, Publish, ReportPeer, gossip_topic
 from ..messages.sync import SYNC_TOPIC, SyncProgress
+from ..network.gossip import APPROVE_BLOCK, CONSENSUS_BLOCK, QUEUE_POW, ApproveBlock
 from ..types.chain import (
     AggregateApproval,
     AuxPowHeader,
@@ -73,8 +75,8 @@ from ..types.chain import (
     SignedConsensusBlock,
 )
 from ..types.execution import EngineError
+from ..workflows import approvals, difficulty
 from ..workflows import chain as rules
-from ..workflows import difficulty
 from . import sibling
 
 logger = logging.getLogger("alys.chain")
@@ -142,10 +144,15 @@ class ChainActor(otp.GenServer):
         produce: bool = True,
         clock: Callable[[], int] | None = None,
         engine_config: dict[str, Any] | None = None,
+        network: str = "network",
+        bus_prefix: str = "",
     ) -> None:
         """``clock`` gives unix milliseconds (default: :func:`now_ms`, the runtime's wall
         clock); a test may pass its own. ``engine_config`` (the ``engine`` section) sets
-        how long calls to the EngineActor may take."""
+        how long calls to the EngineActor may take. ``network`` names the NetworkActor
+        (proposals and approvals are gossiped through it; without one, nothing is) and
+        ``bus_prefix`` goes before every bus topic this actor publishes or follows (several
+        nodes in one runtime, as the NetworkActor's)."""
         self.cfg: ChainConfig = structure_section(config or {}, ChainConfig, "chain")
         engine_cfg: EngineConfig = structure_section(engine_config or {}, EngineConfig,
                                                      "engine")
@@ -153,7 +160,8 @@ class ChainActor(otp.GenServer):
         #: Set while production waits for the execution client (one log line each way).
         self.engine_away: str | None = None
         self.difficulty = difficulty.config_from(self.cfg)
-        self.storage, self.engine = storage, engine
+        self.storage, self.engine, self.network = storage, engine, network
+        self.prefix = bus_prefix
         self.synced = synced
         self.clock = clock or now_ms
         self.key = load_or_create_key(Path(data_dir) / "keys" / "authority.key")
@@ -174,8 +182,6 @@ class ChainActor(otp.GenServer):
         self.fee_recipient = bytes.fromhex(self.cfg.fee_recipient.removeprefix("0x"))
         self.paused = False
         self.away: str | None = None  # the sibling a skipped slot was waiting for
-        #: Our block waiting for the other authorities' approvals (they arrive with the network).
-        self.awaiting: SignedConsensusBlock | None = None
         #: A block whose write failed with the storage: stored or not, we learn when it is back.
         self.unsure: tuple[BlockRef, rules.ChainState] | None = None
         info: storage_msgs.ChainInfo = await self._storage(storage_msgs.GetChainInfo(), INIT_WAIT)
@@ -200,7 +206,13 @@ class ChainActor(otp.GenServer):
             head.height, head.hash().hex()[:16], self.state.finalized.height,
             self.index, len(self.authorities),
         )
-        otp.bus.subscribe(SYNC_TOPIC)  # produce only while synced (the SyncActor says)
+        #: Blocks proposed on our head and their approvals (node.workflows.approvals).
+        self.proposals = approvals.Proposals(head.hash())
+        #: The held proposal production last said it waits for (one log line per block).
+        self.waiting_for: bytes | None = None
+        otp.bus.subscribe(self.prefix + SYNC_TOPIC)  # produce only while synced
+        for topic in (CONSENSUS_BLOCK, APPROVE_BLOCK, QUEUE_POW):
+            otp.bus.subscribe(self.prefix + gossip_topic(topic))
         if produce and self.index is not None:
             self._schedule_next_slot()
 
@@ -320,6 +332,9 @@ class ChainActor(otp.GenServer):
     # -- production ---------------------------------------------------------------------------
 
     async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, GossipReceived):
+            await self._on_gossip(msg)
+            return
         if isinstance(msg, SyncProgress):
             await trio.lowlevel.checkpoint()
             if msg.synced != self.synced:
@@ -374,6 +389,13 @@ class ChainActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             return None
         if rules.author_index(slot, len(self.authorities)) != self.index:
+            await trio.lowlevel.checkpoint()
+            return None
+        held = self._held_proposal()
+        if held is not None:
+            # We approved a block on this head already (ours or another's): one approval
+            # per height. Gossip it again for authorities that missed it, and wait.
+            self._gossip(CONSENSUS_BLOCK, held)
             await trio.lowlevel.checkpoint()
             return None
         away = self._siblings_away()
@@ -440,10 +462,14 @@ class ChainActor(otp.GenServer):
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
             rules.validate_block(signed, state.head, self._context(), require_approvals=False)
-            self.awaiting = signed
-            logger.info("block #%d %s slot %d waits for %d approvals (has %d)", block.height,
-                        signed.hash().hex()[:16], slot, needed, signed.signature.count())
-            return None
+            self.proposals = approvals.mark_approved(
+                approvals.propose(self._proposals(), signed, self.authorities), signed.hash())
+            self._gossip(CONSENSUS_BLOCK, signed)
+            ready = approvals.ready(self.proposals, len(self.authorities))
+            if ready is None:  # approvals that came early may complete it at once
+                self._log_waiting()
+                return None
+            signed = ready
         ref = await self._import(signed, produced=True)
         metrics.BLOCKS_PRODUCED.inc()
         return ref
@@ -498,7 +524,7 @@ class ChainActor(otp.GenServer):
             f", AuxPoW for #{block.auxpow_header.height}" if block.auxpow_header else "",
             elapsed * 1000,
         )
-        otp.bus.publish_nowait(BLOCKS_TOPIC,
+        otp.bus.publish_nowait(self.prefix + BLOCKS_TOPIC,
                                BlockImported(ref, block.slot, new.finalized, produced))
         return ref
 
@@ -511,7 +537,7 @@ class ChainActor(otp.GenServer):
                 state = self.state
                 return ChainStatus(state.head.ref(), state.finalized, self.queued, self.synced,
                                    self.paused, self.index, len(self.authorities), self.bits,
-                                   state.last_pow)
+                                   state.last_pow, self._waiting(stale_only=True))
             case GetUnfinalized():
                 await trio.lowlevel.checkpoint()
                 return list(self.state.unfinalized)
@@ -522,6 +548,7 @@ class ChainActor(otp.GenServer):
                     return problem
                 self.queued = header
                 await self._persist_queued(header)
+                self._gossip(QUEUE_POW, header)  # whoever produces next uses it
                 return None
             case ImportBlock(block):
                 try:
@@ -551,16 +578,145 @@ class ChainActor(otp.GenServer):
         raise otp.UnexpectedMessage(self, "call", request)
 
     async def _add_approval(self, approval: IndividualApproval) -> Any:
-        awaiting = self.awaiting
-        if awaiting is None or awaiting.message.parent_hash != self.state.head.hash():
-            self.awaiting = None
+        """An approval of the block this node produced and holds (tests, tools; approvals
+        from the network arrive as gossip, for any held block)."""
+        held = self._held_proposal()
+        if held is None or held.signature.bitfield >> (self.index or 0) & 1 == 0:
+            await trio.lowlevel.checkpoint()
             return rules.BlockError("approval", "no block of ours awaits approvals")
         try:
-            awaiting = rules.add_approval(awaiting, approval, self.authorities)
-            self.awaiting = awaiting
-            if awaiting.signature.count() < rules.required_approvals(len(self.authorities)):
-                return None
-            self.awaiting = None
-            return await self._import(awaiting, produced=True)
+            self.proposals = approvals.add(self.proposals, held.hash(), approval,
+                                           self.authorities)
+            return await self._import_if_ready()
         except (rules.BlockError, *CALL_FAILURES) as exc:
             return exc
+
+    # -- approvals across authorities (node.workflows.approvals) --------------------------
+
+    def _proposals(self) -> approvals.Proposals:
+        """The proposals on the current head (dropped when it moved)."""
+        self.proposals = approvals.for_head(self.proposals, self.state.head.hash())
+        return self.proposals
+
+    def _held_proposal(self) -> SignedConsensusBlock | None:
+        """The block this node approved on its head, if any."""
+        proposals = self._proposals()
+        if proposals.approved_hash is None:
+            return None
+        return proposals.get(proposals.approved_hash)
+
+    def _waiting(self, stale_only: bool = False) -> str | None:
+        """What production waits for, if a block this node approved lacks approvals
+        (``stale_only``: only once its slot is over: within its slot, waiting is normal)."""
+        held = self._held_proposal()
+        if held is None:
+            return None
+        if stale_only and held.message.slot >= rules.slot_at(self.clock(),
+                                                              self.cfg.slot_duration_ms):
+            return None
+        needed = rules.required_approvals(len(self.authorities))
+        return (f"block #{held.height} {held.hash().hex()[:16]} slot {held.message.slot} "
+                f"waits for {needed} approvals of {len(self.authorities)} authorities (has "
+                f"{held.signature.count()})")
+
+    def _log_waiting(self) -> None:
+        held = self._held_proposal()
+        if held is None or held.hash() == self.waiting_for:
+            return
+        self.waiting_for = held.hash()
+        logger.info("%s", self._waiting())
+
+    def _gossip(self, topic: str, payload: Any) -> None:
+        """Hand ``payload`` to the NetworkActor for gossip (nothing without one)."""
+        try:
+            otp.cast_nowait(self.network, Publish(topic, payload))
+        except trio.WouldBlock:
+            logger.warning("the network's mailbox is full: a %s message is not gossiped", topic)
+
+    def _report(self, peer: str, offence: Offence, detail: str) -> None:
+        try:
+            otp.cast_nowait(self.network, ReportPeer(peer, offence, detail))
+        except trio.WouldBlock:
+            pass  # the network is flooded already; the peer will show itself again
+
+    async def _import_if_ready(self) -> BlockRef | None:
+        ready = approvals.ready(self._proposals(), len(self.authorities))
+        if ready is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        mine = self.index is not None and ready.signature.bitfield >> self.index & 1 == 1 \
+            and rules.author_index(ready.message.slot, len(self.authorities)) == self.index
+        ref = await self._import(ready, produced=mine)
+        if mine:
+            metrics.BLOCKS_PRODUCED.inc()
+        return ref
+
+    async def _on_gossip(self, msg: GossipReceived) -> None:
+        try:
+            match msg.payload:
+                case SignedConsensusBlock() as block if msg.topic == CONSENSUS_BLOCK:
+                    await self._on_block(block, msg.peer)
+                case ApproveBlock(block_hash, approval) if msg.topic == APPROVE_BLOCK:
+                    await self._on_approval(block_hash, approval, msg.peer)
+                case AuxPowHeader() as header if msg.topic == QUEUE_POW:
+                    await self._on_queued_pow(header, msg.peer)
+                case _:
+                    await trio.lowlevel.checkpoint()
+        except CALL_FAILURES as exc:
+            # A sibling went away mid-import: its supervisor is on it; the block comes again
+            # (gossiped anew, or by sync).
+            logger.warning("gossip from %s not handled: %s", msg.peer, exc)
+
+    async def _on_block(self, block: SignedConsensusBlock, peer: str) -> None:
+        state = self.state
+        if block.height <= state.head.height or block.message.parent_hash != state.head.hash():
+            await trio.lowlevel.checkpoint()
+            return  # old, a duplicate, or not on our head (sync catches up on that)
+        try:
+            rules.validate_block(block, state.head, self._context(), require_approvals=False)
+        except rules.BlockError as exc:
+            await trio.lowlevel.checkpoint()
+            if exc.rule != "future-slot":  # our clock may lag: not the peer's fault
+                self._report(peer, Offence.INVALID_BLOCK, f"block #{block.height}: {exc}")
+            logger.info("block #%d %s from %s refused: %s", block.height,
+                        block.hash().hex()[:16], peer, exc)
+            return
+        try:
+            self.proposals = approvals.propose(self._proposals(), block, self.authorities)
+        except rules.BlockError as exc:
+            await trio.lowlevel.checkpoint()
+            logger.info("block #%d from %s not held: %s", block.height, peer, exc)
+            return
+        block_hash = block.hash()
+        if self.index is not None and not approvals.approved(self.proposals):
+            approval = rules.approve(block_hash, self.key, self.index)
+            self.proposals = approvals.mark_approved(
+                approvals.add(self.proposals, block_hash, approval, self.authorities),
+                block_hash)
+            self._gossip(APPROVE_BLOCK, ApproveBlock(block_hash, approval))
+        await self._import_if_ready()
+
+    async def _on_approval(self, block_hash: bytes, approval: IndividualApproval,
+                           peer: str) -> None:
+        proposals = self._proposals()
+        try:
+            self.proposals = approvals.add(proposals, block_hash, approval, self.authorities)
+        except rules.BlockError as exc:
+            await trio.lowlevel.checkpoint()
+            self._report(peer, Offence.INVALID_BLOCK, f"approval: {exc}")
+            return
+        await self._import_if_ready()
+
+    async def _on_queued_pow(self, header: AuxPowHeader, peer: str) -> None:
+        """AuxPoW a miner submitted to another node: the next producer (maybe us) puts it
+        in its block."""
+        if self.queued == header:
+            await trio.lowlevel.checkpoint()
+            return
+        problem = rules.pow_problem(self.state, header, self.bits)
+        if problem is not None:
+            await trio.lowlevel.checkpoint()
+            logger.info("queued AuxPoW from %s not used: %s", peer, problem)
+            return
+        self.queued = header
+        await self._persist_queued(header)

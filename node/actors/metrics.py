@@ -80,6 +80,8 @@ class MetricsApp:
             return False, "no head yet"
         if not status.synced:
             return False, "syncing"
+        if status.waiting is not None:
+            return False, status.waiting
         return True, f"head #{status.head.height}"
 
 

@@ -34,6 +34,9 @@ class ChainStatus:
     #: The block carrying the latest AuxPoW: ``createauxblock`` answers its hash as
     #: ``previousblockhash`` and its height + 1 as ``height`` (see ``rules.make_work``).
     last_pow: BlockRef | None = None
+    #: Why production waits for other authorities, if it does ("block #5 ... waits for 2
+    #: approvals of 3 authorities (has 1)").
+    waiting: str | None = None
 
 
 @attrs.frozen

@@ -30,7 +30,8 @@ async def test_own_block_waits_for_approvals_then_imports(tmp_path: Path) -> Non
         assert await otp.call("chain", chain_msgs.ProduceNow()) is None  # 1 of 2 approvals
         status = await otp.call("chain", chain_msgs.GetStatus())
         assert status.head.height == 0
-        waiting = (await otp.get_state("chain")).awaiting  # type: ignore[attr-defined]
+        proposals = (await otp.get_state("chain")).proposals  # type: ignore[attr-defined]
+        waiting = proposals.get(proposals.approved_hash)
         assert waiting is not None and rules.required_approvals(3) == 2
         bad = rules.approve(bytes(32), others[0], 1)  # signs the wrong hash
         assert isinstance(await otp.call("chain", chain_msgs.AddApproval(bad)),
