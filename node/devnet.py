@@ -283,7 +283,7 @@ def check_existing_chain(node: NodePlan, authorities: list[str]) -> None:
             f"N={len(before)}")
 
 
-def write(plans: Sequence[NodePlan], sets: Sequence[str] = ()) -> None:
+def write(plans: Sequence[NodePlan], sets: Sequence[str] = (), dev_keys: bool = False) -> None:
     """Write every node's configuration (checked as ``boot`` will read it) and the
     ``.gitignore``."""
     authorities = [p.public_key for p in plans]
@@ -304,7 +304,9 @@ def write(plans: Sequence[NodePlan], sets: Sequence[str] = ()) -> None:
                   f"# Paths are relative to this directory; to run this node alone: "
                   f"python -m node boot --config {node.config_path.name}\n"
                   f"# It is authority {node.index - 1} (chain.authorities[{node.index - 1}])"
-                  f"{'; it runs the dev miner' if node.miner else ''}.\n\n")
+                  f"{'; it runs the dev miner' if node.miner else ''}.\n"
+                  + ("# Its key is the fixed dev key of --dev-keys: publicly known, for "
+                     "this machine only.\n" if dev_keys else "") + "\n")
         tmp = node.config_path.with_name(node.config_path.name + ".tmp")
         tmp.write_text(header + tomli_w.dumps(config), encoding="utf-8")
         os.replace(tmp, node.config_path)
@@ -562,7 +564,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> i
             check_ports_free([NodePlan(i + 1, directory, "", ports, False)
                               for i, ports in enumerate(plans_ports)])
         plans = plan(directory, args.n, first, args.dev_keys)
-        write(plans, args.set)
+        write(plans, args.set, args.dev_keys)
     except DevnetError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
