@@ -434,6 +434,7 @@ class Devnet:
         with httpx.Client(timeout=2.0) as client:
             while waiting:
                 if signals.count:
+                    self.out(f"devnet: {signals.last} while the nodes start: stopping them")
                     return False
                 for index, node in list(waiting.items()):
                     if not self.running(node):
