@@ -646,7 +646,16 @@ class ChainActor(otp.GenServer):
             return None
         mine = self.index is not None and ready.signature.bitfield >> self.index & 1 == 1 \
             and rules.author_index(ready.message.slot, len(self.authorities)) == self.index
-        ref = await self._import(ready, produced=mine)
+        try:
+            ref = await self._import(ready, produced=mine)
+        except rules.BlockError as exc:
+            # Approved by enough authorities, yet it does not import (approvers check the
+            # consensus rules, the import also executes the payload): drop it, and free our
+            # approval for another block on this head.
+            logger.warning("block #%d %s with %d approvals does not import: %s", ready.height,
+                           ready.hash().hex()[:16], ready.signature.count(), exc)
+            self.proposals = approvals.drop(self.proposals, ready.hash())
+            return None
         if mine:
             metrics.BLOCKS_PRODUCED.inc()
         return ref

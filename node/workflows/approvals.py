@@ -47,6 +47,7 @@ __all__ = [
     "Proposals",
     "add",
     "approved",
+    "drop",
     "for_head",
     "mark_approved",
     "propose",
@@ -70,6 +71,9 @@ class Proposals:
     approved_hash: bytes | None = None
     #: Approvals that came before their block: (block hash, approval).
     early: tuple[tuple[bytes, IndividualApproval], ...] = ()
+    #: Blocks that failed their import (the execution engine refused the payload): never
+    #: held again on this head.
+    refused: tuple[bytes, ...] = ()
 
     def get(self, block_hash: bytes) -> SignedConsensusBlock | None:
         for block in self.blocks:
@@ -99,6 +103,8 @@ def propose(proposals: Proposals, block: SignedConsensusBlock,
     if block.message.parent_hash != proposals.head:
         raise BlockError("proposal", "the block does not build on this node's head")
     block_hash = block.hash()
+    if block_hash in proposals.refused:
+        raise BlockError("proposal", "the block failed its import here already")
     held = proposals.get(block_hash)
     if held is None:
         if len(proposals.blocks) >= MAX_PROPOSALS:
@@ -148,6 +154,18 @@ def mark_approved(proposals: Proposals, block_hash: bytes) -> Proposals:
     if proposals.get(block_hash) is None:
         raise BlockError("approval", "the block is not held")
     return attrs.evolve(proposals, approved_hash=block_hash)
+
+
+def drop(proposals: Proposals, block_hash: bytes) -> Proposals:
+    """``block_hash`` failed its import (its payload does not execute): forget it, refuse it
+    from now on, and if this node had approved it, free its approval for another block on
+    this head (no honest node can import the refused one, so no two blocks can be)."""
+    return attrs.evolve(
+        proposals,
+        blocks=tuple(b for b in proposals.blocks if b.hash() != block_hash),
+        approved_hash=None if proposals.approved_hash == block_hash
+        else proposals.approved_hash,
+        refused=(*proposals.refused, block_hash)[-MAX_PROPOSALS:])
 
 
 def ready(proposals: Proposals, authority_count: int) -> SignedConsensusBlock | None:

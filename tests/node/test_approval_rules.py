@@ -115,3 +115,16 @@ def test_a_copy_with_more_approvals_replaces_the_held_one() -> None:
     held = approvals.propose(held, block, AUTHORITIES)  # a poorer copy changes nothing
     got = held.get(block.hash())
     assert got is not None and got.signature.indexes() == [0, 1]
+
+
+def test_a_block_that_does_not_import_is_dropped_and_frees_the_approval() -> None:
+    first, second = proposal(4), proposal(5)
+    held = approvals.mark_approved(
+        approvals.propose(approvals.Proposals(parent().hash()), first, AUTHORITIES),
+        first.hash())
+    held = approvals.drop(held, first.hash())
+    assert held.get(first.hash()) is None and not approvals.approved(held)
+    with pytest.raises(rules.BlockError, match="failed its import"):
+        approvals.propose(held, first, AUTHORITIES)
+    held = approvals.mark_approved(approvals.propose(held, second, AUTHORITIES), second.hash())
+    assert held.approved_hash == second.hash()
