@@ -1,5 +1,6 @@
 """``python -m node boot|check|tree|key|status [supervision.toml] [--config FILE]
-[--set key=value] [--dev-miner]``, and ``python -m node --version``.
+[--set key=value] [--dev-miner]``, ``python -m node devnet [N]`` and
+``python -m node --version``.
 
 Loads the layered configuration (defaults < TOML file < ``ALYS_*`` environment < ``--set``),
 fills the tree's ``${node.*}`` references from it and boots the tree until SIGINT/SIGTERM.
@@ -9,6 +10,11 @@ With no other configuration this is a single-authority dev chain in ``./.alys``.
   is none yet): the value to list in ``chain.authorities``.
 * ``status`` asks a running node (its RPC and metrics ports, from the same configuration)
   for its head, finalized block, sync state and the restarts of each actor.
+* ``devnet N`` writes the configs of N authorities on loopback and runs them as child
+  processes until Ctrl-C (:mod:`node.devnet`).
+* ``boot --stop-on-stdin-eof`` stops the node in order when its stdin reaches end of file:
+  a parent that holds the other end of a pipe (the devnet) takes its nodes with it when it
+  ends, however it ends.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import gc
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -65,7 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="override one configuration value (repeatable)")
         p.add_argument("--dev-miner", action="store_true",
                        help="run a CPU merged miner against this node's RPC")
+        if name == "boot":
+            p.add_argument("--stop-on-stdin-eof", action="store_true",
+                           help="stop in order when stdin reaches end of file (for a "
+                                "parent process that holds the other end of a pipe)")
+    from . import devnet
+
+    text = "run N authorities on 127.0.0.1 as child processes until Ctrl-C"
+    devnet.add_arguments(sub.add_parser("devnet", help=text, description=text))
     args = parser.parse_args(argv)
+    if args.command == "devnet":
+        return devnet.run(args)
     sets = list(args.set) + (["miner.enabled=true"] if args.dev_miner else [])
     try:
         config = load_config(args.config, os.environ, sets)
@@ -92,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(otp.render_tree(spec))
         return 0
     os.makedirs(config.data_dir, exist_ok=True)
+    if getattr(args, "stop_on_stdin_eof", False):
+        _stop_on_stdin_eof()
     # Everything imported so far (py-evm, BLS, hypercorn, the actors' modules: ~45,000 objects)
     # lives as long as the process. Moved out of the collector's sight, it no longer makes
     # every full collection scan it: under RPC load those ran every second or so and stopped
@@ -103,6 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         logger.error("alys node stopped with exit code %d", code)
     return code
+
+
+def _stop_on_stdin_eof() -> None:
+    """Send this process SIGTERM (the ordered shutdown of :func:`otp.boot`) once stdin ends:
+    a daemon thread blocks reading it, as nothing is ever written there."""
+
+    def watch() -> None:
+        try:
+            while os.read(sys.stdin.fileno(), 4096):
+                pass
+        except OSError:
+            pass
+        logger.info("stdin closed (the parent process ended): stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
 
 
 def _key(config: NodeConfig) -> int:

@@ -88,7 +88,13 @@ class WebSocketTransport:
 
     @asynccontextmanager
     async def connect(self, address: str) -> AsyncIterator[Connection]:
+        """A connection to ``address``; a failed dial raises :class:`ConnectionClosed`
+        itself, never inside an ``ExceptionGroup`` (it is raised once the connection's
+        nursery is closed), so a caller's ``except ConnectionClosed`` sees it. An error
+        in the caller's block leaves the same way, unwrapped."""
         url = ws_url(address)
+        failure: str | None = None
+        raised: Exception | None = None
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(self.connect_timeout):
@@ -97,13 +103,21 @@ class WebSocketTransport:
             except (trio.TooSlowError, OSError, trio_websocket.HandshakeError,
                     trio_websocket.ConnectionTimeout, trio_websocket.ConnectionRejected,
                     trio_websocket.ConnectionClosed, ValueError) as exc:
-                problem = str(exc) or type(exc).__name__
-                raise ConnectionClosed(f"cannot connect to {url}: {problem}") from None
-            conn = WebSocketConnection(ws, url)
-            try:
-                yield conn
-            finally:
-                await conn.close()
+                failure = str(exc) or type(exc).__name__
+                nursery.cancel_scope.cancel()
+            else:
+                conn = WebSocketConnection(ws, url)
+                try:
+                    yield conn
+                except Exception as exc:
+                    raised = exc
+                finally:
+                    await conn.close()
+                    nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise ConnectionClosed(f"cannot connect to {url}: {failure}")
+        if raised is not None:
+            raise raised
 
     async def listen(self, handler: Handler, *,
                      task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

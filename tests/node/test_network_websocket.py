@@ -4,6 +4,7 @@ over the limit closes the connection (trio-websocket's own limit, code 1009)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ pytestmark = pytest.mark.real_clock
 
 def ws() -> WebSocketTransport:
     return WebSocketTransport("127.0.0.1", 0, connect_timeout=2.0)
+
+
+async def test_a_failed_dial_raises_connection_closed_itself() -> None:
+    # Not inside an ExceptionGroup: the NetworkActor's dialler catches ConnectionClosed, and
+    # a group escaping it crashed the actor whenever a bootnode was not listening yet.
+    port = free_port()
+    with trio.fail_after(10):
+        with pytest.raises(ConnectionClosed, match=f"cannot connect to ws://127.0.0.1:{port}/"):
+            async with ws().connect(f"127.0.0.1:{port}"):
+                pass  # pragma: no cover
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def test_three_nodes_over_websockets_gossip_and_serve_blocks(tmp_path: Path) -> None:
