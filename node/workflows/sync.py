@@ -101,6 +101,8 @@ class SyncConfig:
     breaker_failures: int = attrs.field(default=3, validator=_positive)
     #: ...for this many seconds, after which one trial request may go.
     breaker_reset: float = attrs.field(default=60.0, validator=_positive)
+    #: Blocks handed to the ChainActor per import call (the SyncActor's; not a rule).
+    import_batch: int = attrs.field(default=128, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.batch_size > MAX_BATCH:
