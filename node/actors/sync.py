@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -202,6 +203,9 @@ class SyncActor(otp.GenServer):
         self.source: dict[int, str] = {}
         #: Blocks kept from each peer (verified), since start.
         self.served: collections.Counter[str] = collections.Counter()
+        #: Real seconds spent waiting for answers (summed over concurrent requests), for
+        #: verification batches (in the worker) and with an import call out (for figures).
+        self.seconds: collections.Counter[str] = collections.Counter()
         #: Requests out (downloading or verifying), by serial, with the scope of their task.
         self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
         self.serial = 0
@@ -312,12 +316,14 @@ class SyncActor(otp.GenServer):
                         scope: trio.CancelScope) -> None:
         with scope:
             answer: list[SignedConsensusBlock] | RequestFailed | Exception
+            started = time.perf_counter()
             try:
                 answer = await otp.call(self.network, RequestBlocks(
                     request.peer, request.range.start, request.range.count),
                     timeout=self.cfg.request_timeout + CALL_MARGIN)
             except CALL_FAILURES as exc:
                 answer = exc
+            self.seconds["download"] += time.perf_counter() - started
             await otp.send(otp.self(), _Downloaded(serial, answer))
 
     def _hash_at(self, height: int) -> bytes | None:
@@ -360,7 +366,9 @@ class SyncActor(otp.GenServer):
     async def _verify(self, serial: int, blocks: tuple[SignedConsensusBlock, ...],
                       problem: str | None, scope: trio.CancelScope) -> None:
         with scope:
+            started = time.perf_counter()
             bad = await verify_blocks(blocks, self.authorities, self.verifier)
+            self.seconds["verify"] += time.perf_counter() - started
             await otp.send(otp.self(), _Verified(serial, blocks, tuple(bad), problem))
 
     def _verified(self, msg: _Verified, now: float) -> None:
@@ -416,11 +424,13 @@ class SyncActor(otp.GenServer):
 
     async def _import(self, blocks: tuple[SignedConsensusBlock, ...]) -> None:
         answer: ImportedBlocks | Exception
+        started = time.perf_counter()
         try:
             answer = await otp.call(self.chain, ImportBlocks(blocks, signatures_verified=True),
                                     timeout=60.0 + IMPORT_SECONDS_PER_BLOCK * len(blocks))
         except CALL_FAILURES as exc:
             answer = exc
+        self.seconds["import"] += time.perf_counter() - started
         await otp.send(otp.self(), _Imported(answer))
 
     def _imported(self, answer: ImportedBlocks | Exception, now: float) -> None:
