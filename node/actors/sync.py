@@ -205,7 +205,7 @@ class SyncActor(otp.GenServer):
         self.served: collections.Counter[str] = collections.Counter()
         #: Real seconds spent waiting for answers (summed over concurrent requests), for
         #: verification batches (in the worker) and with an import call out (for figures).
-        self.seconds: collections.Counter[str] = collections.Counter()
+        self.seconds: dict[str, float] = {"download": 0.0, "verify": 0.0, "import": 0.0}
         #: Requests out (downloading or verifying), by serial, with the scope of their task.
         self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
         self.serial = 0
