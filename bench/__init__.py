@@ -103,3 +103,11 @@ register(
     "for blocks of 1, 100 and 1,000 transfers, submission rates, import of the same block by "
     "a second engine; produce + import latency through the actors and the engine's share of it",
 )
+
+register(
+    "sync",
+    "bench.sync_bench",
+    "node B syncs 20,000 blocks (one transfer each) from two peers over loopback WebSockets, "
+    "every signature verified: blocks/s beside the seed's 800, beside verify_blocks alone and "
+    "ImportBlocks alone over the same blocks; where the time goes",
+)

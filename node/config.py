@@ -26,6 +26,7 @@ import cattrs
 import otp
 
 from .errors import NodeError
+from .workflows.sync import SyncConfig
 
 ENV_PREFIX = "ALYS_"
 
@@ -265,6 +266,8 @@ class NodeConfig:
     eth_rpc: EthRpcConfig = EthRpcConfig()
     miner: MinerConfig = MinerConfig()
     network: NetworkConfig = NetworkConfig()
+    #: How the SyncActor downloads, verifies and imports (``node.workflows.sync``).
+    sync: SyncConfig = attrs.field(factory=SyncConfig)
 
     def as_mapping(self) -> dict[str, Any]:
         """The configuration as plain values: what ``${node.x}`` references in a tree read."""

@@ -29,6 +29,23 @@ IMPORT_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+SYNC_CURRENT = Gauge("alys_sync_current_height", "Sync: the node's head height",
+                     registry=REGISTRY)
+SYNC_TARGET = Gauge("alys_sync_target_height",
+                    "Sync: the best head among the peers sync trusts", registry=REGISTRY)
+SYNC_BLOCKS_PER_SECOND = Gauge("alys_sync_blocks_per_second",
+                               "Sync: blocks imported per second (last few seconds)",
+                               registry=REGISTRY)
+SYNC_PEERS = Gauge("alys_sync_peers", "Sync: connected peers", registry=REGISTRY)
+SYNC_SYNCED = Gauge("alys_sync_synced", "Sync: 1 when the node has every block its peers "
+                    "told it of, else 0", registry=REGISTRY)
+SYNC_IN_FLIGHT = Gauge("alys_sync_requests_in_flight", "Sync: blocks-by-range requests out",
+                       registry=REGISTRY)
+SYNC_DOWNLOADED = Gauge("alys_sync_blocks_waiting",
+                        "Sync: blocks downloaded and verified, waiting for import",
+                        registry=REGISTRY)
+SYNC_FAILURES = Counter("alys_sync_range_failures", "Sync: ranges that failed, by why",
+                        ["failure"], registry=REGISTRY)
 POW_SUBMITTED = Counter(
     "alys_auxpow_submitted", "AuxPoW proofs accepted from miners", registry=REGISTRY
 )

@@ -11,6 +11,8 @@ before it gets here):
 ``getblockbyhash``     ``hash`` or ``[hash]`` -> the block, or null
 ``getqueuedpow``       ``[]`` -> the AuxPoW header queued for the next block, or null
 ``getchainstatus``     ``[]`` -> head, finalized block, sync state
+``getsyncstatus``      ``[]`` -> ``{synced, currentBlock, highestBlock, blocksPerSecond,
+                       peers}`` (the block fields named as in ``eth_syncing``)
 =====================  ====================================================================
 
 Requests are answered by the HTTP server's tasks, concurrently: a block query goes straight
@@ -55,6 +57,7 @@ from ..errors import CALL_FAILURES
 from ..messages import auxpow as auxpow_msgs
 from ..messages import chain as chain_msgs
 from ..messages import storage as storage_msgs
+from ..messages import sync as sync_msgs
 from ..rpc import (
     CHAIN_SYNCING,
     INTERNAL_ERROR,
@@ -93,6 +96,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            doc="hash or [hash] -> the block, or null"),
     Method("getqueuedpow", doc="[] -> the AuxPoW header queued for the next block, or null"),
     Method("getchainstatus", doc="[] -> head, finalized block, sync state"),
+    Method("getsyncstatus", doc="[] -> {synced, currentBlock, highestBlock, blocksPerSecond, "
+           "peers}"),
 )}
 
 
@@ -238,9 +243,10 @@ class RpcActor(otp.GenServer):
         storage: str = "storage",
         chain: str = "chain",
         auxpow: str = "auxpow",
+        sync: str = "sync",
     ) -> None:
         self.cfg: RpcConfig = structure_section(rpc or {}, RpcConfig, "rpc")
-        self.storage, self.chain, self.auxpow = storage, chain, auxpow
+        self.storage, self.chain, self.auxpow, self.sync = storage, chain, auxpow, sync
         self.cache = ReplyCache(self.cfg.cache_bytes)
         self.flights: dict[Any, trio.Event] = {}
         self.handlers: dict[str, Callable[..., Awaitable[bytes]]] = {
@@ -251,6 +257,7 @@ class RpcActor(otp.GenServer):
             "getblockbyhash": self.getblockbyhash,
             "getqueuedpow": self.getqueuedpow,
             "getchainstatus": self.getchainstatus,
+            "getsyncstatus": self.getsyncstatus,
         }
         # Subscribe before reading the finalized height, so that no import falls between.
         otp.bus.subscribe(BLOCKS_TOPIC)
@@ -382,6 +389,23 @@ class RpcActor(otp.GenServer):
             "paused": status.paused,
             "authority_index": status.authority_index,
             "authorities": status.authorities,
+        })
+
+    async def getsyncstatus(self) -> bytes:
+        """The SyncActor's progress; with no SyncActor (the network is off) the node is
+        synced at its head, with no peers."""
+        if otp.whereis(self.sync) is None:
+            status: chain_msgs.ChainStatus = await self._ask(self.chain, chain_msgs.GetStatus())
+            height = 0 if status.head is None else status.head.height
+            progress = sync_msgs.SyncProgress(height, height, 0.0, 0, True)
+        else:
+            progress = await self._ask(self.sync, sync_msgs.GetSyncProgress())
+        return encode({
+            "synced": progress.synced,
+            "currentBlock": progress.current,
+            "highestBlock": progress.target,
+            "blocksPerSecond": round(progress.blocks_per_second, 1),
+            "peers": progress.peers,
         })
 
     async def createauxblock(self, fee_recipient: bytes | None) -> bytes:

@@ -69,6 +69,7 @@ __all__ = [
     "progress",
     "range_done",
     "range_failed",
+    "rejected",
     "start",
 ]
 
@@ -100,6 +101,8 @@ class SyncConfig:
     breaker_failures: int = attrs.field(default=3, validator=_positive)
     #: ...for this many seconds, after which one trial request may go.
     breaker_reset: float = attrs.field(default=60.0, validator=_positive)
+    #: Blocks handed to the ChainActor per import call (the SyncActor's; not a rule).
+    import_batch: int = attrs.field(default=128, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.batch_size > MAX_BATCH:
@@ -401,6 +404,21 @@ def imported(state: SyncState, ready: Range, height: int | None = None) -> SyncS
     return attrs.evolve(state, head=max(state.head, through),
                         downloaded=tuple(r for r in state.downloaded if r != ready),
                         queue=_requeue(state.queue, rest))
+
+
+def rejected(state: SyncState, ready: Range, peer: str | None, now: float,
+             config: SyncConfig) -> SyncState:
+    """Downloaded blocks ``ready`` (the range :func:`next_to_import` handed out, or what is
+    left of it) were refused at import, or their first block does not chain to the head:
+    they go back to the queue, to be asked again, and ``peer``, the one that sent them (when
+    known), pays a failure as for a failed request (its request was done already, so
+    :func:`range_failed` no longer applies)."""
+    if ready not in state.downloaded:
+        raise ValueError(f"{ready} was not downloaded")
+    state = attrs.evolve(state, downloaded=tuple(r for r in state.downloaded if r != ready),
+                         queue=_requeue(state.queue, [ready]))
+    known = None if peer is None else state.peer(peer)
+    return state if known is None else _penalise(state, known, now, config)
 
 
 def head_moved(state: SyncState, head: int) -> SyncState:

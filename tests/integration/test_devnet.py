@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import attrs
 import httpx
-import pytest
 from eth_account import Account
 
 from .harness import CHAIN_ID, ROOT, Process, dev_accounts, rpc
@@ -289,8 +288,6 @@ def test_a_killed_devnet_leaves_no_node_behind(tmp_path: Path,
     assert "alys node stopped in order" in log
 
 
-@pytest.mark.xfail(strict=True, reason="needs the SyncActor (branch sync-actor): a node "
-                   "that was down does not download the blocks it missed yet")
 def test_a_restarted_node_catches_up_with_the_others(tmp_path: Path,
                                                      processes: list[Process]) -> None:
     devnet, nodes = start_devnet(tmp_path, processes, 3)

@@ -286,3 +286,27 @@ def test_damaged_proofs_for_real_work_are_refused_not_crashes(data: st.DataObjec
             assert {name: otp.whereis(name) for name in NAMES} == pids
 
     trio.run(main)
+
+
+class _FakeSync(otp.GenServer):
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        from node.messages.sync import GetSyncProgress, SyncProgress
+
+        assert isinstance(request, GetSyncProgress)
+        return SyncProgress(40, 1000, 812.345, 2, False)
+
+
+@pytest.mark.real_clock
+async def test_getsyncstatus_answers_the_sync_actors_progress(tmp_path: Path) -> None:
+    async with node(tmp_path) as (actor, clock):
+        await produce(clock, 2)
+        # No SyncActor (the network is off): synced at the head, no peers.
+        assert await call(actor, "getsyncstatus") == {
+            "synced": True, "currentBlock": 2, "highestBlock": 2, "blocksPerSecond": 0.0,
+            "peers": 0}
+        await otp.start(_FakeSync, name="sync")
+        assert await call(actor, "getsyncstatus") == {
+            "synced": False, "currentBlock": 40, "highestBlock": 1000,
+            "blocksPerSecond": 812.3, "peers": 2}
+        await otp.stop("sync")

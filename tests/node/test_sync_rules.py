@@ -142,6 +142,25 @@ def test_an_import_that_stops_early_hands_the_rest_back() -> None:
     assert sync.coverage_problem(state) is None
 
 
+def test_blocks_refused_at_import_are_asked_again_and_cost_their_peer() -> None:
+    state = sync.peer_status(sync.peer_status(sync.start(0), "a", 16), "b", 16)
+    state, (first, second) = sync.assign(state, 0.0, CONFIG)
+    state = sync.range_done(state, first, 8, 0.0, CONFIG)
+    state = sync.range_done(state, second, 8, 0.0, CONFIG)
+    state = sync.head_moved(state, 3)  # #1..#3 imported, then #4 refused
+    ready = sync.next_to_import(state)
+    assert ready == Range(4, 5)
+    state = sync.rejected(state, ready, first.peer, 2.0, CONFIG)
+    assert state.queue == (Range(4, 5),) and state.downloaded == (Range(9, 8),)
+    peer = state.peer(first.peer)
+    assert peer is not None and peer.breaker.failures == 1 and peer.retry_at == 3.0
+    assert sync.coverage_problem(state) is None
+    state, requests = sync.assign(state, 2.0, CONFIG)  # only the other peer may be asked now
+    assert [(r.peer, r.range) for r in requests] == [(second.peer, Range(4, 5))]
+    with pytest.raises(ValueError, match="not downloaded"):
+        sync.rejected(state, Range(4, 5), None, 2.0, CONFIG)
+
+
 def test_a_head_moved_by_gossip_drops_what_sync_no_longer_needs() -> None:
     state = sync.peer_status(sync.start(0), "p", 40)
     state, _ = sync.assign(state, 0.0, CONFIG)
@@ -216,6 +235,12 @@ class SyncMachine(RuleBasedStateMachine):
         if ready is not None:
             through = data.draw(st.integers(ready.start - 1, ready.end))
             self.state = sync.imported(self.state, ready, through)
+
+    @rule(peer=st.sampled_from("abcdz"))
+    def reject_next(self, peer: str) -> None:
+        ready = sync.next_to_import(self.state)
+        if ready is not None:
+            self.state = sync.rejected(self.state, ready, peer, self.now, CONFIG)
 
     @rule(by=st.integers(1, 20))
     def gossip(self, by: int) -> None:

@@ -1,0 +1,280 @@
+"""``python -m bench sync``: node B syncs 20,000 blocks from two peers over loopback WebSockets.
+
+The chain: 20,000 blocks after genesis, each with one transfer (a signed EIP-1559 transaction
+from one of the ten dev accounts), built with the node's own rules on the embedded EVM and
+signed by one authority; cached under ``bench/.cache`` (keyed by the builder, encoding and
+schema versions), as ``python -m bench node`` caches its chain. ``--quick``: 2,000 blocks.
+
+Measured in one process, one run:
+
+1. **sync** — two source nodes (StorageActor + NetworkActor on real WebSockets on
+   127.0.0.1, free ports) serve the chain; node B (storage, embedded engine, chain, network,
+   sync, with the SyncActor's own SignatureVerifier: every signature verified) dials both
+   and syncs to their head. Blocks/s from the SyncActor's start to B's head at the target,
+   beside the seed's claim (800 blocks/s) and beside:
+2. **verification alone** — ``verify_blocks`` over the same blocks in a SignatureVerifier
+   (the pure rate of the signature work sync must do);
+3. **import alone** — the same blocks (signatures already verified) handed to a fresh
+   ChainActor with ``ImportBlocks`` in the SyncActor's batches: the ceiling the import path
+   (validation, the EVM executing every payload, storage) puts on sync.
+
+Where sync's time goes is read from the SyncActor: seconds with an import call out, seconds
+of verification batches, and request-seconds waiting for peers (summed over concurrent
+requests). One core does all of it (the GIL: the verifier's thread, the EVM and the
+network share it), so the stages overlap in time but not in CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from eth_account import Account
+from eth_utils import to_checksum_address
+
+import otp
+from bench import Options
+from bench._common import Goal, out, verdict
+from node.actors.chain import EMPTY_SIGNATURE, ChainActor
+from node.actors.engine import EngineActor
+from node.actors.network import NetworkActor
+from node.actors.storage import SCHEMA_VERSION, ChainStore, StorageActor
+from node.actors.sync import SyncActor
+from node.config import ChainConfig, structure_section
+from node.crypto import bls
+from node.crypto.verifier import SignatureVerifier
+from node.execution.accounts import dev_accounts
+from node.execution.embedded import EmbeddedEngine
+from node.integration.engine import build_block, commit_block
+from node.messages import chain as chain_msgs
+from node.messages import network as net_msgs
+from node.messages import storage as storage_msgs
+from node.types import encoding
+from node.types.chain import AggregateApproval, AuxPowHeader, ConsensusBlock, SignedConsensusBlock
+from node.workflows import chain as rules
+from node.workflows.block_signatures import verify_blocks
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+#: Bump when the builder changes what it writes.
+BUILDER_VERSION = 1
+BLOCKS = 20_000
+QUICK_BLOCKS = 2_000
+SEED_CLAIM = 800.0
+KEY_SEED = b"\x07" * 32
+DURATION_MS = 2000
+CHAIN_ID = 121212
+RATE_GOAL = Goal(">=", 1600.0, "sync >= 1,600 blocks/s")
+SHARE_GOAL = Goal(">=", 0.8, "sync >= 0.8x the verification rate")
+
+
+def chain_config() -> dict[str, Any]:
+    key = bls.SecretKey.from_seed(KEY_SEED)
+    return {"slot_duration_ms": DURATION_MS, "bits": 0x207FFFFF,
+            "max_blocks_without_pow": 10**9,
+            "authorities": ["0x" + key.public_key().to_bytes().hex()]}
+
+
+# -- the chain ----------------------------------------------------------------------------------
+
+
+async def _build(n: int, store: ChainStore, first_slot: int) -> None:
+    cfg: ChainConfig = structure_section(chain_config(), ChainConfig, "chain")
+    key = bls.SecretKey.from_seed(KEY_SEED)
+    accounts = dev_accounts()
+    nonces = [0] * len(accounts)
+    engine = EmbeddedEngine()
+    recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
+    zero = bytes(32)
+    parent = SignedConsensusBlock(
+        ConsensusBlock(zero, 0, engine.genesis_payload(),
+                       AuxPowHeader(zero, zero, cfg.bits, cfg.chain_id, 0, None, recipient)),
+        AggregateApproval(0, EMPTY_SIGNATURE))
+    store.put_block(storage_msgs.PutBlock(parent, head=True, finalized=parent.ref()),
+                    sync=False)
+    finalized = parent.message.execution_payload.block_hash
+    for height in range(1, n + 1):
+        who = height % len(accounts)
+        tx = {"to": to_checksum_address((0x1000 + height).to_bytes(20, "big")), "value": 1,
+              "gas": 21000, "maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9,
+              "chainId": CHAIN_ID, "nonce": nonces[who], "type": 2}
+        nonces[who] += 1
+        engine.add_transaction(bytes(Account.sign_transaction(
+            tx, accounts[who].private_key).raw_transaction))
+        slot = first_slot + height
+        timestamp = rules.payload_timestamp(slot, DURATION_MS,
+                                            parent.message.execution_payload.timestamp)
+        assert timestamp is not None
+        payload = await build_block(engine, parent.message.execution_payload.block_hash,
+                                    finalized, timestamp, recipient, [])
+        assert len(payload.transactions) == 1
+        await commit_block(engine, payload, finalized)
+        block = rules.sign_block(rules.new_block(parent, slot, payload, None), key, 0)
+        store.put_block(storage_msgs.PutBlock(block, head=True), sync=False)
+        parent = block
+        if height % 2000 == 0:
+            out(f"  built #{height:,}")
+    engine.close()
+
+
+def cached_chain(n: int) -> Path:
+    """The chain's LevelDB directory (``<cache>/.../chain``), built once."""
+    path = CACHE / (f"sync-chain-{n}-b{BUILDER_VERSION}-enc{encoding.VERSION}-"
+                    f"schema{SCHEMA_VERSION}")
+    if not (path / "built").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        out(f"building a {n:,}-block chain (one transfer per block) in {path} "
+            "(cached for later runs)...")
+        t0 = time.perf_counter()
+        store = ChainStore(str(path / "chain"))
+        first_slot = (time.time_ns() // 1_000_000) // DURATION_MS - n - 1000
+        trio.run(_build, n, store, first_slot)
+        store.db.put(b"v", store.db.get(b"v"), sync=True)
+        store.db.compact_range()
+        store.close()
+        (path / "built").write_text(str(n))
+        out(f"  built in {time.perf_counter() - t0:.1f} s")
+    return path / "chain"
+
+
+def read_blocks(chain: Path, n: int) -> list[SignedConsensusBlock]:
+    store = ChainStore(str(chain))
+    try:
+        blocks = []
+        for height in range(1, n + 1):
+            block_hash = store.hash_at(height)
+            assert block_hash is not None
+            block = store.block(block_hash)
+            assert block is not None
+            blocks.append(block)
+        return blocks
+    finally:
+        store.close()
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+
+async def _sync(chain: Path, n: int, base: Path) -> dict[str, Any]:
+    cfg = chain_config()
+    async with otp.runtime():
+        addresses = []
+        for name in ("a", "c"):
+            copy = base / name / "chain"
+            shutil.copytree(chain, copy)
+            await otp.start(StorageActor, str(copy), name=f"storage-{name}")
+            await otp.start(NetworkActor, {"enabled": True, "node_id": name * 2, "port": 0},
+                            cfg, data_dir=str(base / name), storage=f"storage-{name}",
+                            bus_prefix=f"{name}/", name=f"network-{name}")
+            info = await otp.call(f"network-{name}", net_msgs.GetNetworkInfo())
+            addresses.append(info.listening)
+        data = base / "b"
+        await otp.start(StorageActor, str(data / "chain"), name="storage")
+        await otp.start(EngineActor, None, cfg, data_dir=str(data), name="engine")
+        await otp.start(ChainActor, cfg, str(data), produce=False, name="chain")
+        await otp.start(NetworkActor, {"enabled": True, "node_id": "bb", "port": 0,
+                                       "bootnodes": addresses}, cfg, data_dir=str(data),
+                        name="network")
+        t0 = time.perf_counter()
+        await otp.start(SyncActor, {}, {"enabled": True}, cfg, str(data), name="sync")
+        while True:
+            status = await otp.call("chain", chain_msgs.GetStatus())
+            assert status.head is not None
+            if status.head.height >= n:
+                break
+            await trio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        actor = await otp.get_state("sync")
+        assert isinstance(actor, SyncActor)
+        seconds = dict(actor.seconds)
+        served = dict(actor.served)
+        verifier = actor.verifier.statistics()
+        head = status.head
+    return {"seconds": elapsed, "head": head, "stage_seconds": seconds, "served": served,
+            "verifier_busy_seconds": verifier.busy_seconds}
+
+
+async def _verify_alone(blocks: list[SignedConsensusBlock]) -> float:
+    authorities = (bls.SecretKey.from_seed(KEY_SEED).public_key(),)
+    verifier = SignatureVerifier()
+    t0 = time.perf_counter()
+    bad = await verify_blocks(blocks, authorities, verifier)
+    elapsed = time.perf_counter() - t0
+    assert bad == []
+    return elapsed
+
+
+async def _import_alone(blocks: list[SignedConsensusBlock], base: Path, batch: int) -> float:
+    cfg = chain_config()
+    async with otp.runtime():
+        await otp.start(StorageActor, str(base / "chain"), name="storage")
+        await otp.start(EngineActor, None, cfg, data_dir=str(base), name="engine")
+        await otp.start(ChainActor, cfg, str(base), produce=False, name="chain")
+        t0 = time.perf_counter()
+        for start in range(0, len(blocks), batch):
+            part = tuple(blocks[start:start + batch])
+            answer = await otp.call("chain", chain_msgs.ImportBlocks(
+                part, signatures_verified=True), timeout=600)
+            assert answer.error is None, answer.error
+        return time.perf_counter() - t0
+
+
+def run(options: Options) -> dict[str, Any]:
+    logging.getLogger().setLevel(logging.WARNING)
+    n = QUICK_BLOCKS if options.quick else BLOCKS
+    chain = cached_chain(BLOCKS if not options.quick else QUICK_BLOCKS)
+    blocks = read_blocks(chain, n)
+    out(f"sync benchmark: node B syncs {n:,} blocks (one transfer each) from two peers over "
+        "loopback WebSockets, every signature verified")
+    with tempfile.TemporaryDirectory() as tmp:
+        synced = trio.run(_sync, chain, n, Path(tmp) / "sync")
+        assert synced["head"] == blocks[-1].ref(), "B's head differs from the source's"
+        verify_s = trio.run(_verify_alone, blocks)
+        import_n = min(n, 2000)
+        import_s = trio.run(_import_alone, blocks[:import_n], Path(tmp) / "import", 128)
+    rate = n / synced["seconds"]
+    verify_rate = n / verify_s
+    import_rate = import_n / import_s
+    stage = synced["stage_seconds"]
+    total = synced["seconds"]
+    ok_rate = RATE_GOAL.check(rate)
+    ok_share = SHARE_GOAL.check(rate / verify_rate)
+    out(f"\n  sync                  {rate:10,.0f} blocks/s   ({n:,} blocks in {total:.1f} s; "
+        f"blocks from each peer: {synced['served']})")
+    out(f"  seed's claim          {SEED_CLAIM:10,.0f} blocks/s   sync / claim "
+        f"{rate / SEED_CLAIM:.2f}x")
+    out(f"  verification alone    {verify_rate:10,.0f} blocks/s   sync / verification "
+        f"{rate / verify_rate:.2f}x")
+    out(f"  import alone          {import_rate:10,.0f} blocks/s   (ImportBlocks of "
+        f"{import_n:,} verified blocks, 128 a call: the EVM executes every payload)")
+    out(f"\n  where sync's {total:.1f} s went (stages overlap; one core runs them all):")
+    out(f"    import call out     {stage.get('import', 0.0):7.1f} s  "
+        f"{stage.get('import', 0.0) / total:5.0%}")
+    out(f"    verification        {stage.get('verify', 0.0):7.1f} s  "
+        f"{stage.get('verify', 0.0) / total:5.0%}   (worker busy "
+        f"{synced['verifier_busy_seconds']:.1f} s)")
+    out(f"    download (request-seconds, summed over concurrent requests) "
+        f"{stage.get('download', 0.0):7.1f} s")
+    out(f"\n  goal {RATE_GOAL.text}: {verdict(ok_rate)};  goal {SHARE_GOAL.text}: "
+        f"{verdict(ok_share)}")
+    return {
+        "blocks": n,
+        "sync_blocks_per_s": rate,
+        "sync_seconds": total,
+        "seed_claim_blocks_per_s": SEED_CLAIM,
+        "verify_alone_blocks_per_s": verify_rate,
+        "import_alone_blocks_per_s": import_rate,
+        "import_alone_blocks": import_n,
+        "ratio_to_verification": rate / verify_rate,
+        "ratio_to_seed": rate / SEED_CLAIM,
+        "stage_seconds": stage,
+        "verifier_busy_seconds": synced["verifier_busy_seconds"],
+        "served": synced["served"],
+        "goal_rate_pass": ok_rate,
+        "goal_share_pass": ok_share,
+    }

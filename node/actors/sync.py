@@ -1,0 +1,512 @@
+"""SyncActor: catches the node up with its peers — ranges from several peers at once,
+signatures verified in batches off the actor's path, blocks imported in order.
+
+Thin by design: every decision (which range to ask which peer for, what a failure costs,
+when a peer may be asked again, what to import next, whether the node is synced) is a rule of
+:mod:`node.workflows.sync`, over the frozen :class:`~node.workflows.sync.SyncState` this actor
+holds. The actor follows events, runs the work as owned tasks, and feeds the results back to
+the rules. Its interface (what it publishes and answers) is :mod:`node.messages.sync`.
+
+It follows
+
+* peers, on the network's bus topic ``network.peers``: a :class:`PeerConnected` brings the
+  head of its hello, a :class:`PeerDisconnected` or :class:`PeerBanned` hands the peer's
+  ranges to the others; at start (and after a NetworkActor restart) the connected peers are
+  asked of the NetworkActor, so a restarted SyncActor carries on where the network is;
+* gossiped blocks (``network.gossip.consensus_block``): the peer that sent one has at least
+  that height;
+* the chain's own head, from its ``BlockImported`` events (``chain.blocks``): whoever
+  imported the blocks (this actor, or the chain from gossip), the heights at or below the
+  head are no longer needed.
+
+The pipeline, each stage running while the others do:
+
+1. **download** — :func:`~node.workflows.sync.assign` hands out requests; each goes to the
+   NetworkActor (``RequestBlocks``) in a task of its own, its answer coming back to the
+   mailbox. A request still out at its deadline (a stalled peer) is failed by
+   :func:`~node.workflows.sync.expire` on a timer (twice a second) and its task cancelled.
+2. **check and verify** — an answer is checked with :func:`~node.workflows.sync.check_range`
+   (heights asked for, each the child of the one before, the first a child of the block
+   before the range when that one is known) and its aggregate signatures verified as one
+   random-coefficient batch by :func:`~node.workflows.block_signatures.verify_blocks` in the
+   :class:`~node.crypto.verifier.SignatureVerifier`'s worker thread, in a task: the actor
+   keeps answering meanwhile. The request stays in flight until its blocks are verified;
+   blocks up to the first bad one are kept, and a peer that sent a bad signature or blocks
+   that do not chain is reported to the network (``ReportPeer(INVALID_BLOCK)``) and pays a
+   failure, its range going to another peer.
+3. **import** — verified blocks are kept by height; when the next range starts right after
+   the head, its blocks go to the ChainActor in calls of ``sync.import_batch`` blocks
+   (``ImportBlocks(blocks, signatures_verified=True)``: every other rule is checked there),
+   one call at a time, in a task. A block the chain refuses sends what is left of its
+   range back to the queue and costs the peer that sent it
+   (:func:`~node.workflows.sync.rejected`); a chain that is restarting is waited for.
+
+Progress: :class:`~node.workflows.sync.SyncProgress` on the bus topic ``sync.progress`` at
+every change of ``synced``, and at most once a second otherwise while syncing (the
+ChainActor produces only while synced); a log line every few seconds while syncing
+(``sync: #current of #target, N blocks/s, P peers``); ``alys_sync_*`` gauges in
+``/metrics``; ``GetSyncProgress`` for the node's RPC (``getsyncstatus``).
+
+Faults: a crash of this actor loses only downloaded blocks not yet imported; its supervisor
+restarts it (``node/supervision.toml``, network supervisor) and it starts again from the
+chain's head and the network's connected peers. A NetworkActor that dies takes its peers
+with it (its requests fail as disconnections) and is looked for again on the timer.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+import otp
+
+from .. import metrics
+from ..config import ChainConfig, NetworkConfig, structure_section
+from ..crypto import bls
+from ..crypto.verifier import SignatureVerifier
+from ..errors import CALL_FAILURES, KeyFileError
+from ..messages.chain import BLOCKS_TOPIC, BlockImported, GetStatus, ImportBlocks, ImportedBlocks
+from ..messages.network import (
+    PEERS_TOPIC,
+    GetPeers,
+    GossipReceived,
+    Offence,
+    PeerBanned,
+    PeerConnected,
+    PeerDisconnected,
+    ReportPeer,
+    RequestBlocks,
+    RequestFailed,
+    gossip_topic,
+)
+from ..messages.sync import SYNC_TOPIC, GetSyncProgress
+from ..network.gossip import CONSENSUS_BLOCK
+from ..types.chain import BlockRef, SignedConsensusBlock
+from ..workflows import sync as rules
+from ..workflows.block_signatures import verify_blocks
+from ..workflows.chain import BlockError
+from . import sibling
+
+logger = logging.getLogger("alys.sync")
+
+#: Seconds between timer ticks (stalled requests, retry delays, progress, the network).
+TICK: Final = 0.5
+#: The most often progress is published while syncing (seconds).
+PUBLISH_INTERVAL: Final = 1.0
+#: Seconds between progress lines in the log while syncing.
+LOG_INTERVAL: Final = 5.0
+#: Seconds of imports the blocks/s figure is measured over.
+RATE_WINDOW: Final = 5.0
+#: How long init waits for a restarting ChainActor.
+INIT_WAIT: Final = 30.0
+#: How much longer than ``sync.request_timeout`` a call to the NetworkActor may take (it
+#: answers a silent peer with ``RequestFailed("timeout")`` itself).
+CALL_MARGIN: Final = 5.0
+#: How long one import call may take, per block (the chain executes every payload).
+IMPORT_SECONDS_PER_BLOCK: Final = 1.0
+#: Seconds before an import the chain could not take (restarting) is tried again.
+IMPORT_RETRY: Final = 1.0
+
+_FAILURES: Final = {
+    "timeout": rules.Failure.TIMEOUT,
+    "disconnected": rules.Failure.DISCONNECTED,
+    "no_peer": rules.Failure.DISCONNECTED,
+    "refused": rules.Failure.ERROR,
+    # The network checked the answer already and penalised the peer for it.
+    "invalid": rules.Failure.INVALID,
+}
+
+
+# -- what the actor's tasks send it -----------------------------------------------------------
+
+
+@attrs.frozen
+class _Downloaded:
+    serial: int
+    answer: list[SignedConsensusBlock] | RequestFailed | Exception
+
+
+@attrs.frozen
+class _Verified:
+    serial: int
+    blocks: tuple[SignedConsensusBlock, ...]
+    bad: tuple[int, ...]
+    #: What :func:`rules.check_range` found wrong after these blocks, if anything.
+    problem: str | None
+
+
+@attrs.frozen
+class _Imported:
+    answer: ImportedBlocks | Exception
+
+
+def authorities_from(chain: ChainConfig, data_dir: str) -> tuple[bls.PublicKey, ...]:
+    """The authorities whose signatures blocks carry: ``chain.authorities``, or, when none
+    are configured (a single-authority dev chain), this node's own key, as the ChainActor
+    takes it (``<data_dir>/keys/authority.key``, written by the ChainActor, which starts
+    first)."""
+    if chain.authorities:
+        return tuple(bls.PublicKey.from_bytes(bytes.fromhex(a.removeprefix("0x")))
+                     for a in chain.authorities)
+    path = Path(data_dir) / "keys" / "authority.key"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        return (bls.SecretKey.from_bytes(bytes.fromhex(text.removeprefix("0x"))).public_key(),)
+    except (OSError, ValueError, bls.BLSError) as exc:
+        raise KeyFileError(f"no chain.authorities configured and no usable authority key in "
+                           f"{path}: {exc}") from exc
+
+
+class SyncActor(otp.GenServer):
+    owns_tasks = True
+
+    async def init(
+        self,
+        config: Any = None,
+        network: Any = None,
+        chain: Any = None,
+        data_dir: str = ".alys",
+        network_actor: str = "network",
+        chain_actor: str = "chain",
+        bus_prefix: str = "",
+        verifier: SignatureVerifier | None = None,
+    ) -> Any:
+        """``config`` is the ``sync`` section, ``network`` the ``network`` section (sync runs
+        only when it is enabled: otherwise ``otp.Ignore``), ``chain`` the ``chain`` section
+        (its authorities verify signatures). ``bus_prefix`` goes before every bus topic, as
+        the NetworkActor's does (several nodes in one runtime). ``verifier`` replaces the
+        actor's own :class:`SignatureVerifier` (tests)."""
+        network_cfg: NetworkConfig = structure_section(network or {}, NetworkConfig, "network")
+        if not network_cfg.enabled:
+            logger.info("sync disabled with the network (network.enabled = false)")
+            return otp.Ignore
+        self.cfg: rules.SyncConfig = structure_section(config or {}, rules.SyncConfig, "sync")
+        chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
+        self.authorities = authorities_from(chain_cfg, data_dir)
+        self.network, self.chain, self.prefix = network_actor, chain_actor, bus_prefix
+        self.verifier = verifier or SignatureVerifier()
+        for topic in (PEERS_TOPIC, gossip_topic(CONSENSUS_BLOCK), BLOCKS_TOPIC):
+            otp.bus.subscribe(self.prefix + topic)
+        status = await sibling.call(self.chain, GetStatus(), wait=INIT_WAIT)
+        assert status.head is not None
+        self.head_hash: bytes = status.head.hash
+        self.state = rules.start(status.head.height)
+        #: Downloaded, checked and verified blocks waiting for import, by height, and the peer
+        #: each came from.
+        self.blocks: dict[int, SignedConsensusBlock] = {}
+        self.source: dict[int, str] = {}
+        #: Blocks kept from each peer (verified), since start.
+        self.served: collections.Counter[str] = collections.Counter()
+        #: Real seconds spent waiting for answers (summed over concurrent requests), for
+        #: verification batches (in the worker) and with an import call out (for figures).
+        self.seconds: dict[str, float] = {"download": 0.0, "verify": 0.0, "import": 0.0}
+        #: Requests out (downloading or verifying), by serial, with the scope of their task.
+        self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
+        self.serial = 0
+        self.importing = False
+        self.import_after = 0.0
+        self.network_ref: int | None = None
+        now = trio.current_time()
+        #: (time, head) at each move of the head, over the last RATE_WINDOW seconds.
+        self.rate: collections.deque[tuple[float, int]] = collections.deque(
+            [(now, self.state.head)])
+        self.published: rules.SyncProgress | None = None
+        self.published_at = -PUBLISH_INTERVAL
+        self.logged_at = now
+        await self._watch_network()
+        otp.send_after(otp.self(), "tick", TICK)
+        logger.info("sync: from #%d, %d peer(s)", self.state.head, self.state.connected)
+        self._step()
+        return None
+
+    # -- the interface ------------------------------------------------------------------------
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        if isinstance(request, GetSyncProgress):
+            return self._progress()
+        raise otp.UnexpectedMessage(self, "call", request)
+
+    async def handle_info(self, msg: Any) -> None:
+        now = trio.current_time()
+        match msg:
+            case "tick":
+                otp.send_after(otp.self(), "tick", TICK)
+                self.state, late = rules.expire(self.state, now, self.cfg)
+                for request in late:
+                    logger.info("sync: %s from %s timed out", request.range, request.peer)
+                    metrics.SYNC_FAILURES.labels(rules.Failure.TIMEOUT.value).inc()
+                if self.network_ref is None and otp.whereis(self.network) is not None:
+                    await self._watch_network()
+            case PeerConnected(peer=peer, status=status):
+                self.state = rules.peer_status(self.state, peer, status.head.height)
+            case PeerDisconnected(peer=peer) | PeerBanned(peer=peer):
+                self.state = rules.peer_gone(self.state, peer, now, self.cfg)
+            case GossipReceived(payload=SignedConsensusBlock() as block, peer=peer):
+                known = self.state.peer(peer)
+                if known is None or block.height > known.head:
+                    self.state = rules.peer_status(self.state, peer, block.height)
+            case BlockImported(ref=ref):
+                self._head_at(ref)
+            case otp.Down(ref=ref) if ref == self.network_ref:
+                logger.warning("sync: the network actor exited; its peers are gone")
+                self.network_ref = None
+                for known in self.state.peers:
+                    self.state = rules.peer_gone(self.state, known.peer, now, self.cfg)
+            case _Downloaded(serial, answer):
+                self._downloaded(serial, answer, now)
+            case _Verified():
+                self._verified(msg, now)
+            case _Imported(answer):
+                self._imported(answer, now)
+            case _:
+                await super().handle_info(msg)
+                return
+        await trio.lowlevel.checkpoint()
+        self._step()
+
+    async def terminate(self, reason: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        metrics.SYNC_IN_FLIGHT.set(0)
+        metrics.SYNC_DOWNLOADED.set(0)
+
+    # -- the network ---------------------------------------------------------------------------
+
+    async def _watch_network(self) -> None:
+        """Monitor the NetworkActor and learn the peers it has (at start, and when it is back
+        after a restart: its PeerConnected events were published before we looked)."""
+        pid = otp.whereis(self.network)
+        if pid is None:
+            return
+        self.network_ref = otp.monitor(pid)
+        try:
+            peers = await otp.call(pid, GetPeers(), timeout=5.0)
+        except CALL_FAILURES as exc:
+            logger.warning("sync: the network actor did not list its peers: %s", exc)
+            return
+        for info in peers:
+            self.state = rules.peer_status(self.state, info.peer, info.status.head.height)
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        """After every event: forget requests the rules failed, send what can be asked now,
+        import what is next, publish progress."""
+        for serial, (request, scope) in list(self.tasks.items()):
+            if request not in self.state.flight:
+                scope.cancel()
+                del self.tasks[serial]
+        now = trio.current_time()
+        self.state, requests = rules.assign(self.state, now, self.cfg)
+        for request in requests:
+            self.serial += 1
+            scope = trio.CancelScope()
+            self.tasks[self.serial] = (request, scope)
+            otp.start_task_soon(self._download, self.serial, request, scope)
+        self._import_next(now)
+        self._report(now)
+
+    async def _download(self, serial: int, request: rules.Request,
+                        scope: trio.CancelScope) -> None:
+        with scope:
+            answer: list[SignedConsensusBlock] | RequestFailed | Exception
+            started = time.perf_counter()
+            try:
+                answer = await otp.call(self.network, RequestBlocks(
+                    request.peer, request.range.start, request.range.count),
+                    timeout=self.cfg.request_timeout + CALL_MARGIN)
+            except CALL_FAILURES as exc:
+                answer = exc
+            self.seconds["download"] += time.perf_counter() - started
+            await otp.send(otp.self(), _Downloaded(serial, answer))
+
+    def _hash_at(self, height: int) -> bytes | None:
+        if height == self.state.head:
+            return self.head_hash
+        block = self.blocks.get(height)
+        return None if block is None else block.hash()
+
+    def _downloaded(self, serial: int, answer: Any, now: float) -> None:
+        task = self.tasks.get(serial)
+        if task is None:
+            return  # failed meanwhile (timed out, its peer left)
+        request = task[0]
+        if not isinstance(answer, list):
+            failure = (_FAILURES.get(answer.kind, rules.Failure.ERROR)
+                       if isinstance(answer, RequestFailed) else rules.Failure.ERROR)
+            self._fail(serial, request, failure, now, str(answer))
+            return
+        asked = request.range
+        count, problem = rules.check_range(asked, answer, self._hash_at(asked.start - 1))
+        if count == 0 and problem is not None:
+            # A first block that does not chain to ours may be a fork of ours, not a lie:
+            # it costs a retry, and is reported only when the answer is wrong in itself.
+            first = answer[0] if answer else None
+            fork = (len(answer) <= asked.count and first is not None
+                    and first.height == asked.start)
+            self._fail(serial, request, rules.Failure.ERROR if fork else rules.Failure.INVALID,
+                       now, problem, report=not fork)
+            return
+        if count == 0:
+            self.tasks.pop(serial)
+            self.state = rules.range_done(self.state, request, 0, now, self.cfg)
+            metrics.SYNC_FAILURES.labels(rules.Failure.SHORT.value).inc()
+            return
+        # Verified in a task of its own; the request stays in flight until then.
+        scope = trio.CancelScope()
+        self.tasks[serial] = (request, scope)
+        otp.start_task_soon(self._verify, serial, tuple(answer[:count]), problem, scope)
+
+    async def _verify(self, serial: int, blocks: tuple[SignedConsensusBlock, ...],
+                      problem: str | None, scope: trio.CancelScope) -> None:
+        with scope:
+            started = time.perf_counter()
+            bad = await verify_blocks(blocks, self.authorities, self.verifier)
+            self.seconds["verify"] += time.perf_counter() - started
+            await otp.send(otp.self(), _Verified(serial, blocks, tuple(bad), problem))
+
+    def _verified(self, msg: _Verified, now: float) -> None:
+        task = self.tasks.pop(msg.serial, None)
+        if task is None:
+            return
+        request = task[0]
+        good = msg.bad[0] if msg.bad else len(msg.blocks)
+        self.state = rules.range_done(self.state, request, good, now, self.cfg)
+        for block in msg.blocks[:good]:
+            if block.height > self.state.head:
+                self.blocks[block.height] = block
+                self.source[block.height] = request.peer
+                self.served[request.peer] += 1
+        if msg.bad:
+            detail = f"block #{msg.blocks[good].height}: its approvals do not verify"
+        else:
+            detail = msg.problem or ""
+        if detail:
+            logger.warning("sync: %s from %s: %s", request.range, request.peer, detail)
+            metrics.SYNC_FAILURES.labels(rules.Failure.INVALID.value).inc()
+            self._report_peer(request.peer, detail)
+        elif good < request.range.count:
+            metrics.SYNC_FAILURES.labels(rules.Failure.SHORT.value).inc()
+
+    def _fail(self, serial: int, request: rules.Request, failure: rules.Failure, now: float,
+              detail: str, *, report: bool = False) -> None:
+        self.tasks.pop(serial, None)
+        self.state = rules.range_failed(self.state, request, failure, now, self.cfg)
+        metrics.SYNC_FAILURES.labels(failure.value).inc()
+        logger.info("sync: %s from %s failed (%s): %s", request.range, request.peer,
+                    failure.value, detail)
+        if report:
+            self._report_peer(request.peer, detail)
+
+    def _report_peer(self, peer: str, detail: str) -> None:
+        """Tell the network ``peer`` sent invalid blocks (it scores and bans)."""
+        try:
+            otp.cast_nowait(self.network, ReportPeer(peer, Offence.INVALID_BLOCK, detail))
+        except (otp.OtpError, trio.WouldBlock) as exc:
+            logger.warning("sync: peer %s not reported (%s): %s", peer, exc, detail)
+
+    def _import_next(self, now: float) -> None:
+        if self.importing or now < self.import_after:
+            return
+        ready = rules.next_to_import(self.state)
+        if ready is None:
+            return
+        end = min(ready.end, ready.start + self.cfg.import_batch - 1)
+        blocks = tuple(self.blocks[h] for h in range(ready.start, end + 1))
+        self.importing = True
+        otp.start_task_soon(self._import, blocks)
+
+    async def _import(self, blocks: tuple[SignedConsensusBlock, ...]) -> None:
+        answer: ImportedBlocks | Exception
+        started = time.perf_counter()
+        try:
+            answer = await otp.call(self.chain, ImportBlocks(blocks, signatures_verified=True),
+                                    timeout=60.0 + IMPORT_SECONDS_PER_BLOCK * len(blocks))
+        except CALL_FAILURES as exc:
+            answer = exc
+        self.seconds["import"] += time.perf_counter() - started
+        await otp.send(otp.self(), _Imported(answer))
+
+    def _imported(self, answer: ImportedBlocks | Exception, now: float) -> None:
+        self.importing = False
+        error = answer.error if isinstance(answer, ImportedBlocks) else answer
+        if isinstance(answer, ImportedBlocks):
+            self._head_at(answer.head)
+        if error is None:
+            return
+        if not isinstance(error, BlockError):
+            # The chain (or its storage, its engine) is away: its supervisor is on it.
+            logger.warning("sync: import waits for the chain: %s", error)
+            self.import_after = now + IMPORT_RETRY
+            return
+        height = self.state.head + 1
+        peer = self.source.get(height)
+        ready = rules.next_to_import(self.state)
+        if ready is None:
+            return
+        logger.warning("sync: block #%d from %s refused by the chain: %s", height, peer, error)
+        metrics.SYNC_FAILURES.labels(rules.Failure.INVALID.value).inc()
+        self.state = rules.rejected(self.state, ready, peer, now, self.cfg)
+        for h in range(ready.start, ready.end + 1):
+            self.blocks.pop(h, None)
+            self.source.pop(h, None)
+        if peer is not None and error.rule != "fork":
+            self._report_peer(peer, str(error))
+
+    def _head_at(self, ref: BlockRef) -> None:
+        if ref.height < self.state.head:
+            return
+        self.head_hash = ref.hash
+        if ref.height == self.state.head:
+            return
+        self.state = rules.head_moved(self.state, ref.height)
+        for height in [h for h in self.blocks if h <= ref.height]:
+            del self.blocks[height]
+            self.source.pop(height, None)
+        self.rate.append((trio.current_time(), ref.height))
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _blocks_per_second(self, now: float) -> float:
+        while len(self.rate) > 2 and self.rate[1][0] <= now - RATE_WINDOW:
+            self.rate.popleft()
+        since, head = self.rate[0]
+        if now - since <= 0 or self.state.head <= head:
+            return 0.0
+        return (self.state.head - head) / (now - since)
+
+    def _progress(self) -> rules.SyncProgress:
+        return rules.progress(self.state, self._blocks_per_second(trio.current_time()))
+
+    def _report(self, now: float) -> None:
+        progress = rules.progress(self.state, self._blocks_per_second(now))
+        metrics.SYNC_CURRENT.set(progress.current)
+        metrics.SYNC_TARGET.set(progress.target)
+        metrics.SYNC_BLOCKS_PER_SECOND.set(progress.blocks_per_second)
+        metrics.SYNC_PEERS.set(progress.peers)
+        metrics.SYNC_SYNCED.set(int(progress.synced))
+        metrics.SYNC_IN_FLIGHT.set(len(self.state.flight))
+        metrics.SYNC_DOWNLOADED.set(len(self.blocks))
+        last = self.published
+        changed = last is None or last.synced != progress.synced
+        if changed:
+            if progress.synced:
+                logger.info("sync: synced at #%d, %d peer(s)", progress.current, progress.peers)
+            else:
+                logger.info("sync: behind: #%d of #%d, %d peer(s)", progress.current,
+                            progress.target, progress.peers)
+            self.logged_at = now
+        elif not progress.synced and now - self.logged_at >= LOG_INTERVAL:
+            logger.info("sync: #%d of #%d, %.0f blocks/s, %d peers", progress.current,
+                        progress.target, progress.blocks_per_second, progress.peers)
+            self.logged_at = now
+        if changed or (not progress.synced and progress != last
+                       and now - self.published_at >= PUBLISH_INTERVAL):
+            otp.bus.publish_nowait(self.prefix + SYNC_TOPIC, progress)
+            self.published, self.published_at = progress, now
