@@ -54,14 +54,17 @@ POW_REJECTED = Counter(
 )
 
 
-class _CacheFigures:
-    """Hits and misses of the execution client's LRU caches (blocks, transactions, receipts),
-    kept as plain ints by the caches and turned into Prometheus samples at scrape time:
-    ``alys_execution_cache_hits_total``, ``alys_execution_cache_misses_total`` and
-    ``alys_execution_cache_hit_ratio`` (hits / lookups, 0 before the first lookup), each
-    labelled with the cache."""
+class CacheFigures:
+    """Hits and misses of a client's LRU caches (the execution client's blocks,
+    transactions and receipts; the Bitcoin client's blocks and transactions), kept as plain
+    ints by the caches and turned into Prometheus samples at scrape time:
+    ``<prefix>_hits_total``, ``<prefix>_misses_total`` and ``<prefix>_hit_ratio`` (hits /
+    lookups, 0 before the first lookup), each labelled with the cache."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "alys_execution_cache",
+                 owner: str = "the execution client") -> None:
+        self.prefix = prefix
+        self.owner = owner
         self.hits: dict[str, int] = {}
         self.misses: dict[str, int] = {}
 
@@ -77,14 +80,14 @@ class _CacheFigures:
 
     def collect(self) -> Iterator[Metric]:
         names = sorted(set(self.hits) | set(self.misses))
-        hits = CounterMetricFamily("alys_execution_cache_hits",
-                                   "Lookups answered from the execution client's cache",
+        hits = CounterMetricFamily(f"{self.prefix}_hits",
+                                   f"Lookups answered from {self.owner}'s cache",
                                    labels=["cache"])
-        misses = CounterMetricFamily("alys_execution_cache_misses",
-                                     "Lookups the execution client had to fetch",
+        misses = CounterMetricFamily(f"{self.prefix}_misses",
+                                     f"Lookups {self.owner} had to fetch",
                                      labels=["cache"])
-        ratio = GaugeMetricFamily("alys_execution_cache_hit_ratio",
-                                  "Share of the execution client's lookups answered from its "
+        ratio = GaugeMetricFamily(f"{self.prefix}_hit_ratio",
+                                  f"Share of {self.owner}'s lookups answered from its "
                                   "cache", labels=["cache"])
         for name in names:
             hits.add_metric([name], self.hits.get(name, 0))
@@ -95,5 +98,9 @@ class _CacheFigures:
         yield ratio
 
 
-EXECUTION_CACHE = _CacheFigures()
+EXECUTION_CACHE = CacheFigures()
 REGISTRY.register(EXECUTION_CACHE)
+#: The Bitcoin client's caches (blocks and transactions by hash):
+#: ``alys_bitcoin_cache_{hits,misses}_total`` and ``alys_bitcoin_cache_hit_ratio``.
+BITCOIN_CACHE = CacheFigures("alys_bitcoin_cache", "the Bitcoin client")
+REGISTRY.register(BITCOIN_CACHE)

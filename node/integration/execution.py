@@ -90,14 +90,16 @@ class CacheStatistics:
 
 class LruCache(Generic[K, V]):
     """A bounded map that forgets the least recently used entry first. Every :meth:`get`
-    counts as a hit or a miss, here and in :data:`node.metrics.EXECUTION_CACHE` under
-    ``name``."""
+    counts as a hit or a miss, here and in ``figures`` (by default
+    :data:`node.metrics.EXECUTION_CACHE`) under ``name``."""
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(self, name: str, capacity: int,
+                 figures: metrics.CacheFigures = metrics.EXECUTION_CACHE) -> None:
         if type(capacity) is not int or capacity <= 0:
             raise ValueError(f"cache {name!r}: capacity must be a positive int, got "
                              f"{capacity!r}")
         self.name = name
+        self._figures = figures
         self.capacity = capacity
         self._items: OrderedDict[K, V] = OrderedDict()
         self.hits = 0
@@ -108,11 +110,11 @@ class LruCache(Generic[K, V]):
             value = self._items[key]
         except KeyError:
             self.misses += 1
-            metrics.EXECUTION_CACHE.miss(self.name)
+            self._figures.miss(self.name)
             return None
         self._items.move_to_end(key)
         self.hits += 1
-        metrics.EXECUTION_CACHE.hit(self.name)
+        self._figures.hit(self.name)
         return value
 
     def put(self, key: K, value: V) -> None:

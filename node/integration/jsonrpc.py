@@ -149,6 +149,13 @@ class JsonRpcClient:
             raise EngineError(
                 INVALID_PARAMS, f"the params cannot be sent as JSON: {exc}", method
             ) from exc
+        raw, status = await self._post(body, method)
+        return self._unwrap(raw, status, request_id, method)
+
+    async def _post(self, body: bytes, method: str) -> tuple[bytes, int]:
+        """POST ``body`` (one request or a batch) and return the answer's bytes and HTTP
+        status, whatever the status; transport failures, timeouts and oversized bodies raise
+        as the module docstring says. ``method`` names the call in errors."""
         headers = self._headers()
         try:
             with trio.fail_after(self.timeout):
@@ -171,7 +178,7 @@ class JsonRpcClient:
             raise EngineUnreachable(
                 None, f"cannot reach the {self.what} at {self.url}: {exc!r}", method
             ) from exc
-        return self._unwrap(raw, status, request_id, method)
+        return raw, status
 
     async def _read_body(self, response: httpx.Response, method: str) -> bytes:
         limit = self.max_response_bytes
