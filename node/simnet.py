@@ -60,6 +60,7 @@ from .workflows import chain as chain_rules
 
 __all__ = [
     "DEFAULT_TREE",
+    "FORGED",
     "MAX_NODES",
     "ByzantinePeer",
     "ChainWatcher",
@@ -85,6 +86,8 @@ LEFT_OUT: Final = frozenset({
     "node.actors.metrics:MetricsActor",
 })
 _NAMES: Final = "abcdefghijklmno"
+#: The execution payload hash of every block :class:`ByzantinePeer` forges.
+FORGED: Final = bytes([0xBD]) * 32
 
 
 class UnknownActor(NetworkError):
@@ -371,7 +374,7 @@ class ByzantinePeer:
             parent_hash=head.message.execution_payload.block_hash,
             block_number=head.height + 1,
             timestamp=slot * self.slot_duration_ms // 1000,
-            block_hash=bytes([0xBD]) * 32)
+            block_hash=FORGED)
         parent = head.hash() if kind == "bad_signature" else bytes([0xEE]) * 32
         block = attrs.evolve(head.message, parent_hash=parent, slot=slot,
                              execution_payload=payload, auxpow_header=None)
@@ -433,8 +436,8 @@ class ChainWatcher(otp.GenServer):
       height (no fork choice: an imported block is never undone, so either is final);
     * an honest node is banned (only ids starting with one of ``byzantine`` may be).
 
-    It starts one linked tap per node. ``call(watcher, "report")`` returns a
-    :class:`WatchReport`.
+    It starts one linked tap per node, registered as ``watch-<node>``.
+    ``call(watcher, "report")`` returns a :class:`WatchReport`.
     """
 
     async def init(self, names: Sequence[str], byzantine: Sequence[str] = ()) -> None:
@@ -447,7 +450,7 @@ class ChainWatcher(otp.GenServer):
         self.imports = 0
         self.violations: list[str] = []
         for name in names:
-            await otp.start_link(_Tap, name, otp.self())
+            await otp.start_link(_Tap, name, otp.self(), name=f"watch-{name}")
 
     async def handle_cast(self, msg: Any) -> None:
         await trio.lowlevel.checkpoint()

@@ -51,7 +51,16 @@ import otp
 from node.actors.storage import ChainStore
 from node.messages.storage import GetBlockByHeight
 from node.network.memory import LinkConditions
-from node.simnet import ByzantinePeer, ChainWatcher, SimNetwork, WatchReport
+from node.simnet import (
+    DEFAULT_TREE,
+    FORGED,
+    ByzantinePeer,
+    ChainWatcher,
+    SimNetwork,
+    UnknownActor,
+    WatchReport,
+    node_tree,
+)
 from otp.testing import FaultPlan
 from otp.testing.plugin import Simulator
 
@@ -65,7 +74,7 @@ FAULTY, PARTITION, PARTITION_FOR, TOTAL = 280.0, 300.0, 60.0, 600.0
 CATCH_UP_BOUND = 120.0
 LINKS = LinkConditions(latency=0.02, jitter=0.02, reorder=0.01, reorder_delay=0.1)
 SLOW_LINK = LinkConditions(latency=0.5, jitter=0.5)
-WATCHERS = ("watcher", *(f"watch-{n}" for n in "abcd"))
+WATCHERS = ("watcher", "watch-a", "watch-b", "watch-c", "watch-d")
 FAULTS = FaultPlan(rate=0.05, kinds=("crash", "kill"), spare=WATCHERS, start_after=20.0,
                    stop_after=FAULTY)
 ATTACKS = ("garbage", "bad_signature", "bad_parent")
@@ -159,6 +168,12 @@ def network_program(base: Path, seed: int) -> Callable[[], Awaitable[Outcome]]:
                 assert announced is None or info.finalized.height >= announced.height, (
                     f"{node.name} lost finalized blocks: #{announced.height} announced, "
                     f"#{info.finalized.height} stored")
+                for height in range(1, info.head.height + 1):
+                    block_hash = store.hash_at(height)
+                    block = None if block_hash is None else store.block(block_hash)
+                    assert block is not None
+                    assert block.message.execution_payload.block_hash != FORGED, (
+                        f"{node.name} stored a byzantine block at #{height}")
                 for height, block_hash in report.final.items():
                     if height <= info.head.height:
                         assert store.hash_at(height) == block_hash, (
@@ -209,3 +224,34 @@ def test_four_authorities_keep_one_chain_through_faults_partitions_and_a_liar(
                  max_virtual_time=TOTAL + 600.0)
     check(result.result)
     assert any(e.kind == "fault" for e in result.trace), "the plan injected no fault"
+
+
+def test_each_simulated_node_runs_the_shipped_tree_renamed(tmp_path: Path) -> None:
+    """The supervisors keep the shipped strategies, intensities, backoffs and on_exhausted;
+    workers are renamed per node and told their siblings; socket servers are left out."""
+    net = SimNetwork(tmp_path, 2, rng=random.Random(0))
+    shipped = otp.load_tree(DEFAULT_TREE, net.config(net.nodes[1]).as_mapping())
+    spec = net.spec(net.nodes[1])
+    assert spec.name == "alys-b"
+    for ours, theirs in zip(spec.children, shipped.children, strict=True):
+        assert isinstance(ours, otp.SupervisorNode) and isinstance(theirs, otp.SupervisorNode)
+        assert (ours.id, ours.strategy, ours.intensity, ours.period, ours.backoff,
+                ours.on_exhausted) == (theirs.id, theirs.strategy, theirs.intensity,
+                                       theirs.period, theirs.backoff, theirs.on_exhausted)
+    workers = {n.id: n for _path, n in spec.walk() if isinstance(n, otp.WorkerNode)}
+    assert set(workers) == {"storage_actor", "engine", "chain_actor", "auxpow", "dev_miner",
+                            "network_actor", "sync"}
+    assert workers["chain_actor"].name == "chain-b"
+    assert isinstance(workers["chain_actor"].args, dict)
+    assert workers["chain_actor"].args["storage"] == "storage-b"
+    assert workers["chain_actor"].args["bus_prefix"] == "b/"
+    network = workers["network_actor"].args
+    assert isinstance(network, dict) and network["config"]["bootnodes"] == ["a"]
+
+
+def test_a_worker_the_builder_does_not_know_is_an_error(tmp_path: Path) -> None:
+    net = SimNetwork(tmp_path, 1, rng=random.Random(0))
+    spec = otp.load_tree('[tree]\nid = "x"\n[[tree.children]]\nid = "w"\n'
+                         'start = "otp.testing.workers:Chatter"\n')
+    with pytest.raises(UnknownActor, match="w"):
+        node_tree(spec, net.nodes[0], net.net)
