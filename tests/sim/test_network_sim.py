@@ -36,7 +36,6 @@ A failing seed prints the command that replays it.
 
 from __future__ import annotations
 
-import logging
 import random
 import shutil
 import tempfile
@@ -215,11 +214,10 @@ def base_dir() -> Iterator[Path]:
 
 
 @pytest.mark.sim(seeds=1)
+@pytest.mark.usefixtures("quiet_logs")
 def test_four_authorities_keep_one_chain_through_faults_partitions_and_a_liar(
     sim: Simulator, sim_seed: int, base_dir: Path
 ) -> None:
-    for name in ("alys", "otp"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     result = sim(network_program(base_dir, sim_seed), faults=FAULTS,
                  max_virtual_time=TOTAL + 600.0)
     check(result.result)
@@ -281,10 +279,9 @@ def split_vote_program(base: Path, seed: int) -> Callable[[], Awaitable[tuple[in
     "reaches 3 of 4 approvals after the heal and production waits for good (needs approval "
     "rounds that expire, a consensus change)"))
 @pytest.mark.sim(seeds=1)
+@pytest.mark.usefixtures("quiet_logs")
 def test_a_two_two_split_heals_and_the_chain_goes_on(sim: Simulator, sim_seed: int,
                                                      base_dir: Path) -> None:
-    for name in ("alys", "otp"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     result = sim(split_vote_program(base_dir, sim_seed), max_virtual_time=600.0)
     before, after = result.result
     assert after > before + 10, f"stuck at #{after} after the heal"
