@@ -111,3 +111,11 @@ register(
     "every signature verified: blocks/s beside the seed's 800, beside verify_blocks alone and "
     "ImportBlocks alone over the same blocks; where the time goes",
 )
+
+register(
+    "netsim",
+    "bench.netsim_bench",
+    "the whole network in one simulation: 4 complete nodes for 10 virtual minutes under the "
+    "test's crashes, kills, partition and byzantine peer; real seconds beside the goal of 20 s, "
+    "the same network without faults, and where the time goes (cProfile)",
+)

@@ -63,7 +63,14 @@ from ..messages.chain import (
     ProduceNow,
     QueuePow,
 )
-from ..messages.network import GossipReceived, Offence, Publish, ReportPeer, gossip_topic
+from ..messages.network import (
+    GossipReceived,
+    Offence,
+    Publish,
+    Relay,
+    ReportPeer,
+    gossip_topic,
+)
 from ..messages.sync import SYNC_TOPIC, SyncProgress
 from ..network.gossip import APPROVE_BLOCK, CONSENSUS_BLOCK, QUEUE_POW, ApproveBlock
 from ..types.chain import (
@@ -633,6 +640,14 @@ class ChainActor(otp.GenServer):
         except trio.WouldBlock:
             logger.warning("the network's mailbox is full: a %s message is not gossiped", topic)
 
+    def _relay(self, topic: str, payload: Any, source: str) -> None:
+        """Tell the NetworkActor that gossip from ``source`` is valid: it forwards blocks and
+        approvals only then (``node.messages.network.VALIDATED_TOPICS``)."""
+        try:
+            otp.cast_nowait(self.network, Relay(topic, payload, source))
+        except trio.WouldBlock:
+            logger.warning("the network's mailbox is full: a %s message is not relayed", topic)
+
     def _report(self, peer: str, offence: Offence, detail: str) -> None:
         try:
             otp.cast_nowait(self.network, ReportPeer(peer, offence, detail))
@@ -690,6 +705,7 @@ class ChainActor(otp.GenServer):
             logger.info("block #%d %s from %s refused: %s", block.height,
                         block.hash().hex()[:16], peer, exc)
             return
+        self._relay(CONSENSUS_BLOCK, block, peer)
         try:
             self.proposals = approvals.propose(self._proposals(), block, self.authorities)
         except rules.BlockError as exc:
@@ -714,6 +730,10 @@ class ChainActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             self._report(peer, Offence.INVALID_BLOCK, f"approval: {exc}")
             return
+        if self.proposals.get(block_hash) is not None:
+            # Checked against the held block: valid, so passed on. An early approval (its
+            # block not seen yet) is kept unchecked and not passed on.
+            self._relay(APPROVE_BLOCK, ApproveBlock(block_hash, approval), peer)
         await self._import_if_ready()
 
     async def _on_queued_pow(self, header: AuxPowHeader, peer: str) -> None:

@@ -19,6 +19,10 @@ Tasks (owned by the actor: they stop with it):
   ``request_timeout`` ends the connection), and a task per request being served (at most
   :data:`MAX_SERVING` at once, beyond that the peer is answered "busy").
 
+Gossip is forwarded to the other peers when it arrives, except blocks and approvals
+(``VALIDATED_TOPICS``), which wait for the ChainActor's ``Relay``: a node passes on only
+what it found valid, so an honest node is never blamed (and banned) for a liar's block.
+
 Faults: a frame that does not decode, a gossip payload that does not decode, flooding, a
 frame over ``max_frame_bytes``: the peer is penalised (100 points: banned at once) and
 disconnected. A request that times out costs 20 points, an answer that does not fit its
@@ -50,6 +54,7 @@ from ..messages import storage as storage_msgs
 from ..messages.chain import BLOCKS_TOPIC, BlockImported
 from ..messages.network import (
     PEERS_TOPIC,
+    VALIDATED_TOPICS,
     GetNetworkInfo,
     GetPeers,
     GossipReceived,
@@ -59,6 +64,7 @@ from ..messages.network import (
     PeerDisconnected,
     PeerInfo,
     Publish,
+    Relay,
     ReportPeer,
     RequestBlocks,
     RequestFailed,
@@ -206,6 +212,8 @@ class NetworkActor(otp.GenServer):
         match msg:
             case Publish(topic, payload):
                 self._publish(topic, encode_payload(topic, payload))
+            case Relay(topic, payload, source):
+                self._publish(topic, encode_payload(topic, payload), source=source)
             case ReportPeer(peer, offence, detail):
                 self._offence(peer, offence, detail or "reported")
             case _:
@@ -295,7 +303,11 @@ class NetworkActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             return
         payload = decode_payload(frame.topic, frame.data)  # FrameError: the reader's to handle
-        self._publish(frame.topic, frame.data, source=peer.node_id)
+        if frame.topic in VALIDATED_TOPICS:
+            # Forwarded once the chain found it valid (Relay): never pass on a bad block.
+            self.seen.add(mid)
+        else:
+            self._publish(frame.topic, frame.data, source=peer.node_id)
         await otp.bus.publish(self.prefix + gossip_topic(frame.topic),
                               GossipReceived(frame.topic, payload, peer.node_id, mid))
 

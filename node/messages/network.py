@@ -8,8 +8,12 @@ Inbound gossip
     topic :func:`gossip_topic` of its topic (``"network.gossip.consensus_block"`` ...) as
     :class:`GossipReceived`: the topic, the decoded payload (``SignedConsensusBlock``,
     :class:`ApproveBlock`, ``AuxPowHeader`` or ``bytes``: see ``node.network.gossip``), the
-    peer it came from and its message id. It has been forwarded to the other peers already;
-    whoever validates it reports a bad one with :class:`ReportPeer`.
+    peer it came from and its message id. Messages of the topics in :data:`VALIDATED_TOPICS`
+    (blocks and approvals) are forwarded to the other peers only once their validator (the
+    ChainActor) found them valid and said so with :class:`Relay`, as gossipsub validates
+    before it forwards: a node never passes on a block it would refuse, so its peers never
+    blame it for one. Messages of other topics have been forwarded already. Whoever validates
+    a message reports a bad one with :class:`ReportPeer`.
 
 Outbound gossip
     ``await otp.cast("network", Publish(topic, payload))``: sent to every peer (and
@@ -64,12 +68,16 @@ __all__ = [
     "RequestBlocks",
     "RequestFailed",
     "RequestStatus",
+    "Relay",
     "Status",
+    "VALIDATED_TOPICS",
     "gossip_topic",
 ]
 
 #: The bus topic of peer events.
 PEERS_TOPIC: Final = "network.peers"
+#: Gossip topics forwarded only after validation (:class:`Relay`).
+VALIDATED_TOPICS: Final = frozenset({"consensus_block", "approve_block"})
 
 
 def gossip_topic(topic: str) -> str:
@@ -116,6 +124,16 @@ class Publish:
 
     topic: str = attrs.field(validator=_topic)
     payload: Payload
+
+
+@attrs.frozen
+class Relay:
+    """Cast: the gossip ``payload`` on ``topic`` received from ``source`` is valid: forward it
+    to every peer but ``source`` (see :data:`VALIDATED_TOPICS`)."""
+
+    topic: str = attrs.field(validator=_topic)
+    payload: Payload
+    source: str
 
 
 @attrs.frozen

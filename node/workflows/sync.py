@@ -23,6 +23,9 @@ later), and costs the peer:
 * a count of consecutive failures in its *circuit breaker*: after ``breaker_failures`` (3) the
   breaker opens and the peer is asked nothing for ``breaker_reset`` (60 s); then it is
   half-open: one trial request, which closes it on success and opens it again on failure.
+  While its breaker is not closed, a peer's head does not count towards the target (it
+  cannot keep the node from being synced); yet a half-open peer ahead of the node gets its
+  trial, for the heights above the node's head, even when no range is waiting for it.
 
 A peer that *lies* (blocks that do not verify or do not chain) is also reported to the network
 for scoring; that is the actor's business (:class:`Failure` says which kind it was).
@@ -290,10 +293,14 @@ def assign(state: SyncState, now: float, config: SyncConfig
         candidates = [p for p in state.peers if _askable(p, now, config)]
         if not candidates:
             break
+        # New ranges reach the best head among the peers that may be asked now: a half-open
+        # peer's head is not trusted for the target (it cannot keep the node from being
+        # synced), but its trial request is what closes its breaker again.
+        reach = max(state.target, *(p.head for p in candidates))
         if state.queue:
             wanted, rest = state.queue[0], state.queue[1:]
-        elif state.frontier <= min(state.target, limit):
-            end = min(state.frontier + config.batch_size - 1, state.target, limit)
+        elif state.frontier <= min(reach, limit):
+            end = min(state.frontier + config.batch_size - 1, reach, limit)
             wanted, rest = Range(state.frontier, end - state.frontier + 1), state.queue
         else:
             break

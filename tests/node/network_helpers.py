@@ -63,6 +63,22 @@ class Collector(otp.GenServer):
         return list(self.events)
 
 
+class Validator(otp.GenServer):
+    """Stands in for node ``name``'s ChainActor: finds every gossiped block on ``name``'s bus
+    valid and tells its NetworkActor to forward it (``Relay``)."""
+
+    async def init(self, name: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.network = f"network-{name}"
+        otp.bus.subscribe(f"{name}/{n.gossip_topic('consensus_block')}")
+
+    async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, n.GossipReceived):
+            await otp.cast(self.network, n.Relay(msg.topic, msg.payload, msg.peer))
+        else:
+            await trio.lowlevel.checkpoint()
+
+
 async def collect(name: str, *topics: str) -> otp.Pid:
     pid = await otp.start(Collector, [f"{name}/{t}" for t in topics])
     assert pid is not None

@@ -52,6 +52,43 @@ async def test_two_nodes_connect_gossip_and_serve_blocks(tmp_path: Path) -> None
         assert received[0].payload == approval and received[0].peer == "aa"
 
 
+async def test_blocks_and_approvals_are_forwarded_only_once_validated(tmp_path: Path) -> None:
+    """A line a - b - c: b passes a block on to c only after its chain said ``Relay`` (a
+    node never forwards a block it would refuse, so it is never banned for a liar's block);
+    other topics (queued PoW) are forwarded on arrival."""
+    import trio
+
+    net = MemoryNetwork(random.Random(2))
+    async with otp.runtime():
+        a = await start_node(tmp_path, "a", net.transport("a"), node_id="aa")
+        b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",), node_id="bb")
+        b_got = await collect("b", n.gossip_topic("consensus_block"))
+        c_got = await collect("c", n.gossip_topic("consensus_block"),
+                              n.gossip_topic("queue_pow"))
+        await start_node(tmp_path, "c", net.transport("c"), bootnodes=("b",), node_id="cc")
+
+        async def line() -> bool:
+            return await peers_of(a) == {"bb"} and await peers_of(b) == {"aa", "cc"}
+        await wait_for(line)
+        await otp.cast(a, n.Publish("consensus_block", CHAIN[5]))
+        await otp.cast(a, n.Publish("queue_pow", CHAIN[4].message.auxpow_header
+                                    or CHAIN[0].message.auxpow_header))
+
+        async def b_has_it() -> bool:
+            return bool(await events(b_got))
+        await wait_for(b_has_it)
+        await trio.sleep(5)
+        assert [e.topic for e in await events(c_got)] == ["queue_pow"]  # the block waits
+        received = (await events(b_got))[0]
+        await otp.cast(b, n.Relay(received.topic, received.payload, received.peer))
+
+        async def c_has_it() -> bool:
+            return any(e.topic == "consensus_block" for e in await events(c_got))
+        await wait_for(c_has_it)
+        block = [e for e in await events(c_got) if e.topic == "consensus_block"]
+        assert len(block) == 1 and block[0].payload == CHAIN[5] and block[0].peer == "bb"
+
+
 async def _pattern(seed: int, conditions: LinkConditions) -> list[tuple[float, bytes]]:
     """What ``y`` receives, and when, of 50 messages ``x`` sends 1 ms apart."""
     import trio

@@ -17,7 +17,16 @@ from node.network.errors import ConnectionClosed
 from node.network.websocket import WebSocketTransport
 from node.types import encoding
 
-from .network_helpers import CHAIN, collect, events, peers_of, raw_handshake, start_node, wait_for
+from .network_helpers import (
+    CHAIN,
+    Validator,
+    collect,
+    events,
+    peers_of,
+    raw_handshake,
+    start_node,
+    wait_for,
+)
 
 pytestmark = pytest.mark.real_clock
 
@@ -60,7 +69,9 @@ async def test_three_nodes_over_websockets_gossip_and_serve_blocks(tmp_path: Pat
                         and await peers_of(c) == {"bb"})
             await wait_for(line, timeout=10, step=0.02)
 
-            # A gossips a block; C, two hops away, gets it once, from B.
+            # A gossips a block; B forwards it once its validator (standing in for its chain)
+            # found it valid; C, two hops away, gets it once, from B.
+            await otp.start(Validator, "b")
             await otp.cast(a, n.Publish("consensus_block", CHAIN[11]))
 
             async def arrived() -> bool:

@@ -87,6 +87,32 @@ def test_three_failures_open_the_breaker_for_a_minute_then_one_trial() -> None:
     assert peer is not None and peer.breaker == sync.Breaker() and peer.retry_delay == 0.0
 
 
+def test_a_half_open_peer_ahead_gets_its_trial_though_nothing_is_queued() -> None:
+    """Found by tests/sim/test_network_sim.py: a node whose peers' breakers opened (timeouts
+    while they restarted) and that then kept up by gossip alone had nothing queued; its
+    peers' heads did not count (breakers not closed), so no trial was ever asked and a node
+    left behind stayed behind for good."""
+    state = sync.peer_status(sync.start(0), "p", 8)
+    config = attrs.evolve(CONFIG, per_peer=1)
+    now = 0.0
+    for _ in range(3):
+        state, (request,) = sync.assign(state, now, config)
+        state = sync.range_failed(state, request, Failure.TIMEOUT, now, config)
+        peer = state.peer("p")
+        assert peer is not None
+        now = peer.retry_at
+    state = sync.head_moved(state, 8)  # gossip brought the node to #8: nothing is queued
+    state = sync.peer_status(state, "p", 20)  # the peer moved on; the node did not
+    assert state.queue == () and state.target == 8  # the peer's head is not trusted
+    peer = state.peer("p")
+    assert peer is not None and peer.breaker.opened_at is not None
+    assert sync.assign(state, peer.breaker.opened_at + 59.0, config)[1] == []
+    state, (trial,) = sync.assign(state, peer.breaker.opened_at + 60.0, config)
+    assert trial.range == Range(9, 8) and sync.coverage_problem(state) is None
+    state = sync.range_done(state, trial, 8, peer.breaker.opened_at + 61.0, config)
+    assert state.target == 20 and not sync.is_synced(state)  # trusted again: sync goes on
+
+
 def test_the_retry_delay_doubles_from_1_s_to_30_s() -> None:
     state = sync.peer_status(sync.start(0), "p", 10_000)
     config = attrs.evolve(CONFIG, breaker_failures=100, per_peer=1)

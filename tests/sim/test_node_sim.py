@@ -17,7 +17,6 @@ A failing seed is printed with the command that replays it.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -118,11 +117,10 @@ def data_dir() -> Iterator[Path]:
 
 
 @pytest.mark.sim(seeds=3)
+@pytest.mark.usefixtures("quiet_logs")
 def test_the_node_keeps_its_chain_under_crashes_and_kills_of_every_actor(
     sim: Any, data_dir: Path
 ) -> None:
-    logging.getLogger("alys").setLevel(logging.CRITICAL)
-    logging.getLogger("otp").setLevel(logging.CRITICAL)
     result = sim(node_program(data_dir), faults=FAULTS, max_virtual_time=FAULTY + CALM + 600)
     assert result.result["finalized"] > 0
     faults = [e for e in result.trace if e.kind == "fault"]
