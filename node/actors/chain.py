@@ -215,6 +215,13 @@ class ChainActor(otp.GenServer):
         )
         #: Blocks proposed on our head and their approvals (node.workflows.approvals).
         self.proposals = approvals.Proposals(head.hash())
+        lock = info.approval
+        if lock is not None and lock.height == head.height + 1:
+            # Approved before a restart: the lock holds (one approval per height), even
+            # though the block itself is not held any more.
+            self.proposals = approvals.Proposals(head.hash(), approved_hash=lock.hash)
+            logger.info("approval lock at #%d (%s) kept from before the restart", lock.height,
+                        lock.hash.hex()[:16])
         #: The held proposal production last said it waits for (one log line per block).
         self.waiting_for: bytes | None = None
         otp.bus.subscribe(self.prefix + SYNC_TOPIC)  # produce only while synced
@@ -398,11 +405,13 @@ class ChainActor(otp.GenServer):
         if rules.author_index(slot, len(self.authorities)) != self.index:
             await trio.lowlevel.checkpoint()
             return None
-        held = self._held_proposal()
-        if held is not None:
-            # We approved a block on this head already (ours or another's): one approval
-            # per height. Gossip it again for authorities that missed it, and wait.
-            self._gossip(CONSENSUS_BLOCK, held)
+        if approvals.approved(self._proposals()):
+            # We approved a block on this head already (ours or another's, maybe before a
+            # restart): one approval per height. Gossip it again for authorities that missed
+            # it (if we still hold it), and wait.
+            held = self._held_proposal()
+            if held is not None:
+                self._gossip(CONSENSUS_BLOCK, held)
             await trio.lowlevel.checkpoint()
             return None
         away = self._siblings_away()
@@ -469,6 +478,8 @@ class ChainActor(otp.GenServer):
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
             rules.validate_block(signed, state.head, self._context(), require_approvals=False)
+            if not await self._lock_approval(signed):
+                return None
             self.proposals = approvals.mark_approved(
                 approvals.propose(self._proposals(), signed, self.authorities), signed.hash())
             self._gossip(CONSENSUS_BLOCK, signed)
@@ -640,6 +651,18 @@ class ChainActor(otp.GenServer):
         except trio.WouldBlock:
             logger.warning("the network's mailbox is full: a %s message is not gossiped", topic)
 
+    async def _lock_approval(self, block: SignedConsensusBlock) -> bool:
+        """Persist the approval lock (``PutApproval``) before approving ``block``: a node that
+        restarts never approves a second block at that height. Without the storage there is
+        no approval (safety first; the block is approved by others, or later)."""
+        try:
+            await self._storage(storage_msgs.PutApproval(block.ref()))
+        except CALL_FAILURES as exc:
+            logger.warning("block #%d %s not approved: the approval lock cannot be stored (%s)",
+                           block.height, block.hash().hex()[:16], exc)
+            return False
+        return True
+
     def _relay(self, topic: str, payload: Any, source: str) -> None:
         """Tell the NetworkActor that gossip from ``source`` is valid: it forwards blocks and
         approvals only then (``node.messages.network.VALIDATED_TOPICS``)."""
@@ -713,7 +736,8 @@ class ChainActor(otp.GenServer):
             logger.info("block #%d from %s not held: %s", block.height, peer, exc)
             return
         block_hash = block.hash()
-        if self.index is not None and not approvals.approved(self.proposals):
+        if self.index is not None and not approvals.approved(self.proposals) \
+                and await self._lock_approval(block):
             approval = rules.approve(block_hash, self.key, self.index)
             self.proposals = approvals.mark_approved(
                 approvals.add(self.proposals, block_hash, approval, self.authorities),

@@ -20,6 +20,8 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
 ``m/auxpow``                ref of the latest block carrying an AuxPoW header
 ``m/queued_pow``            the AuxPoW header queued for the next block (kind-``0x03``
                             document), absent when none is queued
+``m/approval``              ref of the block this authority last approved (its approval
+                            lock: one block per height, kept across restarts)
 ==========================  ======================================================
 
 Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
@@ -70,6 +72,7 @@ from ..messages.storage import (
     GetHead,
     GetLatestAuxPow,
     GetStats,
+    PutApproval,
     PutBlock,
     PutQueuedPow,
     Refused,
@@ -86,6 +89,7 @@ KEY_HEAD: Final = b"m/head"
 KEY_FINALIZED: Final = b"m/finalized"
 KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
+KEY_APPROVAL: Final = b"m/approval"
 #: Written by nodes whose embedded engine kept its state here (before the EVM, which keeps
 #: its own database): no longer read, and deleted when the database opens.
 KEY_OLD_ENGINE: Final = b"m/engine"
@@ -187,6 +191,9 @@ class ChainStore:
     def last_pow(self) -> BlockRef | None:
         return self._ref(KEY_AUXPOW)
 
+    def approval(self) -> BlockRef | None:
+        return self._ref(KEY_APPROVAL)
+
     def fees(self, block_hash: bytes) -> int:
         key = fees_key(block_hash)
         raw = self.db.get(key)
@@ -239,7 +246,7 @@ class ChainStore:
     def chain_info(self) -> ChainInfo:
         head = self.head()
         return ChainInfo(head, self.finalized(), self.last_pow(), self.queued_pow(),
-                         0 if head is None else self.fees(head.hash))
+                         0 if head is None else self.fees(head.hash), self.approval())
 
     def verify_chain(self) -> ChainInfo:
         """Walk the whole stored chain (slow: for tools and tests, never at boot): every
@@ -356,6 +363,10 @@ class ChainStore:
         self.writes += 1
         return ref
 
+    def put_approval(self, ref: BlockRef) -> None:
+        """The approval lock: written, synced, before the approval leaves the node."""
+        self.db.put(KEY_APPROVAL, encode_ref(ref), sync=True)
+
     def put_queued_pow(self, header: AuxPowHeader | None) -> None:
         if header is None:
             self.db.delete(KEY_QUEUED_POW, sync=True)
@@ -415,6 +426,9 @@ class StorageActor(otp.GenServer):
                 return store.put_block(request)
             case PutQueuedPow(header):
                 store.put_queued_pow(header)
+                return None
+            case PutApproval(ref):
+                store.put_approval(ref)
                 return None
             case GetStats():
                 return StorageStats(store.path, store.head(), store.finalized(), store.writes)

@@ -152,6 +152,15 @@ class PutQueuedPow(otp.Request["None"]):
 
 
 @attrs.frozen
+class PutApproval(otp.Request["None"]):
+    """Persist this authority's approval lock (the block it approved at that height), synced,
+    before the approval is sent: a restarted node never approves a second block at a height
+    (as a validator's slashing-protection record)."""
+
+    ref: BlockRef = attrs.field(validator=_instance(BlockRef))
+
+
+@attrs.frozen
 class GetChainInfo(otp.Request["ChainInfo"]):
     """Everything the ChainActor needs at start, from the meta records, in one call."""
 
@@ -164,6 +173,8 @@ class ChainInfo:
     queued_pow: AuxPowHeader | None
     #: Fees accumulated after the head and not minted yet.
     fees: int
+    #: The block this authority last approved (its approval lock), if any.
+    approval: BlockRef | None = None
 
 
 @attrs.frozen

@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import otp
+from node.actors.chain import ChainActor
 from node.config import NodeConfig
 from node.crypto import bls
 from node.messages import chain as chain_msgs
+from node.messages import engine as engine_msgs
+from node.messages import storage as storage_msgs
+from node.messages.network import GossipReceived
 from node.workflows import chain as rules
 
 from .factories import Clock, start_chain, stop_actors
@@ -43,3 +47,48 @@ async def test_own_block_waits_for_approvals_then_imports(tmp_path: Path) -> Non
         assert stored.head == ref
         assert isinstance(await otp.call("chain", chain_msgs.AddApproval(good)),
                           rules.BlockError)  # nothing waits any more
+
+
+async def test_the_approval_lock_outlives_a_restart(tmp_path: Path) -> None:
+    """An authority that approved a block (its own here) and restarts approves no other block
+    at that height, and produces none: the lock is stored before the approval leaves."""
+    others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2)]
+    async with otp.runtime():
+        clock = Clock()
+        base = NodeConfig().as_mapping()["node"]["chain"]
+        await start_chain(tmp_path, base, clock)
+        mine = (await otp.get_state("chain")).key  # type: ignore[attr-defined]
+        await stop_actors("chain", "engine", "storage")
+        authorities = [mine.public_key(), others[0].public_key(), others[1].public_key()]
+        cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
+        clock = Clock(slot=300)
+        await start_chain(tmp_path, cfg, clock)
+        assert await otp.call("chain", chain_msgs.ProduceNow()) is None  # waits for approvals
+        info = await otp.call("storage", storage_msgs.GetChainInfo())
+        assert info.approval is not None and info.approval.height == 1
+        locked = info.approval.hash
+
+        await otp.stop("chain")  # the held block is lost with the actor; the lock is not
+        await otp.start(ChainActor, cfg, str(tmp_path), produce=False, name="chain")
+        actor = await otp.get_state("chain")
+        actor.clock = Clock(slot=303)  # type: ignore[attr-defined]  # our slot again
+        assert actor.proposals.approved_hash == locked  # type: ignore[attr-defined]
+        assert await otp.call("chain", chain_msgs.ProduceNow()) is None
+        status = await otp.call("chain", chain_msgs.GetStatus())
+        assert status.head is not None and status.head.height == 0
+
+        # Another authority's block at that height arrives: held, not approved by us.
+        genesis = await otp.call("storage", storage_msgs.GetBlockByHeight(0))
+        assert genesis is not None
+        payload = await otp.call("engine", engine_msgs.BuildPayload(
+            head=genesis.message.execution_payload.block_hash,
+            finalized=genesis.message.execution_payload.block_hash,
+            timestamp=genesis.message.execution_payload.timestamp + 1,
+            fee_recipient=bytes(20), withdrawals=()))
+        other = rules.sign_block(rules.new_block(genesis, 301, payload, None), others[0], 1)
+        actor.clock = Clock(slot=301)  # type: ignore[attr-defined]
+        await otp.send("chain", GossipReceived("consensus_block", other, "peer", bytes(32)))
+        actor = await otp.get_state("chain")
+        held = actor.proposals.get(other.hash())  # type: ignore[attr-defined]
+        assert held is not None and held.signature.indexes() == [1]
+        assert actor.proposals.approved_hash == locked  # type: ignore[attr-defined]
