@@ -26,7 +26,7 @@ from node.network.memory import LinkConditions, MemoryNetwork
 from otp.testing import simulate
 from otp.testing.plugin import Simulator
 
-from .network_helpers import wait_for
+from .network_helpers import Collector, wait_for
 from .sync_helpers import (
     CHAIN_N,
     BadPeer,
@@ -38,23 +38,6 @@ from .sync_helpers import (
 )
 
 N = CHAIN_N
-
-
-class Events(otp.GenServer):
-    """Collects what is published on ``topics``."""
-
-    async def init(self, topics: list[str]) -> None:
-        self.events: list[Any] = []
-        for topic in topics:
-            otp.bus.subscribe(topic)
-
-    async def handle_info(self, msg: Any) -> None:
-        await trio.lowlevel.checkpoint()
-        self.events.append(msg)
-
-    async def handle_call(self, request: Any, from_: otp.From) -> Any:
-        await trio.lowlevel.checkpoint()
-        return list(self.events)
 
 
 async def head() -> c.BlockRef:
@@ -99,7 +82,7 @@ def test_b_syncs_from_one_peer_to_the_same_head(sim: Simulator, sim_seed: int) -
 
     async def main() -> None:
         tmp, net = tmpdir(), memory(sim_seed, latency=0.005, jitter=0.002)
-        progress = await otp.start(Events, [SYNC_TOPIC])
+        progress = await otp.start(Collector, [SYNC_TOPIC])
         await start_source(tmp, "a", net)
         await start_b(tmp, net, ("a",))
         await synced_to(N)
@@ -149,7 +132,7 @@ def bad_peer_scenario(seed: int, behaviour: str, *, asked: bool = True,
 
     async def main() -> None:
         tmp, net = tmpdir(), memory(seed, latency=0.005)
-        peers = await otp.start(Events, [n.PEERS_TOPIC])
+        peers = await otp.start(Collector, [n.PEERS_TOPIC])
         async with trio.open_nursery() as nursery:
             await nursery.start(bad.serve, net)
             await start_source(tmp, "a", net)
