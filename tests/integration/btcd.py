@@ -40,6 +40,7 @@ import hashlib
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from btclib.tx.tx import Tx
 from btclib.tx.tx_out import TxOut as BtclibTxOut
 from coincurve import PrivateKey
 
+from node.integration.bitcoin import BitcoinClient
 from node.types.bitcoin import OutPoint, Transaction, TxIn, TxOut
 
 from ..tools import tool
@@ -181,3 +183,12 @@ class Btcd(Process):
             self.generate(REGTEST_WINDOW - (height + 1) % REGTEST_WINDOW)
         raise AssertionError(f"taproot is {self.taproot_status()!r} on btcd's regtest chain, "
                              "not active")
+
+
+BtcdFactory = Callable[..., Btcd]
+
+
+def client_for(btcd: Btcd, **kwargs: object) -> BitcoinClient:
+    """A BitcoinClient with ``btcd``'s URL and credentials."""
+    return BitcoinClient(btcd.url, user=btcd.user, password=btcd.password,
+                         **kwargs)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from .btcd import Btcd, BtcdFactory, TaprootKey
 from .harness import CLIENTS, ExecutionClientProcess, Node, Process, write_dev_genesis
 
 
@@ -91,5 +92,18 @@ def make_node(tmp_path: Path, processes: list[Process]) -> NodeFactory:
         processes.append(node)
         node.start()
         return node
+
+    return make
+
+
+@pytest.fixture
+def make_btcd(tmp_path: Path, processes: list[Process]) -> BtcdFactory:
+    """``make_btcd(label="btcd", tls=False)``: a started btcd, stopped by ``processes``."""
+
+    def make(label: str = "btcd", tls: bool = False) -> Btcd:
+        btcd = Btcd(tmp_path / label, TaprootKey(b"miner"), tls=tls)
+        processes.append(btcd)
+        btcd.start()
+        return btcd
 
     return make

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import ssl
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,31 +21,9 @@ from node.integration.bitcoin import (
 )
 from node.types.bitcoin import OutPoint, Transaction, TxOut, hash_from_hex
 
-from .btcd import COINBASE_MATURITY, Btcd, TaprootKey
-from .harness import Process
+from .btcd import COINBASE_MATURITY, BtcdFactory, TaprootKey, client_for
 
 pytestmark = pytest.mark.real_clock  # real sockets: timeouts in real seconds
-
-BtcdFactory = Callable[..., Btcd]
-
-
-@pytest.fixture
-def make_btcd(tmp_path: Path, processes: list[Process]) -> BtcdFactory:
-    """``make_btcd(label="btcd", tls=False)``: a started btcd, stopped by ``processes``."""
-
-    def make(label: str = "btcd", tls: bool = False) -> Btcd:
-        btcd = Btcd(tmp_path / label, TaprootKey(b"miner"), tls=tls)
-        processes.append(btcd)
-        btcd.start()
-        return btcd
-
-    return make
-
-
-def client_for(btcd: Btcd, **kwargs: object) -> BitcoinClient:
-    return BitcoinClient(btcd.url, user=btcd.user, password=btcd.password,
-                         **kwargs)  # type: ignore[arg-type]
-
 
 async def test_every_method_against_btcd(make_btcd: BtcdFactory) -> None:
     btcd = make_btcd()
