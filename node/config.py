@@ -65,6 +65,20 @@ def _evm_address(_inst: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a 20-byte hex address, not {value!r}")
 
 
+def _federation_keys(_inst: Any, attribute: Any, value: Any) -> None:
+    from .workflows.federation import MAX_MEMBERS
+
+    if len(value) > MAX_MEMBERS:
+        raise ValueError(f"{attribute.name}: at most {MAX_MEMBERS} members, not {len(value)}")
+    for i, key in enumerate(value):
+        text = key[2:] if key.startswith("0x") else key
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            raise ValueError(f"{attribute.name}[{i}] must be a 32-byte x-only public key in "
+                             f"hex, not {key!r:.80}")
+    if len({k.removeprefix("0x").lower() for k in value}) != len(value):
+        raise ValueError(f"{attribute.name}: a key appears twice")
+
+
 @attrs.frozen
 class ChainConfig:
     """Consensus and merged-mining parameters (the original's chain spec, in TOML)."""
@@ -94,6 +108,13 @@ class ChainConfig:
     execution_chain_id: int = attrs.field(default=121212, validator=_positive)
     #: EVM addresses of the federation (they share 20% of each AuxPoW block's fees).
     federation_evm_addresses: tuple[str, ...] = ()
+    #: The federation members' Bitcoin keys (x-only, hex), in order: the peg's taproot
+    #: address (``getdepositaddress``; ``node.workflows.federation``).
+    federation_bitcoin_keys: tuple[str, ...] = attrs.field(default=(),
+                                                           validator=_federation_keys)
+    #: The Bitcoin network the federation's address is written for.
+    bitcoin_network: str = attrs.field(default="regtest", validator=attrs.validators.in_(
+        ("mainnet", "testnet", "testnet4", "signet", "regtest")))
 
 
 @attrs.frozen

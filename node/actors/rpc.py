@@ -13,6 +13,7 @@ before it gets here):
 ``getchainstatus``     ``[]`` -> head, finalized block, sync state
 ``getsyncstatus``      ``[]`` -> ``{synced, currentBlock, highestBlock, blocksPerSecond,
                        peers}`` (the block fields named as in ``eth_syncing``)
+``getdepositaddress``  ``[]`` -> the federation's Bitcoin address, where peg-ins are sent
 =====================  ====================================================================
 
 Requests are answered by the HTTP server's tasks, concurrently: a block query goes straight
@@ -52,7 +53,7 @@ import trio
 
 import otp
 
-from ..config import RpcConfig, structure_section
+from ..config import ChainConfig, RpcConfig, structure_section
 from ..errors import CALL_FAILURES
 from ..messages import auxpow as auxpow_msgs
 from ..messages import chain as chain_msgs
@@ -73,6 +74,7 @@ from ..rpc import (
     u64,
 )
 from ..types.chain import AuxPowHeader, SignedConsensusBlock
+from ..workflows.federation import Federation
 from . import sibling
 
 logger = logging.getLogger("alys.rpc")
@@ -98,6 +100,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("getchainstatus", doc="[] -> head, finalized block, sync state"),
     Method("getsyncstatus", doc="[] -> {synced, currentBlock, highestBlock, blocksPerSecond, "
            "peers}"),
+    Method("getdepositaddress", doc="[] -> the federation's Bitcoin address (peg-ins)"),
 )}
 
 
@@ -244,8 +247,17 @@ class RpcActor(otp.GenServer):
         chain: str = "chain",
         auxpow: str = "auxpow",
         sync: str = "sync",
+        chain_config: dict[str, Any] | None = None,
     ) -> None:
+        """``chain_config`` (the ``chain`` section) names the federation's Bitcoin keys."""
         self.cfg: RpcConfig = structure_section(rpc or {}, RpcConfig, "rpc")
+        chain_cfg: ChainConfig = structure_section(chain_config or {}, ChainConfig, "chain")
+        #: The peg's deposit address, or None without federation keys.
+        self.deposit_address: str | None = None
+        if chain_cfg.federation_bitcoin_keys:
+            federation = Federation(tuple(bytes.fromhex(k.removeprefix("0x"))
+                                          for k in chain_cfg.federation_bitcoin_keys))
+            self.deposit_address = federation.address(chain_cfg.bitcoin_network)
         self.storage, self.chain, self.auxpow, self.sync = storage, chain, auxpow, sync
         self.cache = ReplyCache(self.cfg.cache_bytes)
         self.flights: dict[Any, trio.Event] = {}
@@ -258,6 +270,7 @@ class RpcActor(otp.GenServer):
             "getqueuedpow": self.getqueuedpow,
             "getchainstatus": self.getchainstatus,
             "getsyncstatus": self.getsyncstatus,
+            "getdepositaddress": self.getdepositaddress,
         }
         # Subscribe before reading the finalized height, so that no import falls between.
         otp.bus.subscribe(BLOCKS_TOPIC)
@@ -373,6 +386,14 @@ class RpcActor(otp.GenServer):
 
         return await self._once(("hash", block_hash), read,
                                 lambda: self.cache.block(block_hash))
+
+    async def getdepositaddress(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.deposit_address is None:
+            raise RpcError(RPC_INVALID_PARAMETER, "no federation is configured "
+                           "(chain.federation_bitcoin_keys is empty): there is no deposit "
+                           "address")
+        return encode(self.deposit_address)
 
     async def getqueuedpow(self) -> bytes:
         status: chain_msgs.ChainStatus = await self._ask(self.chain, chain_msgs.GetStatus())

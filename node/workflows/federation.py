@@ -23,7 +23,7 @@ against a real btcd (``tests/integration/test_federation.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Final
 
@@ -74,11 +74,15 @@ def _check_keys(_: object, attribute: object, keys: tuple[bytes, ...]) -> None:
         raise ValueError("a member's key appears twice")
 
 
+def _to_keys(keys: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(keys)
+
+
 @attrs.frozen
 class Federation:
     """The members' x-only public keys, in the order the script lists them."""
 
-    keys: tuple[bytes, ...] = attrs.field(converter=tuple, validator=_check_keys)
+    keys: tuple[bytes, ...] = attrs.field(converter=_to_keys, validator=_check_keys)
 
     @property
     def threshold(self) -> int:

@@ -105,3 +105,14 @@ def test_log_levels_are_accepted_in_any_case() -> None:
     assert load_config(None, {}, ["log_level=Warning"]).log_level == "WARNING"
     with pytest.raises(ConfigError, match="log_level"):
         load_config(None, {}, ["log_level=loud"])
+
+
+@pytest.mark.parametrize(("keys", "problem"), [
+    (["ab" * 31], r"federation_bitcoin_keys\[0\] must be a 32-byte x-only public key"),
+    (["zz" * 32], r"federation_bitcoin_keys\[0\] must be a 32-byte x-only public key"),
+    (["ab" * 32, "0x" + "AB" * 32], "a key appears twice"),
+    ([f"{i:064x}" for i in range(1, 17)], "at most 15 members"),
+])
+def test_federation_bitcoin_keys_are_checked(keys: list[str], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        ChainConfig(federation_bitcoin_keys=tuple(keys))

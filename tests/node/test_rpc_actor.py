@@ -22,6 +22,7 @@ from node.actors.auxpow import AuxPowActor
 from node.actors.rpc import METHODS, ReplyCache, RpcActor
 from node.messages import chain as c
 from node.rpc import CHAIN_SYNCING, address, hash32, hex_bytes, u64
+from node.workflows.federation import Federation
 
 from .factories import Clock, start_chain, stop_actors
 from .rpc_strategies import Specs, bodies, expected, strict_loads
@@ -310,3 +311,26 @@ async def test_getsyncstatus_answers_the_sync_actors_progress(tmp_path: Path) ->
             "synced": False, "currentBlock": 40, "highestBlock": 1000,
             "blocksPerSecond": 812.3, "peers": 2}
         await otp.stop("sync")
+
+
+async def test_getdepositaddress_is_the_federations_taproot_address(tmp_path: Path) -> None:
+    keys = [bytes([i]) * 32 for i in (7, 8, 9)]
+    chain_config = {"federation_bitcoin_keys": [k.hex() for k in keys],
+                    "bitcoin_network": "regtest"}
+    async with otp.runtime():
+        await otp.start(RpcActor, {"port": 0}, chain_config=chain_config, name="rpc")
+        actor = await otp.get_state("rpc")
+        assert isinstance(actor, RpcActor)
+        assert await call(actor, "getdepositaddress") == Federation(tuple(keys)).address(
+            "regtest")
+        await otp.stop("rpc")
+        await otp.start(RpcActor, {"port": 0}, name="rpc")  # no federation configured
+        actor = await otp.get_state("rpc")
+        assert isinstance(actor, RpcActor)
+        status, raw = await actor.app.answer(
+            b'{"method": "getdepositaddress", "params": [], "id": 1}')
+        reply = strict_loads(raw)
+        assert status == 200, status
+        assert reply["error"]["code"] == -8
+        assert "chain.federation_bitcoin_keys is empty" in reply["error"]["message"]
+        await otp.stop("rpc")
