@@ -89,13 +89,18 @@ def test_a_read_that_raced_an_import_is_not_kept_by_height_or_as_head() -> None:
 # -- the actor with the node's actors -------------------------------------------------------------
 
 
+#: A chain section with a federation, so that getdepositaddress answers.
+FEDERATED = {"federation_bitcoin_keys": [(bytes([i]) * 32).hex() for i in (4, 5, 6)]}
+
+
 @asynccontextmanager
 async def node(tmp_path: Path) -> AsyncIterator[tuple[RpcActor, Clock]]:
     clock = Clock()
     async with otp.runtime():
         await start_chain(tmp_path, CHAIN, clock)
         await otp.start(AuxPowActor, CHAIN, wait=0.2, name="auxpow")
-        await otp.start(RpcActor, {"port": 0, "sibling_wait": 0.2}, name="rpc")
+        await otp.start(RpcActor, {"port": 0, "sibling_wait": 0.2}, chain_config=FEDERATED,
+                        name="rpc")
         actor = await otp.get_state("rpc")
         assert isinstance(actor, RpcActor)
         yield actor, clock
