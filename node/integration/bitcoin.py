@@ -70,7 +70,6 @@ import ssl
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
 
 import httpx
@@ -331,14 +330,6 @@ class BitcoinClient(JsonRpcClient):
         #: Which fee method the server serves: "estimatesmartfee" (Core), "estimatefee"
         #: (btcd), or None once neither is.
         self.fee_method: str | None = "estimatesmartfee"
-
-    async def __aenter__(self) -> BitcoinClient:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
 
     def cache_statistics(self) -> dict[str, CacheStatistics]:
         return {c.name: c.statistics() for c in (self.blocks, self.transactions)}

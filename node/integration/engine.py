@@ -47,7 +47,6 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
@@ -202,18 +201,6 @@ class EngineClient(JsonRpcClient):
         super().__init__(url, transport=transport, timeout=timeout,
                          max_response_bytes=max_response_bytes, jwt_secret=jwt_secret,
                          clock=clock)
-
-    async def __aenter__(self) -> EngineClient:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ Engine API
 

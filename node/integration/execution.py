@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -186,18 +185,6 @@ class ExecutionClient(JsonRpcClient):
         #: How eth_getBlockReceipts is asked: by block "hash", by block "number" (a client
         #: that answers null to hashes), or None (a client that does not serve it).
         self.block_receipts_by: str | None = "hash"
-
-    async def __aenter__(self) -> ExecutionClient:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def cache_statistics(self) -> dict[str, CacheStatistics]:
         return {c.name: c.statistics() for c in (self.blocks, self.transactions,

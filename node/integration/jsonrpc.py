@@ -24,7 +24,8 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 import httpx
 import jwt
@@ -122,6 +123,14 @@ class JsonRpcClient:
         """Close the HTTP connections."""
         await trio.lowlevel.checkpoint()
         await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
 
     def _token(self) -> str:
         """A fresh JWT for one request (Engine API authentication.md, "JWT Claims"): HS256,
