@@ -644,12 +644,17 @@ class ChainActor(otp.GenServer):
         self.waiting_for = held.hash()
         logger.info("%s", self._waiting())
 
-    def _gossip(self, topic: str, payload: Any) -> None:
-        """Hand ``payload`` to the NetworkActor for gossip (nothing without one)."""
+    def _tell_network(self, msg: Publish | Relay | ReportPeer) -> None:
+        """Cast ``msg`` to the NetworkActor without waiting (dropped without one); a full
+        mailbox drops it with a log line, as a flooded network would."""
         try:
-            otp.cast_nowait(self.network, Publish(topic, payload))
+            otp.cast_nowait(self.network, msg)
         except trio.WouldBlock:
-            logger.warning("the network's mailbox is full: a %s message is not gossiped", topic)
+            logger.warning("the network's mailbox is full: a %s is dropped", type(msg).__name__)
+
+    def _gossip(self, topic: str, payload: Any) -> None:
+        """Hand ``payload`` to the NetworkActor for gossip."""
+        self._tell_network(Publish(topic, payload))
 
     async def _lock_approval(self, block: SignedConsensusBlock) -> bool:
         """Persist the approval lock (``PutApproval``) before approving ``block``: a node that
@@ -666,16 +671,10 @@ class ChainActor(otp.GenServer):
     def _relay(self, topic: str, payload: Any, source: str) -> None:
         """Tell the NetworkActor that gossip from ``source`` is valid: it forwards blocks and
         approvals only then (``node.messages.network.VALIDATED_TOPICS``)."""
-        try:
-            otp.cast_nowait(self.network, Relay(topic, payload, source))
-        except trio.WouldBlock:
-            logger.warning("the network's mailbox is full: a %s message is not relayed", topic)
+        self._tell_network(Relay(topic, payload, source))
 
     def _report(self, peer: str, offence: Offence, detail: str) -> None:
-        try:
-            otp.cast_nowait(self.network, ReportPeer(peer, offence, detail))
-        except trio.WouldBlock:
-            pass  # the network is flooded already; the peer will show itself again
+        self._tell_network(ReportPeer(peer, offence, detail))
 
     async def _import_if_ready(self) -> BlockRef | None:
         ready = approvals.ready(self._proposals(), len(self.authorities))
