@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, Unpack
@@ -36,6 +35,7 @@ from node.types.chain import AggregateApproval, AuxPowHeader, ConsensusBlock, Si
 from node.workflows import chain as rules
 from otp.testing._sim import SIMULATED_EPOCH
 
+from ..scratch import scratch_dir
 from .factories import authority_keys
 
 _T = TypeVar("_T")
@@ -96,7 +96,7 @@ CHAIN_N = 150
 def stored(head: int) -> Path:
     """A LevelDB directory holding blocks 0..``head`` of :func:`built_chain` (CHAIN_N),
     written once (outside any simulation) and copied for each node."""
-    path = Path(tempfile.mkdtemp(prefix=f"sync-chain-{head}-")) / "chain"
+    path = scratch_dir(f"sync-chain-{head}-") / "chain"
     store = ChainStore(str(path))
     for block in built_chain(CHAIN_N)[:head + 1]:
         store.put_block(PutBlock(block, head=True,

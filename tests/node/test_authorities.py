@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from node.types.chain import BlockRef
 from node.workflows import chain as rules
 from otp.testing.plugin import Simulator
 
+from ..scratch import scratch_dir
 from .network_helpers import wait_for
 
 NAMES = ("a", "b", "c")
@@ -70,7 +70,7 @@ async def stop_node(name: str) -> None:
 
 def scenario(seed: int) -> object:
     async def main() -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="authorities-"))
+        tmp = scratch_dir("authorities-")
         net = MemoryNetwork(random.Random(f"authorities:{seed}"),
                             default=LinkConditions(latency=0.02, jitter=0.01))
         await start_authority(tmp, "a", net, ())

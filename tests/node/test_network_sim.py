@@ -7,8 +7,6 @@ the simulation's seed)."""
 from __future__ import annotations
 
 import random
-import tempfile
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,6 +16,7 @@ from node.messages import network as n
 from node.network.memory import LinkConditions, MemoryNetwork
 from otp.testing.plugin import Simulator
 
+from ..scratch import scratch_dir
 from .network_helpers import CHAIN, collect, events, peers_of, start_node, wait_for
 
 FAST = {"ping_interval": 5.0, "request_timeout": 5.0, "handshake_timeout": 3.0}
@@ -29,7 +28,7 @@ async def _received(pid: otp.Pid) -> list[bytes]:
 
 def scenario(seed: int) -> object:
     async def main() -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="net-sim-"))
+        tmp = scratch_dir("net-sim-")
         net = MemoryNetwork(random.Random(f"net:{seed}"), default=LinkConditions(
             latency=0.01, jitter=0.005, reorder=0.01))
         b_got = await collect("b", n.gossip_topic("consensus_block"))

@@ -7,7 +7,6 @@ produces only once B is synced; a crashed SyncActor is restarted and sync carrie
 from __future__ import annotations
 
 import random
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from node.network.memory import LinkConditions, MemoryNetwork
 from otp.testing import simulate
 from otp.testing.plugin import Simulator
 
+from ..scratch import scratch_dir
 from .network_helpers import Collector, wait_for
 from .sync_helpers import (
     CHAIN_N,
@@ -57,7 +57,7 @@ async def synced_to(height: int, *, timeout: float = 600.0) -> None:
 
 
 def tmpdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sync-"))
+    return scratch_dir("sync-")
 
 
 def memory(seed: int, **conditions: Any) -> MemoryNetwork:
