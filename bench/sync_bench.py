@@ -168,7 +168,7 @@ async def _sync(chain: Path, n: int, base: Path) -> dict[str, Any]:
             copy = base / name / "chain"
             shutil.copytree(chain, copy)
             await otp.start(StorageActor, str(copy), name=f"storage-{name}")
-            await otp.start(NetworkActor, {"enabled": True, "node_id": name * 2, "port": 0},
+            await otp.start(NetworkActor, {"enabled": True, "port": 0},
                             cfg, data_dir=str(base / name), storage=f"storage-{name}",
                             bus_prefix=f"{name}/", name=f"network-{name}")
             info = await otp.call(f"network-{name}", net_msgs.GetNetworkInfo())
@@ -177,7 +177,7 @@ async def _sync(chain: Path, n: int, base: Path) -> dict[str, Any]:
         await otp.start(StorageActor, str(data / "chain"), name="storage")
         await otp.start(EngineActor, None, cfg, data_dir=str(data), name="engine")
         await otp.start(ChainActor, cfg, str(data), produce=False, name="chain")
-        await otp.start(NetworkActor, {"enabled": True, "node_id": "bb", "port": 0,
+        await otp.start(NetworkActor, {"enabled": True, "port": 0,
                                        "bootnodes": addresses}, cfg, data_dir=str(data),
                         name="network")
         t0 = time.perf_counter()

@@ -227,10 +227,10 @@ def _frame_limit(_inst: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be in 4096..1048576 (1 MiB), not {value}")
 
 
-def _node_id(_inst: Any, attribute: Any, value: Any) -> None:
-    if value and (len(value) > 64 or any(c not in "0123456789abcdef" for c in value)):
-        raise ValueError(f"{attribute.name} must be 1 to 64 lowercase hex digits (or empty: "
-                         f"generated once in the data directory), not {value!r}")
+def _node_key(_inst: Any, attribute: Any, value: Any) -> None:
+    if value:
+        from .network.identity import NodeKey
+        NodeKey.from_hex(value, attribute.name)
 
 
 @attrs.frozen
@@ -244,9 +244,10 @@ class NetworkConfig:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=55444, validator=_port)
     bootnodes: tuple[str, ...] = ()
-    #: This node's id on the network (lowercase hex). Empty: a random id generated once and
-    #: kept in ``<data_dir>/keys/node_id``.
-    node_id: str = attrs.field(default="", validator=_node_id)
+    #: This node's network key (64 hex digits of a secp256k1 secret; its node id is derived
+    #: from it and proven in every handshake: node/network/identity.py). Empty: a key made
+    #: once and kept in ``<data_dir>/keys/node_key`` (readable by its owner only).
+    node_key: str = attrs.field(default="", validator=_node_key, repr=False)
     max_peers: int = attrs.field(default=25, validator=_positive)
     #: How long a peer whose score fell to the threshold stays banned (seconds).
     ban_seconds: float = attrs.field(default=600.0, validator=_positive)

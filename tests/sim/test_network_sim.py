@@ -122,7 +122,7 @@ def network_program(base: Path, seed: int) -> Callable[[], Awaitable[Outcome]]:
         net = SimNetwork(base, NODES, rng=random.Random(f"netsim-links:{seed}"),
                          conditions=LINKS, miner=0)
         net.reset()
-        watcher = await otp.start(ChainWatcher, net.names, ("bad",), name="watcher")
+        watcher = await otp.start(ChainWatcher, net.names, net.node_ids, name="watcher")
         await net.start_all()
         chain = net.config(net.nodes[0]).chain
         peer = ByzantinePeer(chain.chain_id, await _genesis_hash(net), chain.slot_duration_ms)
