@@ -282,6 +282,11 @@ class Selection:
         return sum(u.value for u in self.utxos)
 
 
+def _op(outpoint: OutPoint) -> str:
+    """An outpoint as Bitcoin's RPC prints it: display-order txid, colon, index."""
+    return f"{outpoint.txid[::-1].hex()}:{outpoint.vout}"
+
+
 def _outpoint_key(outpoint: OutPoint) -> tuple[bytes, int]:
     return (outpoint.txid, outpoint.vout)
 
@@ -295,10 +300,10 @@ def _candidates(utxos: Iterable[FederationUtxo], federation: Federation,
         if type(utxo) is not FederationUtxo:
             raise PegOutError(f"utxos[{i}] must be a FederationUtxo, got {type(utxo).__name__}")
         if utxo.script_pubkey != federation.script_pubkey:
-            raise PegOutError(f"utxos[{i}] ({utxo.outpoint}) pays "
+            raise PegOutError(f"utxos[{i}] ({_op(utxo.outpoint)}) pays "
                               f"{utxo.script_pubkey.hex()}, not the federation")
         if utxo.outpoint in seen:
-            raise PegOutError(f"utxos[{i}]: {utxo.outpoint} is listed twice")
+            raise PegOutError(f"utxos[{i}]: {_op(utxo.outpoint)} is listed twice")
         seen.add(utxo.outpoint)
         if utxo.value > input_fee:  # a positive effective value
             pool.append(utxo)
@@ -448,7 +453,7 @@ def _index_utxos(utxos: Iterable[FederationUtxo]) -> dict[OutPoint, FederationUt
         if type(utxo) is not FederationUtxo:
             raise PegOutError(f"utxos[{i}] must be a FederationUtxo, got {type(utxo).__name__}")
         if known.get(utxo.outpoint, utxo) != utxo:
-            raise PegOutError(f"utxos[{i}]: {utxo.outpoint} is listed twice, differently")
+            raise PegOutError(f"utxos[{i}]: {_op(utxo.outpoint)} is listed twice, differently")
         known[utxo.outpoint] = utxo
     return known
 
@@ -484,17 +489,17 @@ def _check_inputs(proposal: PegOutProposal, known: Mapping[OutPoint, FederationU
                                             strict=True)):
         prevout = txin.prevout
         if prevout in seen:
-            raise InvalidProposal(f"input {i} spends {prevout} a second time")
+            raise InvalidProposal(f"input {i} spends {_op(prevout)} a second time")
         seen.add(prevout)
         utxo = known.get(prevout)
         if utxo is None:
-            raise InvalidProposal(f"input {i} spends {prevout}, which is not a known unspent "
+            raise InvalidProposal(f"input {i} spends {_op(prevout)}, which is not a known unspent "
                                   "output of the federation")
         if utxo.script_pubkey != federation.script_pubkey:
-            raise InvalidProposal(f"input {i} spends {prevout}, which pays "
+            raise InvalidProposal(f"input {i} spends {_op(prevout)}, which pays "
                                   f"{utxo.script_pubkey.hex()}, not the federation")
         if claimed != utxo:
-            raise InvalidProposal(f"input {i}: the proposal says {prevout} holds "
+            raise InvalidProposal(f"input {i}: the proposal says {_op(prevout)} holds "
                                   f"{claimed.value} sats paying {claimed.script_pubkey.hex()}; "
                                   f"it holds {utxo.value} paying {utxo.script_pubkey.hex()}")
         total += utxo.value
