@@ -1,11 +1,13 @@
-"""The bridge predeployed in the dev genesis, run by Geth: Geth is initialised with the very
-``node/genesis/dev.json`` the embedded engine reads, our node drives it over the Engine API
-with the dev miner, and a peg-out sent with web3.py and one sent with ``cast`` are read back
-from Geth's receipts — through the node's own ``ExecutionClient`` (the path the federation
-reads them by) and ``node.workflows.bridge_events`` — with the burn accounted to the wei.
+"""The bridge predeployed in the dev genesis, run by Geth and by ethereumjs: each client is
+initialised with the very ``node/genesis/dev.json`` the embedded engine reads and driven by
+our node over the Engine API with the dev miner. On Geth a peg-out sent with web3.py and one
+sent with ``cast`` are read back from its receipts — through the node's own
+``ExecutionClient`` (the path the federation reads them by) and
+``node.workflows.bridge_events`` — with the burn accounted to the wei; on ethereumjs one
+sent with web3.py.
 
-The blocks' fee recipient is left at its default, 0x...dEaD, so the burn address also gains
-the blocks' tips: ``check_peg_out`` counts them from the block's receipts."""
+Geth's blocks keep the default fee recipient, 0x...dEaD, so the burn address also gains the
+blocks' tips: ``check_peg_out`` counts them from the block's receipts."""
 
 from __future__ import annotations
 
@@ -70,3 +72,24 @@ def test_geth_runs_the_predeployed_bridge_and_its_requests_read_back(
     request = check_peg_out(client.eth_url, cast_hash, sender, address, 15 * 10**15)
     found = trio.run(_read_requests, client.eth_url, bytes.fromhex(sent["blockHash"][2:]))
     assert request in found and request.value_sats == 1_500_000
+
+
+def test_ethereumjs_runs_the_predeployed_bridge_too(
+        make_client: ClientFactory, make_node: NodeFactory, jwt_path: Path) -> None:
+    """The same genesis file in the second client: the bridge is there and a request made
+    with web3.py reads back through ExecutionClient (which asks ethereumjs for a block's
+    receipts by number). Its tips go elsewhere: ethereumjs misreports effectiveGasPrice, so
+    the burn is counted without them."""
+    client = make_client("ethereumjs", "ethereumjs")
+    node = make_node(node_settings(client, jwt_path, f'chain.fee_recipient="0x{"e7" * 20}"'))
+    node.wait_for(r"produced block #1 ")
+    w3 = Web3(Web3.HTTPProvider(client.eth_url))
+    assert bytes(w3.eth.get_code(BRIDGE, 0)) == dict(dev_genesis().alloc)[BRIDGE_ADDRESS].code
+    sender, key = dev_accounts()[4]
+    address = b"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    tx_hash = request_peg_out(w3, bytes.fromhex(key[2:]), address, 10**16)
+    receipt = wait_for_receipt(w3, tx_hash, node)
+    request = check_peg_out(client.eth_url, tx_hash, sender, address, 10**16,
+                            trust_gas_price=False)
+    found = trio.run(_read_requests, client.eth_url, bytes(receipt["blockHash"]))
+    assert found == (request,) and request.value_sats == 1_000_000
