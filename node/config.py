@@ -266,6 +266,37 @@ class NetworkConfig:
     seen_cache: int = attrs.field(default=16384, validator=_positive)
 
 
+@attrs.frozen
+class BridgeConfig:
+    """The peg-in side of the bridge (the BridgeActor). Off by default, like the network: the
+    dev chain has no Bitcoin node. When on, it reads Bitcoin over ``bitcoin_url`` (Bitcoin
+    Core's JSON-RPC, or btcd's) with ``bitcoin_user``/``bitcoin_password`` or Core's
+    ``bitcoin_cookie_file``, scans from ``start_height`` (or the stored rescan height, if
+    further) every ``poll_interval`` seconds, and treats a deposit as confirmed once its
+    block has ``confirmations`` confirmations (itself included). The dev default is 2;
+    production uses 144, as the original (``required_btc_txn_confirmations``)."""
+
+    enabled: bool = False
+    bitcoin_url: str = "http://127.0.0.1:18443"
+    bitcoin_user: str = ""
+    bitcoin_password: str = ""
+    bitcoin_cookie_file: str = attrs.field(default="")
+    start_height: int = attrs.field(default=0, validator=_non_negative)
+    confirmations: int = attrs.field(default=2, validator=_positive)
+    poll_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: Seconds one Bitcoin RPC call may take.
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: The most Bitcoin blocks scanned in one poll (a long backlog is taken in steps, so the
+    #: actor keeps answering the chain in between).
+    max_blocks_per_poll: int = attrs.field(default=200, validator=_positive)
+
+    @bitcoin_cookie_file.validator
+    def _auth(self, attribute: Any, value: str) -> None:
+        if value and (self.bitcoin_user or self.bitcoin_password):
+            raise ValueError("give bitcoin_user and bitcoin_password, or bitcoin_cookie_file, "
+                             "not both")
+
+
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
@@ -288,6 +319,7 @@ class NodeConfig:
     eth_rpc: EthRpcConfig = EthRpcConfig()
     miner: MinerConfig = MinerConfig()
     network: NetworkConfig = NetworkConfig()
+    bridge: BridgeConfig = BridgeConfig()
     #: How the SyncActor downloads, verifies and imports (``node.workflows.sync``).
     sync: SyncConfig = attrs.field(factory=SyncConfig)
 
