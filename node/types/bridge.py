@@ -5,7 +5,7 @@ The bridge (``contracts/Bridge.sol``) lives at :data:`BRIDGE_ADDRESS` from genes
 emits ``RequestPegOut(address indexed _evmAddress, bytes _bitcoinAddress, uint256 _value)``:
 topic 0 is :data:`REQUEST_PEGOUT_TOPIC`, topic 1 the sender, the data the ABI encoding of the
 address bytes and the value. :mod:`node.workflows.bridge_events` turns such logs into
-:class:`PegOutRequest` values and decides which of them the federation pays
+:class:`PegOutEvent` values and decides which of them the federation pays
 (:class:`PegOutPayment`) and which it refuses (:class:`RefusedPegOut`, with a
 :class:`PegOutRefusal` reason).
 
@@ -22,6 +22,8 @@ from typing import Any, Final
 import attrs
 from eth_hash.auto import keccak
 
+from .pegout import PegOutRequest
+
 __all__ = [
     "BRIDGE_ADDRESS",
     "BURN_ADDRESS",
@@ -33,7 +35,7 @@ __all__ = [
     "BridgeLogError",
     "PegOutPayment",
     "PegOutRefusal",
-    "PegOutRequest",
+    "PegOutEvent",
     "PegOutScreening",
     "RefusedPegOut",
 ]
@@ -74,7 +76,7 @@ class BridgeLogError(ValueError):
 def _sized(size: int) -> _Validator:
     def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if type(value) is not bytes or len(value) != size:
-            raise ValueError(f"PegOutRequest.{attribute.name}: expected {size} bytes, got "
+            raise ValueError(f"PegOutEvent.{attribute.name}: expected {size} bytes, got "
                              f"{value!r:.80}")
     return check
 
@@ -82,19 +84,19 @@ def _sized(size: int) -> _Validator:
 def _uint(limit: int) -> _Validator:
     def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if type(value) is not int or not 0 <= value < limit:
-            raise ValueError(f"PegOutRequest.{attribute.name}: expected an integer in "
+            raise ValueError(f"PegOutEvent.{attribute.name}: expected an integer in "
                              f"0..2^{limit.bit_length() - 1}-1, got {value!r:.80}")
     return check
 
 
 def _address_bytes(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bytes:
-        raise ValueError(f"PegOutRequest.{attribute.name}: expected bytes, got "
+        raise ValueError(f"PegOutEvent.{attribute.name}: expected bytes, got "
                          f"{type(value).__name__}")
 
 
 @attrs.frozen
-class PegOutRequest:
+class PegOutEvent:
     """One ``RequestPegOut`` event, as the bridge emitted it. ``(tx_hash, log_index)``
     identifies it for good (``block_hash`` tells which block it was read from, should that
     block be reorganised away)."""
@@ -130,7 +132,7 @@ class PegOutRequest:
 class PegOutPayment:
     """A request the federation pays: ``value_sats`` to ``script_pubkey``."""
 
-    request: PegOutRequest
+    request: PegOutEvent
     #: The output script of the requested address on the federation's network.
     script_pubkey: bytes
     #: The address as text (as sent: its case is kept).
@@ -140,12 +142,20 @@ class PegOutPayment:
     def value_sats(self) -> int:
         return self.request.value_sats
 
+    def to_request(self) -> PegOutRequest:
+        """The request as the peg-out rules pay it (:mod:`node.workflows.pegout`): its id
+        (transaction hash and log index), the destination script and the satoshis."""
+        return PegOutRequest(self.request.tx_hash, self.request.log_index, self.script_pubkey,
+                             self.value_sats)
+
 
 class PegOutRefusal(enum.Enum):
     """Why a request is not paid (its value stays burned; the node logs it)."""
 
     #: Below :data:`MIN_PEGOUT_SATS`.
     BELOW_MINIMUM = "below_minimum"
+    #: More than all the bitcoin there can ever be (``MAX_MONEY``): no transaction pays it.
+    ABOVE_MAXIMUM = "above_maximum"
     #: The address bytes are not printable ASCII text, or are empty, or longer than any
     #: Bitcoin address.
     NOT_AN_ADDRESS = "not_an_address"
@@ -162,7 +172,7 @@ class PegOutRefusal(enum.Enum):
 class RefusedPegOut:
     """A request the federation does not pay, and why."""
 
-    request: PegOutRequest
+    request: PegOutEvent
     reason: PegOutRefusal
     #: What exactly is wrong, for the log line.
     detail: str

@@ -57,13 +57,14 @@ from node.types.bridge import (
     MIN_PEGOUT_SATS,
     REQUEST_PEGOUT_TOPIC,
     BridgeLogError,
+    PegOutEvent,
     PegOutPayment,
     PegOutRefusal,
-    PegOutRequest,
     PegOutScreening,
     RefusedPegOut,
 )
 from node.types.eth import EthLog, EthReceipt
+from node.types.pegout import MAX_MONEY
 
 __all__ = [
     "PAYABLE_TYPES",
@@ -83,7 +84,7 @@ _ABI_TYPES: Final = ("bytes", "uint256")
 _PRINTABLE: Final = frozenset(range(0x21, 0x7F))
 
 
-def request_from_log(log: EthLog, bridge: bytes = BRIDGE_ADDRESS) -> PegOutRequest | None:
+def request_from_log(log: EthLog, bridge: bytes = BRIDGE_ADDRESS) -> PegOutEvent | None:
     """The request ``log`` records; None when it is not a ``RequestPegOut`` of ``bridge``.
     Raises :class:`BridgeLogError` when it claims to be one and is malformed."""
     if log.address != bridge or log.removed or not log.topics:
@@ -102,7 +103,7 @@ def request_from_log(log: EthLog, bridge: bytes = BRIDGE_ADDRESS) -> PegOutReque
         raise fail(f"topic 1 is not an address (its first 12 bytes are not zero): "
                    f"0x{sender.hex()}")
     address, value = _decode_data(log.data, fail)
-    return PegOutRequest(
+    return PegOutEvent(
         tx_hash=log.transaction_hash, log_index=log.log_index,
         block_number=log.block_number, block_hash=log.block_hash,
         evm_address=sender[12:], bitcoin_address=address, value_wei=value)
@@ -146,11 +147,11 @@ def _decode_data(data: bytes, fail: Callable[[str], BridgeLogError]) -> tuple[by
 
 
 def requests_from_receipts(receipts: Iterable[EthReceipt],
-                           bridge: bytes = BRIDGE_ADDRESS) -> tuple[PegOutRequest, ...]:
+                           bridge: bytes = BRIDGE_ADDRESS) -> tuple[PegOutEvent, ...]:
     """The requests of a block's (or any) receipts, in log order; other logs are skipped.
     Raises :class:`BridgeLogError` at the first malformed bridge log, or a bridge log that
     does not belong to its receipt."""
-    out: list[PegOutRequest] = []
+    out: list[PegOutEvent] = []
     for receipt in receipts:
         for log in receipt.logs:
             request = request_from_log(log, bridge)
@@ -178,7 +179,7 @@ def _same_encoding(found: str, wanted: str, segwit: bool) -> bool:
     return bool(a.p2pkh == b.p2pkh and a.p2sh == b.p2sh)
 
 
-def screen(request: PegOutRequest, network: str,
+def screen(request: PegOutEvent, network: str,
            minimum_sats: int = MIN_PEGOUT_SATS) -> PegOutPayment | RefusedPegOut:
     """Whether the federation pays ``request`` on ``network`` (``mainnet``, ``testnet``,
     ``testnet4``, ``signet``, ``regtest``), and to which output script."""
@@ -193,6 +194,10 @@ def screen(request: PegOutRequest, network: str,
         return refuse(PegOutRefusal.BELOW_MINIMUM,
                       f"{request.value_sats} sats ({request.value_wei} wei) is below the "
                       f"minimum of {minimum_sats} sats")
+    if request.value_sats > MAX_MONEY:
+        return refuse(PegOutRefusal.ABOVE_MAXIMUM,
+                      f"{request.value_sats} sats is more than the {MAX_MONEY} there can "
+                      "ever be")
     raw = request.bitcoin_address
     if not raw:
         return refuse(PegOutRefusal.NOT_AN_ADDRESS, "the address is empty")
@@ -221,7 +226,7 @@ def screen(request: PegOutRequest, network: str,
     return PegOutPayment(request, bytes(script.script), text)
 
 
-def screen_all(requests: Iterable[PegOutRequest], network: str,
+def screen_all(requests: Iterable[PegOutEvent], network: str,
                minimum_sats: int = MIN_PEGOUT_SATS) -> PegOutScreening:
     """:func:`screen` over ``requests``, sorted into payments and refusals (each in the
     requests' order)."""

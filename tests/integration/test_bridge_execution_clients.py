@@ -20,7 +20,7 @@ from web3 import Web3
 
 from node.execution.genesis import dev_genesis
 from node.integration.execution import ExecutionClient
-from node.types.bridge import BRIDGE_ADDRESS, PegOutRequest
+from node.types.bridge import BRIDGE_ADDRESS, PegOutEvent
 from node.types.eth import EthReceipt
 from node.workflows.bridge_events import requests_from_receipts
 
@@ -31,7 +31,7 @@ from .harness import dev_accounts
 from .test_execution_clients import node_settings, wait_for_receipt
 
 
-async def _read_requests(url: str, block_hash: bytes) -> tuple[PegOutRequest, ...]:
+async def _read_requests(url: str, block_hash: bytes) -> tuple[PegOutEvent, ...]:
     async with ExecutionClient(url) as eth:
         receipts: tuple[EthReceipt, ...] | None = await eth.block_receipts(block_hash)
     assert receipts is not None

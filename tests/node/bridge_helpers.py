@@ -12,7 +12,7 @@ import httpx
 from eth_account import Account
 from web3 import Web3
 
-from node.types.bridge import BRIDGE_ADDRESS, BURN_ADDRESS, PegOutRequest
+from node.types.bridge import BRIDGE_ADDRESS, BURN_ADDRESS, PegOutEvent
 from node.types.eth import EthBlock, EthReceipt
 from node.workflows.bridge_events import requests_from_receipts
 
@@ -51,7 +51,7 @@ def request_peg_out(w3: Web3, private_key: bytes, address: bytes, value: int,
 
 
 def check_peg_out(url: str, tx_hash: bytes, sender: str, address: bytes,
-                  value: int, *, trust_gas_price: bool = True) -> PegOutRequest:
+                  value: int, *, trust_gas_price: bool = True) -> PegOutEvent:
     """The mined peg-out ``tx_hash`` on the client at ``url``: its receipt's one log reads
     back (alone and among its block's receipts) as the request sent; 0x...dEaD gained the
     value (and, being the blocks' default fee recipient here, the block's tips and any
@@ -64,7 +64,7 @@ def check_peg_out(url: str, tx_hash: bytes, sender: str, address: bytes,
     receipt = EthReceipt.from_json(raw, "receipt")
     assert receipt.status == 1, raw
     [found] = requests_from_receipts([receipt])
-    expected = PegOutRequest(
+    expected = PegOutEvent(
         tx_hash=tx_hash, log_index=found.log_index, block_number=receipt.block_number,
         block_hash=receipt.block_hash, evm_address=bytes.fromhex(sender[2:]),
         bitcoin_address=address, value_wei=value)

@@ -30,7 +30,7 @@ from node.types.bridge import (
     BURN_ADDRESS,
     REQUEST_PEGOUT_SIGNATURE,
     REQUEST_PEGOUT_TOPIC,
-    PegOutRequest,
+    PegOutEvent,
 )
 from node.types.eth import EthReceipt
 from node.workflows.bridge_events import requests_from_receipts, screen
@@ -153,7 +153,7 @@ async def test_request_peg_out_burns_the_value_and_emits_the_event_the_reader_de
     assert engine.balance_of(A.address) == before - value - receipt.gas_used * (
         receipt.effective_gas_price)
     [request] = requests_from_receipts([receipt])
-    assert request == PegOutRequest(
+    assert request == PegOutEvent(
         tx_hash=receipt.transaction_hash, log_index=0, block_number=1,
         block_hash=receipt.block_hash, evm_address=A.address, bitcoin_address=ADDRESS,
         value_wei=value)

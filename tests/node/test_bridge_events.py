@@ -19,13 +19,14 @@ from node.types.bridge import (
     MIN_PEGOUT_SATS,
     REQUEST_PEGOUT_TOPIC,
     BridgeLogError,
+    PegOutEvent,
     PegOutPayment,
     PegOutRefusal,
-    PegOutRequest,
     PegOutScreening,
     RefusedPegOut,
 )
 from node.types.eth import EthLog, EthReceipt
+from node.types.pegout import MAX_MONEY, PegOutRequest
 from node.workflows.bridge_events import (
     log_refusals,
     request_from_log,
@@ -67,8 +68,8 @@ def receipt(*logs: EthLog, tx: bytes = TX, status: int = 1, block: bytes = BLOCK
         gas_used=30_000, cumulative_gas_used=30_000, effective_gas_price=10**9, logs=logs)
 
 
-def request(address: bytes, sats: int = MIN_PEGOUT_SATS) -> PegOutRequest:
-    return PegOutRequest(TX, 0, 1, BLOCK, SENDER, address, sats * 10**10)
+def request(address: bytes, sats: int = MIN_PEGOUT_SATS) -> PegOutEvent:
+    return PegOutEvent(TX, 0, 1, BLOCK, SENDER, address, sats * 10**10)
 
 
 # --------------------------------------------------------------------------- reading logs
@@ -80,7 +81,7 @@ def request(address: bytes, sats: int = MIN_PEGOUT_SATS) -> PegOutRequest:
 def test_a_request_reads_back_exactly_what_was_emitted(
         sender: bytes, address: bytes, value: int, index: int, number: int, tx: bytes) -> None:
     log = bridge_log(address, value, sender=sender, index=index, number=number, tx=tx)
-    assert request_from_log(log) == PegOutRequest(
+    assert request_from_log(log) == PegOutEvent(
         tx_hash=tx, log_index=index, block_number=number, block_hash=BLOCK,
         evm_address=sender, bitcoin_address=address, value_wei=value)
     assert request_from_log(log).value_sats == value // 10**10  # type: ignore[union-attr]
@@ -239,7 +240,7 @@ def test_a_log_that_does_not_belong_to_its_receipt_is_refused() -> None:
     ("bitcoin_address", "bc1q"), ("bitcoin_address", bytearray(b"x")),
 ])
 def test_a_request_is_checked_where_it_is_made(field: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=f"PegOutRequest.{field}"):
+    with pytest.raises(ValueError, match=f"PegOutEvent.{field}"):
         attrs.evolve(request(b"x"), **{field: value})
 
 
@@ -408,3 +409,21 @@ def test_a_batch_is_sorted_into_payments_and_refusals_and_refusals_are_logged(
         (logging.INFO, found.refused[0].message()), (logging.WARNING, found.refused[1].message())]
     assert f"0x{TX.hex()}:1 (block #1) of 0 sats from 0x{SENDER.hex()}" in \
         caplog.records[0].getMessage()
+
+
+def test_a_paid_request_becomes_the_peg_out_rules_request() -> None:
+    address = b"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    paid = screen(request(address, 2_500_000), "regtest")
+    assert isinstance(paid, PegOutPayment)
+    rules_request = paid.to_request()
+    assert rules_request == PegOutRequest(TX, 0, paid.script_pubkey, 2_500_000)
+    assert rules_request.id == (TX, 0)
+
+
+@given(sats=st.integers(MAX_MONEY + 1, (U256 - 1) // 10**10))
+def test_more_than_all_the_bitcoin_there_is_is_refused_not_a_crash(sats: int) -> None:
+    address = b"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    verdict = screen(request(address, sats), "regtest")
+    assert isinstance(verdict, RefusedPegOut) and verdict.reason is PegOutRefusal.ABOVE_MAXIMUM
+    just = screen(request(address, MAX_MONEY), "regtest")
+    assert isinstance(just, PegOutPayment) and just.to_request().amount == MAX_MONEY
