@@ -140,12 +140,14 @@ def _wiring(node: SimNode, net: MemoryNetwork,
         "node.actors.engine:EngineActor": {"storage": a("storage")},
         "node.actors.chain:ChainActor": {
             "storage": a("storage"), "engine": a("engine"), "network": a("network"),
-            "bus_prefix": node.prefix},
+            "bridge": a("bridge"), "bus_prefix": node.prefix},
         "node.actors.auxpow:AuxPowActor": {"chain_actor": a("chain")},
         "node.actors.miner:DevMinerActor": {"auxpow": a("auxpow")},
         "node.actors.network:NetworkActor": {
             "storage": a("storage"), "transport": net.transport(node.name),
             "bus_prefix": node.prefix},
+        # Disabled unless the settings enable it (it then needs a Bitcoin node to poll).
+        "node.actors.bridge:BridgeActor": {"storage": a("storage")},
         "node.actors.sync:SyncActor": {
             "network_actor": a("network"), "chain_actor": a("chain"), "bus_prefix": node.prefix,
             "verifier": verifier()},
