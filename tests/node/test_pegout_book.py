@@ -164,7 +164,7 @@ def test_the_proposal_pays_the_open_requests_and_moves_the_coins() -> None:
     assert after.utxos[OutPoint(made.txid, len(made.transaction.outputs) - 1)].value == \
         change_out.value
     # A second proposal of the same transaction, or of requests already paid, is refused.
-    with pytest.raises(PegOutBlockError, match="proposed already|open"):
+    with pytest.raises(PegOutBlockError, match=r"proposed already|open"):
         check_block(after, federation, proposal=raw, finalized=(), auxpow=False,
                     max_fee_rate=MAX_RATE)
     assert make_proposal(after, federation, RATE) == "no open peg-out requests"
@@ -268,7 +268,7 @@ def test_mangled_proposal_bytes_never_pass_unless_they_are_the_proposal(
                        st.lists(st.integers(), max_size=3)))
 def test_a_proposal_that_is_not_bytes_is_refused(value: object) -> None:
     book, federation = funded()
-    with pytest.raises(PegOutBlockError, match="not bytes|not a Bitcoin"):
+    with pytest.raises(PegOutBlockError, match=r"not bytes|not a Bitcoin"):
         check_block(book, federation, proposal=value,  # type: ignore[arg-type]
                     finalized=(), auxpow=False, max_fee_rate=MAX_RATE)
 
@@ -332,7 +332,7 @@ def test_hostile_signatures_are_refused() -> None:
         attrs.evolve(good, signatures=(bytes(64),) * len(good.signatures)),
         attrs.evolve(good, member=0),                              # member 1's, filed as 0
         attrs.evolve(good, key=stranger.public_key_xonly.format()),
-        attrs.evolve(good, signatures=good.signatures + (bytes(64),)),
+        attrs.evolve(good, signatures=(*good.signatures, bytes(64))),
     ]
     for sets in forged:
         with pytest.raises(rules.InvalidSignatures):
@@ -417,7 +417,7 @@ def test_the_logs_bloom_tells_blocks_without_requests_apart() -> None:
 def test_the_book_round_trips_through_the_store(tmp_path: Path) -> None:
     from node.actors.federation import book_from
 
-    book, federation, raw = proposed()
+    book, federation, _ = proposed()
     tx = signed_form(book, federation, 3, (0, 1))
     book, _ = mark_signed(book, tx.txid(), tx.to_bytes())
     refusal_book, change = apply_block(book, block(4, (attrs.evolve(
