@@ -549,8 +549,9 @@ class FederationActor(otp.GenServer):
                 estimate = await self.btc.estimatesmartfee(1)
                 rate = rules.fee_rate_from_estimate(estimate.sat_per_vbyte)
             except BitcoinError as exc:
-                rate = 2_000
-                logger.info("fee estimate unavailable (%s): 2 sat/vB", exc)
+                rate = 2_000  # ALYS.md: the 2 sat/vB fallback
+                if self.problem is None:
+                    logger.info("fee estimate unavailable (%s): 2 sat/vB", exc)
             made = book_rules.make_proposal(self.book, self.federation, rate)
             if isinstance(made, str):
                 if made != self.unpaid:
