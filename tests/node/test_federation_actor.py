@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import eth_abi
 import httpx
 import trio
 from btclib.b32 import address_from_witness
 from coincurve import PrivateKey
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
-from eth_utils import keccak, to_checksum_address
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
 
 import otp
 from node.actors.federation import FederationActor
@@ -68,7 +69,7 @@ def bitcoin_down() -> BitcoinClient:
 async def burn(nonce: int, address: str, sats: int) -> bytes:
     """``requestPegOut(address)`` burning ``sats`` from the first dev account, into the
     embedded engine's pool; the transaction hash."""
-    data = keccak(b"requestPegOut(bytes)")[:4] + eth_abi.encode(["bytes"], [address.encode()])
+    data = keccak(b"requestPegOut(bytes)")[:4] + abi_encode(["bytes"], [address.encode()])
     signed = Account.sign_transaction({
         "to": to_checksum_address(BRIDGE_ADDRESS), "value": sats * 10**10, "nonce": nonce,
         "gas": 100_000, "maxFeePerGas": 100 * GWEI, "maxPriorityFeePerGas": 2 * GWEI,
