@@ -55,6 +55,7 @@ from ..config import BridgeConfig, ChainConfig, EngineConfig, structure_section
 from ..errors import CALL_FAILURES, KeyFileError
 from ..execution.eth_api import BlockSpec
 from ..integration.bitcoin import BitcoinClient, BitcoinError
+from ..integration.engine import load_jwt_secret
 from ..integration.execution import ExecutionClient
 from ..messages import storage as storage_msgs
 from ..messages.chain import BLOCKS_TOPIC, BlockImported
@@ -179,8 +180,13 @@ class FederationActor(otp.GenServer):
         self.eth: ExecutionClient | None = None
         if receipts is None:
             if engine_cfg.kind == "http":
+                # As the EngineActor: the eth JSON-RPC at eth_url, or on the engine's own
+                # port behind its JWT.
+                secret = None
+                if not engine_cfg.eth_url and engine_cfg.jwt_secret_path is not None:
+                    secret = load_jwt_secret(engine_cfg.jwt_secret_path)
                 self.eth = ExecutionClient(engine_cfg.eth_url or engine_cfg.url,
-                                           timeout=engine_cfg.timeout)
+                                           timeout=engine_cfg.timeout, jwt_secret=secret)
                 receipts = self._receipts_over_http
             else:
                 receipts = self._receipts_embedded

@@ -31,12 +31,16 @@ from node.messages import chain as c
 from node.messages import federation as f
 from node.messages import storage as s
 from node.messages.eth import EthRequest
+from node.messages.network import GossipReceived, Publish, ReportPeer, gossip_topic
+from node.network.gossip import PEGOUT_SIGNATURES
 from node.types.bitcoin import OutPoint, Transaction
 from node.types.bridge import BRIDGE_ADDRESS
 from node.types.chain import BlockRef
-from node.types.pegout import FederationUtxo
+from node.types.pegout import FederationUtxo, PegOutProposal
 from node.types.pegout_book import PegOutState
 from node.workflows.federation import Federation
+from node.workflows.pegout import sign
+from node.workflows.pegout_book import decode_signatures, encode_signatures
 
 from .factories import Clock, start_chain
 
@@ -253,3 +257,69 @@ async def test_each_crash_costs_one_restart_and_every_request_is_proposed_once(
         # The coins: each proposal spent the previous one's change; one coin is left.
         assert len(records.utxos) == 1 and len(records.spent) == len(records.proposals)
         await otp.stop("bridge_sup")
+
+
+class _Network(otp.GenServer):
+    """Stands in for the NetworkActor: records what the federation publishes and reports."""
+
+    async def init(self) -> None:
+        self.casts: list[Any] = []
+
+    async def handle_cast(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.casts.append(msg)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        return list(self.casts)
+
+
+async def test_signatures_from_peers_finalize_at_k_and_bad_ones_score_the_peer(
+        tmp_path: Path) -> None:
+    secrets = [SECRET, *(hashlib.sha256(b"member %d" % i).digest() for i in (1, 2))]
+    federation = Federation(tuple(PrivateKey(x).public_key_xonly.format() for x in secrets))
+    chain_cfg = {**CHAIN, "federation_bitcoin_keys": [k.hex() for k in federation.keys]}
+    coin = attrs.evolve(COIN, script_pubkey=federation.script_pubkey)
+    async with otp.runtime():
+        clock = Clock()
+        await start_chain(tmp_path, chain_cfg, clock)
+        (tmp_path / "keys" / "bitcoin.key").write_text(SECRET.hex())
+        await otp.call("storage", s.PutPegOuts(utxos=(coin,)))
+        await otp.start(_Network, name="network")
+        await otp.start(FederationActor, BRIDGE, chain_cfg, None, str(tmp_path),
+                        client=bitcoin_down(), name="federation")
+        assert (await status()).member == 0
+        tx_hash = await burn(0, destination(7)[0], 4_000_000)
+        await produce(clock)
+        ref = await produce(clock)
+        raw = (await block_at(ref)).pegout_payment_proposal
+        assert raw is not None
+        # PoW queued: member 0 (this node) signs and publishes; 1 of k = 2 is not enough.
+        await otp.cast("federation", f.SignPegOuts())
+        await trio.sleep(0.5)
+        published = await otp.call("network", "casts")
+        (mine,) = [m for m in published if isinstance(m, Publish)]
+        assert mine.topic == PEGOUT_SIGNATURES
+        assert decode_signatures(mine.payload).member == 0
+        assert (await status()).requests == {"proposed": 1}
+        # A peer's forged set: refused, the peer reported, nothing finalized.
+        record = (await otp.call("storage", s.GetPegOutStatus(tx_hash))).requests[0][1]
+        proposal = PegOutProposal(Transaction.from_bytes(raw), record.spent)
+        good = sign(proposal, federation, 1, secrets[1])
+        forged = attrs.evolve(good, signatures=(bytes(64),) * len(good.signatures))
+        for payload in (encode_signatures(forged), b"\x00" * 10):
+            otp.bus.publish_nowait(gossip_topic(PEGOUT_SIGNATURES), GossipReceived(
+                PEGOUT_SIGNATURES, payload, "peer-x", b"id"))
+        await trio.sleep(0.5)
+        reports = [m for m in await otp.call("network", "casts") if isinstance(m, ReportPeer)]
+        assert [r.peer for r in reports] == ["peer-x", "peer-x"]
+        assert (await status()).requests == {"proposed": 1}
+        # Member 1's real set completes k: signed, ready for the next AuxPoW block.
+        otp.bus.publish_nowait(gossip_topic(PEGOUT_SIGNATURES), GossipReceived(
+            PEGOUT_SIGNATURES, encode_signatures(good), "peer-y", b"id2"))
+        await trio.sleep(0.5)
+        assert (await status()).requests == {"signed": 1}
+        fields = await otp.call("federation", f.GetPegOutsForBlock(ref, True))
+        (signed,) = fields.finalized
+        witness = Transaction.from_bytes(signed).inputs[0].witness
+        assert [bool(x) for x in witness[:3]] == [False, True, True]  # members 1 and 0
