@@ -198,6 +198,8 @@ class FederationActor(otp.GenServer):
         self.pool: book_rules.SignaturePool = {}
         #: Why the last step failed (one log line each way), and the last "no proposal" reason.
         self.problem: str | None = None
+        #: Why Bitcoin last failed a broadcast, a watch or a fee estimate (one line each way).
+        self.bitcoin_problem: str | None = None
         self.unpaid: str | None = None
         self._gauges()
         otp.bus.subscribe(self.prefix + BLOCKS_TOPIC)
@@ -316,6 +318,16 @@ class FederationActor(otp.GenServer):
             logger.info("peg-outs go on at #%d", self.book.height)
         self.problem = None
 
+    def _bitcoin_trouble(self, problem: str) -> None:
+        if self.bitcoin_problem is None:
+            logger.warning("%s; retried at every poll", problem)
+        self.bitcoin_problem = problem
+
+    def _bitcoin_fine(self) -> None:
+        if self.bitcoin_problem is not None:
+            logger.info("Bitcoin answers the federation again")
+        self.bitcoin_problem = None
+
     async def _apply(self, block: SignedConsensusBlock) -> None:
         message = block.message
         if message.parent_hash != self.book.block_hash and self.book.height >= 0:
@@ -373,8 +385,9 @@ class FederationActor(otp.GenServer):
         try:
             await self.btc.sendrawtransaction(record.signed)
         except (BitcoinError, ValueError) as exc:
-            self._trouble(f"peg-out {txid[::-1].hex()} not broadcast yet: {exc}")
+            self._bitcoin_trouble(f"peg-out {txid[::-1].hex()} not broadcast yet: {exc}")
             return
+        self._bitcoin_fine()
         book, changed = book_rules.mark_broadcast(self.book, txid)
         await self._store_proposal(changed)
         self.book = book
@@ -418,8 +431,8 @@ class FederationActor(otp.GenServer):
         try:
             info = await self.btc.getrawtransaction(record.txid)
         except BitcoinError as exc:
-            self._trouble(f"Bitcoin cannot be asked about peg-out {record.txid[::-1].hex()}: "
-                          f"{exc}")
+            self._bitcoin_trouble(f"Bitcoin cannot be asked about peg-out "
+                                  f"{record.txid[::-1].hex()}: {exc}")
             return
         if info is None:
             logger.warning("Bitcoin no longer knows peg-out %s: broadcast again",
@@ -428,7 +441,8 @@ class FederationActor(otp.GenServer):
             try:
                 await self.btc.sendrawtransaction(record.signed)
             except (BitcoinError, ValueError) as exc:
-                self._trouble(f"peg-out {record.txid[::-1].hex()} not broadcast again: {exc}")
+                self._bitcoin_trouble(f"peg-out {record.txid[::-1].hex()} not broadcast "
+                                      f"again: {exc}")
             return
         book, changed = book_rules.observe_confirmations(
             self.book, record.txid, info.confirmations or 0, self.cfg.pegout_confirmations)
@@ -539,7 +553,7 @@ class FederationActor(otp.GenServer):
                 return FederationStatus(self.member, self.book.height, counts,
                                         len(self.book.utxos),
                                         sum(u.value for u in self.book.utxos.values()),
-                                        self.problem)
+                                        self.problem or self.bitcoin_problem)
         raise otp.UnexpectedMessage(self, "call", request)
 
     async def _for_block(self, parent: BlockRef, auxpow: bool) -> PegOutsForBlock:
@@ -556,8 +570,8 @@ class FederationActor(otp.GenServer):
                 rate = rules.fee_rate_from_estimate(estimate.sat_per_vbyte)
             except BitcoinError as exc:
                 rate = 2_000  # ALYS.md: the 2 sat/vB fallback
-                if self.problem is None:
-                    logger.info("fee estimate unavailable (%s): 2 sat/vB", exc)
+                self._bitcoin_trouble(f"no fee estimate from Bitcoin ({exc}): proposals pay "
+                                      "2 sat/vB")
             made = book_rules.make_proposal(self.book, self.federation, rate)
             if isinstance(made, str):
                 if made != self.unpaid:
