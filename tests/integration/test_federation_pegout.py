@@ -115,12 +115,14 @@ def test_two_burns_in_one_block_are_paid_by_one_transaction_btcd_mines(
     since = btcd.rpc("getblockcount")
     w3 = web3(node)
     (a, script_a), (b, script_b) = destination(1), destination(2)
-    nonce = w3.eth.get_transaction_count(ACCOUNT.checksum_address, "latest")
+    nonce = w3.eth.get_transaction_count(Web3.to_checksum_address(ACCOUNT.checksum_address),
+                                        "latest")
     first = request_peg_out(w3, ACCOUNT.private_key, a.encode(), 2_000_000 * 10**10, nonce)
     second = request_peg_out(w3, ACCOUNT.private_key, b.encode(), 3_500_000 * 10**10,
                              nonce + 1)
     small = request_peg_out(w3, ACCOUNT.private_key, a.encode(), 999_999 * 10**10, nonce + 2)
-    receipts = [w3.eth.wait_for_transaction_receipt(h, timeout=60) for h in (first, second)]
+    receipts = [w3.eth.wait_for_transaction_receipt(h, timeout=60)  # type: ignore[arg-type]
+                for h in (first, second)]
     assert receipts[0]["blockNumber"] == receipts[1]["blockNumber"], "one block"
     node.wait_until(lambda: status(node, first).get("state") == "broadcast",
                     "the peg-out is broadcast", timeout=120)

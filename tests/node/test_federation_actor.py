@@ -35,14 +35,24 @@ from node.messages.network import GossipReceived, Publish, ReportPeer, gossip_to
 from node.network.gossip import PEGOUT_SIGNATURES
 from node.types.bitcoin import OutPoint, Transaction
 from node.types.bridge import BRIDGE_ADDRESS
-from node.types.chain import BlockRef
+from node.types.chain import AuxPowHeader, BlockRef
 from node.types.pegout import FederationUtxo, PegOutProposal
 from node.types.pegout_book import PegOutState
+from node.workflows import chain as chain_rules
+from node.workflows.auxpow import mine_auxpow
 from node.workflows.federation import Federation
 from node.workflows.pegout import sign
 from node.workflows.pegout_book import decode_signatures, encode_signatures
 
 from .factories import Clock, start_chain
+
+
+async def mined_header() -> AuxPowHeader:
+    """What a miner would submit for the current unfinalized range."""
+    unfinalized = await otp.call("chain", c.GetUnfinalized())
+    bits = (await otp.call("chain", c.GetStatus())).bits
+    work = chain_rules.make_work(unfinalized, bits, 121212, bytes(20))
+    return chain_rules.check_submission(work, mine_auxpow(work.hash, 121212, work.bits).to_bytes())
 
 TREE = Path(__file__).parents[2] / "node" / "supervision.toml"
 SECRET = hashlib.sha256(b"federation actor test member").digest()
@@ -178,8 +188,9 @@ async def test_burns_become_a_proposal_then_a_signed_peg_out_for_the_next_auxpow
         ref3 = await produce(clock)
         assert (await block_at(ref3)).pegout_payment_proposal is None
 
-        # PoW queued: the member signs; the signed form goes to the next AuxPoW block only.
-        await otp.cast("federation", f.SignPegOuts())
+        # PoW queued (a miner's real AuxPoW, through the chain): the member signs; the
+        # signed form is offered to an AuxPoW block only.
+        assert await otp.call("chain", c.QueuePow(await mined_header())) is None
         await trio.sleep(0.5)
         assert (await status()).requests == {"signed": 2}
         fields = await otp.call("federation", f.GetPegOutsForBlock(ref3, False))
@@ -191,6 +202,25 @@ async def test_burns_become_a_proposal_then_a_signed_peg_out_for_the_next_auxpow
                 ).problem is None
         assert "without AuxPoW" in str((await otp.call("federation", f.VerifyPegOuts(
             ref3, None, (signed,), False))).problem)
+        tampered = Transaction.from_bytes(signed)
+        witness = tampered.inputs[0].witness
+        tampered = attrs.evolve(tampered, inputs=(attrs.evolve(
+            tampered.inputs[0], witness=(bytes(64), *witness[1:])),))
+        assert "does not verify" in str((await otp.call("federation", f.VerifyPegOuts(
+            ref3, None, (tampered.to_bytes(),), True))).problem)
+
+        # The next block carries the PoW and the signed peg-out. Bitcoin is down: it stays
+        # "signed" (carried), retried at every poll; no later block carries it again.
+        ref_pow = await produce(clock)
+        carried = await block_at(ref_pow)
+        assert carried.auxpow_header is not None and carried.finalized_pegouts == (signed,)
+        stored = await otp.call("storage", s.GetPegOutStatus(first))
+        ((_, proposal),) = stored.requests
+        assert proposal is not None and proposal.included_height == ref_pow.height
+        assert proposal.state is PegOutState.SIGNED
+        assert await otp.call("federation", f.GetPegOutsForBlock(ref_pow, True)) == \
+            f.PegOutsForBlock()
+        ref3 = ref_pow
 
         # A restart reads it all back: nothing proposed or signed twice.
         pid = otp.whereis("federation")
@@ -200,7 +230,7 @@ async def test_burns_become_a_proposal_then_a_signed_peg_out_for_the_next_auxpow
                         client=bitcoin_down(), name="federation")
         assert (await status()).requests == {"signed": 2}
         again = await otp.call("federation", f.GetPegOutsForBlock(ref3, True))
-        assert again.finalized == (signed,) and again.proposal is None
+        assert again == f.PegOutsForBlock()
         ref4 = await produce(clock)
         assert (await block_at(ref4)).pegout_payment_proposal is None
         stored = await otp.call("storage", s.GetPegOutStatus(second))
@@ -300,10 +330,12 @@ async def test_signatures_from_peers_finalize_at_k_and_bad_ones_score_the_peer(
         published = await otp.call("network", "casts")
         (mine,) = [m for m in published if isinstance(m, Publish)]
         assert mine.topic == PEGOUT_SIGNATURES
+        assert isinstance(mine.payload, bytes)
         assert decode_signatures(mine.payload).member == 0
         assert (await status()).requests == {"proposed": 1}
         # A peer's forged set: refused, the peer reported, nothing finalized.
         record = (await otp.call("storage", s.GetPegOutStatus(tx_hash))).requests[0][1]
+        assert record is not None
         proposal = PegOutProposal(Transaction.from_bytes(raw), record.spent)
         good = sign(proposal, federation, 1, secrets[1])
         forged = attrs.evolve(good, signatures=(bytes(64),) * len(good.signatures))
