@@ -80,16 +80,22 @@ def bitcoin_down() -> BitcoinClient:
                          transport=httpx.MockTransport(unreachable), retries=0)
 
 
-async def burn(nonce: int, address: str, sats: int) -> bytes:
-    """``requestPegOut(address)`` burning ``sats`` from the first dev account, into the
-    embedded engine's pool; the transaction hash."""
+def burn_transaction(nonce: int, address: str, sats: int) -> tuple[bytes, bytes]:
+    """``requestPegOut(address)`` burning ``sats`` from the first dev account, signed: the
+    raw transaction and its hash."""
     data = keccak(b"requestPegOut(bytes)")[:4] + abi_encode(["bytes"], [address.encode()])
     signed = Account.sign_transaction({
         "to": to_checksum_address(BRIDGE_ADDRESS), "value": sats * 10**10, "nonce": nonce,
         "gas": 100_000, "maxFeePerGas": 100 * GWEI, "maxPriorityFeePerGas": 2 * GWEI,
         "chainId": 121212, "data": data, "type": 2}, ACCOUNT.private_key)
-    await otp.call("engine", EthRequest("eth_sendRawTransaction", (bytes(signed.raw_transaction),)))
-    return bytes(signed.hash)
+    return bytes(signed.raw_transaction), bytes(signed.hash)
+
+
+async def burn(nonce: int, address: str, sats: int) -> bytes:
+    """:func:`burn_transaction` into the embedded engine's pool; the transaction hash."""
+    raw, tx_hash = burn_transaction(nonce, address, sats)
+    await otp.call("engine", EthRequest("eth_sendRawTransaction", (raw,)))
+    return tx_hash
 
 
 async def produce(clock: Clock) -> BlockRef:
