@@ -440,3 +440,76 @@ def test_the_book_round_trips_through_the_store(tmp_path: Path) -> None:
     finally:
         store.close()
     assert refusal_book.height == 4
+
+
+def test_a_coin_the_book_lacks_counts_only_when_fetched_and_stays_spent() -> None:
+    book, federation = funded(coins=(1_000_000,), requests=(3_000_000,))
+    outside = coin(federation, 42, 20_000_000)  # e.g. fetched with gettxout by the actor
+    rich, _ = apply_block(book, block(3, pegins=(outside,)), federation)
+    made = make_proposal(rich, federation, RATE)
+    assert not isinstance(made, str) and made.spent == (outside,)
+    raw = made.transaction.to_bytes()
+    assert missing_inputs(book, raw) == (outside.outpoint,)
+    with pytest.raises(PegOutBlockError, match="not a coin of the federation"):
+        check_block(book, federation, proposal=raw, finalized=(), auxpow=False,
+                    max_fee_rate=MAX_RATE)
+    check_block(book, federation, proposal=raw, finalized=(), auxpow=False,
+                max_fee_rate=MAX_RATE, fetched=(outside,))
+    stranger = FederationUtxo(outside.outpoint, outside.value, destination(3))
+    with pytest.raises(PegOutBlockError, match="not the federation"):
+        check_block(book, federation, proposal=raw, finalized=(), auxpow=False,
+                    max_fee_rate=MAX_RATE, fetched=(stranger,))
+    after, change = apply_block(book, attrs.evolve(block(3, proposal=raw),
+                                                   fetched=(outside,)), federation)
+    assert outside.outpoint in after.spent and outside.outpoint in change.spent
+    assert missing_inputs(after, raw) == ()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.lists(st.tuples(
+    st.lists(st.integers(1_000_000, 40_000_000), max_size=4),      # burns in the block
+    st.lists(st.integers(1_000, 60_000_000), max_size=2),          # peg-ins it credits
+    st.booleans(),                                                # its producer proposes
+    st.integers(1_000, 50_000)),                                  # at this fee rate
+    min_size=1, max_size=12))
+def test_any_chain_pays_each_request_at_most_once_and_keeps_the_coins_straight(
+        blocks: list[tuple[list[int], list[int], bool, int]]) -> None:
+    _, federation = members(3)
+    book = PegOutBook()
+    history = []
+    deposits = paid = fees = 0
+    seed = 0
+    for height, (burns, pegins, proposes, rate) in enumerate(blocks, start=1):
+        proposal = None
+        if proposes:
+            made = make_proposal(book, federation, rate)
+            if not isinstance(made, str):
+                proposal = made.transaction.to_bytes()
+                check_block(book, federation, proposal=proposal, finalized=(), auxpow=False,
+                            max_fee_rate=MAX_RATE)
+                outs = made.transaction.outputs
+                change = outs[-1].value if outs[-1].script_pubkey == \
+                    federation.script_pubkey else 0
+                spent = sum(u.value for u in made.spent)
+                paid += sum(o.value for o in outs) - change
+                fees += spent - sum(o.value for o in outs)
+        payments = []
+        for amount in burns:
+            seed += 1
+            payments.append(payment(seed, amount, height, log_index=seed))
+        coins = []
+        for value in pegins:
+            seed += 1
+            coins.append(coin(federation, seed, value))
+            deposits += value
+        current = block(height, tuple(payments), proposal=proposal, pegins=tuple(coins))
+        history.append(current)
+        book, _ = apply_block(book, current, federation)
+        # A replay of any block already applied changes nothing.
+        for old in history:
+            assert apply_block(book, old, federation)[0] is book
+    proposed = [rid for p in book.proposals.values() for rid in p.requests]
+    assert len(proposed) == len(set(proposed))
+    assert all(book.requests[rid].proposal is not None for rid in proposed)
+    assert not set(book.utxos) & book.spent
+    assert sum(u.value for u in book.utxos.values()) == deposits - paid - fees
