@@ -8,8 +8,9 @@ WriteBatch per change, with the block the book is at).
 
 * **Following the chain.** On every ``BlockImported`` (and at every poll, in case an event
   was lost) the book applies each canonical block after its cursor, in order: the block's
-  proposal and finalized peg-outs, the coins its peg-ins credit (the deposit transaction from
-  Bitcoin, ``getrawtransaction``), and its receipts' ``RequestPegOut`` events, screened. The
+  proposal and finalized peg-outs, the coins its peg-ins credit (from the BridgeActor's
+  deposit record, or the deposit transaction from Bitcoin with ``getrawtransaction`` when
+  this node has none), and its receipts' ``RequestPegOut`` events, screened. The
   receipts are read only when the payload's logs bloom may hold the bridge's event (so a
   block without peg-outs costs no call to the execution layer): from the embedded engine
   (``eth_getBlockReceipts`` through the EngineActor) or, with Geth/Reth, from their eth
@@ -71,7 +72,7 @@ from ..messages.federation import (
 )
 from ..messages.network import GossipReceived, Offence, Publish, ReportPeer, gossip_topic
 from ..network.gossip import PEGOUT_SIGNATURES
-from ..types.bitcoin import Transaction
+from ..types.bitcoin import OutPoint, Transaction
 from ..types.bridge import BridgeLogError, PegOutScreening
 from ..types.chain import BlockRef, SignedConsensusBlock
 from ..types.eth import EthReceipt
@@ -92,7 +93,7 @@ INIT_WAIT: Final = 90.0
 #: How long a call to the EngineActor for receipts may take.
 ENGINE_WAIT: Final = 30.0
 #: Errors from Bitcoin or the execution layer: the book waits for them.
-OUTSIDE_FAILURES: Final = (BitcoinError, SchemaError, BridgeLogError, ValueError, KeyError)
+OUTSIDE_FAILURES: Final = (BitcoinError, SchemaError, BridgeLogError, ValueError)
 
 Receipts = Callable[[bytes], Awaitable[tuple[EthReceipt, ...]]]
 
@@ -247,6 +248,15 @@ class FederationActor(otp.GenServer):
     async def _pegin_coins(self, block: SignedConsensusBlock) -> tuple[FederationUtxo, ...]:
         coins = []
         for txid, bitcoin_block in block.message.pegins:
+            # The BridgeActor's record when this node scanned the deposit itself (no Bitcoin
+            # call), else the transaction from Bitcoin.
+            known: storage_msgs.PegStatus = await sibling.call_storage(
+                storage_msgs.GetPegStatus(txid), storage=self.storage)
+            deposit = known.deposit
+            if deposit is not None and deposit.block_hash == bitcoin_block:
+                coins.append(FederationUtxo(OutPoint(txid, deposit.vout), deposit.amount_sats,
+                                            self.federation.script_pubkey))
+                continue
             info = await self.btc.getrawtransaction(txid, bitcoin_block)
             if info is None:
                 raise OutsideError(f"Bitcoin does not show peg-in {txid[::-1].hex()} in block "
