@@ -16,8 +16,9 @@ addresses, so the tests do not see each other's deposits.
 * ``kill -9`` of a node at a step Hypothesis picks (before the deposit is mined, once it is
   detected, once confirmed, the moment a node imports the crediting block, just after the
   credit): after a restart, exactly one credit, the same on every node.
-  ``ALYS_PEG_CRASH_EXAMPLES`` sets how many examples (default 2, the CI sample; the full
-  run: ``ALYS_PEG_CRASH_EXAMPLES=25 scripts/test tests/integration/test_devnet_peg.py``).
+  ``PEG_CRASH_EXAMPLES`` sets how many examples (default 2, the CI sample; not ``ALYS_*``,
+  which the nodes would read as configuration; the full
+  run: ``PEG_CRASH_EXAMPLES=25 scripts/test tests/integration/test_devnet_peg.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ pytestmark = pytest.mark.real_clock
 CONFIRMATIONS = 2
 #: Seconds for a confirmed deposit to be credited everywhere (a few 2 s slots).
 CREDIT_TIMEOUT = 60.0
-CRASH_EXAMPLES = int(os.environ.get("ALYS_PEG_CRASH_EXAMPLES", "2"))
+CRASH_EXAMPLES = int(os.environ.get("PEG_CRASH_EXAMPLES", "2"))
 WEI_PER_SAT = 10**10
 _BITCOIN = re.compile(r"^bitcoin: btcd pid (\d+), .* RPC (\S+) user (\S+) password (\S+), log",
                       re.MULTILINE)
