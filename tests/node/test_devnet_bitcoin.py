@@ -49,7 +49,7 @@ def bitcoin_pubkey(directory: Path, name: str) -> str:
 def test_bitcoin_write_only_gives_every_node_one_federation_and_the_bridge(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     net = tmp_path / "net"
-    code, out, err = run(capsys, "devnet", "3", "--dir", str(net), "--write-only",
+    code, _, err = run(capsys, "devnet", "3", "--dir", str(net), "--write-only",
                          "--bitcoin", "--base-port", "30000")
     assert code == 0, err
     configs = [load_config(net / f"node{i}.toml", {}) for i in (1, 2, 3)]
