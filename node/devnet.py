@@ -60,7 +60,9 @@ btcd's RPC port is 18443 (Bitcoin Core's regtest port, the bridge's default), or
 active and btcd mines to height 110, so ten coinbases are spendable; the devnet prints the
 deposit address, the RPC URL and credentials and a ``btcctl`` command line. btcd starts
 first and stops last, under a small guard process (``python -m node.devnet guard``) that
-stops it when the devnet's pipe closes, so it is no orphan either. Regtest mines only on
+stops it when the devnet's pipe closes, so it is no orphan either; while it runs, the devnet
+goes on even when every node it started has exited (nodes started again by hand need it).
+Regtest mines only on
 demand: ``btcctl ... generate 1``, ``python -m node deposit ... --mine N``, or
 ``--bitcoin-block-time S`` (a block every S seconds).
 
@@ -627,8 +629,8 @@ class Devnet:
             self.out(f"devnet: {exc}; the end of {bitcoin.log_path}:\n"
                      f"{tail(bitcoin.log_path)}")
             return False
-        self.out(f"bitcoin: btcd pid {self.btcd.pid}, regtest at height {height} (taproot "
-                 f"active), RPC {bitcoin.url} user {bitcoin.user} password "
+        self.out(f"bitcoin: btcd (its guard's pid {self.btcd.pid}), regtest at height "
+                 f"{height} (taproot active), RPC {bitcoin.url} user {bitcoin.user} password "
                  f"{bitcoin.password}, log {bitcoin.log_path}")
         self.out(f"bitcoin: deposit address {bitcoin.deposit_address()} (the federation of "
                  f"{len(bitcoin.federation_keys)}; {bitcoin.info_path})")
@@ -636,6 +638,9 @@ class Devnet:
         self.out(f"bitcoin: deposit with: python -m node deposit --dir {bitcoin.devnet} "
                  f"0x<EVM address> <BTC> --mine 2")
         return True
+
+    def bitcoin_running(self) -> bool:
+        return self.btcd is not None and self.btcd.poll() is None
 
     def stop_bitcoin(self) -> None:
         proc = self.btcd
@@ -784,10 +789,16 @@ class Devnet:
                          f"them in order")
                 next_block = (time.monotonic() + self.bitcoin.block_time
                               if self.bitcoin is not None and self.bitcoin.block_time else None)
+                all_gone = False
                 while not signals.count:
-                    if not self.check_exits():
-                        self.out("devnet: every node has exited")
-                        return EXIT_FAILED
+                    if not self.check_exits() and not all_gone:
+                        if not self.bitcoin_running():
+                            self.out("devnet: every node has exited")
+                            return EXIT_FAILED
+                        # Nodes started again by hand (as the devnet tells) need their btcd.
+                        all_gone = True
+                        self.out("devnet: every node it started has exited; btcd keeps "
+                                 "running for nodes started by hand; Ctrl-C stops it")
                     if next_block is not None and time.monotonic() >= next_block:
                         next_block = self.mine_one(next_block)
                     time.sleep(0.2)

@@ -30,11 +30,12 @@ import secrets
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from node.integration.btcd import (
@@ -68,8 +69,8 @@ CONFIRMATIONS = 2
 CREDIT_TIMEOUT = 60.0
 CRASH_EXAMPLES = int(os.environ.get("PEG_CRASH_EXAMPLES", "2"))
 WEI_PER_SAT = 10**10
-_BITCOIN = re.compile(r"^bitcoin: btcd pid (\d+), .* RPC (\S+) user (\S+) password (\S+), log",
-                      re.MULTILINE)
+_BITCOIN = re.compile(r"^bitcoin: btcd \(its guard's pid (\d+)\), .* RPC (\S+) user (\S+) "
+                      r"password (\S+), log", re.MULTILINE)
 
 
 class PegDevnet(Devnet):
@@ -288,6 +289,28 @@ def test_a_reorg_across_a_deposit_drops_it_and_credits_it_once_from_its_new_bloc
     assert credited["height"] >= 1
 
 
+def test_a_killed_devnet_leaves_no_btcd_behind(tmp_path: Path,
+                                               processes: list[Process]) -> None:
+    devnet = PegDevnet(tmp_path, 1, free_base_port())
+    processes.append(devnet)
+    devnet.spawn()
+    [node] = devnet.up()
+    match = _BITCOIN.search(devnet.log())
+    assert match, devnet.tail(40)
+    guard, btcd = int(match.group(1)), BtcdRpc(match.group(2), match.group(3), match.group(4))
+    assert btcd.rpc("getblockcount") >= 110
+    assert devnet.proc is not None
+    os.kill(devnet.proc.pid, signal.SIGKILL)
+    devnet.proc.wait(timeout=10)
+    # The guard's stdin pipe closed with the devnet: it stops btcd, and the node stops too.
+    poll(lambda: not alive(guard), "btcd's guard exits after its devnet was killed", 60,
+         logs_of(node))
+    with pytest.raises(BtcdError, match="does not answer"):
+        btcd.rpc("getblockcount", timeout=2.0)
+    poll(lambda: not alive(node.pid), "the node exits after its devnet was killed", 60,
+         logs_of(node))
+
+
 #: Where the node is killed, relative to the deposit's life.
 STEPS = ("before it is mined", "detected", "confirmed", "crediting block imported",
          "credited")
@@ -300,6 +323,7 @@ STEPS = ("before it is mined", "detected", "confirmed", "crediting block importe
        sats=st.integers(546, 10**8))
 def test_kill_9_at_any_step_still_credits_exactly_once(net: Net, step: str, victim: int,
                                                        sats: int) -> None:
+    event(f"killed {step!r}: node{victim + 1}")  # --hypothesis-show-statistics lists them
     to = random_address()
     node = net.nodes[victim]
     others = [n for n in net.nodes if n is not node]
