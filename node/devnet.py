@@ -62,9 +62,8 @@ deposit address, the RPC URL and credentials and a ``btcctl`` command line. btcd
 first and stops last, under a small guard process (``python -m node.devnet guard``) that
 stops it when the devnet's pipe closes, so it is no orphan either; while it runs, the devnet
 goes on even when every node it started has exited (nodes started again by hand need it).
-Regtest mines only on
-demand: ``btcctl ... generate 1``, ``python -m node deposit ... --mine N``, or
-``--bitcoin-block-time S`` (a block every S seconds).
+Regtest mines only on demand: ``btcctl ... generate 1``, ``python -m node deposit ... --mine
+N``, or ``--bitcoin-block-time S`` (a block every S seconds).
 
 Bad input (N outside 1..15, a taken port, a directory holding files a devnet does not
 write, a key file that is not a key, data made with other authorities) is refused before
