@@ -354,7 +354,8 @@ class BitcoinPlan:
         return BtcdRpc(self.url, self.user, self.password)
 
     def btcctl(self) -> str:
-        return (f"btcctl --regtest --notls -s {HOST}:{self.port} -u {self.user} "
+        # -C /dev/null: btcctl otherwise tries to write a config next to ~/.btcd's
+        return (f"btcctl -C /dev/null --regtest --notls -s {HOST}:{self.port} -u {self.user} "
                 f"-P {self.password}")
 
     def command(self, btcd: Path) -> list[str]:
@@ -645,7 +646,7 @@ class Devnet:
         proc = self.btcd
         if proc is None or proc.poll() is not None:
             return
-        self.out(f"devnet: stopping btcd (pid {proc.pid})")
+        self.out(f"devnet: stopping btcd (its guard's pid {proc.pid})")
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=self.stop_timeout)
