@@ -320,7 +320,11 @@ def test_kill_9_at_any_step_still_credits_exactly_once(net: Net, step: str, vict
     others = [n for n in net.nodes if n is not node]
 
     def kill() -> None:
-        os.kill(node.pid, signal.SIGKILL)
+        try:
+            os.kill(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            raise AssertionError(f"{node.name} (pid {node.pid}) had exited before it was "
+                                 f"killed\n{net.logs()}") from None
         poll(lambda: not alive(node.pid), f"{node.name} is gone", 30, net.logs)
 
     if step == "before it is mined":
