@@ -55,6 +55,7 @@ from .test_devnet import (
     Devnet,
     DevNode,
     ManualNode,
+    agreement,
     alive,
     free_base_port,
     logs_of,
@@ -180,6 +181,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         for node in nodes:
             assert node.call("getdepositaddress") == info["deposit_address"], node.name
         btcd.generate(30)  # forty spendable coinbases in all
+        # Each node connected to both others, and blocks finalized: any one node can then be
+        # killed and the two others go on (with 2 approvals of 3).
+        poll(lambda: all(node.call("getsyncstatus")["peers"] == 2 for node in nodes),
+             "every node has both others as peers", PROGRESS_TIMEOUT, logs_of(*nodes))
+        poll(lambda: agreement(nodes, min_head=3, min_finalized=1),
+             "the three nodes agree and finalize", PROGRESS_TIMEOUT, logs_of(*nodes))
         the_net = Net(devnet, list(nodes), btcd, faucet, federation)
         yield the_net
         # Last, the devnet killed outright (SIGKILL): its btcd does not outlive it (the
