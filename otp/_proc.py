@@ -215,8 +215,14 @@ class _Process(Inbox):
             return
         if self.kill_reason is None:
             self.kill_reason = reason
-        if self.scope is not None:
-            self.scope.cancel()
+        scope = self.scope
+        if scope is not None:
+            scope.cancel()
+        elif self.waiting:
+            # Idle without a scope (otp._loop.run): only otp's own wait can be interrupted,
+            # and the process reads kill_reason when it wakes. (Busy without a scope, it is
+            # running an init that cannot suspend, and reads it when that returns.)
+            self._wake()
 
     def signal_exit(self, sender: Pid | None, reason: Any) -> None:
         """Deliver an exit signal from ``sender`` (see the module docs)."""
