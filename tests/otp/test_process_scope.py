@@ -69,7 +69,7 @@ class KillsItself(otp.GenServer):
 
 
 class QuickContinue(Quick):
-    async def init(self, label: Any = None, trap: bool = False) -> Any:  # type: ignore[override]
+    async def init(self, label: Any = None, trap: bool = False) -> Any:
         self.label = label
         self.seen = []
         return otp.Continue("go")
