@@ -35,6 +35,7 @@ from __future__ import annotations
 import dis
 import inspect
 import logging
+from collections import deque
 from time import perf_counter_ns
 from types import CodeType
 from typing import Any, Final
@@ -235,6 +236,8 @@ async def _serve(proc: _Process, server: GenServer, result: Any) -> Any:
         # The receive loop is inline, not a method: one coroutine frame less per process
         # (each is an object the garbage collector tracks, 100,000 processes over).
         queue = proc.queue
+        if queue is None:
+            queue = proc.queue = deque()
         hist = proc.hist
         top = HIST_BUCKETS - 1
         tracer = proc.runtime.tracer

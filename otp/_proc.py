@@ -312,7 +312,7 @@ class _Process(Inbox):
 
     def _fail_pending(self, reason: Any) -> None:
         pid = self.pid
-        for env in self.queue:
+        for env in self.queue or ():
             if env.kind is _CALL:
                 env._fail(CallError(pid, reason))  # type: ignore[attr-defined]
         for item in self.sysq or ():
@@ -354,7 +354,7 @@ class _Process(Inbox):
             current._fail(CallError(pid, reason))  # type: ignore[attr-defined]
         self.current = None
         self._fail_pending(reason)
-        self.queue.clear()
+        self.queue = None
         self.sysq = None
         rt.procs.pop(pid.id, None)
         rt.roots.pop(pid, None)

@@ -281,3 +281,54 @@ async def test_a_supervisor_restarts_a_killed_scopeless_child() -> None:
         await until(lambda: otp.whereis("quick") not in (None, first))
         second = otp.whereis("quick")
         assert second is not None and await otp.call(second, "ping") == "ping"
+
+
+# -- the mailbox's queue comes with the first message --------------------------------------------
+
+
+class FlushesBeforeAnyMail(otp.GenServer):
+    """Monitors a process that is already dead, then demonitors with flush, all in init:
+    the Down notice is the first message its queue ever holds."""
+
+    async def init(self, target: otp.Pid) -> None:
+        ref = otp.monitor(target)
+        self.flushed = otp.demonitor(ref, flush=True)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        return (self.flushed, otp.statistics(otp.self()).mailbox.depth)
+
+
+class DemonitorsWithoutMail(otp.GenServer):
+    async def init(self) -> None:
+        other = await otp.start(Quick)
+        assert other is not None
+        self.active = otp.demonitor(otp.monitor(other), flush=True)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        return self.active
+
+
+async def test_an_idle_process_has_an_empty_mailbox_that_fills_on_demand() -> None:
+    async with otp.runtime():
+        pid = await otp.start(Quick)
+        assert pid is not None
+        stats = otp.statistics(pid).mailbox
+        assert (stats.depth, stats.system_depth, stats.dropped) == (0, 0, 0)
+        assert [s.mailbox_depth for s in otp.tree_snapshot()] == [0]
+        assert otp.cast_nowait(pid, "queued")
+        assert otp.statistics(pid).mailbox.depth == 1
+
+
+async def test_demonitor_with_flush_before_any_mail_keeps_the_process_running() -> None:
+    async with otp.runtime():
+        dead = await otp.start(Quick)
+        assert dead is not None
+        otp.exit(dead, "kill")
+        await otp.wait_exit(dead, timeout=10.0)
+        pid = await otp.start(FlushesBeforeAnyMail, dead)
+        assert pid is not None
+        # The Down "noproc" was queued, then flushed: nothing is left in the queue.
+        assert await otp.call(pid, "get") == (False, 0)
+        pid2 = await otp.start(DemonitorsWithoutMail)
+        assert pid2 is not None
+        assert await otp.call(pid2, "get") is True
