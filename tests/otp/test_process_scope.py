@@ -332,3 +332,42 @@ async def test_demonitor_with_flush_before_any_mail_keeps_the_process_running() 
         pid2 = await otp.start(DemonitorsWithoutMail)
         assert pid2 is not None
         assert await otp.call(pid2, "get") is True
+
+
+# -- waiting for an exit: no cancel scope, nothing left behind ------------------------------------
+
+
+def _no_deadlines(rt: otp.lowlevel.Runtime) -> bool:
+    return all(not bucket for bucket in rt.timers.buckets.values())
+
+
+async def test_a_shutdown_wait_leaves_no_waiter_or_deadline_behind() -> None:
+    async with otp.runtime() as rt:
+        sup = await otp.start(otp.Supervisor, children=[
+            otp.ChildSpec("fast", Quick, args=("fast",), shutdown=3.0),
+            otp.ChildSpec("slow", QuickSlowStop, args=("slow",), shutdown=2.0),
+        ])
+        assert sup is not None
+        children = {c.id: c.pid for c in await otp.which_children(sup)}
+        await otp.terminate_child(sup, "fast")  # exits before its shutdown time
+        await otp.terminate_child(sup, "slow")  # outlives it and is killed
+        assert TERMINATED == [("fast", "shutdown")]
+        for pid in children.values():
+            assert pid is not None and not pid._proc.exit_waiters
+        assert _no_deadlines(rt)
+
+
+async def test_a_cancelled_wait_for_an_exit_leaves_no_waiter_behind() -> None:
+    async with otp.runtime() as rt:
+        pid = await otp.start(Quick, "q")
+        assert pid is not None
+        with trio.move_on_after(1.0):
+            await otp.wait_exit(pid)
+        with trio.move_on_after(1.0):
+            await pid._proc.wait_dead(10.0)
+        assert not pid._proc.exit_waiters
+        assert _no_deadlines(rt)
+        assert await pid._proc.wait_dead(1.0) is False  # timed out: still running
+        assert pid.is_alive()
+        otp.exit(pid, "kill")
+        assert await pid._proc.wait_dead(1.0) is True
