@@ -42,11 +42,12 @@ from typing import Any, Final
 
 import outcome
 import trio
-from trio.lowlevel import current_task, wait_task_rescheduled
+from trio.lowlevel import current_task
 
 from ._envelope import PENDING, Envelope, From, Kind, Reply, _context
 from ._errors import CallError, StartRefused
 from ._genserver import GenServer
+from ._park import park
 from ._proc import HIST_BUCKETS, StopRequest, SysCall, _Process, unwrap_group
 from ._values import EXITING, NOTHING, RUNNING, Continue, Ignore, NoReply, Stop, _Directive
 
@@ -176,7 +177,7 @@ async def run(proc: _Process, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             while (result is None and proc.kill_reason is None and not proc.queue
                    and not proc.sysq):
                 proc.waiting = True
-                await wait_task_rescheduled(proc)
+                await park(proc)
             with trio.CancelScope() as scope:
                 proc.scope = scope
                 if proc.kill_reason is not None:
@@ -260,7 +261,7 @@ async def _serve(proc: _Process, server: GenServer, result: Any) -> Any:
                 # message): it is cleared here, and before system items.
                 proc.current = None
                 proc.waiting = True
-                await wait_task_rescheduled(proc)
+                await park(proc)
                 burst = t0 = 0
                 continue
             if burst >= BURST:

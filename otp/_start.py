@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
-from trio.lowlevel import current_task, wait_task_rescheduled
+from trio.lowlevel import current_task
 
 from ._envelope import _context, current_envelope
 from ._errors import CallError, CallTimeout, NoProcess, OtpError
@@ -25,6 +25,7 @@ from ._loop import run
 from ._mailbox import DEFAULT_MAILBOX, Mailbox
 from ._messaging import deliver_timer
 from ._names import register_as, resolve
+from ._park import park
 from ._proc import StopRequest, _Process, flush_exits, link
 from ._runtime import Runtime, _current_runtime, current_runtime
 from ._values import DEAD, INFINITY, Pid
@@ -88,7 +89,7 @@ def prepare(
     sup_child: Any = None,
 ) -> _Process:
     """Create a process and start its task; the caller then waits for its ``init`` with
-    ``wait_task_rescheduled(proc)`` (see :func:`spawn`)."""
+    ``park(proc)`` (see :func:`spawn`)."""
     if not (isinstance(cls, type) and issubclass(cls, GenServer)):
         raise TypeError(f"otp can start only GenServer subclasses, not {cls!r}")
     if mailbox is None:
@@ -140,11 +141,11 @@ async def spawn(
     proc = prepare(cls, args, kwargs, name=name, mailbox=mailbox, nursery=nursery,
                    link_to=link_to, parent=parent, sup_child=sup_child)
     if link_to is None:
-        started: Pid | None = await wait_task_rescheduled(proc)
+        started: Pid | None = await park(proc)
         return started
     pid = proc.pid
     try:
-        started = await wait_task_rescheduled(proc)
+        started = await park(proc)
     except BaseException:
         # init failed: the exit signal already crossed the link. A trapping caller gets the
         # failure as this exception, not also as an Exit message (proc_lib flushes it).
@@ -166,7 +167,7 @@ async def start(
     ``otp.Ignore``. In every one of those cases nothing is left running or registered.
     """
     # spawn without its coroutine: this is the path otp.start's speed is measured on
-    started: Pid | None = await wait_task_rescheduled(
+    started: Pid | None = await park(
         prepare(cls, args, kwargs, name=name, mailbox=mailbox))
     return started
 
