@@ -795,6 +795,8 @@ class EmbeddedEngine:
 
     def _after_head_change(self) -> None:
         """The pool forgets transactions the new head's state has made stale."""
+        if not len(self.pool):
+            return  # nothing to forget: spare building the head's state (every block, in sync)
         state = self.state_at(self.head_header)
         self.pool.reset(lambda sender: int(state.get_nonce(sender)))
 
