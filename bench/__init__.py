@@ -119,3 +119,11 @@ register(
     "test's crashes, kills, partition and byzantine peer; real seconds beside the goal of 20 s, "
     "the same network without faults, and where the time goes (cProfile)",
 )
+
+register(
+    "peg",
+    "bench.peg_bench",
+    "the peg's rules: peg-out proposal + check + signing + finalization latency for 1, 10 "
+    "and 100 requests per block, 3 and 15 members, beside raw BIP340 signing of the same "
+    "sighashes (libsecp256k1 and btclib); peg-in crediting to come",
+)

@@ -55,7 +55,7 @@ def quiet_network(base: Path, seed: int) -> Callable[[], Awaitable[int]]:
     async def main() -> int:
         net = SimNetwork(base, 4, rng=random.Random(f"netsim-links:{seed}"), conditions=LINKS)
         net.reset()
-        watcher = await otp.start(ChainWatcher, net.names, name="watcher")
+        watcher = await otp.start(ChainWatcher, net.names, net.node_ids, name="watcher")
         await net.start_all()
         await trio.sleep(TOTAL)
         report = await otp.call(watcher, "report")

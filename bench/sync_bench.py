@@ -124,9 +124,12 @@ async def _build(n: int, store: ChainStore, first_slot: int) -> None:
 
 
 def cached_chain(n: int) -> Path:
-    """The chain's LevelDB directory (``<cache>/.../chain``), built once."""
+    """The chain's LevelDB directory (``<cache>/.../chain``), built once per dev genesis."""
+    engine = EmbeddedEngine()  # the dev genesis the chain builds on (it changes with it)
+    genesis = engine.genesis_hash.hex()[:12]
+    engine.close()
     path = CACHE / (f"sync-chain-{n}-b{BUILDER_VERSION}-enc{encoding.VERSION}-"
-                    f"schema{SCHEMA_VERSION}")
+                    f"schema{SCHEMA_VERSION}-g{genesis}")
     if not (path / "built").exists():
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
@@ -170,7 +173,7 @@ async def _sync(chain: Path, n: int, base: Path) -> dict[str, Any]:
             copy = base / name / "chain"
             shutil.copytree(chain, copy)
             await otp.start(StorageActor, str(copy), name=f"storage-{name}")
-            await otp.start(NetworkActor, {"enabled": True, "node_id": name * 2, "port": 0},
+            await otp.start(NetworkActor, {"enabled": True, "port": 0},
                             cfg, data_dir=str(base / name), storage=f"storage-{name}",
                             bus_prefix=f"{name}/", name=f"network-{name}")
             info = await otp.call(f"network-{name}", net_msgs.GetNetworkInfo())
@@ -179,7 +182,7 @@ async def _sync(chain: Path, n: int, base: Path) -> dict[str, Any]:
         await otp.start(StorageActor, str(data / "chain"), name="storage")
         await otp.start(EngineActor, None, cfg, data_dir=str(data), name="engine")
         await otp.start(ChainActor, cfg, str(data), produce=False, name="chain")
-        await otp.start(NetworkActor, {"enabled": True, "node_id": "bb", "port": 0,
+        await otp.start(NetworkActor, {"enabled": True, "port": 0,
                                        "bootnodes": addresses}, cfg, data_dir=str(data),
                         name="network")
         engine = await otp.get_state("engine")

@@ -227,10 +227,10 @@ def _frame_limit(_inst: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be in 4096..1048576 (1 MiB), not {value}")
 
 
-def _node_id(_inst: Any, attribute: Any, value: Any) -> None:
-    if value and (len(value) > 64 or any(c not in "0123456789abcdef" for c in value)):
-        raise ValueError(f"{attribute.name} must be 1 to 64 lowercase hex digits (or empty: "
-                         f"generated once in the data directory), not {value!r}")
+def _node_key(_inst: Any, attribute: Any, value: Any) -> None:
+    if value:
+        from .network.identity import NodeKey
+        NodeKey.from_hex(value, attribute.name)
 
 
 @attrs.frozen
@@ -244,9 +244,10 @@ class NetworkConfig:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=55444, validator=_port)
     bootnodes: tuple[str, ...] = ()
-    #: This node's id on the network (lowercase hex). Empty: a random id generated once and
-    #: kept in ``<data_dir>/keys/node_id``.
-    node_id: str = attrs.field(default="", validator=_node_id)
+    #: This node's network key (64 hex digits of a secp256k1 secret; its node id is derived
+    #: from it and proven in every handshake: node/network/identity.py). Empty: a key made
+    #: once and kept in ``<data_dir>/keys/node_key`` (readable by its owner only).
+    node_key: str = attrs.field(default="", validator=_node_key, repr=False)
     max_peers: int = attrs.field(default=25, validator=_positive)
     #: How long a peer whose score fell to the threshold stays banned (seconds).
     ban_seconds: float = attrs.field(default=600.0, validator=_positive)
@@ -263,6 +264,37 @@ class NetworkConfig:
     max_frames_per_second: float = attrs.field(default=200.0, validator=_positive)
     #: How many gossip message ids are remembered to drop duplicates.
     seen_cache: int = attrs.field(default=16384, validator=_positive)
+
+
+@attrs.frozen
+class BridgeConfig:
+    """The peg-in side of the bridge (the BridgeActor). Off by default, like the network: the
+    dev chain has no Bitcoin node. When on, it reads Bitcoin over ``bitcoin_url`` (Bitcoin
+    Core's JSON-RPC, or btcd's) with ``bitcoin_user``/``bitcoin_password`` or Core's
+    ``bitcoin_cookie_file``, scans from ``start_height`` (or the stored rescan height, if
+    further) every ``poll_interval`` seconds, and treats a deposit as confirmed once its
+    block has ``confirmations`` confirmations (itself included). The dev default is 2;
+    production uses 144, as the original (``required_btc_txn_confirmations``)."""
+
+    enabled: bool = False
+    bitcoin_url: str = "http://127.0.0.1:18443"
+    bitcoin_user: str = ""
+    bitcoin_password: str = ""
+    bitcoin_cookie_file: str = attrs.field(default="")
+    start_height: int = attrs.field(default=0, validator=_non_negative)
+    confirmations: int = attrs.field(default=2, validator=_positive)
+    poll_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: Seconds one Bitcoin RPC call may take.
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: The most Bitcoin blocks scanned in one poll (a long backlog is taken in steps, so the
+    #: actor keeps answering the chain in between).
+    max_blocks_per_poll: int = attrs.field(default=200, validator=_positive)
+
+    @bitcoin_cookie_file.validator
+    def _auth(self, attribute: Any, value: str) -> None:
+        if value and (self.bitcoin_user or self.bitcoin_password):
+            raise ValueError("give bitcoin_user and bitcoin_password, or bitcoin_cookie_file, "
+                             "not both")
 
 
 def _upper(value: Any) -> Any:
@@ -287,6 +319,7 @@ class NodeConfig:
     eth_rpc: EthRpcConfig = EthRpcConfig()
     miner: MinerConfig = MinerConfig()
     network: NetworkConfig = NetworkConfig()
+    bridge: BridgeConfig = BridgeConfig()
     #: How the SyncActor downloads, verifies and imports (``node.workflows.sync``).
     sync: SyncConfig = attrs.field(factory=SyncConfig)
 

@@ -85,7 +85,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 _OURS = re.compile(r"^node(\d+)(\.toml|\.log)?$")
 GITIGNORE = "# written by python -m node devnet: chain data and logs\nnode*/chain/\n" \
-            "node*/evm/\nnode*/keys/node_id\n*.log\n*.tmp\n"
+            "node*/evm/\nnode*/keys/node_key\n*.log\n*.tmp\n"
 
 
 class DevnetError(Exception):
@@ -125,11 +125,6 @@ class NodePlan:
     @property
     def log_path(self) -> Path:
         return self.directory / f"{self.name}.log"
-
-    @property
-    def node_id(self) -> str:
-        """The node's network id, fixed by its key, so the configs say who is who."""
-        return hashlib.sha256(b"alys devnet node " + self.public_key.encode()).hexdigest()[:32]
 
     def urls(self) -> dict[str, str]:
         return {"rpc": f"http://{HOST}:{self.ports['rpc']}",
@@ -253,7 +248,6 @@ def node_config(node: NodePlan, plans: Sequence[NodePlan],
         "metrics": {"host": HOST, "port": node.ports["metrics"]},
         "eth_rpc": {"enabled": True, "host": HOST, "port": node.ports["eth_rpc"]},
         "network": {"enabled": True, "host": HOST, "port": node.ports["p2p"],
-                    "node_id": node.node_id,
                     "bootnodes": [f"{HOST}:{p.ports['p2p']}" for p in plans if p is not node]},
         "miner": {"enabled": node.miner},
     }

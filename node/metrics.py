@@ -104,3 +104,19 @@ REGISTRY.register(EXECUTION_CACHE)
 #: ``alys_bitcoin_cache_{hits,misses}_total`` and ``alys_bitcoin_cache_hit_ratio``.
 BITCOIN_CACHE = CacheFigures("alys_bitcoin_cache", "the Bitcoin client")
 REGISTRY.register(BITCOIN_CACHE)
+#: Peg-ins (the BridgeActor): deposits by the state they reached, refusals, and credited
+#: deposits whose Bitcoin block left the best chain (each one needs an operator).
+PEGIN_DEPOSITS = Counter("alys_pegin_deposits", "Peg-in deposits that reached a state "
+                         "(detected, confirmed, credited, dropped by a reorg)", ["state"],
+                         registry=REGISTRY)
+PEGIN_REFUSED = Counter("alys_pegin_refused", "Payments to the federation refused as peg-ins "
+                        "(no or malformed OP_RETURN, dust, the zero address)", registry=REGISTRY)
+PEGIN_REORGED_CREDITED = Counter("alys_pegin_reorged_credited",
+                                 "Credited peg-ins whose Bitcoin block left the best chain",
+                                 registry=REGISTRY)
+PEGIN_SCAN_HEIGHT = Gauge("alys_pegin_scan_height", "The next Bitcoin height the bridge "
+                          "scans with enough confirmations", registry=REGISTRY)
+PEGIN_BITCOIN_TIP = Gauge("alys_pegin_bitcoin_tip", "Bitcoin's best height as the bridge "
+                          "last saw it", registry=REGISTRY)
+PEGIN_CREDITED_BLOCKS = Counter("alys_pegin_credited_in_blocks", "Peg-ins credited by "
+                                "blocks this node imported", registry=REGISTRY)

@@ -52,6 +52,8 @@ from .messages.network import PEERS_TOPIC, PeerBanned
 from .network import frames as f
 from .network.errors import ConnectionClosed, FrameError, NetworkError
 from .network.gossip import CONSENSUS_BLOCK, encode_payload
+from .network.handshake import auth_for, hello_for
+from .network.identity import NodeKey
 from .network.memory import LinkConditions, MemoryNetwork
 from .network.transport import Connection
 from .types import encoding
@@ -106,14 +108,19 @@ class InlineVerifier(SignatureVerifier):
 @attrs.frozen
 class SimNode:
     """One node of a :class:`SimNetwork`: ``name`` (its address on the network, the suffix
-    of its actors' names, its bus prefix), its network ``node_id``, its authority key and
-    its data directory."""
+    of its actors' names, its bus prefix), its network key (derived from its name, so a
+    seed replays exactly), its authority key and its data directory."""
 
     index: int
     name: str
-    node_id: str
+    node_key: NodeKey = attrs.field(eq=False, repr=False)
     key: bls.SecretKey = attrs.field(eq=False, repr=False)
     data_dir: Path
+
+    @property
+    def node_id(self) -> str:
+        """Its node id on the network (from its network key)."""
+        return self.node_key.node_id
 
     def actor(self, name: str) -> str:
         """The registered name of this node's actor ``name`` (``chain`` -> ``chain-b``)."""
@@ -133,12 +140,14 @@ def _wiring(node: SimNode, net: MemoryNetwork,
         "node.actors.engine:EngineActor": {"storage": a("storage")},
         "node.actors.chain:ChainActor": {
             "storage": a("storage"), "engine": a("engine"), "network": a("network"),
-            "bus_prefix": node.prefix},
+            "bridge": a("bridge"), "bus_prefix": node.prefix},
         "node.actors.auxpow:AuxPowActor": {"chain_actor": a("chain")},
         "node.actors.miner:DevMinerActor": {"auxpow": a("auxpow")},
         "node.actors.network:NetworkActor": {
             "storage": a("storage"), "transport": net.transport(node.name),
             "bus_prefix": node.prefix},
+        # Disabled unless the settings enable it (it then needs a Bitcoin node to poll).
+        "node.actors.bridge:BridgeActor": {"storage": a("storage")},
         "node.actors.sync:SyncActor": {
             "network_actor": a("network"), "chain_actor": a("chain"), "bus_prefix": node.prefix,
             "verifier": verifier()},
@@ -213,7 +222,7 @@ class SimNetwork:
         self.tree = tree
         self.net = MemoryNetwork(rng, default=conditions or LinkConditions())
         self.nodes = tuple(
-            SimNode(i, _NAMES[i], f"{i + 1:02x}",
+            SimNode(i, _NAMES[i], NodeKey.derive(f"simnet/{_NAMES[i]}"),
                     bls.SecretKey.from_seed(bytes([i + 1]) * 32), base_dir / _NAMES[i])
             for i in range(count))
         self.authorities = tuple(n.key.public_key().to_bytes().hex() for n in self.nodes)
@@ -229,6 +238,11 @@ class SimNetwork:
     def names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.nodes)
 
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        """The network's own nodes' ids (each derived from its network key)."""
+        return tuple(n.node_id for n in self.nodes)
+
     def reset(self) -> None:
         """Empty ``base_dir`` and write each node's authority key."""
         shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -243,7 +257,7 @@ class SimNetwork:
             "data_dir": str(node.data_dir),
             "chain": {"authorities": list(self.authorities)},
             "miner": {"enabled": node.index == self.miner},
-            "network": {"node_id": node.node_id,
+            "network": {"node_key": node.node_key.hex(),
                         "bootnodes": [n.name for n in self.nodes[:node.index]]},
         })
         config: NodeConfig = structure_section(data, NodeConfig, "config")
@@ -315,32 +329,37 @@ class ByzantinePeer:
     attacks: int = 0
     sent: int = 0
 
-    def _next_id(self) -> str:
+    def _next_key(self) -> NodeKey:
+        """A new identity for each attack (keys are free to make: bans cannot stop a liar
+        from coming back as someone else, only from coming back as itself)."""
         self.attacks += 1
-        node_id = f"bad{self.attacks:04x}"
-        self.ids.append(node_id)
-        return node_id
+        key = NodeKey.derive(f"simnet/byzantine/{self.attacks}")
+        self.ids.append(key.node_id)
+        return key
 
     async def attack(self, net: MemoryNetwork, source: str, target: str, kind: str, *,
                      linger: float = 30.0) -> None:
         """One attack of ``kind`` on node ``target``, from address ``source``. Returns when
         the target closes the connection or after ``linger`` seconds; never raises for the
         network's sake (a refused dial is the attack's end)."""
-        node_id = self._next_id()
+        key = self._next_key()
         with contextlib.suppress(ConnectionClosed, FrameError, trio.TooSlowError):
             async with net.transport(source).connect(target) as conn:
                 with trio.fail_after(linger):
-                    await self._session(conn, node_id, kind)
+                    await self._session(conn, key, kind)
 
-    async def _session(self, conn: Connection, node_id: str, kind: str) -> None:
+    async def _session(self, conn: Connection, key: NodeKey, kind: str) -> None:
         zero = BlockRef(self.genesis, 0)
-        await conn.send(f.encode_frame(f.Hello(f.PROTOCOL_VERSION, self.chain_id, self.genesis,
-                                               f.Status(zero, zero), node_id)))
+        ours = hello_for(key, self.chain_id, self.genesis, f.Status(zero, zero))
+        await conn.send(f.encode_frame(ours))
         hello = f.decode_frame(await conn.receive())
         if not isinstance(hello, f.Hello):
             return
+        await conn.send(f.encode_frame(auth_for(key, ours, hello)))
+        if not isinstance(f.decode_frame(await conn.receive()), f.Auth):
+            return
         if kind == "garbage":
-            await conn.send(b"\x01\xff\x00garbage, not a frame")
+            await conn.send(bytes((f.PROTOCOL_VERSION,)) + b"\xff\x00garbage, not a frame")
             self.sent += 1
             await self._drain(conn, None)
             return
@@ -434,14 +453,16 @@ class ChainWatcher(otp.GenServer):
     * a node's head or finalized block goes back;
     * two nodes import different blocks at one height, or finalize different blocks at one
       height (no fork choice: an imported block is never undone, so either is final);
-    * an honest node is banned (only ids starting with one of ``byzantine`` may be).
+    * an honest node is banned: one whose node id is in ``honest`` (the network's own
+      nodes, :attr:`SimNetwork.node_ids`; ids are proven in the handshake, so a liar
+      cannot be banned under one of them).
 
     It starts one linked tap per node, registered as ``watch-<node>``.
     ``call(watcher, "report")`` returns a :class:`WatchReport`.
     """
 
-    async def init(self, names: Sequence[str], byzantine: Sequence[str] = ()) -> None:
-        self.byzantine = tuple(byzantine)
+    async def init(self, names: Sequence[str], honest: Sequence[str] = ()) -> None:
+        self.honest = frozenset(honest)
         self.head: dict[str, BlockRef] = {}
         self.finalized: dict[str, BlockRef] = {}
         self.imported: dict[int, tuple[bytes, str]] = {}
@@ -459,7 +480,7 @@ class ChainWatcher(otp.GenServer):
                 self._imported(node, event)
             case (str() as node, PeerBanned() as event):
                 self.banned.append((node, event.peer))
-                if not event.peer.startswith(self.byzantine or ("\0",)):
+                if event.peer in self.honest:
                     self.violations.append(f"{node} banned the honest peer {event.peer}: "
                                            f"{event.offence.value} {event.detail}")
 

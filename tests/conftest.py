@@ -30,3 +30,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.trio(run=trio.run))
             else:
                 item.add_marker(pytest.mark.trio(run=run_with_autojump))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's scratch directories (:mod:`tests.scratch`)."""
+    from tests.scratch import remove_all
+    remove_all()

@@ -48,6 +48,7 @@ from ..config import ChainConfig, EngineConfig, structure_section
 from ..crypto import bls
 from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
 from ..integration.engine import EngineUnavailable, PayloadStatusError
+from ..messages import bridge as bridge_msgs
 from ..messages import engine as engine_msgs
 from ..messages import storage as storage_msgs
 from ..messages.chain import (
@@ -84,6 +85,7 @@ from ..types.chain import (
 from ..types.execution import EngineError
 from ..workflows import approvals, difficulty
 from ..workflows import chain as rules
+from ..workflows.pegin import to_pegin
 from . import sibling
 
 logger = logging.getLogger("alys.chain")
@@ -103,6 +105,10 @@ QUEUE_WAIT = 2.0
 #: a call to it may take: a slow execution client shows up as the engine's error (which
 #: names the call that was slow), never as a CallTimeout of ours first.
 ENGINE_CALL_MARGIN = 10.0
+#: How long production waits for the bridge's deposits before producing without peg-ins.
+BRIDGE_WAIT = 1.0
+#: How long verifying a block's peg-ins may take (the bridge may ask Bitcoin).
+BRIDGE_VERIFY_WAIT = 15.0
 
 
 def load_or_create_key(path: Path) -> bls.SecretKey:
@@ -153,6 +159,7 @@ class ChainActor(otp.GenServer):
         engine_config: dict[str, Any] | None = None,
         network: str = "network",
         bus_prefix: str = "",
+        bridge: str = "bridge",
     ) -> None:
         """``clock`` gives unix milliseconds (default: :func:`now_ms`, the runtime's wall
         clock); a test may pass its own. ``engine_config`` (the ``engine`` section) sets
@@ -168,6 +175,10 @@ class ChainActor(otp.GenServer):
         self.engine_away: str | None = None
         self.difficulty = difficulty.config_from(self.cfg)
         self.storage, self.engine, self.network = storage, engine, network
+        #: The BridgeActor (peg-ins); production goes on without it.
+        self.bridge = bridge
+        #: Why the last block was produced without the bridge's peg-ins (one log line each way).
+        self.pegins_away: str | None = None
         self.prefix = bus_prefix
         self.synced = synced
         self.clock = clock or now_ms
@@ -292,7 +303,8 @@ class ChainActor(otp.GenServer):
             fees=info.fees,
         )
 
-    def _context(self) -> rules.ValidationContext:
+    def _context(self, pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None
+                 ) -> rules.ValidationContext:
         return rules.validation_context(
             self.state,
             authorities=self.authorities,
@@ -302,6 +314,7 @@ class ChainActor(otp.GenServer):
             max_blocks_without_pow=self.cfg.max_blocks_without_pow,
             expected_bits=self.bits,
             federation=self.federation,
+            pegins=pegins,
         )
 
     def _schedule_next_slot(self) -> None:
@@ -461,10 +474,11 @@ class ChainActor(otp.GenServer):
         if self.paused:
             logger.info("PoW arrived: production resumes")
             self.paused = False
-        withdrawals: list[Any] = []
+        pegins = await self._pegins_for_block(state.head.height + 1)
+        withdrawals: list[Any] = rules.pegin_withdrawals(list(pegins), pegins)
         if pow_header is not None:
-            withdrawals = rules.fee_withdrawals(state.fees, pow_header.fee_recipient,
-                                                self.federation)
+            withdrawals += rules.fee_withdrawals(state.fees, pow_header.fee_recipient,
+                                                 self.federation)
         payload = await self._engine(engine_msgs.BuildPayload(
             head=head_payload.block_hash,
             finalized=state.finalized_payload,
@@ -472,12 +486,13 @@ class ChainActor(otp.GenServer):
             fee_recipient=self.fee_recipient,
             withdrawals=tuple(withdrawals),
         ))
-        block = rules.new_block(state.head, slot, payload, pow_header)
+        block = rules.new_block(state.head, slot, payload, pow_header, list(pegins))
         signed = rules.sign_block(block, self.key, self.index)
         needed = rules.required_approvals(len(self.authorities))
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
-            rules.validate_block(signed, state.head, self._context(), require_approvals=False)
+            rules.validate_block(signed, state.head, self._context(pegins),
+                                 require_approvals=False)
             if not await self._lock_approval(signed):
                 return None
             self.proposals = approvals.mark_approved(
@@ -488,18 +503,21 @@ class ChainActor(otp.GenServer):
                 self._log_waiting()
                 return None
             signed = ready
-        ref = await self._import(signed, produced=True)
+        ref = await self._import(signed, produced=True, pegins=pegins)
         metrics.BLOCKS_PRODUCED.inc()
         return ref
 
     # -- import -------------------------------------------------------------------------------
 
     async def _import(self, signed: SignedConsensusBlock, produced: bool = False,
-                      signature_checked: bool = False) -> BlockRef:
+                      signature_checked: bool = False,
+                      pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None) -> BlockRef:
+        """``pegins``: the block's peg-ins as its producer (this node) verified them; None:
+        verify them (:meth:`_verify_pegins`)."""
         started = time.perf_counter()
         await self._reconcile()
         state = self.state
-        new = await self._execute(signed, signature_checked)
+        new = await self._execute(signed, signature_checked, pegins=pegins)
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
         try:
@@ -516,17 +534,30 @@ class ChainActor(otp.GenServer):
         return ref
 
     async def _execute(self, signed: SignedConsensusBlock, signature_checked: bool,
-                       pending: dict[bytes, SignedConsensusBlock] | None = None
+                       pending: dict[bytes, SignedConsensusBlock] | None = None,
+                       pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None
                        ) -> rules.ChainState:
         """Validate ``signed`` on the head and have the engine execute and commit its
         payload; the chain state after it (not adopted, not stored). ``pending``: blocks
-        imported before it but not stored yet (an AuxPoW header may end its range at one)."""
+        imported before it but not stored yet (an AuxPoW header may end its range at one;
+        a peg-in one of them credits is credited already). ``pegins``: the block's peg-ins
+        as its producer (this node) verified them; None: verify them
+        (:meth:`_verify_pegins`)."""
         state = self.state
         block = signed.message
         if block.parent_hash != state.head.hash():
             raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
                                    "with the network)")
-        rules.validate_block(signed, state.head, self._context(),
+        if pending and block.pegins:
+            credited = {txid: b for b in pending.values() for txid, _ in b.message.pegins}
+            for txid, _bitcoin_block in block.pegins:
+                if txid in credited:
+                    raise rules.BlockError(
+                        "pegins", f"peg-in {txid[::-1].hex()} was credited already, by block "
+                        f"#{credited[txid].height} {credited[txid].hash().hex()[:16]}")
+        if pegins is None:
+            pegins = await self._verify_pegins(block)
+        rules.validate_block(signed, state.head, self._context(pegins),
                              signature_checked=signature_checked)
         range_end = None
         finalized_payload = state.finalized_payload
@@ -545,9 +576,11 @@ class ChainActor(otp.GenServer):
 
     def _imported(self, signed: SignedConsensusBlock, new: rules.ChainState, produced: bool,
                   elapsed: float) -> None:
-        """After ``signed`` was stored: metrics, the log line, ``BlockImported``."""
+        """After ``signed`` was stored: the bridge told of its peg-ins, metrics, the log
+        line, ``BlockImported``."""
         block = signed.message
         ref = signed.ref()
+        self._tell_bridge_credited(block, ref)
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)
         metrics.HEAD_HEIGHT.set(ref.height)
@@ -601,6 +634,76 @@ class ChainActor(otp.GenServer):
                 self._adopt(new)
                 self._imported(signed, new, False, elapsed)
         return ImportedBlocks(len(done), self.state.head.ref(), error)
+
+    # -- peg-ins (the BridgeActor; node.workflows.pegin) --------------------------------------
+
+    async def _pegins_for_block(self, height: int) -> dict[tuple[bytes, bytes], rules.PegIn]:
+        """The confirmed deposits block ``height`` credits, from the bridge, less any the
+        credited-peg-in index names (a credit the bridge has not heard of yet: it is told).
+        Without an answer from the bridge in :data:`BRIDGE_WAIT` the block has no peg-ins,
+        with a log line (and one more when they are back)."""
+        if otp.whereis(self.bridge) is None:
+            await trio.lowlevel.checkpoint()
+            return {}
+        try:
+            deposits = await otp.call(self.bridge, bridge_msgs.GetPegInsForBlock(),
+                                      timeout=BRIDGE_WAIT)
+            credited = await self._storage(storage_msgs.GetCreditedPegIns(
+                tuple(d.txid for d in deposits))) if deposits else {}
+        except CALL_FAILURES as exc:
+            if self.pegins_away is None:
+                logger.warning("block #%d and those after it are produced without peg-ins: "
+                               "the bridge does not answer (%s)", height, exc)
+            self.pegins_away = str(exc)
+            return {}
+        if self.pegins_away is not None:
+            logger.info("the bridge answers again: block #%d credits peg-ins", height)
+            self.pegins_away = None
+        for deposit in deposits:
+            ref = credited.get(deposit.txid)
+            if ref is not None:
+                self._cast_bridge(bridge_msgs.PegInsCredited((deposit.key,), ref.hash,
+                                                             ref.height))
+        return {d.key: to_pegin(d) for d in deposits if d.txid not in credited}
+
+    async def _verify_pegins(self, block: ConsensusBlock
+                             ) -> dict[tuple[bytes, bytes], rules.PegIn]:
+        """The peg-ins ``block`` claims, verified: none credited by an earlier block (the
+        credited-peg-in index), each confirmed by the bridge (its records, or Bitcoin).
+        Raises BlockError otherwise (rule ``pegins``; ``pegins-unverifiable`` when the bridge
+        cannot be asked: not the block's fault)."""
+        if not block.pegins:
+            await trio.lowlevel.checkpoint()
+            return {}
+        credited = await self._storage(storage_msgs.GetCreditedPegIns(
+            tuple(txid for txid, _ in block.pegins)))
+        for txid, ref in credited.items():
+            raise rules.BlockError("pegins", f"peg-in {txid[::-1].hex()} was credited "
+                                   f"already, by block #{ref.height} {ref.hash.hex()[:16]}")
+        try:
+            verdict: bridge_msgs.PegInVerdict = await sibling.call(
+                self.bridge, bridge_msgs.VerifyPegIns(block.pegins),
+                timeout=BRIDGE_VERIFY_WAIT, wait=0.0)
+        except CALL_FAILURES as exc:
+            raise rules.BlockError("pegins-unverifiable", f"the block claims {len(block.pegins)} "
+                                   f"peg-ins and the bridge cannot verify them ({exc})") from None
+        if verdict.problems:
+            raise rules.BlockError("pegins", "; ".join(verdict.problems.values()))
+        return verdict.verified
+
+    def _tell_bridge_credited(self, block: ConsensusBlock, ref: BlockRef) -> None:
+        if block.pegins:
+            metrics.PEGIN_CREDITED_BLOCKS.inc(len(block.pegins))
+            self._cast_bridge(bridge_msgs.PegInsCredited(block.pegins, ref.hash, ref.height))
+
+    def _cast_bridge(self, msg: bridge_msgs.PegInsCredited) -> None:
+        """Tell the bridge without waiting; lost if it is away (the credited index, written
+        with the block, is what it reads at its next start)."""
+        try:
+            otp.cast_nowait(self.bridge, msg)
+        except (trio.WouldBlock, *CALL_FAILURES):
+            logger.info("the bridge did not hear of %d credited peg-ins (it reads them from "
+                        "storage at its next start)", len(msg.claimed))
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -768,10 +871,13 @@ class ChainActor(otp.GenServer):
             await trio.lowlevel.checkpoint()
             return  # old, a duplicate, or not on our head (sync catches up on that)
         try:
-            rules.validate_block(block, state.head, self._context(), require_approvals=False)
+            rules.validate_block(block, state.head,
+                                 self._context(await self._verify_pegins(block.message)),
+                                 require_approvals=False)
         except rules.BlockError as exc:
             await trio.lowlevel.checkpoint()
-            if exc.rule != "future-slot":  # our clock may lag: not the peer's fault
+            # Our clock may lag, our bridge may be away: not the peer's fault.
+            if exc.rule not in ("future-slot", "pegins-unverifiable"):
                 self._report(peer, Offence.INVALID_BLOCK, f"block #{block.height}: {exc}")
             logger.info("block #%d %s from %s refused: %s", block.height,
                         block.hash().hex()[:16], peer, exc)

@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import secrets
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 import attrs
 import trio
@@ -81,7 +79,8 @@ from ..network.errors import (
     NetworkError,
 )
 from ..network.gossip import CONSENSUS_BLOCK, SeenCache, decode_payload, encode_payload, message_id
-from ..network.handshake import check_hello
+from ..network.handshake import auth_for, check_auth, check_hello, hello_for
+from ..network.identity import NodeKey, load_or_create_node_key
 from ..network.transport import Connection, Transport
 from ..network.websocket import WebSocketTransport
 from ..types import encoding
@@ -97,25 +96,12 @@ MAX_SERVING: Final = 2
 OUTBOX: Final = 64
 #: Room left in a chunk for the frame's own fields.
 CHUNK_OVERHEAD: Final = 64
+_F = TypeVar("_F")
+
 #: How long queued frames may take to leave once a peer is being disconnected.
 DRAIN_SECONDS: Final = 1.0
 #: How long the actor waits at start for a restarting storage.
 INIT_WAIT: Final = 30.0
-
-
-def load_or_create_node_id(path: Path) -> str:
-    """The node's network id, read from ``path`` or generated once (16 random bytes, hex)."""
-    if path.exists():
-        text = path.read_text(encoding="utf-8").strip()
-        if text and len(text) <= 64 and all(c in "0123456789abcdef" for c in text):
-            return text
-        raise NetworkError(f"{path} does not hold a node id (1 to 64 lowercase hex digits)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    node_id = secrets.token_hex(16)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(node_id + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return node_id
 
 
 @attrs.define(eq=False)
@@ -173,8 +159,10 @@ class NetworkActor(otp.GenServer):
         self.chain_id = chain_cfg.chain_id
         self.storage = storage
         self.prefix = bus_prefix
-        self.node_id = self.cfg.node_id or load_or_create_node_id(
-            Path(data_dir) / "keys" / "node_id")
+        self.key = (NodeKey.from_hex(self.cfg.node_key, "network.node_key")
+                    if self.cfg.node_key
+                    else load_or_create_node_key(Path(data_dir) / "keys" / "node_key"))
+        self.node_id = self.key.node_id
         self.transport: Transport = transport or WebSocketTransport(
             self.cfg.host, self.cfg.port, max_message_bytes=self.cfg.max_frame_bytes,
             connect_timeout=self.cfg.handshake_timeout)
@@ -378,24 +366,21 @@ class NetworkActor(otp.GenServer):
                          bootnode: str | None) -> tuple[f.Hello, _Peer | None]:
         """Hellos both ways, then the checks; returns the peer's hello and the connected peer
         it replaces (a duplicate connection), or raises :class:`HandshakeRefused`."""
-        ours = f.Hello(f.PROTOCOL_VERSION, self.chain_id, self.genesis_hash, self.status,
-                       self.node_id)
+        ours = hello_for(self.key, self.chain_id, self.genesis_hash, self.status)
+        deadline = trio.current_time() + self.cfg.handshake_timeout
         await conn.send(f.encode_frame(ours))
-        with trio.move_on_after(self.cfg.handshake_timeout) as scope:
-            data = await conn.receive()
-        if scope.cancelled_caught:
-            raise HandshakeRefused("no hello within the handshake timeout")
-        frame = f.decode_frame(data, self.cfg.max_frame_bytes)
-        if isinstance(frame, f.Refuse):
-            raise HandshakeRefused(frame.reason, by_peer=True)
-        if not isinstance(frame, f.Hello):
-            await self._refuse(conn, f"expected a hello, got {type(frame).__name__}")
-        assert isinstance(frame, f.Hello)
-        if bootnode is not None:
-            self.bootnode_ids[bootnode] = frame.node_id
+        frame = await self._handshake_frame(conn, deadline, f.Hello, "hello")
         problem = check_hello(ours, frame)
         if problem is not None:
             await self._refuse(conn, problem)
+        # Prove our key by signing the peer's nonce; the peer proves its key by ours.
+        await conn.send(f.encode_frame(auth_for(self.key, ours, frame)))
+        auth = await self._handshake_frame(conn, deadline, f.Auth, "handshake signature")
+        problem = check_auth(ours, frame, auth)
+        if problem is not None:
+            await self._refuse(conn, problem)
+        if bootnode is not None:
+            self.bootnode_ids[bootnode] = frame.node_id
         now = trio.current_time()
         replaced = None
         existing = self.peers.get(frame.node_id)
@@ -409,6 +394,21 @@ class NetworkActor(otp.GenServer):
         if problem is not None:
             await self._refuse(conn, problem)
         return frame, replaced
+
+    async def _handshake_frame(self, conn: Connection, deadline: float, kind: type[_F],
+                               what: str) -> _F:
+        """The next handshake frame, which must be a ``kind`` (a refusal raises
+        :class:`HandshakeRefused`, anything else refuses the peer)."""
+        with trio.move_on_at(deadline) as scope:
+            data = await conn.receive()
+        if scope.cancelled_caught:
+            raise HandshakeRefused(f"no {what} within the handshake timeout")
+        frame = f.decode_frame(data, self.cfg.max_frame_bytes)
+        if isinstance(frame, f.Refuse):
+            raise HandshakeRefused(frame.reason, by_peer=True)
+        if isinstance(frame, kind):
+            return frame
+        await self._refuse(conn, f"expected a {what}, got {type(frame).__name__}")
 
     def _preferred(self, peer_id: str, inbound: bool) -> bool:
         """Whether a connection to ``peer_id`` in this direction is the one both sides keep

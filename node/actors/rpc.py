@@ -14,6 +14,10 @@ before it gets here):
 ``getsyncstatus``      ``[]`` -> ``{synced, currentBlock, highestBlock, blocksPerSecond,
                        peers}`` (the block fields named as in ``eth_syncing``)
 ``getdepositaddress``  ``[]`` -> the federation's Bitcoin address, where peg-ins are sent
+``getpegstatus``       ``txid`` or ``[txid]`` (a Bitcoin txid as Bitcoin tools show it) ->
+                       the peg-in's state, amount, EVM address, Bitcoin block and crediting
+                       block; ``refused`` with the reason for a payment that is no peg-in;
+                       null when the node knows nothing of it
 =====================  ====================================================================
 
 Requests are answered by the HTTP server's tasks, concurrently: a block query goes straight
@@ -101,6 +105,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("getsyncstatus", doc="[] -> {synced, currentBlock, highestBlock, blocksPerSecond, "
            "peers}"),
     Method("getdepositaddress", doc="[] -> the federation's Bitcoin address (peg-ins)"),
+    Method("getpegstatus", (Param("txid", hash32),), bare=True,
+           doc="txid or [txid] -> the peg-in's state, amount, addresses and blocks, or null"),
 )}
 
 
@@ -139,6 +145,34 @@ def block_json(signed: SignedConsensusBlock | None) -> dict[str, Any] | None:
         "approvals": {"bitfield": signed.signature.bitfield,
                       "signature": signed.signature.signature.hex()},
     }
+
+
+def peg_status_json(txid: bytes, status: storage_msgs.PegStatus) -> dict[str, Any] | None:
+    """``getpegstatus``'s answer; Bitcoin hashes in display order, as Bitcoin tools show
+    them; amounts in sats and in the wei credited (sats x 10^10)."""
+    deposit, refusal, credited = status.deposit, status.refusal, status.credited
+    if deposit is None and refusal is None and credited is None:
+        return None
+    out: dict[str, Any] = {"txid": txid.hex()}
+    if deposit is not None:
+        out.update(
+            state=deposit.state.value,
+            amount_sats=deposit.amount_sats,
+            amount_wei=hex(deposit.amount_sats * 10**10),
+            evm_address="0x" + deposit.evm_address.hex(),
+            bitcoin_block=deposit.block_hash[::-1].hex(),
+            bitcoin_height=deposit.block_height,
+            vout=deposit.vout,
+        )
+    elif refusal is not None:
+        out.update(state="refused", reason=refusal.reason, amount_sats=refusal.amount_sats,
+                   bitcoin_block=refusal.block_hash[::-1].hex(),
+                   bitcoin_height=refusal.block_height)
+    if credited is not None:
+        out["state"] = "credited"  # the index is written with the block: it has the last word
+    out["credited_block"] = None if credited is None else {"hash": credited.hash.hex(),
+                                                           "height": credited.height}
+    return out
 
 
 def aux_block_json(work: auxpow_msgs.AuxBlock) -> dict[str, Any]:
@@ -271,6 +305,7 @@ class RpcActor(otp.GenServer):
             "getchainstatus": self.getchainstatus,
             "getsyncstatus": self.getsyncstatus,
             "getdepositaddress": self.getdepositaddress,
+            "getpegstatus": self.getpegstatus,
         }
         # Subscribe before reading the finalized height, so that no import falls between.
         otp.bus.subscribe(BLOCKS_TOPIC)
@@ -394,6 +429,15 @@ class RpcActor(otp.GenServer):
                            "(chain.federation_bitcoin_keys is empty): there is no deposit "
                            "address")
         return encode(self.deposit_address)
+
+    async def getpegstatus(self, txid: bytes) -> bytes:
+        """The peg-in ``txid`` (given in display order, as Bitcoin tools show txids) from
+        storage: the BridgeActor's record and the credited-peg-in index (so a validator that
+        verified it through Bitcoin, without a record of its own, still says where it was
+        credited)."""
+        status: storage_msgs.PegStatus = await self._ask(
+            self.storage, storage_msgs.GetPegStatus(txid[::-1]))
+        return encode(peg_status_json(txid, status))
 
     async def getqueuedpow(self) -> bytes:
         status: chain_msgs.ChainStatus = await self._ask(self.chain, chain_msgs.GetStatus())

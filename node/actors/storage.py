@@ -22,6 +22,14 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
                             document), absent when none is queued
 ``m/approval``              ref of the block this authority last approved (its approval
                             lock: one block per height, kept across restarts)
+``c/`` + bitcoin txid       ref of the canonical block that credited that peg-in, written
+                            in the block's own batch (the credited-peg-in index)
+``p/`` + bitcoin txid       the BridgeActor's deposit record (CBOR of
+                            :class:`node.types.pegin.Deposit`)
+``q/`` + bitcoin txid       a payment to the federation refused as a peg-in (CBOR of
+                            :class:`node.types.pegin.Refusal`)
+``m/pegin_scan``            the BridgeActor's rescan height (u64): the next Bitcoin height
+                            not yet scanned with enough confirmations
 ==========================  ======================================================
 
 Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
@@ -67,21 +75,28 @@ from ..messages.storage import (
     GetBlockByHeight,
     GetCanonicalRefs,
     GetChainInfo,
+    GetCreditedPegIns,
     GetEncodedRange,
     GetFees,
     GetFinalized,
     GetHead,
     GetLatestAuxPow,
+    GetPegIns,
+    GetPegStatus,
     GetStats,
+    PegInRecords,
+    PegStatus,
     PutApproval,
     PutBlock,
     PutBlocks,
+    PutPegIns,
     PutQueuedPow,
     Refused,
     StorageStats,
 )
 from ..types import encoding
 from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+from ..types.pegin import Deposit, Refusal
 
 logger = logging.getLogger("alys.storage")
 
@@ -92,6 +107,7 @@ KEY_FINALIZED: Final = b"m/finalized"
 KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
 KEY_APPROVAL: Final = b"m/approval"
+KEY_PEGIN_SCAN: Final = b"m/pegin_scan"
 #: Written by nodes whose embedded engine kept its state here (before the EVM, which keeps
 #: its own database): no longer read, and deleted when the database opens.
 KEY_OLD_ENGINE: Final = b"m/engine"
@@ -112,6 +128,18 @@ def auxpow_key(height: int) -> bytes:
 
 def fees_key(block_hash: bytes) -> bytes:
     return b"f/" + block_hash
+
+
+def credited_key(txid: bytes) -> bytes:
+    return b"c/" + txid
+
+
+def deposit_key(txid: bytes) -> bytes:
+    return b"p/" + txid
+
+
+def refusal_key(txid: bytes) -> bytes:
+    return b"q/" + txid
 
 
 def encode_ref(ref: BlockRef) -> bytes:
@@ -385,6 +413,10 @@ class ChainStore:
         if put.head:
             batch.put(height_key(ref.height), ref.hash)
             batch.put(KEY_HEAD, encode_ref(ref))
+            # The credited-peg-in index, in the block's own batch: a crash never leaves
+            # a credit without its block, nor a block without its credits.
+            for txid, _bitcoin_block in message.pegins:
+                batch.put(credited_key(txid), encode_ref(ref))
         header = message.auxpow_header
         if header is not None:
             batch.put(auxpow_key(ref.height), ref.hash)
@@ -399,6 +431,60 @@ class ChainStore:
     def put_approval(self, ref: BlockRef) -> None:
         """The approval lock: written, synced, before the approval leaves the node."""
         self.db.put(KEY_APPROVAL, encode_ref(ref), sync=True)
+
+    # -- peg-ins ---------------------------------------------------------------------------------
+
+    def credited(self, txids: tuple[bytes, ...]) -> dict[bytes, BlockRef]:
+        out: dict[bytes, BlockRef] = {}
+        for txid in txids:
+            ref = self._ref(credited_key(txid))
+            if ref is not None:
+                out[txid] = ref
+        return out
+
+    def _record(self, key: bytes, kind: type[Any]) -> Any:
+        raw = self.db.get(key)
+        if raw is None:
+            return None
+        try:
+            return codec.decode(raw, kind)
+        except (codec.CodecError, ValueError, TypeError) as exc:
+            raise StorageCorrupt(key, f"not a {kind.__name__}: {exc}") from None
+
+    def pegins(self) -> PegInRecords:
+        deposits: list[Deposit] = []
+        for key, raw in self.db.iterator(prefix=b"p/"):
+            try:
+                deposit = codec.decode(raw, Deposit)
+            except (codec.CodecError, ValueError, TypeError) as exc:
+                raise StorageCorrupt(key, f"not a Deposit: {exc}") from None
+            if deposit.txid != key[2:]:
+                raise StorageCorrupt(key, f"holds the deposit {deposit.txid.hex()}")
+            deposits.append(deposit)
+        raw = self.db.get(KEY_PEGIN_SCAN)
+        if raw is not None and len(raw) != 8:
+            raise StorageCorrupt(KEY_PEGIN_SCAN, f"expected a u64, found {len(raw)} bytes")
+        scan = None if raw is None else struct.unpack(">Q", raw)[0]
+        return PegInRecords(tuple(deposits), scan,
+                            self.credited(tuple(d.txid for d in deposits)))
+
+    def peg_status(self, txid: bytes) -> PegStatus:
+        return PegStatus(self._record(deposit_key(txid), Deposit),
+                         self._record(refusal_key(txid), Refusal),
+                         self._ref(credited_key(txid)))
+
+    def put_pegins(self, put: PutPegIns) -> None:
+        """The BridgeActor's change in one synced batch (see :class:`PutPegIns`)."""
+        with self.db.write_batch(sync=True) as batch:
+            for txid in put.removed:
+                batch.delete(deposit_key(txid))
+            for deposit in put.deposits:
+                batch.put(deposit_key(deposit.txid), codec.encode(deposit))
+            for refusal in put.refusals:
+                batch.put(refusal_key(refusal.txid), codec.encode(refusal))
+            if put.scan_height is not None:
+                batch.put(KEY_PEGIN_SCAN, struct.pack(">Q", put.scan_height))
+        self.writes += 1
 
     def put_queued_pow(self, header: AuxPowHeader | None) -> None:
         if header is None:
@@ -464,6 +550,15 @@ class StorageActor(otp.GenServer):
                 return None
             case PutApproval(ref):
                 store.put_approval(ref)
+                return None
+            case GetCreditedPegIns(txids):
+                return store.credited(txids)
+            case GetPegIns():
+                return store.pegins()
+            case GetPegStatus(txid):
+                return store.peg_status(txid)
+            case PutPegIns():
+                store.put_pegins(request)
                 return None
             case GetStats():
                 return StorageStats(store.path, store.head(), store.finalized(), store.writes)

@@ -6,7 +6,9 @@ execution client started from that file agree on the genesis block hash, which t
 genesis wraps. The node ships its dev chain's file as package data
 (``node/genesis/dev.json``: chain id 121212, every fork up to Shanghai active from block 0 /
 time 0, gas limit ``0x1c9c380``, base fee 1 Gwei, the ten accounts of the test mnemonic
-prefunded with 10,000 ETH each; :mod:`node.execution.accounts` derives them).
+prefunded with 10,000 ETH each, :mod:`node.execution.accounts` derives them; and the bridge
+contract's runtime code at ``0xbBbB...BbB``, which ``scripts/compile-bridge`` writes from
+``contracts/Bridge.sol``).
 
 What is read, and how strictly:
 

@@ -18,6 +18,7 @@ import otp
 
 from ..errors import StorageRequestError
 from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+from ..types.pegin import Deposit, Refusal
 
 U64_MAX: Final = (1 << 64) - 1
 
@@ -212,3 +213,78 @@ class StorageStats:
     head: BlockRef | None
     finalized: BlockRef | None
     blocks_written: int
+
+
+# Peg-ins ---------------------------------------------------------------------------------------
+
+
+def _txids(inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or not all(type(t) is bytes and len(t) == 32
+                                               for t in value):
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a tuple of 32-byte txids, "
+            f"not {value!r:.80}")
+
+
+def _tuple_of(kind: type[Any]) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, tuple) or not all(isinstance(v, kind) for v in value):
+            raise StorageRequestError(
+                f"{type(inst).__name__}.{attribute.name}: a tuple of {kind.__name__}, "
+                f"not {value!r:.80}")
+
+    return check
+
+
+def _optional_height(inst: Any, attribute: Any, value: Any) -> None:
+    if value is not None:
+        _height(inst, attribute, value)
+
+
+@attrs.frozen
+class PutPegIns(otp.Request["None"]):
+    """The BridgeActor's change to its peg-in records, in one synced batch: deposits new or
+    changed, deposits dropped (by txid: their Bitcoin block left the best chain), refusals
+    seen, and the new rescan height (None: unchanged). A crash leaves all of it or none."""
+
+    deposits: tuple[Deposit, ...] = attrs.field(default=(), validator=_tuple_of(Deposit))
+    removed: tuple[bytes, ...] = attrs.field(default=(), validator=_txids)
+    refusals: tuple[Refusal, ...] = attrs.field(default=(), validator=_tuple_of(Refusal))
+    scan_height: int | None = attrs.field(default=None, validator=_optional_height)
+
+
+@attrs.frozen
+class GetPegIns(otp.Request["PegInRecords"]):
+    """Every stored deposit, the rescan height, and which of them the chain's credited
+    index names (the BridgeActor's state at start)."""
+
+
+@attrs.frozen
+class PegInRecords:
+    deposits: tuple[Deposit, ...]
+    scan_height: int | None
+    #: The deposits above that a stored block credited: txid -> that block.
+    credited: dict[bytes, BlockRef]
+
+
+@attrs.frozen
+class GetCreditedPegIns(otp.Request["dict[bytes, BlockRef]"]):
+    """Which of ``txids`` a canonical block already credited (the index written with the
+    block): txid -> the block."""
+
+    txids: tuple[bytes, ...] = attrs.field(validator=_txids)
+
+
+@attrs.frozen
+class GetPegStatus(otp.Request["PegStatus"]):
+    """What this node knows of the peg-in ``txid`` (``getpegstatus``)."""
+
+    txid: bytes = attrs.field(validator=_hash32)
+
+
+@attrs.frozen
+class PegStatus:
+    deposit: Deposit | None
+    refusal: Refusal | None
+    #: The canonical block that credited it, if one did.
+    credited: BlockRef | None

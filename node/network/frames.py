@@ -17,7 +17,8 @@ codec allows. Gossip payloads are checked separately, by topic (:mod:`node.netwo
 Frames, by purpose:
 
 =================  ==============================================================
-handshake          :class:`Hello`, :class:`Refuse`
+handshake          :class:`Hello`, then :class:`Auth` (proof of the hello's key:
+                   :mod:`node.network.identity`); :class:`Refuse`
 gossip             :class:`Gossip` (``topic``, payload bytes)
 request/response   :class:`BlocksByRange` -> :class:`BlocksChunk` ... (``last``);
                    :class:`StatusRequest` -> :class:`StatusResponse`;
@@ -28,7 +29,6 @@ liveness, leaving  :class:`Ping` -> :class:`Pong`; :class:`Goodbye`
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final
 
 import attrs
@@ -37,6 +37,7 @@ from otp import codec
 
 from ..types.chain import BlockRef
 from .errors import FrameError, FrameTooLarge
+from .identity import node_id_of
 
 __all__ = [
     "MAX_BLOCKS_PER_REQUEST",
@@ -45,6 +46,7 @@ __all__ = [
     "TOPICS",
     "BlocksByRange",
     "BlocksChunk",
+    "Auth",
     "ErrorResponse",
     "Frame",
     "Goodbye",
@@ -60,8 +62,9 @@ __all__ = [
     "encode_frame",
 ]
 
-#: The version byte every frame starts with; a peer speaking another is refused.
-PROTOCOL_VERSION: Final = 1
+#: The version byte every frame starts with; a peer speaking another is refused. Version 2:
+#: node ids are derived from a key the peer proves it holds (:class:`Auth`).
+PROTOCOL_VERSION: Final = 2
 #: The largest frame a node sends or accepts (the original's response chunk limit).
 MAX_FRAME_BYTES: Final = 1 << 20
 #: The most blocks one ``blocks_by_range`` request may ask for (as the original).
@@ -70,8 +73,6 @@ MAX_BLOCKS_PER_REQUEST: Final = 1024
 TOPICS: Final = ("consensus_block", "approve_block", "queue_pow", "pegout_signatures")
 #: The longest text field (reasons, node ids).
 MAX_TEXT: Final = 256
-
-_NODE_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
 def _uint(bits: int) -> Any:
@@ -95,15 +96,17 @@ def _text(_inst: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name} must be text of at most {MAX_TEXT} characters")
 
 
-def _node_id(_inst: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, str) or _NODE_ID.fullmatch(value) is None:
-        raise ValueError(f"{attribute.name} must be 1 to 64 lowercase hex digits, "
-                         f"not {value!r:.80}")
-
-
 def _hash32(_inst: Any, attribute: Any, value: Any) -> None:
     if not isinstance(value, bytes) or len(value) != 32:
         raise ValueError(f"{attribute.name} must be 32 bytes, not {value!r:.80}")
+
+
+def _bytes_of(size: int) -> Any:
+    def check(_inst: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ValueError(f"{attribute.name} must be {size} bytes, not {value!r:.80}")
+
+    return check
 
 
 def _topic(_inst: Any, attribute: Any, value: Any) -> None:
@@ -134,13 +137,32 @@ class Status:
 @attrs.frozen
 class Hello:
     """The first frame each side sends. Peers on another chain id, genesis or protocol
-    version are refused (:func:`node.network.handshake.check_hello`)."""
+    version are refused (:func:`node.network.handshake.check_hello`). ``node_key`` is the
+    sender's x-only public key (its node id is derived from it), ``nonce`` 32 fresh random
+    bytes the other side must sign in its :class:`Auth`."""
 
     protocol_version: int = attrs.field(validator=_uint(16))
     chain_id: int = attrs.field(validator=_uint(32))
     genesis_hash: bytes = attrs.field(validator=_hash32)
     status: Status = attrs.field(validator=attrs.validators.instance_of(Status))
-    node_id: str = attrs.field(validator=_node_id)
+    node_key: bytes = attrs.field(validator=_bytes_of(32))
+    nonce: bytes = attrs.field(validator=_bytes_of(32))
+
+    @property
+    def node_id(self) -> str:
+        """The sender's node id, derived from its key (proven only once :class:`Auth`
+        verifies)."""
+        return node_id_of(self.node_key)
+
+
+@codec.register(tag="alys.net.Auth")
+@attrs.frozen
+class Auth:
+    """The second handshake frame: the sender's BIP340 signature over
+    :func:`~node.network.identity.handshake_digest` of the receiver's nonce, proving it holds
+    the key its hello named."""
+
+    signature: bytes = attrs.field(validator=_bytes_of(64))
 
 
 @codec.register(tag="alys.net.Refuse")
@@ -225,10 +247,10 @@ class Goodbye:
     reason: str = attrs.field(validator=_text)
 
 
-Frame = (Hello | Refuse | Gossip | BlocksByRange | BlocksChunk | StatusRequest
+Frame = (Hello | Auth | Refuse | Gossip | BlocksByRange | BlocksChunk | StatusRequest
          | StatusResponse | ErrorResponse | Ping | Pong | Goodbye)
 
-FRAME_TYPES: Final = (Hello, Refuse, Gossip, BlocksByRange, BlocksChunk, StatusRequest,
+FRAME_TYPES: Final = (Hello, Auth, Refuse, Gossip, BlocksByRange, BlocksChunk, StatusRequest,
                       StatusResponse, ErrorResponse, Ping, Pong, Goodbye)
 
 #: Frames that answer a request, by their ``request_id``.

@@ -379,9 +379,10 @@ def pegin_withdrawals(
 ) -> list[Withdrawal]:
     """The withdrawals crediting a block's peg-ins: one per distinct EVM address, in the
     order of their first peg-in, summing its amounts (sats x 10 Gwei), index and validator
-    index 0. Every claimed peg-in must be one this node verified (``known``): stricter than
-    the original, which queries Bitcoin for it; this node has no bridge yet, so a block
-    claiming any peg-in is refused."""
+    index 0. Every claimed peg-in must be one this node verified (``known``: the BridgeActor
+    checked it in its records or on Bitcoin, as the original does); a block claiming any
+    other peg-in is refused, as is one this node cannot verify (no bridge, or Bitcoin
+    unreachable)."""
     if len(set(claimed)) != len(claimed):
         raise BlockError("pegins", "a peg-in is claimed twice")
     totals: dict[bytes, int] = {}
@@ -453,8 +454,11 @@ def new_block(
     slot: int,
     payload: ExecutionPayload,
     pow_header: AuxPowHeader | None,
+    pegins: Sequence[tuple[bytes, bytes]] = (),
 ) -> ConsensusBlock:
-    return ConsensusBlock(parent.hash(), slot, payload, pow_header)
+    """A block on ``parent``; ``pegins`` are the (bitcoin txid, bitcoin block hash) pairs
+    whose withdrawals ``payload`` carries (:func:`pegin_withdrawals`)."""
+    return ConsensusBlock(parent.hash(), slot, payload, pow_header, tuple(pegins))
 
 
 # -- the chain's state and how an import changes it ------------------------------------------

@@ -32,6 +32,7 @@ from btclib.alias import TaprootScriptTree
 from btclib.b32 import address_from_witness
 from btclib.key import PubKeyData
 from btclib.script import sig_hash
+from btclib.script.sig_hash import PrecomputedTxData
 from btclib.script.taproot import (
     input_script_sig,
     leaf_hash,
@@ -41,7 +42,7 @@ from btclib.script.taproot import (
 from btclib.tx.tx import Tx
 from btclib.tx.tx_out import TxOut as BtclibTxOut
 
-from node.types.bitcoin import Transaction, TxOut
+from node.types.bitcoin import Transaction, TxOut, compact_size_length
 
 __all__ = ["LEAF_VERSION", "MAX_MEMBERS", "NUMS_KEY", "Federation", "threshold"]
 
@@ -138,6 +139,38 @@ class Federation:
             Tx.parse(tx.to_bytes()), index, [BtclibTxOut(o.value, o.script_pubkey)
                                              for o in spent], 0, 1, b"", extension)
         return digest
+
+    def sighashes(self, tx: Transaction, spent: Sequence[TxOut]) -> tuple[bytes, ...]:
+        """:meth:`sighash` of every input of ``tx``, each spending the federation's leaf: the
+        transaction-wide hashes are computed once (btclib's ``PrecomputedTxData``), so this
+        is linear in the inputs where calling :meth:`sighash` per input is quadratic."""
+        if len(spent) != len(tx.inputs):
+            raise ValueError(f"{len(spent)} spent outputs for {len(tx.inputs)} inputs")
+        extension = self.leaf_hash + b"\x00" + b"\xff\xff\xff\xff"
+        btx = Tx.parse(tx.to_bytes())
+        prevouts = [BtclibTxOut(o.value, o.script_pubkey) for o in spent]
+        precomputed = PrecomputedTxData(btx, prevouts)
+        return tuple(bytes(sig_hash.taproot(btx, i, prevouts, 0, 1, b"", extension,
+                                            precomputed))
+                     for i in range(len(tx.inputs)))
+
+    @cached_property
+    def witness_size(self) -> int:
+        """Bytes of one input's signed witness: the item count, :attr:`threshold` 64-byte
+        signatures and an empty element per other member (each with its length byte), the
+        script and the control block with their lengths. Exact, since a SIGHASH_DEFAULT
+        signature is always 64 bytes: weights and fees computed from it are the real ones."""
+        n, k = len(self.keys), self.threshold
+        return (compact_size_length(n + 2) + k * 65 + (n - k)
+                + compact_size_length(len(self.script)) + len(self.script)
+                + compact_size_length(len(self.control_block)) + len(self.control_block))
+
+    @property
+    def input_weight(self) -> int:
+        """Weight units of one signed input spending the federation's output: 41 bytes
+        outside the witness (outpoint, empty scriptSig, sequence) at 4 units, the witness at
+        1."""
+        return 4 * (32 + 4 + 1 + 4) + self.witness_size
 
     def witness(self, signatures: Mapping[int, bytes]) -> tuple[bytes, ...]:
         """The script-path witness from exactly :attr:`threshold` signatures by member index:

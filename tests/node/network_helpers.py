@@ -4,6 +4,7 @@ runtime (each with its own names and bus prefix), and a collector of bus events.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from node.actors.storage import StorageActor
 from node.messages import network as n
 from node.messages.storage import PutBlock
 from node.network import frames as f
+from node.network.handshake import auth_for
+from node.network.identity import NodeKey
 from node.network.transport import Connection, Transport
 from node.types.chain import SignedConsensusBlock
 
@@ -32,14 +35,32 @@ async def start_storage(path: Path, name: str, blocks: list[SignedConsensusBlock
                                       finalized=block.ref() if block.height == 0 else None))
 
 
+def key(label: str) -> NodeKey:
+    """The network key of the test peer ``label`` (derived from it: runs replay exactly)."""
+    return NodeKey.derive(f"test/{label}")
+
+
+def nid(label: str) -> str:
+    """The node id of the test peer ``label``."""
+    return key(label).node_id
+
+
+def net_config(label: str, bootnodes: tuple[str, ...] | list[str] = (),
+               **config: Any) -> dict[str, Any]:
+    """A ``network`` section for the test peer ``label``: enabled, its key, ``bootnodes``."""
+    return {"enabled": True, "node_key": key(label).hex(), "bootnodes": list(bootnodes),
+            **config}
+
+
 async def start_node(tmp_path: Path, name: str, transport: Transport, *,
-                     blocks: int = 1, bootnodes: tuple[str, ...] = (), node_id: str,
+                     blocks: int = 1, bootnodes: tuple[str, ...] = (), label: str,
                      **config: Any) -> str:
     """Storage ``storage-<name>`` with the first ``blocks`` blocks of :data:`CHAIN`, and
-    NetworkActor ``network-<name>`` (bus prefix ``<name>/``); returns the actor's name."""
+    NetworkActor ``network-<name>`` (bus prefix ``<name>/``, the key of peer ``label``);
+    returns the actor's name."""
     storage = f"storage-{name}"
     await start_storage(tmp_path / name / "chain", storage, CHAIN[:blocks])
-    cfg = {"enabled": True, "node_id": node_id, "bootnodes": list(bootnodes), **config}
+    cfg = net_config(label, bootnodes, **config)
     actor = f"network-{name}"
     await otp.start(NetworkActor, cfg, {}, data_dir=str(tmp_path / name), storage=storage,
                     transport=transport, bus_prefix=f"{name}/", name=actor)
@@ -100,16 +121,28 @@ async def peers_of(actor: str) -> set[str]:
     return {p.peer for p in await otp.call(actor, n.GetPeers())}
 
 
-def hello(node_id: str, *, chain_id: int = 121212, genesis: bytes | None = None,
+def hello(label: str, *, chain_id: int = 121212, genesis: bytes | None = None,
           version: int = f.PROTOCOL_VERSION) -> f.Hello:
+    """The hello of test peer ``label`` (its key, a fresh nonce)."""
     ref = GENESIS.ref()
-    return f.Hello(version, chain_id, genesis or GENESIS.hash(), f.Status(ref, ref), node_id)
+    return f.Hello(version, chain_id, genesis or GENESIS.hash(), f.Status(ref, ref),
+                   key(label).public_key, secrets.token_bytes(32))
 
 
-async def raw_handshake(conn: Connection, node_id: str, **kwargs: Any) -> f.Frame:
-    """Be a peer by hand: send a hello, return the frame the node answers first."""
-    await conn.send(f.encode_frame(hello(node_id, **kwargs)))
-    return f.decode_frame(await conn.receive())
+async def raw_handshake(conn: Connection, label: str, *, auth: bool = True,
+                        **kwargs: Any) -> f.Frame:
+    """Be peer ``label`` by hand: send a hello; return the node's first answer. With
+    ``auth`` (and when that answer is a hello), also prove ``label``'s key and take the
+    node's proof: returns the node's hello once the handshake is complete, or the frame the
+    node sent instead of its proof (a refusal)."""
+    ours = hello(label, **kwargs)
+    await conn.send(f.encode_frame(ours))
+    first = f.decode_frame(await conn.receive())
+    if not auth or not isinstance(first, f.Hello):
+        return first
+    await conn.send(f.encode_frame(auth_for(key(label), ours, first)))
+    second = f.decode_frame(await conn.receive())
+    return first if isinstance(second, f.Auth) else second
 
 
 async def drain(conn: Connection, *, timeout: float = 30.0) -> tuple[list[f.Frame], str]:

@@ -18,10 +18,11 @@ hashes = st.binary(min_size=32, max_size=32)
 refs = st.builds(BlockRef, hashes, u64)
 statuses = st.builds(f.Status, refs, refs)
 texts = st.text(max_size=40)
-node_ids = st.text("0123456789abcdef", min_size=1, max_size=64)
+signatures = st.binary(min_size=64, max_size=64)
 
 frames: st.SearchStrategy[f.Frame] = st.one_of(
-    st.builds(f.Hello, st.integers(0, 65535), u32, hashes, statuses, node_ids),
+    st.builds(f.Hello, st.integers(0, 65535), u32, hashes, statuses, hashes, hashes),
+    st.builds(f.Auth, signatures),
     st.builds(f.Refuse, texts),
     st.builds(f.Gossip, st.sampled_from(TOPICS), st.binary(max_size=200)),
     st.builds(f.BlocksByRange, u32, u64, st.integers(1, f.MAX_BLOCKS_PER_REQUEST)),

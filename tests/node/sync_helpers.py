@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, Unpack
@@ -29,6 +28,7 @@ from node.integration.engine import build_block, commit_block
 from node.messages.storage import PutBlock
 from node.network import frames as f
 from node.network.errors import ConnectionClosed
+from node.network.handshake import auth_for
 from node.network.memory import MemoryNetwork
 from node.network.transport import Connection
 from node.types import encoding
@@ -36,7 +36,9 @@ from node.types.chain import AggregateApproval, AuxPowHeader, ConsensusBlock, Si
 from node.workflows import chain as rules
 from otp.testing._sim import SIMULATED_EPOCH
 
+from ..scratch import scratch_dir
 from .factories import authority_keys
+from .network_helpers import key, net_config
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -96,7 +98,7 @@ CHAIN_N = 150
 def stored(head: int) -> Path:
     """A LevelDB directory holding blocks 0..``head`` of :func:`built_chain` (CHAIN_N),
     written once (outside any simulation) and copied for each node."""
-    path = Path(tempfile.mkdtemp(prefix=f"sync-chain-{head}-")) / "chain"
+    path = scratch_dir(f"sync-chain-{head}-") / "chain"
     store = ChainStore(str(path))
     for block in built_chain(CHAIN_N)[:head + 1]:
         store.put_block(PutBlock(block, head=True,
@@ -114,8 +116,7 @@ async def start_source(tmp: Path, name: str, net: MemoryNetwork, head: int = CHA
     path = tmp / name / "chain"
     shutil.copytree(stored(head), path)
     await otp.start(StorageActor, str(path), name=f"storage-{name}")
-    cfg = {"enabled": True, "node_id": name * 2, "bootnodes": list(bootnodes), **NET,
-           **config}
+    cfg = net_config(name * 2, bootnodes, **NET, **config)
     await otp.start(NetworkActor, cfg, CHAIN_CFG, data_dir=str(tmp / name),
                     storage=f"storage-{name}", transport=net.transport(name),
                     bus_prefix=f"{name}/", name=f"network-{name}")
@@ -169,7 +170,7 @@ async def start_b(tmp: Path, net: MemoryNetwork, bootnodes: tuple[str, ...], *,
     await otp.start(EngineActor, None, CHAIN_CFG, data_dir=str(data), name="engine")
     await otp.start(ChainActor, CHAIN_CFG, str(data), produce=False, name="chain")
     network = otp.ChildSpec("network_actor", NetworkActor, name="network", kwargs={
-        "config": {"enabled": True, "node_id": "bb", "bootnodes": list(bootnodes), **NET},
+        "config": net_config("bb", bootnodes, **NET),
         "chain": CHAIN_CFG, "data_dir": str(data), "transport": net.transport("b")})
     children = [network, sync_child(tmp, verifier, **config)]
     if supervised:
@@ -198,7 +199,7 @@ class BadPeer:
     blocks: tuple[SignedConsensusBlock, ...]
     head: int
     has: int = 0
-    node_id: str = "ee"
+    label: str = "ee"
     requests: int = 0
     connections: int = 0
 
@@ -212,13 +213,18 @@ class BadPeer:
             head = attrs.evolve(head, height=self.head)
         status = f.Status(head, self.blocks[0].ref())
         return f.Hello(f.PROTOCOL_VERSION, 121212, self.blocks[0].hash(), status,
-                       self.node_id)
+                       key(self.label).public_key, bytes(32))
 
     async def _session(self, conn: Connection) -> None:
         self.connections += 1
         with contextlib.suppress(ConnectionClosed):
-            await conn.receive()  # its hello
-            await conn.send(f.encode_frame(self._hello()))
+            theirs = f.decode_frame(await conn.receive())  # its hello
+            ours = self._hello()
+            await conn.send(f.encode_frame(ours))
+            if not isinstance(theirs, f.Hello):
+                return
+            await conn.receive()  # its proof (not checked: this peer trusts everyone)
+            await conn.send(f.encode_frame(auth_for(key(self.label), ours, theirs)))
             while True:
                 frame = f.decode_frame(await conn.receive())
                 match frame:

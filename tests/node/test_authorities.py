@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,8 @@ from node.types.chain import BlockRef
 from node.workflows import chain as rules
 from otp.testing.plugin import Simulator
 
-from .network_helpers import wait_for
+from ..scratch import scratch_dir
+from .network_helpers import net_config, wait_for
 
 NAMES = ("a", "b", "c")
 KEYS = {name: bls.SecretKey.from_seed(bytes([i + 1]) * 32) for i, name in enumerate(NAMES)}
@@ -46,7 +46,7 @@ async def start_authority(tmp: Path, name: str, net: MemoryNetwork,
     await otp.start(EngineActor, None, CHAIN_CFG, storage=storage, name=f"engine-{name}")
     await otp.start(ChainActor, CHAIN_CFG, str(data), storage=storage, engine=f"engine-{name}",
                     network=f"network-{name}", bus_prefix=f"{name}/", name=f"chain-{name}")
-    cfg = {"enabled": True, "node_id": name * 2, "bootnodes": list(bootnodes), **NET_CFG}
+    cfg = net_config(name * 2, bootnodes, **NET_CFG)
     await otp.start(NetworkActor, cfg, CHAIN_CFG, data_dir=str(data), storage=storage,
                     transport=net.transport(name), bus_prefix=f"{name}/",
                     name=f"network-{name}")
@@ -70,7 +70,7 @@ async def stop_node(name: str) -> None:
 
 def scenario(seed: int) -> object:
     async def main() -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="authorities-"))
+        tmp = scratch_dir("authorities-")
         net = MemoryNetwork(random.Random(f"authorities:{seed}"),
                             default=LinkConditions(latency=0.02, jitter=0.01))
         await start_authority(tmp, "a", net, ())

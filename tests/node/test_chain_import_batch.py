@@ -17,13 +17,19 @@ import otp
 from node.actors.chain import ChainActor
 from node.actors.engine import EngineActor
 from node.actors.storage import StorageActor
+from node.config import ChainConfig, structure_section
 from node.errors import StorageRequestError
+from node.execution.embedded import EmbeddedEngine
+from node.integration.engine import build_block, commit_block
+from node.messages import bridge as bridge_msgs
 from node.messages import chain as c
 from node.messages import storage as s
 from node.types.chain import SignedConsensusBlock
-from node.workflows.chain import BlockError
+from node.types.execution import Withdrawal
+from node.workflows import chain as rules
+from node.workflows.chain import GWEI_PER_SAT, BlockError, PegIn
 
-from .sync_helpers import CHAIN_CFG, CHAIN_N, built_chain
+from .sync_helpers import CHAIN_CFG, CHAIN_N, DURATION_MS, FIRST_SLOT, KEY, built_chain
 
 BLOCKS = 40
 Chain = tuple[SignedConsensusBlock, ...]
@@ -140,3 +146,82 @@ async def test_a_batch_the_storage_refuses_leaves_the_chain_where_it_was(
         answer = await otp.call("chain", c.ImportBlocks(blocks[17:], signatures_verified=True))
         assert answer.count == BLOCKS - 16 and answer.error is None
         assert await otp.call("storage", s.GetHead()) == blocks[-1].ref()
+
+
+# -- peg-ins inside one batch --------------------------------------------------------------------
+
+PEGIN = PegIn(txid=b"\x11" * 32, block_hash=b"\x22" * 32, evm_address=b"\x33" * 20,
+              amount_sats=50_000)
+CLAIM = (PEGIN.txid, PEGIN.block_hash)
+
+
+class StandInBridge(otp.GenServer):
+    """Stands in for the BridgeActor (which needs Bitcoin): it has seen PEGIN confirmed and
+    nothing else, and records what the chain tells it was credited."""
+
+    async def init(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.credited: list[bridge_msgs.PegInsCredited] = []
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        if isinstance(request, bridge_msgs.VerifyPegIns):
+            return bridge_msgs.PegInVerdict(
+                {c: PEGIN for c in request.claimed if c == CLAIM},
+                {c: "not confirmed" for c in request.claimed if c != CLAIM})
+        if request == "credited":
+            return list(self.credited)
+        raise otp.UnexpectedMessage(self, "call", request)
+
+    async def handle_cast(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.credited.append(msg)
+
+
+async def _pegin_chain(genesis: SignedConsensusBlock) -> list[SignedConsensusBlock]:
+    """Blocks 1 and 2 on ``genesis``, each crediting PEGIN (the second a double credit)."""
+    cfg: ChainConfig = structure_section(CHAIN_CFG, ChainConfig, "chain")
+    engine = EmbeddedEngine()
+    assert engine.genesis_hash == genesis.message.execution_payload.block_hash
+    credit = Withdrawal(0, 0, PEGIN.evm_address, PEGIN.amount_sats * GWEI_PER_SAT)
+    recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
+    finalized = engine.genesis_hash
+    blocks = [genesis]
+    for height in (1, 2):
+        parent = blocks[-1]
+        slot = FIRST_SLOT + height
+        timestamp = rules.payload_timestamp(slot, DURATION_MS,
+                                            parent.message.execution_payload.timestamp)
+        assert timestamp is not None
+        payload = await build_block(engine, parent.message.execution_payload.block_hash,
+                                    finalized, timestamp, recipient, [credit])
+        await commit_block(engine, payload, finalized)
+        blocks.append(rules.sign_block(rules.new_block(parent, slot, payload, None, [CLAIM]),
+                                       KEY, 0))
+    engine.close()
+    return blocks
+
+
+async def test_a_peg_in_credited_twice_within_one_batch_is_refused(
+    tmp_path: Path, blocks: Chain
+) -> None:
+    """The credited-peg-in index lives in storage, which a batch reaches only at its end: a
+    block crediting a peg-in an earlier block of the same batch credited is refused all the
+    same, and the blocks before it are kept."""
+    pegged = await _pegin_chain(blocks[0])
+    async with otp.runtime():
+        bridge = await otp.start(StandInBridge, name="bridge")
+        await start(tmp_path)
+        answer = await otp.call("chain", c.ImportBlocks(tuple(pegged[1:]),
+                                                        signatures_verified=False))
+        assert answer.count == 1 and answer.head == pegged[1].ref()
+        assert isinstance(answer.error, BlockError) and answer.error.rule == "pegins"
+        assert "credited already, by block #1" in str(answer.error)
+        assert await otp.call("storage", s.GetHead()) == pegged[1].ref()
+        credited = await otp.call(bridge, "credited")
+        assert [(m.claimed, m.height) for m in credited] == [((CLAIM,), 1)]
+        # alone, it is refused by the stored index, as before
+        answer = await otp.call("chain", c.ImportBlocks(tuple(pegged[2:]),
+                                                        signatures_verified=False))
+        assert answer.count == 0 and isinstance(answer.error, BlockError)
+        assert answer.error.rule == "pegins"

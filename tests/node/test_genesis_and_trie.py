@@ -22,6 +22,7 @@ from node.execution.genesis import (
     parse_genesis,
 )
 from node.execution.trie import BLANK_ROOT, ordered_trie_root
+from node.types.bridge import BRIDGE_ADDRESS
 
 
 def test_the_dev_genesis_funds_the_test_mnemonics_ten_accounts() -> None:
@@ -38,8 +39,14 @@ def test_the_dev_genesis_funds_the_test_mnemonics_ten_accounts() -> None:
         assert account.private_key == bytes(other.key)
     # anvil's and Hardhat's first account, as every Ethereum developer knows it.
     assert derived[0].checksum_address == "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-    assert {a for a, _ in genesis.alloc} == {a.address for a in derived}
-    assert all(acct.balance == 10_000 * 10**18 for _, acct in genesis.alloc)
+    funded = {a: acct for a, acct in genesis.alloc if acct.balance}
+    assert set(funded) == {a.address for a in derived}
+    assert all(acct.balance == 10_000 * 10**18 and not acct.code for acct in funded.values())
+    # The one other account: the bridge contract, with code and nothing else.
+    others = [(a, acct) for a, acct in genesis.alloc if a not in funded]
+    assert [a for a, _ in others] == [BRIDGE_ADDRESS]
+    bridge = others[0][1]
+    assert bridge.code and (bridge.balance, bridge.nonce, bridge.storage) == (0, 0, ())
 
 
 def test_the_banner_shows_accounts_keys_and_the_url() -> None:

@@ -27,6 +27,8 @@ from .network_helpers import (
     drain,
     events,
     hello,
+    net_config,
+    nid,
     peers_of,
     raw_handshake,
     start_node,
@@ -34,9 +36,11 @@ from .network_helpers import (
 )
 from .network_strategies import hostile
 
+#: The version byte that starts every frame of this protocol.
+V = bytes((f.PROTOCOL_VERSION,))
 
 async def _node(tmp_path: Path, net: MemoryNetwork, **config: Any) -> str:
-    return await start_node(tmp_path, "a", net.transport("a"), blocks=12, node_id="aa",
+    return await start_node(tmp_path, "a", net.transport("a"), blocks=12, label="aa",
                             **config)
 
 
@@ -52,7 +56,7 @@ async def test_a_peer_on_another_chain_is_refused_with_the_reason(
     async with otp.runtime():
         a = await _node(tmp_path, net)
         async with net.transport("evil").connect("a") as conn:
-            first = await raw_handshake(conn, "ee", **kwargs)
+            first = await raw_handshake(conn, "ee", auth=False, **kwargs)
             assert isinstance(first, f.Hello)  # the node's own hello comes first
             frames, _reason = await drain(conn)
         assert frames == [f.Refuse(frames[0].reason)] and words in frames[0].reason  # type: ignore[union-attr]
@@ -68,7 +72,7 @@ async def test_two_nodes_on_different_chains_both_log_why(
         await _node(tmp_path, net)
         await otp.start(
             NetworkActor,
-            {"enabled": True, "node_id": "bb", "bootnodes": ["a"]}, {"chain_id": 99},
+            net_config("bb", ["a"]), {"chain_id": 99},
             data_dir=str(tmp_path / "b"), storage="storage-a", transport=net.transport("b"),
             bus_prefix="b/", name="network-b")
 
@@ -103,8 +107,8 @@ async def _hostile_session(tmp_path: Path, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("data", [
-    b"", b"\x01", b"\x02\x00", b"\x01\xff\xff", b"\x01" + b"\x81" * 500 + b"\x00",
-    b"\x01\x82\x6dalys.net.Ping\xa1\x65nonce\xc2\x49\x01" + bytes(9),  # nonce = 2^64
+    b"", V, bytes((f.PROTOCOL_VERSION + 1, 0)), V + b"\xff\xff", V + b"\x81" * 500 + b"\x00",
+    V + b"\x82\x6dalys.net.Ping\xa1\x65nonce\xc2\x49\x01" + bytes(9),  # nonce = 2^64
     f.encode_frame(f.Gossip("consensus_block", b"not a block")),
 ], ids=["empty", "version-only", "bad-version", "garbage", "deep", "u64-overflow",
         "bad-gossip-payload"])
@@ -136,7 +140,7 @@ async def test_an_oversized_frame_closes_the_connection_and_bans(tmp_path: Path)
         watcher = await collect("a", n.PEERS_TOPIC)
         async with net.transport("evil").connect("a") as conn:
             await raw_handshake(conn, "ee")
-            await conn.send(b"\x01" + bytes(f.MAX_FRAME_BYTES))
+            await conn.send(V + bytes(f.MAX_FRAME_BYTES))
             _, reason = await drain(conn)
         assert "too big" in reason
         banned = [e for e in await events(watcher) if isinstance(e, n.PeerBanned)]
@@ -165,11 +169,11 @@ async def test_a_ban_expires_after_ban_seconds(tmp_path: Path) -> None:
         a = await _node(tmp_path, net, ban_seconds=300.0)
         async with net.transport("evil").connect("a") as conn:
             await raw_handshake(conn, "ee")
-            await otp.cast(a, n.ReportPeer("ee", n.Offence.INVALID_BLOCK, "bad signature"))
+            await otp.cast(a, n.ReportPeer(nid("ee"), n.Offence.INVALID_BLOCK, "bad signature"))
             frames, _ = await drain(conn)
             assert f.Goodbye("banned: invalid_block") in frames
         info = await otp.call(a, n.GetNetworkInfo())
-        assert info.banned == ("ee",)
+        assert info.banned == (nid("ee"),)
         await trio.sleep(290.0)
         async with net.transport("evil").connect("a") as conn:
             await raw_handshake(conn, "ee")
@@ -178,7 +182,7 @@ async def test_a_ban_expires_after_ban_seconds(tmp_path: Path) -> None:
         await trio.sleep(10.0)
         async with net.transport("evil").connect("a") as conn:
             await raw_handshake(conn, "ee")
-            assert await peers_of(a) == {"ee"}
+            assert await peers_of(a) == {nid("ee")}
         assert (await otp.call(a, n.GetNetworkInfo())).banned == ()
 
 
@@ -189,12 +193,12 @@ async def test_a_silent_peer_costs_a_timeout_and_a_lying_one_an_invalid_answer(
         a = await _node(tmp_path, net, request_timeout=5.0)
         async with net.transport("evil").connect("a") as conn:
             await raw_handshake(conn, "ee")
-            await wait_for(lambda: _has_peer(a, "ee"))
-            failed = await otp.call(a, n.RequestBlocks("ee", 1, 4), timeout=60)
-            assert failed == n.RequestFailed("ee", "timeout", "no answer within 5 s")
+            await wait_for(lambda: _has_peer(a, nid("ee")))
+            failed = await otp.call(a, n.RequestBlocks(nid("ee"), 1, 4), timeout=60)
+            assert failed == n.RequestFailed(nid("ee"), "timeout", "no answer within 5 s")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_lie, conn)
-                lied = await otp.call(a, n.RequestBlocks("ee", 1, 4), timeout=60)
+                lied = await otp.call(a, n.RequestBlocks(nid("ee"), 1, 4), timeout=60)
                 nursery.cancel_scope.cancel()
             assert isinstance(lied, n.RequestFailed) and lied.kind == "invalid"
             assert "block 0 is at #5, not #1" in lied.detail
@@ -239,11 +243,11 @@ async def test_reported_peers_are_banned_and_told(tmp_path: Path) -> None:
     async with otp.runtime():
         a = await _node(tmp_path, net)
         b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",),
-                             node_id="bb")
-        await wait_for(lambda: _has_peer(a, "bb"))
-        await otp.cast(a, n.ReportPeer("bb", n.Offence.INVALID_BLOCK, "bad parent"))
+                             label="bb")
+        await wait_for(lambda: _has_peer(a, nid("bb")))
+        await otp.cast(a, n.ReportPeer(nid("bb"), n.Offence.INVALID_BLOCK, "bad parent"))
         await wait_for(lambda: _no_peers(b))
-        assert (await otp.call(a, n.GetNetworkInfo())).banned == ("bb",)
+        assert (await otp.call(a, n.GetNetworkInfo())).banned == (nid("bb"),)
 
 
 async def _no_peers(actor: str) -> bool:

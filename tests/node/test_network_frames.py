@@ -22,6 +22,8 @@ from node.types.chain import IndividualApproval
 from .factories import chain
 from .network_strategies import frames, hostile, nested, truncated, wrong_field
 
+#: The version byte that starts every frame of this protocol.
+V = bytes((f.PROTOCOL_VERSION,))
 
 @given(frames)
 def test_every_frame_round_trips(frame: f.Frame) -> None:
@@ -58,19 +60,19 @@ def test_a_wrong_type_at_any_position_is_refused(data: bytes) -> None:
 def test_errors_name_the_field() -> None:
     tagged = ["alys.net.BlocksByRange", {"request_id": 1, "start": 1 << 64, "count": 1}]
     with pytest.raises(FrameError, match=r"start must be an integer in 0\.\.2\*\*64-1"):
-        f.decode_frame(b"\x01" + cbor2.dumps(tagged))
+        f.decode_frame(V + cbor2.dumps(tagged))
     tagged = ["alys.net.BlocksByRange", {"request_id": 1, "start": 0, "count": 1025}]
     with pytest.raises(FrameError, match=r"count must be in 1\.\.1024"):
-        f.decode_frame(b"\x01" + cbor2.dumps(tagged))
+        f.decode_frame(V + cbor2.dumps(tagged))
     tagged = ["alys.net.StatusResponse", {"request_id": 1, "status": {"head": 5}}]
     with pytest.raises(FrameError, match=r"\$\.status"):
-        f.decode_frame(b"\x01" + cbor2.dumps(tagged))
-    with pytest.raises(FrameError, match="protocol version 2"):
-        f.decode_frame(b"\x02" + f.encode_frame(f.Ping(1))[1:])
+        f.decode_frame(V + cbor2.dumps(tagged))
+    with pytest.raises(FrameError, match=f"protocol version {f.PROTOCOL_VERSION + 1}"):
+        f.decode_frame(bytes((f.PROTOCOL_VERSION + 1,)) + f.encode_frame(f.Ping(1))[1:])
     with pytest.raises(FrameError, match="empty"):
         f.decode_frame(b"")
     with pytest.raises(FrameError, match="not a frame message"):
-        f.decode_frame(b"\x01" + cbor2.dumps(["alys.BlockRef", {"hash": bytes(32),
+        f.decode_frame(V + cbor2.dumps(["alys.BlockRef", {"hash": bytes(32),
                                                                 "height": 1}]))
 
 
@@ -81,7 +83,7 @@ def test_deep_nesting_is_refused() -> None:
 
 def test_frames_over_the_limit_are_refused_both_ways() -> None:
     with pytest.raises(FrameTooLarge):
-        f.decode_frame(b"\x01" + bytes(f.MAX_FRAME_BYTES))
+        f.decode_frame(V + bytes(f.MAX_FRAME_BYTES))
     with pytest.raises(FrameTooLarge):
         f.encode_frame(f.Gossip("pegout_signatures", bytes(f.MAX_FRAME_BYTES)))
     small = f.encode_frame(f.Ping(1))

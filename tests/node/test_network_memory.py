@@ -14,27 +14,27 @@ from node.network.memory import LinkConditions, MemoryNetwork
 from node.network.transport import Connection
 from node.types.chain import IndividualApproval
 
-from .network_helpers import CHAIN, collect, events, peers_of, start_node, wait_for
+from .network_helpers import CHAIN, collect, events, nid, peers_of, start_node, wait_for
 
 
 async def test_two_nodes_connect_gossip_and_serve_blocks(tmp_path: Path) -> None:
     net = MemoryNetwork(random.Random(1))
     async with otp.runtime():
-        a = await start_node(tmp_path, "a", net.transport("a"), blocks=12, node_id="aa")
+        a = await start_node(tmp_path, "a", net.transport("a"), blocks=12, label="aa")
         b_events = await collect("b", n.PEERS_TOPIC, n.gossip_topic("approve_block"))
-        b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",), node_id="bb")
+        b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",), label="bb")
 
         async def connected() -> bool:
-            return await peers_of(a) == {"bb"} and await peers_of(b) == {"aa"}
+            return await peers_of(a) == {nid("bb")} and await peers_of(b) == {nid("aa")}
         await wait_for(connected)
         first = (await events(b_events))[0]
-        assert isinstance(first, n.PeerConnected) and first.peer == "aa"
+        assert isinstance(first, n.PeerConnected) and first.peer == nid("aa")
         assert first.status.head == CHAIN[11].ref()
 
-        blocks = await otp.call(b, n.RequestBlocks("aa", 3, 5), timeout=30)
+        blocks = await otp.call(b, n.RequestBlocks(nid("aa"), 3, 5), timeout=30)
         assert blocks == CHAIN[3:8]
-        assert await otp.call(b, n.RequestBlocks("aa", 10, 1024), timeout=30) == CHAIN[10:]
-        status = await otp.call(b, n.RequestStatus("aa"), timeout=30)
+        assert await otp.call(b, n.RequestBlocks(nid("aa"), 10, 1024), timeout=30) == CHAIN[10:]
+        status = await otp.call(b, n.RequestStatus(nid("aa")), timeout=30)
         assert isinstance(status, n.Status) and status.head == CHAIN[11].ref()
         missing = await otp.call(b, n.RequestBlocks("zz", 0, 1))
         assert missing == n.RequestFailed("zz", "no_peer", "not connected")
@@ -49,7 +49,7 @@ async def test_two_nodes_connect_gossip_and_serve_blocks(tmp_path: Path) -> None
         await otp.call(b, n.GetPeers())
         received = [e for e in await events(b_events) if isinstance(e, n.GossipReceived)]
         assert len(received) == 1
-        assert received[0].payload == approval and received[0].peer == "aa"
+        assert received[0].payload == approval and received[0].peer == nid("aa")
 
 
 async def test_blocks_and_approvals_are_forwarded_only_once_validated(tmp_path: Path) -> None:
@@ -60,15 +60,15 @@ async def test_blocks_and_approvals_are_forwarded_only_once_validated(tmp_path: 
 
     net = MemoryNetwork(random.Random(2))
     async with otp.runtime():
-        a = await start_node(tmp_path, "a", net.transport("a"), node_id="aa")
-        b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",), node_id="bb")
+        a = await start_node(tmp_path, "a", net.transport("a"), label="aa")
+        b = await start_node(tmp_path, "b", net.transport("b"), bootnodes=("a",), label="bb")
         b_got = await collect("b", n.gossip_topic("consensus_block"))
         c_got = await collect("c", n.gossip_topic("consensus_block"),
                               n.gossip_topic("queue_pow"))
-        await start_node(tmp_path, "c", net.transport("c"), bootnodes=("b",), node_id="cc")
+        await start_node(tmp_path, "c", net.transport("c"), bootnodes=("b",), label="cc")
 
         async def line() -> bool:
-            return await peers_of(a) == {"bb"} and await peers_of(b) == {"aa", "cc"}
+            return await peers_of(a) == {nid("bb")} and await peers_of(b) == {nid("aa"), nid("cc")}
         await wait_for(line)
         await otp.cast(a, n.Publish("consensus_block", CHAIN[5]))
         await otp.cast(a, n.Publish("queue_pow", CHAIN[4].message.auxpow_header
@@ -86,7 +86,7 @@ async def test_blocks_and_approvals_are_forwarded_only_once_validated(tmp_path: 
             return any(e.topic == "consensus_block" for e in await events(c_got))
         await wait_for(c_has_it)
         block = [e for e in await events(c_got) if e.topic == "consensus_block"]
-        assert len(block) == 1 and block[0].payload == CHAIN[5] and block[0].peer == "bb"
+        assert len(block) == 1 and block[0].payload == CHAIN[5] and block[0].peer == nid("bb")
 
 
 async def _pattern(seed: int, conditions: LinkConditions) -> list[tuple[float, bytes]]:

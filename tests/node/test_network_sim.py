@@ -7,8 +7,6 @@ the simulation's seed)."""
 from __future__ import annotations
 
 import random
-import tempfile
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,7 +16,8 @@ from node.messages import network as n
 from node.network.memory import LinkConditions, MemoryNetwork
 from otp.testing.plugin import Simulator
 
-from .network_helpers import CHAIN, collect, events, peers_of, start_node, wait_for
+from ..scratch import scratch_dir
+from .network_helpers import CHAIN, collect, events, nid, peers_of, start_node, wait_for
 
 FAST = {"ping_interval": 5.0, "request_timeout": 5.0, "handshake_timeout": 3.0}
 
@@ -29,20 +28,21 @@ async def _received(pid: otp.Pid) -> list[bytes]:
 
 def scenario(seed: int) -> object:
     async def main() -> None:
-        tmp = Path(tempfile.mkdtemp(prefix="net-sim-"))
+        tmp = scratch_dir("net-sim-")
         net = MemoryNetwork(random.Random(f"net:{seed}"), default=LinkConditions(
             latency=0.01, jitter=0.005, reorder=0.01))
         b_got = await collect("b", n.gossip_topic("consensus_block"))
         c_got = await collect("c", n.gossip_topic("consensus_block"))
-        a = await start_node(tmp, "a", net.transport("a"), blocks=12, node_id="aa", **FAST)
-        b = await start_node(tmp, "b", net.transport("b"), bootnodes=("a",), node_id="bb",
+        a = await start_node(tmp, "a", net.transport("a"), blocks=12, label="aa", **FAST)
+        b = await start_node(tmp, "b", net.transport("b"), bootnodes=("a",), label="bb",
                              **FAST)
         c = await start_node(tmp, "c", net.transport("c"), bootnodes=("a", "b"),
-                             node_id="cc", **FAST)
+                             label="cc", **FAST)
 
         async def meshed() -> bool:
-            return (await peers_of(a) == {"bb", "cc"} and await peers_of(b) == {"aa", "cc"}
-                    and await peers_of(c) == {"aa", "bb"})
+            return (await peers_of(a) == {nid("bb"), nid("cc")}
+                    and await peers_of(b) == {nid("aa"), nid("cc")}
+                    and await peers_of(c) == {nid("aa"), nid("bb")})
         await wait_for(meshed, timeout=120)
 
         await otp.cast(a, n.Publish("consensus_block", CHAIN[5]))
@@ -74,7 +74,7 @@ def scenario(seed: int) -> object:
         await wait_for(lambda: everyone_has(CHAIN[7].hash(), c_got))
         # A ping lost to reordering's delay can end a connection: retry, as a syncing node would.
         for _attempt in range(5):
-            answer = await otp.call(c, n.RequestBlocks("aa", 0, 12), timeout=60)
+            answer = await otp.call(c, n.RequestBlocks(nid("aa"), 0, 12), timeout=60)
             if not isinstance(answer, n.RequestFailed):
                 break
             assert answer.kind in ("timeout", "disconnected"), answer

@@ -21,7 +21,7 @@ from node.messages import storage as s
 from node.network.memory import MemoryNetwork
 
 from .factories import Clock, start_chain
-from .network_helpers import collect, events, peers_of, wait_for
+from .network_helpers import collect, events, net_config, nid, peers_of, wait_for
 
 TREE = Path(__file__).parents[2] / "node" / "supervision.toml"
 
@@ -54,7 +54,7 @@ async def test_produced_blocks_are_gossiped_and_a_crash_leaves_the_chain_alone(
         await start_chain(tmp_path, chain_cfg, clock)
         spec = otp.ChildSpec(
             "network_actor", NetworkActor, name="network",
-            kwargs={"config": {"enabled": True, "node_id": "aa", "ping_interval": 5.0},
+            kwargs={"config": net_config("aa", ping_interval=5.0),
                     "chain": chain_cfg, "data_dir": str(tmp_path),
                     "transport": net.transport("a")})
         await otp.start(otp.Supervisor, children=[spec], strategy="one_for_one",
@@ -68,13 +68,13 @@ async def test_produced_blocks_are_gossiped_and_a_crash_leaves_the_chain_alone(
                         str(tmp_path / "b"), name="storage-b")
         await otp.call("storage-b", s.PutBlock(genesis, finalized=genesis.ref()))
         got = await collect("b", n.gossip_topic("consensus_block"))
-        await otp.start(NetworkActor, {"enabled": True, "node_id": "bb", "bootnodes": ["a"],
+        await otp.start(NetworkActor, {**net_config("bb", ["a"]),
                                        "ping_interval": 5.0}, chain_cfg,
                         data_dir=str(tmp_path / "b"), storage="storage-b",
                         transport=net.transport("b"), bus_prefix="b/", name="network-b")
 
         async def connected() -> bool:
-            return await peers_of("network-b") == {"aa"}
+            return await peers_of("network-b") == {nid("aa")}
         await wait_for(connected)
 
         clock.next_slot()
@@ -85,7 +85,7 @@ async def test_produced_blocks_are_gossiped_and_a_crash_leaves_the_chain_alone(
             return any(e.payload.height == height for e in await events(got))
         await wait_for(lambda: gossiped(1))
         block = next(e for e in await events(got) if e.payload.height == 1)
-        assert block.payload.ref() == first and block.peer == "aa"
+        assert block.payload.ref() == first and block.peer == nid("aa")
 
         chain_pid = otp.whereis("chain")
         network_pid = otp.whereis("network")

@@ -22,11 +22,15 @@ from .network_helpers import (
     Validator,
     collect,
     events,
+    nid,
     peers_of,
     raw_handshake,
     start_node,
     wait_for,
 )
+
+#: The version byte that starts every frame of this protocol.
+V = bytes((f.PROTOCOL_VERSION,))
 
 pytestmark = pytest.mark.real_clock
 
@@ -55,18 +59,19 @@ def free_port() -> int:
 async def test_three_nodes_over_websockets_gossip_and_serve_blocks(tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with otp.runtime():
-            a = await start_node(tmp_path, "a", ws(), blocks=12, node_id="aa")
+            a = await start_node(tmp_path, "a", ws(), blocks=12, label="aa")
             address = (await otp.call(a, n.GetNetworkInfo())).listening
             assert address is not None and address.startswith("ws://127.0.0.1:")
-            b = await start_node(tmp_path, "b", ws(), bootnodes=(address,), node_id="bb")
+            b = await start_node(tmp_path, "b", ws(), bootnodes=(address,), label="bb")
             b_address = (await otp.call(b, n.GetNetworkInfo())).listening
             assert b_address is not None
             c_events = await collect("c", n.gossip_topic("consensus_block"))
-            c = await start_node(tmp_path, "c", ws(), bootnodes=(b_address,), node_id="cc")
+            c = await start_node(tmp_path, "c", ws(), bootnodes=(b_address,), label="cc")
 
             async def line() -> bool:
-                return (await peers_of(a) == {"bb"} and await peers_of(b) == {"aa", "cc"}
-                        and await peers_of(c) == {"bb"})
+                return (await peers_of(a) == {nid("bb")}
+                        and await peers_of(b) == {nid("aa"), nid("cc")}
+                        and await peers_of(c) == {nid("bb")})
             await wait_for(line, timeout=10, step=0.02)
 
             # A gossips a block; B forwards it once its validator (standing in for its chain)
@@ -79,11 +84,11 @@ async def test_three_nodes_over_websockets_gossip_and_serve_blocks(tmp_path: Pat
             await wait_for(arrived, timeout=10, step=0.02)
             await trio.sleep(0.2)
             got = await events(c_events)
-            assert len(got) == 1 and got[0].payload == CHAIN[11] and got[0].peer == "bb"
+            assert len(got) == 1 and got[0].payload == CHAIN[11] and got[0].peer == nid("bb")
 
             # Each node serves what its own storage holds: B has genesis only, A all 12.
-            assert await otp.call(c, n.RequestBlocks("bb", 0, 5), timeout=10) == CHAIN[:1]
-            assert await otp.call(b, n.RequestBlocks("aa", 0, 1024), timeout=10) == CHAIN
+            assert await otp.call(c, n.RequestBlocks(nid("bb"), 0, 5), timeout=10) == CHAIN[:1]
+            assert await otp.call(b, n.RequestBlocks(nid("aa"), 0, 1024), timeout=10) == CHAIN
 
 
 async def test_a_large_range_is_chunked_under_the_frame_limit(tmp_path: Path) -> None:
@@ -92,7 +97,7 @@ async def test_a_large_range_is_chunked_under_the_frame_limit(tmp_path: Path) ->
         async with otp.runtime():
             small = {"max_frame_bytes": 4096}
             a = await start_node(tmp_path, "a", WebSocketTransport(
-                "127.0.0.1", 0, max_message_bytes=4096), blocks=12, node_id="aa", **small)
+                "127.0.0.1", 0, max_message_bytes=4096), blocks=12, label="aa", **small)
             address = (await otp.call(a, n.GetNetworkInfo())).listening
             assert address is not None
             async with WebSocketTransport("127.0.0.1", 0).connect(address) as conn:
@@ -112,14 +117,14 @@ async def test_a_large_range_is_chunked_under_the_frame_limit(tmp_path: Path) ->
 async def test_an_oversized_websocket_message_closes_the_connection(tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with otp.runtime():
-            a = await start_node(tmp_path, "a", ws(), node_id="aa")
+            a = await start_node(tmp_path, "a", ws(), label="aa")
             watcher = await collect("a", n.PEERS_TOPIC)
             address = (await otp.call(a, n.GetNetworkInfo())).listening
             assert address is not None
             big = WebSocketTransport("127.0.0.1", 0, max_message_bytes=4 << 20)
             async with big.connect(address) as conn:
                 await raw_handshake(conn, "ee")
-                await conn.send(b"\x01" + bytes(f.MAX_FRAME_BYTES + 10))
+                await conn.send(V + bytes(f.MAX_FRAME_BYTES + 10))
                 with pytest.raises(ConnectionClosed):
                     while True:
                         await conn.receive()

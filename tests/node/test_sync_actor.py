@@ -7,7 +7,6 @@ produces only once B is synced; a crashed SyncActor is restarted and sync carrie
 from __future__ import annotations
 
 import random
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from node.network.memory import LinkConditions, MemoryNetwork
 from otp.testing import simulate
 from otp.testing.plugin import Simulator
 
-from .network_helpers import Collector, wait_for
+from ..scratch import scratch_dir
+from .network_helpers import Collector, nid, wait_for
 from .sync_helpers import (
     CHAIN_N,
     BadPeer,
@@ -57,7 +57,7 @@ async def synced_to(height: int, *, timeout: float = 600.0) -> None:
 
 
 def tmpdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sync-"))
+    return scratch_dir("sync-")
 
 
 def memory(seed: int, **conditions: Any) -> MemoryNetwork:
@@ -122,7 +122,7 @@ def test_b_syncs_from_two_peers_asking_both(sim: Simulator, sim_seed: int) -> No
         await synced_to(N)
         assert await head() == chain[N].ref()
         assert isinstance(state, SyncActor)
-        assert set(state.served) == {"aa", "cc"} and sum(state.served.values()) >= N
+        assert set(state.served) == {nid("aa"), nid("cc")} and sum(state.served.values()) >= N
 
     run(sim, main)
 
@@ -173,7 +173,7 @@ def test_a_peer_sending_bad_signatures_is_reported_and_banned(
     run(sim, main)
     banned = [e for e in main.events if isinstance(e, n.PeerBanned)]  # type: ignore[attr-defined]
     # Each of its answers in flight is reported (and bans it again).
-    assert banned and {(e.peer, e.offence) for e in banned} == {("ee",
+    assert banned and {(e.peer, e.offence) for e in banned} == {(nid("ee"),
                                                                 n.Offence.INVALID_BLOCK)}
     assert "approvals do not verify" in banned[0].detail
 

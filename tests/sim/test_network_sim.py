@@ -122,7 +122,7 @@ def network_program(base: Path, seed: int) -> Callable[[], Awaitable[Outcome]]:
         net = SimNetwork(base, NODES, rng=random.Random(f"netsim-links:{seed}"),
                          conditions=LINKS, miner=0)
         net.reset()
-        watcher = await otp.start(ChainWatcher, net.names, ("bad",), name="watcher")
+        watcher = await otp.start(ChainWatcher, net.names, net.node_ids, name="watcher")
         await net.start_all()
         chain = net.config(net.nodes[0]).chain
         peer = ByzantinePeer(chain.chain_id, await _genesis_hash(net), chain.slot_duration_ms)
@@ -238,7 +238,7 @@ def test_each_simulated_node_runs_the_shipped_tree_renamed(tmp_path: Path) -> No
                                        theirs.period, theirs.backoff, theirs.on_exhausted)
     workers = {n.id: n for _path, n in spec.walk() if isinstance(n, otp.WorkerNode)}
     assert set(workers) == {"storage_actor", "engine", "chain_actor", "auxpow", "dev_miner",
-                            "network_actor", "sync"}
+                            "network_actor", "sync", "bridge_actor"}
     assert workers["chain_actor"].name == "chain-b"
     assert isinstance(workers["chain_actor"].args, dict)
     assert workers["chain_actor"].args["storage"] == "storage-b"
