@@ -18,26 +18,56 @@ package (``ssa.sign_``; pure Python here, since its libsecp256k1 bindings are no
 The UTXO pool is 300 federation outputs of 0.01 to 1 BTC (a fixed seed); requests are
 0.01 to 0.5 BTC to P2WPKH/P2TR/P2PKH scripts, at 2 sat/vB.
 
-Peg-in: crediting throughput from a backlog of 1,000 deposits belongs here too (issue 12);
-the peg-in work adds it in :func:`pegin_figures`, which reports nothing yet.
+Peg-in (:func:`pegin_figures`): crediting throughput from a backlog of 1,000 deposits
+(100 with ``--quick``), each to its own EVM address, all mined by a real regtest btcd
+(:mod:`node.integration.btcd`) into one block and then confirmed (2 confirmations), while a
+single-authority node (embedded EVM, the dev miner, ``chain.slot_duration_ms`` =
+:data:`PEGIN_SLOT_MS`) with its bridge on already runs. A block credits at most 16 EVM
+addresses, so 1,000 deposits need at least 63 blocks: the figures are the seconds and
+sidechain blocks from the confirming Bitcoin block to the last credit (the node's
+``alys_pegin_deposits_total{state="credited"}``), deposits credited per second, and seconds
+per crediting block beside the slot. The baseline is the rules alone on the very same raw
+Bitcoin blocks, in this process: parse and scan them (``parse_raw_block``,
+``find_deposits``), confirm (``PegInBook.observe``), then per sidechain block select
+(``select_for_block``), build the withdrawals (``pegin_withdrawals``) and credit
+(``PegInBook.credit``) until none is left — no actor, no storage, no Bitcoin RPC, no slots.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 from coincurve import PrivateKey
 from ecc.ecc import ssa
 
 from bench import Options
 from bench._common import median, out
-from node.types.bitcoin import OutPoint
+from node.types.bitcoin import OutPoint, TxOut
+from node.types.pegin import Deposit
 from node.types.pegout import FederationUtxo, PegOutProposal, PegOutRequest
+from node.workflows.chain import pegin_withdrawals
 from node.workflows.federation import Federation
+from node.workflows.pegin import (
+    PegInBook,
+    find_deposits,
+    parse_raw_block,
+    select_for_block,
+    to_pegin,
+)
 from node.workflows.pegout import (
     check_proposal,
     finalize,
@@ -104,10 +134,191 @@ def _one_round(n_members: int, n_requests: int, *, btclib: bool) -> dict[str, fl
     return t
 
 
+#: The node's slot in the peg-in measurement (a block every half second).
+PEGIN_SLOT_MS = 500
+PEGIN_CONFIRMATIONS = 2
+PEGIN_DEPOSIT_SATS = 1_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pegin_rules_baseline(raw_blocks: list[tuple[int, bytes, str]], script: bytes,
+                          tip: int) -> dict[str, Any]:
+    """The rules alone over the same raw blocks: scan, confirm, then select + withdrawals +
+    credit per sidechain block until every deposit is credited."""
+    t0 = time.perf_counter()
+    found: list[Deposit] = []
+    for height, block_hash, raw in raw_blocks:
+        deposits, _ = find_deposits(parse_raw_block(raw, block_hash), block_hash, height,
+                                    script)
+        found += deposits
+    book, _ = PegInBook().observe(found, tip, PEGIN_CONFIRMATIONS)
+    scanned = time.perf_counter() - t0
+    blocks = 0
+    while True:
+        chosen = select_for_block(book)
+        if not chosen:
+            break
+        blocks += 1
+        claimed = [d.key for d in chosen]
+        pegin_withdrawals(claimed, {d.key: to_pegin(d) for d in chosen})
+        book, _, _ = book.credit(claimed, hashlib.sha256(b"%d" % blocks).digest(), blocks)
+    total = time.perf_counter() - t0
+    return {"deposits": len(found), "blocks": blocks, "scan_seconds": scanned,
+            "seconds": total, "per_second": len(found) / total}
+
+
+def _metric(text: str, state: str) -> int:
+    match = re.search(rf'alys_pegin_deposits_total{{state="{state}"}} ([0-9.e+]+)', text)
+    return int(float(match.group(1))) if match else 0
+
+
 def pegin_figures(options: Options) -> dict[str, Any] | None:
-    """Peg-in crediting throughput (deposits credited per second from a backlog of 1,000):
-    the peg-in work fills this in; None until then."""
-    return None
+    """Peg-in crediting from a backlog (see the module docstring); None, said why, when
+    btcd is not installed."""
+    from node.integration.btcd import (
+        BtcdError,
+        BtcdRpc,
+        TaprootKey,
+        btcd_command,
+        deposit_transaction,
+        find_btcd,
+    )
+
+    try:
+        binary = find_btcd()
+    except BtcdError as exc:
+        out(f"    peg-in crediting: not measured: {exc}")
+        return None
+    count = 100 if options.quick else 1000
+    secrets_ = [hashlib.sha256(b"bench pegin member %d" % i).digest() for i in range(3)]
+    federation = Federation(tuple(PrivateKey(s).public_key_xonly.format() for s in secrets_))
+    faucet = TaprootKey(hashlib.sha256(b"bench pegin faucet").digest())
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="alys-bench-peg-") as tmp:
+        work = Path(tmp)
+        try:
+            port, user, password = _free_port(), "bench", secrets.token_urlsafe(12)
+            (work / "btcd.conf").write_text("")
+            with open(work / "btcd.log", "ab") as log:
+                procs.append(subprocess.Popen(
+                    btcd_command(binary, work / "btcd", work / "btcd-logs", work / "btcd.conf",
+                                 user, password, port, faucet.address, work / "rpc.cert",
+                                 work / "rpc.key"),
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            btc = BtcdRpc(f"http://127.0.0.1:{port}", user, password)
+            btc.wait_ready(60.0)
+            btc.ensure_taproot()
+            btc.generate(101)
+            # One coinbase fanned out into `count` coins of the faucet's, then one deposit
+            # from each, to `count` EVM addresses.
+            cb_txid = btc.rpc("getblock", btc.rpc("getblockhash", 1), 1)["tx"][0]
+            each = PEGIN_DEPOSIT_SATS + 10_000
+            fan = faucet.spend(OutPoint(bytes.fromhex(cb_txid)[::-1], 0), 50 * 10**8,
+                               [TxOut(each, faucet.script_pubkey)] * count
+                               + [TxOut(50 * 10**8 - each * count - 200_000,
+                                        faucet.script_pubkey)])
+            btc.send(fan)
+            btc.generate(1)
+            deposits = [deposit_transaction(faucet, OutPoint(fan.txid(), i), each,
+                                            federation.script_pubkey, PEGIN_DEPOSIT_SATS,
+                                            b"\xbe" + hashlib.sha256(b"%d" % i).digest()[:19],
+                                            fee=5_000)
+                        for i in range(count)]
+            start_height = btc.rpc("getblockcount") + 1
+            rpc_port, metrics_port = _free_port(), _free_port()
+            keys = json.dumps([k.hex() for k in federation.keys])
+            sets = [f'data_dir="{work / "node"}"', f"rpc.port={rpc_port}",
+                    f"metrics.port={metrics_port}", "eth_rpc.enabled=false",
+                    f"chain.slot_duration_ms={PEGIN_SLOT_MS}",
+                    f"chain.federation_bitcoin_keys={keys}", "bridge.enabled=true",
+                    f'bridge.bitcoin_url="http://127.0.0.1:{port}"',
+                    f'bridge.bitcoin_user="{user}"', f'bridge.bitcoin_password="{password}"',
+                    f"bridge.confirmations={PEGIN_CONFIRMATIONS}", "bridge.poll_interval=0.2",
+                    f"bridge.start_height={start_height}"]
+            command = [sys.executable, "-m", "node", "boot", "--dev-miner"]
+            for item in sets:
+                command += ["--set", item]
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+            with open(work / "node.log", "ab") as log:
+                procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env))
+            rpc_url = f"http://127.0.0.1:{rpc_port}"
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+            def head() -> int:
+                reply = httpx.post(rpc_url, json={"method": "getchainstatus", "params": [],
+                                                  "id": 1}, timeout=10).json()
+                return int(reply["result"]["head"]["height"])
+
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    if head() >= 2:
+                        break
+                except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                    pass
+                if time.monotonic() > deadline or procs[-1].poll() is not None:
+                    raise RuntimeError("the node did not produce; see " + str(work / "node.log"))
+                time.sleep(0.2)
+            for tx in deposits:
+                btc.send(tx)
+            mined = btc.generate(1)
+            assert not btc.rpc("getrawmempool"), "btcd left deposits out of the block"
+            assert len(btc.rpc("getblock", mined[0], 1)["tx"]) == count + 1
+            btc.generate(PEGIN_CONFIRMATIONS - 1)
+            t0 = time.perf_counter()
+            first_head = head()
+            confirmed_at: float | None = None
+            while True:
+                text = httpx.get(metrics_url, timeout=10).text
+                if confirmed_at is None and _metric(text, "confirmed") >= count:
+                    confirmed_at = time.perf_counter() - t0
+                if _metric(text, "credited") >= count:
+                    break
+                if time.perf_counter() - t0 > 600 or procs[-1].poll() is not None:
+                    raise RuntimeError(f"{_metric(text, 'credited')} of {count} credited in "
+                                       f"600 s; see {work / 'node.log'}")
+                time.sleep(0.05)
+            seconds = time.perf_counter() - t0
+            last_head = head()
+            per_block: list[int] = []
+            for height in range(first_head, last_head + 1):
+                block = httpx.post(rpc_url, json={"method": "getblockbyheight",
+                                                  "params": [height], "id": 1},
+                                   timeout=10).json()["result"]
+                if block and block["pegins"]:
+                    per_block.append(len(block["pegins"]))
+            assert sum(per_block) == count, per_block
+            tip = btc.rpc("getblockcount")
+            raw_blocks = []
+            for height in range(start_height, tip + 1):
+                block_hash = btc.rpc("getblockhash", height)
+                raw_blocks.append((height, bytes.fromhex(block_hash)[::-1],
+                                   btc.rpc("getblock", block_hash, 0)))
+        finally:
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+    baseline = _pegin_rules_baseline(raw_blocks, federation.script_pubkey, tip)
+    assert baseline["deposits"] == count and baseline["blocks"] == len(per_block)
+    return {"deposits": count, "distinct_addresses": count, "slot_ms": PEGIN_SLOT_MS,
+            "confirmations": PEGIN_CONFIRMATIONS, "seconds_to_all_credited": seconds,
+            "seconds_to_all_confirmed_in_bridge": confirmed_at,
+            "crediting_blocks": len(per_block), "max_per_block": max(per_block),
+            "credited_per_second": count / seconds,
+            "seconds_per_crediting_block": seconds / len(per_block),
+            "rules_only": baseline}
 
 
 def run(options: Options) -> dict[str, Any]:
@@ -140,7 +351,20 @@ def run(options: Options) -> dict[str, Any]:
     out("    (sign: one member's sighashes + signatures; raw sign: BIP340 over the same "
         "sighashes only; btclib: the same in btclib's pure-Python ssa.sign_)")
     pegin = pegin_figures(options)
-    out("    peg-in crediting: not measured yet (the peg-in work adds it)" if pegin is None
-        else f"    peg-in crediting: {pegin}")
+    if pegin is not None:
+        rules = pegin["rules_only"]
+        out(f"peg-in crediting: {pegin['deposits']} deposits to as many EVM addresses, one "
+            f"Bitcoin block, {pegin['confirmations']} confirmations, "
+            f"{pegin['slot_ms']} ms slots, one authority")
+        out(f"    node: all credited {pegin['seconds_to_all_credited']:.1f} s after the "
+            f"confirming Bitcoin block (all confirmed in the bridge after "
+            f"{pegin['seconds_to_all_confirmed_in_bridge']:.2f} s), in "
+            f"{pegin['crediting_blocks']} blocks of at most {pegin['max_per_block']}: "
+            f"{pegin['credited_per_second']:.1f} peg-ins/s, "
+            f"{pegin['seconds_per_crediting_block']:.2f} s per crediting block")
+        out(f"    rules only (same raw blocks, no actor/storage/RPC/slots): scan "
+            f"{rules['scan_seconds'] * 1e3:.1f} ms, scan + {rules['blocks']} blocks of "
+            f"select/withdrawals/credit {rules['seconds'] * 1e3:.1f} ms: "
+            f"{rules['per_second']:,.0f} peg-ins/s")
     return {"fee_rate_sat_per_kvb": FEE_RATE, "utxo_pool": POOL, "pegout": figures,
             "pegin": pegin}

@@ -1,5 +1,6 @@
 """``python -m node boot|check|tree|key|status [supervision.toml] [--config FILE]
-[--set key=value] [--dev-miner]``, ``python -m node devnet [N]`` and
+[--set key=value] [--dev-miner]``, ``python -m node devnet [N]``,
+``python -m node deposit 0xADDRESS BTC`` and
 ``python -m node --version``.
 
 Loads the layered configuration (defaults < TOML file < ``ALYS_*`` environment < ``--set``),
@@ -11,7 +12,9 @@ With no other configuration this is a single-authority dev chain in ``./.alys``.
 * ``status`` asks a running node (its RPC and metrics ports, from the same configuration)
   for its head, finalized block, sync state and the restarts of each actor.
 * ``devnet N`` writes the configs of N authorities on loopback and runs them as child
-  processes until Ctrl-C (:mod:`node.devnet`).
+  processes until Ctrl-C (:mod:`node.devnet`); ``--bitcoin`` adds a regtest btcd and the
+  peg-in bridge.
+* ``deposit 0xADDRESS BTC`` sends a peg-in deposit on such a devnet's btcd.
 * ``boot --stop-on-stdin-eof`` stops the node in order when its stdin reaches end of file:
   a parent that holds the other end of a pipe (the devnet) takes its nodes with it when it
   ends, however it ends.
@@ -81,9 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     text = "run N authorities on 127.0.0.1 as child processes until Ctrl-C"
     devnet.add_arguments(sub.add_parser("devnet", help=text, description=text))
+    text = "send a peg-in deposit on a devnet's btcd (python -m node devnet --bitcoin)"
+    devnet.add_deposit_arguments(sub.add_parser("deposit", help=text, description=text))
     args = parser.parse_args(argv)
     if args.command == "devnet":
         return devnet.run(args)
+    if args.command == "deposit":
+        return devnet.deposit_main(args)
     sets = list(args.set) + (["miner.enabled=true"] if args.dev_miner else [])
     try:
         config = load_config(args.config, os.environ, sets)

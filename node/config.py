@@ -289,6 +289,17 @@ class BridgeConfig:
     #: The most Bitcoin blocks scanned in one poll (a long backlog is taken in steps, so the
     #: actor keeps answering the chain in between).
     max_blocks_per_poll: int = attrs.field(default=200, validator=_positive)
+    #: Peg-out (the FederationActor). This node's federation member key: a file holding the
+    #: 32-byte Bitcoin secret key in hex, like ``keys/authority.key``; empty means
+    #: ``<data_dir>/keys/bitcoin.key``. A node without the file, or whose key is not one of
+    #: ``chain.federation_bitcoin_keys``, checks and broadcasts peg-outs but does not sign.
+    #: Never generated: a member's key is chosen when the federation is formed.
+    bitcoin_key_file: str = ""
+    #: Confirmations after which a broadcast peg-out is ``confirmed``.
+    pegout_confirmations: int = attrs.field(default=2, validator=_positive)
+    #: The highest fee rate (sat/vB) a proposal may pay for the recipients; a proposal
+    #: above it is refused. Proposals use ``estimatesmartfee 1`` (fallback 2 sat/vB).
+    pegout_max_fee_rate: int = attrs.field(default=500, validator=_positive)
 
     @bitcoin_cookie_file.validator
     def _auth(self, attribute: Any, value: str) -> None:

@@ -120,3 +120,23 @@ PEGIN_BITCOIN_TIP = Gauge("alys_pegin_bitcoin_tip", "Bitcoin's best height as th
                           "last saw it", registry=REGISTRY)
 PEGIN_CREDITED_BLOCKS = Counter("alys_pegin_credited_in_blocks", "Peg-ins credited by "
                                 "blocks this node imported", registry=REGISTRY)
+#: Peg-outs (the FederationActor).
+PEGOUT_REQUESTS = Counter("alys_pegout_requests", "Peg-out requests that reached a state "
+                          "(requested, proposed, signed, broadcast, confirmed), by state",
+                          ["state"], registry=REGISTRY)
+PEGOUT_REFUSED = Counter("alys_pegout_refused", "Burns in the bridge contract the federation "
+                         "does not pay (below the minimum, an address it cannot pay)",
+                         registry=REGISTRY)
+PEGOUT_PROPOSALS = Counter("alys_pegout_proposals", "Peg-out proposals by what became of "
+                           "them on this node (proposed, signed, broadcast, confirmed)",
+                           ["state"], registry=REGISTRY)
+PEGOUT_BAD_SIGNATURES = Counter("alys_pegout_bad_signatures", "Peg-out signature sets from "
+                                "peers that did not verify", registry=REGISTRY)
+PEGOUT_REFUSED_BLOCKS = Counter("alys_pegout_refused_blocks", "Blocks refused for their "
+                                "peg-out proposal or finalized peg-outs", registry=REGISTRY)
+PEGOUT_OPEN = Gauge("alys_pegout_open_requests", "Peg-out requests no proposal pays yet",
+                    registry=REGISTRY)
+PEGOUT_COINS = Gauge("alys_pegout_federation_sats", "Satoshis in the federation's coins as "
+                     "the peg-out book tracks them", registry=REGISTRY)
+PEGOUT_SIGN_SECONDS = Histogram("alys_pegout_sign_seconds", "Time to sign the open proposals "
+                                "when PoW is queued", registry=REGISTRY)

@@ -140,7 +140,7 @@ def _wiring(node: SimNode, net: MemoryNetwork,
         "node.actors.engine:EngineActor": {"storage": a("storage")},
         "node.actors.chain:ChainActor": {
             "storage": a("storage"), "engine": a("engine"), "network": a("network"),
-            "bridge": a("bridge"), "bus_prefix": node.prefix},
+            "bridge": a("bridge"), "federation": a("federation"), "bus_prefix": node.prefix},
         "node.actors.auxpow:AuxPowActor": {"chain_actor": a("chain")},
         "node.actors.miner:DevMinerActor": {"auxpow": a("auxpow")},
         "node.actors.network:NetworkActor": {
@@ -148,6 +148,9 @@ def _wiring(node: SimNode, net: MemoryNetwork,
             "bus_prefix": node.prefix},
         # Disabled unless the settings enable it (it then needs a Bitcoin node to poll).
         "node.actors.bridge:BridgeActor": {"storage": a("storage")},
+        "node.actors.federation:FederationActor": {
+            "storage": a("storage"), "engine": a("engine"), "network": a("network"),
+            "bus_prefix": node.prefix},
         "node.actors.sync:SyncActor": {
             "network_actor": a("network"), "chain_actor": a("chain"), "bus_prefix": node.prefix,
             "verifier": verifier()},

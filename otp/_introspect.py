@@ -77,7 +77,7 @@ def _snapshot(proc: _Process, child: Any = None) -> ProcessSnapshot:
         behaviour=proc.cls.__qualname__,
         status=STATUS_NAMES[proc.status],
         restarts=child.restarts if child is not None else 0,
-        mailbox_depth=len(proc.queue),
+        mailbox_depth=len(proc.queue) if proc.queue else 0,
         messages_handled=proc.handled,
         histogram=tuple(proc.hist) if proc.hist else _EMPTY_HIST,
         strategy=strategy,
@@ -161,7 +161,7 @@ class OtpCollector:
             values = [repr(proc.pid), "" if proc.name is None else str(proc.name),
                       proc.cls.__qualname__]
             handled.add_metric(values, proc.handled)
-            depth.add_metric(values, len(proc.queue))
+            depth.add_metric(values, len(proc.queue) if proc.queue else 0)
             dropped.add_metric(values, proc.dropped)
             cumulative = 0
             buckets: list[tuple[str, float]] = []

@@ -117,7 +117,9 @@ class Inbox:
     def __init__(self, mailbox: Mailbox) -> None:
         self.capacity = mailbox.capacity
         self.overflow = mailbox.overflow
-        self.queue: deque[Envelope] = deque()
+        #: Created by the first message: an idle process keeps none (one object less for
+        #: the garbage collector to track per process).
+        self.queue: deque[Envelope] | None = None
         self.sysq: deque[Any] | None = None  # created by the first system message
         self.blocked: deque[list[Any]] | None = None
         self.waiting = False
@@ -145,6 +147,8 @@ class Inbox:
         if traced and self.hook is not None:
             return self.hook(self.pid, env)
         queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
         if len(queue) < self.capacity and not self.blocked:
             queue.append(env)
             if self.waiting:
@@ -169,7 +173,10 @@ class Inbox:
         """Append to the user queue regardless of capacity (monitor and exit notices)."""
         if self.status == DEAD:
             return
-        self.queue.append(env)
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append(env)
         self._wake()
 
     def system(self, item: Any) -> None:
@@ -192,14 +199,15 @@ class Inbox:
     def unblock(self) -> None:
         """Move the first blocked message that is still wanted into the user queue."""
         blocked = self.blocked
-        assert blocked is not None
+        queue = self.queue
+        assert blocked is not None and queue is not None  # senders block only on a full queue
         while blocked:
             env, task = blocked.popleft()
             if task is GAVE_UP:
                 continue
             if env.kind is Kind.CALL and env.state != PENDING:
                 continue
-            self.queue.append(env)
+            queue.append(env)
             if task is not None:
                 reschedule(task, WOKEN)
             return
@@ -208,7 +216,7 @@ class Inbox:
         return MailboxStatistics(
             capacity=self.capacity,
             overflow=self.overflow,
-            depth=len(self.queue),
+            depth=len(self.queue) if self.queue else 0,
             system_depth=len(self.sysq) if self.sysq else 0,
             blocked_senders=len(self.blocked) if self.blocked else 0,
             dropped=self.dropped,

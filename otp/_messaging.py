@@ -202,7 +202,8 @@ async def _deliver(target: Any, message: Any, kind: Kind, missing_ok: bool) -> N
         offset = rt.clock_offset
         env.sent_at = rt.now() if offset is None else offset + perf_counter()
         queue = proc.queue
-        if proc.hook is None and len(queue) < proc.capacity and not proc.blocked:
+        if (proc.hook is None and queue is not None and len(queue) < proc.capacity
+                and not proc.blocked):
             # Inbox.offer's fast path, inline: room, no tracer, nobody waiting before us.
             queue.append(env)
             if proc.waiting:

@@ -27,9 +27,9 @@ from typing import Any, Final
 import attrs
 import outcome
 import trio
-from trio.lowlevel import Abort, Task, reschedule
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from ._envelope import Envelope, From, Kind, _context, current_envelope
+from ._envelope import Envelope, Expired, From, Kind, _context, current_envelope
 from ._errors import CallError, NoProcess, OtpError
 from ._genserver import GenServer
 from ._mailbox import GAVE_UP, Inbox, Mailbox, MailboxStatistics
@@ -114,8 +114,8 @@ class _Process(Inbox):
         "cls",
         "current",
         "deferred",
-        "exit_event",
         "exit_reason",
+        "exit_waiters",
         "hist",
         "hist_ns",
         "kill_reason",
@@ -159,7 +159,8 @@ class _Process(Inbox):
         #: Calls whose handler returned NoReply and that still wait for otp.reply.
         self.deferred: dict[From, None] | None = None
         self.cleanups: dict[Callable[[_Process], None], None] | None = None
-        self.exit_event: trio.Event | None = None
+        #: Tasks waiting for the exit (wait_dead), each parked on a From that _die answers.
+        self.exit_waiters: dict[From, None] | None = None
         #: The task waiting in otp.start for init to finish (None once it was told).
         self.starter: Task | None = None
         #: The process the starter links the new one to (start_link): unlinked if the start
@@ -215,8 +216,14 @@ class _Process(Inbox):
             return
         if self.kill_reason is None:
             self.kill_reason = reason
-        if self.scope is not None:
-            self.scope.cancel()
+        scope = self.scope
+        if scope is not None:
+            scope.cancel()
+        elif self.waiting:
+            # Idle without a scope (otp._loop.run): only otp's own wait can be interrupted,
+            # and the process reads kill_reason when it wakes. (Busy without a scope, it is
+            # running an init that cannot suspend, and reads it when that returns.)
+            self._wake()
 
     def signal_exit(self, sender: Pid | None, reason: Any) -> None:
         """Deliver an exit signal from ``sender`` (see the module docs)."""
@@ -250,13 +257,32 @@ class _Process(Inbox):
 
     # -- waiting and stopping ----------------------------------------------------------------
 
-    async def wait_dead(self) -> None:
+    async def wait_dead(self, timeout: float = INFINITY) -> bool:
+        """Wait until the process has exited, for at most ``timeout`` seconds (> 0); whether
+        it has.
+
+        The wait is a call envelope the runtime's timer task fails after ``timeout``, as a
+        call's deadline is kept: no cancel scope per wait (a shutdown waits on every process
+        it stops)."""
         if self.status == DEAD:
             await trio.lowlevel.checkpoint()
-            return
-        if self.exit_event is None:
-            self.exit_event = trio.Event()
-        await self.exit_event.wait()
+            return True
+        rt = self.runtime
+        now = rt.now()
+        waiter = From(None, _CALL, 0, 0, None, None, now, current_task())
+        if timeout != INFINITY:
+            rt.timers.add_call(waiter, timeout, now)
+        waiters = self.exit_waiters
+        if waiters is None:
+            waiters = self.exit_waiters = {}
+        waiters[waiter] = None
+        try:
+            await wait_task_rescheduled(waiter)
+        except Expired:
+            return False
+        finally:
+            waiters.pop(waiter, None)
+        return True
 
     def default_shutdown(self) -> float:
         return INFINITY if self.cls._otp_supervisor else 5.0
@@ -271,11 +297,8 @@ class _Process(Inbox):
             self.kill("killed")
         else:
             self.system(StopRequest("shutdown"))
-            if timeout != INFINITY:
-                with trio.move_on_after(timeout):
-                    await self.wait_dead()
-                if self.status != DEAD:
-                    self.kill("killed")
+            if timeout != INFINITY and not await self.wait_dead(timeout):
+                self.kill("killed")
         await self.wait_dead()
 
     def add_cleanup(self, fn: Callable[[_Process], None]) -> None:
@@ -306,7 +329,7 @@ class _Process(Inbox):
 
     def _fail_pending(self, reason: Any) -> None:
         pid = self.pid
-        for env in self.queue:
+        for env in self.queue or ():
             if env.kind is _CALL:
                 env._fail(CallError(pid, reason))  # type: ignore[attr-defined]
         for item in self.sysq or ():
@@ -348,7 +371,7 @@ class _Process(Inbox):
             current._fail(CallError(pid, reason))  # type: ignore[attr-defined]
         self.current = None
         self._fail_pending(reason)
-        self.queue.clear()
+        self.queue = None
         self.sysq = None
         rt.procs.pop(pid.id, None)
         rt.roots.pop(pid, None)
@@ -385,8 +408,10 @@ class _Process(Inbox):
             tracer.exited(pid, reason)
         if self.parent is not None:
             self.parent.system(ChildExited(self, reason))
-        if self.exit_event is not None:
-            self.exit_event.set()
+        if self.exit_waiters:
+            waiters, self.exit_waiters = self.exit_waiters, None
+            for waiter in waiters:
+                waiter._reply(None)
         self.server = None
 
 

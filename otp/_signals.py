@@ -79,11 +79,12 @@ def demonitor(ref: int, flush: bool = False) -> bool:
     proc = watcher.monitors.pop(ref, None) if watcher.monitors else None
     if proc is not None and proc.monitored_by:
         proc.monitored_by.pop(ref, None)
-    if flush:
-        for env in list(watcher.queue):
+    queue = watcher.queue
+    if flush and queue:
+        for env in list(queue):
             msg = env.message
             if type(msg) is Down and msg.ref == ref:
-                watcher.queue.remove(env)
+                queue.remove(env)
     return proc is not None
 
 

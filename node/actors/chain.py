@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 import otp
@@ -50,6 +51,7 @@ from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
 from ..integration.engine import EngineUnavailable, PayloadStatusError
 from ..messages import bridge as bridge_msgs
 from ..messages import engine as engine_msgs
+from ..messages import federation as federation_msgs
 from ..messages import storage as storage_msgs
 from ..messages.chain import (
     BLOCKS_TOPIC,
@@ -109,6 +111,11 @@ ENGINE_CALL_MARGIN = 10.0
 BRIDGE_WAIT = 1.0
 #: How long verifying a block's peg-ins may take (the bridge may ask Bitcoin).
 BRIDGE_VERIFY_WAIT = 15.0
+#: How long production waits for the federation's peg-out fields before producing without.
+FEDERATION_WAIT = 3.0
+#: How long verifying a block's peg-out fields may take (the federation may ask Bitcoin and
+#: read receipts of blocks it has not applied yet).
+FEDERATION_VERIFY_WAIT = 30.0
 
 
 def load_or_create_key(path: Path) -> bls.SecretKey:
@@ -160,6 +167,7 @@ class ChainActor(otp.GenServer):
         network: str = "network",
         bus_prefix: str = "",
         bridge: str = "bridge",
+        federation: str = "federation",
     ) -> None:
         """``clock`` gives unix milliseconds (default: :func:`now_ms`, the runtime's wall
         clock); a test may pass its own. ``engine_config`` (the ``engine`` section) sets
@@ -179,6 +187,9 @@ class ChainActor(otp.GenServer):
         self.bridge = bridge
         #: Why the last block was produced without the bridge's peg-ins (one log line each way).
         self.pegins_away: str | None = None
+        #: The FederationActor (peg-outs); production goes on without it.
+        self.federation_actor = federation
+        self.pegouts_away: str | None = None
         self.prefix = bus_prefix
         self.synced = synced
         self.clock = clock or now_ms
@@ -487,6 +498,7 @@ class ChainActor(otp.GenServer):
             withdrawals=tuple(withdrawals),
         ))
         block = rules.new_block(state.head, slot, payload, pow_header, list(pegins))
+        block = await self._with_pegouts(block, state.head.ref())
         signed = rules.sign_block(block, self.key, self.index)
         needed = rules.required_approvals(len(self.authorities))
         if signed.signature.count() < needed:
@@ -503,7 +515,7 @@ class ChainActor(otp.GenServer):
                 self._log_waiting()
                 return None
             signed = ready
-        ref = await self._import(signed, produced=True, pegins=pegins)
+        ref = await self._import(signed, produced=True, pegins=pegins, pegouts_checked=True)
         metrics.BLOCKS_PRODUCED.inc()
         return ref
 
@@ -511,13 +523,16 @@ class ChainActor(otp.GenServer):
 
     async def _import(self, signed: SignedConsensusBlock, produced: bool = False,
                       signature_checked: bool = False,
-                      pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None) -> BlockRef:
+                      pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None,
+                      pegouts_checked: bool = False) -> BlockRef:
         """``pegins``: the block's peg-ins as its producer (this node) verified them; None:
-        verify them (:meth:`_verify_pegins`)."""
+        verify them (:meth:`_verify_pegins`). ``pegouts_checked``: the block's peg-out fields
+        came from this node's FederationActor (else :meth:`_verify_pegouts`)."""
         started = time.perf_counter()
         await self._reconcile()
         state = self.state
-        new = await self._execute(signed, signature_checked, pegins=pegins)
+        new = await self._execute(signed, signature_checked, pegins=pegins,
+                                  pegouts_checked=pegouts_checked)
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
         try:
@@ -535,14 +550,15 @@ class ChainActor(otp.GenServer):
 
     async def _execute(self, signed: SignedConsensusBlock, signature_checked: bool,
                        pending: dict[bytes, SignedConsensusBlock] | None = None,
-                       pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None
-                       ) -> rules.ChainState:
+                       pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None,
+                       pegouts_checked: bool = False) -> rules.ChainState:
         """Validate ``signed`` on the head and have the engine execute and commit its
         payload; the chain state after it (not adopted, not stored). ``pending``: blocks
         imported before it but not stored yet (an AuxPoW header may end its range at one;
         a peg-in one of them credits is credited already). ``pegins``: the block's peg-ins
         as its producer (this node) verified them; None: verify them
-        (:meth:`_verify_pegins`)."""
+        (:meth:`_verify_pegins`). ``pegouts_checked``: its peg-out fields came from this
+        node's FederationActor (else :meth:`_verify_pegouts`)."""
         state = self.state
         block = signed.message
         if block.parent_hash != state.head.hash():
@@ -559,6 +575,8 @@ class ChainActor(otp.GenServer):
             pegins = await self._verify_pegins(block)
         rules.validate_block(signed, state.head, self._context(pegins),
                              signature_checked=signature_checked)
+        if not pegouts_checked:
+            await self._verify_pegouts(block, state.head.ref())
         range_end = None
         finalized_payload = state.finalized_payload
         if block.auxpow_header is not None:
@@ -600,7 +618,9 @@ class ChainActor(otp.GenServer):
         """Sync's import: each block validated and executed in turn, then every block up to
         the first refused one stored in one synced batch (``PutBlocks``: all or none), and
         only then adopted and announced. A kill before the write leaves the engine ahead of
-        the stored head, which its restart path moves back."""
+        the stored head, which its restart path moves back. A block carrying peg-out fields
+        is imported only first in a call (the federation checks them on the chain it has
+        followed): the call stops before it, with no error, and the next one starts there."""
         started = time.perf_counter()
         await self._reconcile()
         saved = self.state, self.queued, self.bits
@@ -609,6 +629,12 @@ class ChainActor(otp.GenServer):
         puts: list[storage_msgs.PutBlock] = []
         error: Exception | None = None
         for signed in blocks:
+            message = signed.message
+            if done and (message.pegout_payment_proposal is not None
+                         or message.finalized_pegouts):
+                # The federation checks peg-outs against the chain it has followed: their
+                # block waits for the next call, after this batch is stored and announced.
+                break
             before = self.state
             try:
                 new = await self._execute(signed, signature_checked, pending)
@@ -705,6 +731,63 @@ class ChainActor(otp.GenServer):
             logger.info("the bridge did not hear of %d credited peg-ins (it reads them from "
                         "storage at its next start)", len(msg.claimed))
 
+    # -- peg-outs (the FederationActor; node.workflows.pegout_book) ---------------------------
+
+    async def _with_pegouts(self, block: ConsensusBlock, parent: BlockRef) -> ConsensusBlock:
+        """``block`` with the peg-out fields the federation gives for it: a proposal of the
+        open requests, and for an AuxPoW block the signed peg-outs no block carried yet.
+        Without the federation (disabled, away, slower than :data:`FEDERATION_WAIT`) the
+        block has none, with a log line (and one more when it answers again)."""
+        if otp.whereis(self.federation_actor) is None:
+            await trio.lowlevel.checkpoint()
+            return block
+        try:
+            fields: federation_msgs.PegOutsForBlock = await otp.call(
+                self.federation_actor, federation_msgs.GetPegOutsForBlock(
+                    parent, block.auxpow_header is not None), timeout=FEDERATION_WAIT)
+        except CALL_FAILURES as exc:
+            if self.pegouts_away is None:
+                logger.warning("block #%d and those after it are produced without peg-outs: "
+                               "the federation does not answer (%s)", parent.height + 1, exc)
+            self.pegouts_away = str(exc)
+            return block
+        if self.pegouts_away is not None:
+            logger.info("the federation answers again: block #%d carries peg-outs",
+                        parent.height + 1)
+            self.pegouts_away = None
+        if fields.proposal is None and not fields.finalized:
+            return block
+        return attrs.evolve(block, pegout_payment_proposal=fields.proposal,
+                            finalized_pegouts=fields.finalized)
+
+    async def _verify_pegouts(self, block: ConsensusBlock, parent: BlockRef) -> None:
+        """Check the peg-out fields of ``block`` with the federation (rule ``pegouts``;
+        ``pegouts-unverifiable`` when it cannot tell: not the block's fault). A block without
+        them costs nothing."""
+        if block.pegout_payment_proposal is None and not block.finalized_pegouts:
+            return
+        try:
+            verdict: federation_msgs.PegOutVerdict = await sibling.call(
+                self.federation_actor, federation_msgs.VerifyPegOuts(
+                    parent, block.pegout_payment_proposal, block.finalized_pegouts,
+                    block.auxpow_header is not None),
+                timeout=FEDERATION_VERIFY_WAIT, wait=0.0)
+        except CALL_FAILURES as exc:
+            raise rules.BlockError("pegouts-unverifiable", f"the block carries peg-outs and "
+                                   f"the federation cannot check them ({exc})") from None
+        if verdict.problem is not None:
+            rule = "pegouts-unverifiable" if verdict.unverifiable else "pegouts"
+            logger.warning("block #%d on %s refused for its peg-outs: %s", parent.height + 1,
+                           parent.hash.hex()[:16], verdict.problem)
+            raise rules.BlockError(rule, verdict.problem)
+
+    def _tell_federation_pow(self) -> None:
+        """PoW is queued: federation members sign the open proposals now."""
+        try:
+            otp.cast_nowait(self.federation_actor, federation_msgs.SignPegOuts())
+        except (trio.WouldBlock, *CALL_FAILURES):
+            pass  # no federation here (disabled, restarting): the next PoW signs
+
     # -- calls --------------------------------------------------------------------------------
 
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
@@ -726,6 +809,7 @@ class ChainActor(otp.GenServer):
                 self.queued = header
                 await self._persist_queued(header)
                 self._gossip(QUEUE_POW, header)  # whoever produces next uses it
+                self._tell_federation_pow()
                 return None
             case ImportBlock(block):
                 try:
@@ -874,10 +958,11 @@ class ChainActor(otp.GenServer):
             rules.validate_block(block, state.head,
                                  self._context(await self._verify_pegins(block.message)),
                                  require_approvals=False)
+            await self._verify_pegouts(block.message, state.head.ref())
         except rules.BlockError as exc:
             await trio.lowlevel.checkpoint()
             # Our clock may lag, our bridge may be away: not the peer's fault.
-            if exc.rule not in ("future-slot", "pegins-unverifiable"):
+            if exc.rule not in ("future-slot", "pegins-unverifiable", "pegouts-unverifiable"):
                 self._report(peer, Offence.INVALID_BLOCK, f"block #{block.height}: {exc}")
             logger.info("block #%d %s from %s refused: %s", block.height,
                         block.hash().hex()[:16], peer, exc)
@@ -927,3 +1012,4 @@ class ChainActor(otp.GenServer):
             return
         self.queued = header
         await self._persist_queued(header)
+        self._tell_federation_pow()

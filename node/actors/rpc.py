@@ -17,7 +17,10 @@ before it gets here):
 ``getpegstatus``       ``txid`` or ``[txid]`` (a Bitcoin txid as Bitcoin tools show it) ->
                        the peg-in's state, amount, EVM address, Bitcoin block and crediting
                        block; ``refused`` with the reason for a payment that is no peg-in;
-                       null when the node knows nothing of it
+                       null when the node knows nothing of it. With a ``0x``-prefixed EVM
+                       transaction hash: the peg-out(s) it requested — state (requested,
+                       proposed, signed, broadcast, confirmed, or refused with the reason),
+                       amount, destination, proposal txid, Bitcoin txid and confirmations
 =====================  ====================================================================
 
 Requests are answered by the HTTP server's tasks, concurrently: a block query goes straight
@@ -78,10 +81,20 @@ from ..rpc import (
     u64,
 )
 from ..types.chain import AuxPowHeader, SignedConsensusBlock
+from ..types.pegout_book import PegOutState
 from ..workflows.federation import Federation
+from ..workflows.pegout_book import request_state
 from . import sibling
 
 logger = logging.getLogger("alys.rpc")
+
+
+def peg_id(value: Any, where: str) -> tuple[bool, bytes]:
+    """``getpegstatus``'s parameter: a 32-byte hash; ``0x``-prefixed it is an EVM
+    transaction hash (a peg-out), bare a Bitcoin txid in display order (a peg-in)."""
+    digest = hash32(value, where)
+    return (isinstance(value, str) and value[:2] in ("0x", "0X"), digest)
+
 
 #: Bitcoin Core's codes for the errors submitauxblock can give.
 RPC_INVALID_PARAMETER = -8
@@ -105,8 +118,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("getsyncstatus", doc="[] -> {synced, currentBlock, highestBlock, blocksPerSecond, "
            "peers}"),
     Method("getdepositaddress", doc="[] -> the federation's Bitcoin address (peg-ins)"),
-    Method("getpegstatus", (Param("txid", hash32),), bare=True,
-           doc="txid or [txid] -> the peg-in's state, amount, addresses and blocks, or null"),
+    Method("getpegstatus", (Param("txid", peg_id),), bare=True,
+           doc="txid or [txid] -> the peg-in's state, amount, addresses and blocks, or null; "
+               "0x<EVM tx hash> -> its peg-outs' states, amounts, destinations and Bitcoin "
+               "transactions, or null"),
 )}
 
 
@@ -145,6 +160,38 @@ def block_json(signed: SignedConsensusBlock | None) -> dict[str, Any] | None:
         "approvals": {"bitfield": signed.signature.bitfield,
                       "signature": signed.signature.signature.hex()},
     }
+
+
+def pegout_status_json(tx_hash: bytes, status: storage_msgs.PegOutStatus
+                       ) -> dict[str, Any] | None:
+    """``getpegstatus``'s answer for an EVM transaction hash: each peg-out it requested
+    (``requests``, by log index; the first one's fields also at the top), Bitcoin txids in
+    display order."""
+    items: list[dict[str, Any]] = []
+    for record, proposal in status.requests:
+        state = request_state(record, proposal)
+        signed = proposal is not None and proposal.included_height is not None and \
+            state in (PegOutState.BROADCAST, PegOutState.CONFIRMED)
+        items.append({
+            "log_index": record.request.log_index,
+            "state": state.value,
+            "amount_sats": record.request.amount,
+            "destination": record.address,
+            "evm_address": "0x" + record.evm_address.hex(),
+            "requested_height": record.height,
+            "proposal_txid": None if proposal is None else proposal.txid[::-1].hex(),
+            "proposal_height": None if proposal is None else proposal.height,
+            "bitcoin_txid": proposal.txid[::-1].hex() if signed and proposal else None,
+            "confirmations": proposal.confirmations if signed and proposal else 0,
+        })
+    for refused in status.refused:
+        items.append({"log_index": refused.log_index, "state": "refused",
+                      "reason": refused.reason, "amount_sats": refused.value_sats,
+                      "requested_height": refused.height})
+    if not items:
+        return None
+    items.sort(key=lambda item: int(item["log_index"]))
+    return {"evm_tx_hash": "0x" + tx_hash.hex(), **items[0], "requests": items}
 
 
 def peg_status_json(txid: bytes, status: storage_msgs.PegStatus) -> dict[str, Any] | None:
@@ -430,11 +477,17 @@ class RpcActor(otp.GenServer):
                            "address")
         return encode(self.deposit_address)
 
-    async def getpegstatus(self, txid: bytes) -> bytes:
+    async def getpegstatus(self, key: tuple[bool, bytes]) -> bytes:
         """The peg-in ``txid`` (given in display order, as Bitcoin tools show txids) from
         storage: the BridgeActor's record and the credited-peg-in index (so a validator that
         verified it through Bitcoin, without a record of its own, still says where it was
-        credited)."""
+        credited). A ``0x``-prefixed hash is an EVM transaction's: its peg-outs, from the
+        FederationActor's records."""
+        evm, txid = key
+        if evm:
+            found: storage_msgs.PegOutStatus = await self._ask(
+                self.storage, storage_msgs.GetPegOutStatus(txid))
+            return encode(pegout_status_json(txid, found))
         status: storage_msgs.PegStatus = await self._ask(
             self.storage, storage_msgs.GetPegStatus(txid[::-1]))
         return encode(peg_status_json(txid, status))

@@ -30,6 +30,17 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
                             :class:`node.types.pegin.Refusal`)
 ``m/pegin_scan``            the BridgeActor's rescan height (u64): the next Bitcoin height
                             not yet scanned with enough confirmations
+``o/r/`` + EVM tx hash +    the FederationActor's peg-out request (CBOR of
+log index (u64)             :class:`node.types.pegout_book.PegOutRecord`)
+``o/q/`` + EVM tx hash +    a burn the federation does not pay (CBOR of
+log index (u64)             :class:`node.types.pegout_book.RefusedPegOutRecord`)
+``o/p/`` + txid             a peg-out proposal a block carried (CBOR of
+                            :class:`node.types.pegout_book.ProposalRecord`)
+``o/u/`` + outpoint         a coin of the federation (CBOR of
+                            :class:`node.types.pegout.FederationUtxo`); outpoint = txid
+                            + index (u32)
+``o/x/`` + outpoint         an outpoint a proposal spent (empty value): never offered again
+``m/pegout_cursor``         ref of the last block the peg-out book applied
 ==========================  ======================================================
 
 Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
@@ -82,21 +93,29 @@ from ..messages.storage import (
     GetHead,
     GetLatestAuxPow,
     GetPegIns,
+    GetPegOuts,
+    GetPegOutStatus,
     GetPegStatus,
     GetStats,
     PegInRecords,
+    PegOutRecords,
+    PegOutStatus,
     PegStatus,
     PutApproval,
     PutBlock,
     PutBlocks,
     PutPegIns,
+    PutPegOuts,
     PutQueuedPow,
     Refused,
     StorageStats,
 )
 from ..types import encoding
+from ..types.bitcoin import OutPoint
 from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
 from ..types.pegin import Deposit, Refusal
+from ..types.pegout import FederationUtxo
+from ..types.pegout_book import PegOutRecord, ProposalRecord, RefusedPegOutRecord
 
 logger = logging.getLogger("alys.storage")
 
@@ -108,6 +127,7 @@ KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
 KEY_APPROVAL: Final = b"m/approval"
 KEY_PEGIN_SCAN: Final = b"m/pegin_scan"
+KEY_PEGOUT_CURSOR: Final = b"m/pegout_cursor"
 #: Written by nodes whose embedded engine kept its state here (before the EVM, which keeps
 #: its own database): no longer read, and deleted when the database opens.
 KEY_OLD_ENGINE: Final = b"m/engine"
@@ -140,6 +160,26 @@ def deposit_key(txid: bytes) -> bytes:
 
 def refusal_key(txid: bytes) -> bytes:
     return b"q/" + txid
+
+
+def pegout_request_key(tx_hash: bytes, log_index: int) -> bytes:
+    return b"o/r/" + tx_hash + struct.pack(">Q", log_index)
+
+
+def pegout_refusal_key(tx_hash: bytes, log_index: int) -> bytes:
+    return b"o/q/" + tx_hash + struct.pack(">Q", log_index)
+
+
+def proposal_key(txid: bytes) -> bytes:
+    return b"o/p/" + txid
+
+
+def coin_key(outpoint: OutPoint) -> bytes:
+    return b"o/u/" + outpoint.txid + struct.pack(">I", outpoint.vout)
+
+
+def spent_key(outpoint: OutPoint) -> bytes:
+    return b"o/x/" + outpoint.txid + struct.pack(">I", outpoint.vout)
 
 
 def encode_ref(ref: BlockRef) -> bytes:
@@ -486,6 +526,57 @@ class ChainStore:
                 batch.put(KEY_PEGIN_SCAN, struct.pack(">Q", put.scan_height))
         self.writes += 1
 
+    # -- peg-outs --------------------------------------------------------------------------------
+
+    def _records(self, prefix: bytes, kind: type[Any]) -> list[Any]:
+        out = []
+        for key, raw in self.db.iterator(prefix=prefix):
+            try:
+                out.append(codec.decode(raw, kind))
+            except (codec.CodecError, ValueError, TypeError) as exc:
+                raise StorageCorrupt(key, f"not a {kind.__name__}: {exc}") from None
+        return out
+
+    def pegouts(self) -> PegOutRecords:
+        spent = []
+        for key, _ in self.db.iterator(prefix=b"o/x/"):
+            if len(key) != 4 + 36:
+                raise StorageCorrupt(key, "not an outpoint key")
+            spent.append(OutPoint(key[4:36], struct.unpack(">I", key[36:])[0]))
+        return PegOutRecords(tuple(self._records(b"o/r/", PegOutRecord)),
+                             tuple(self._records(b"o/q/", RefusedPegOutRecord)),
+                             tuple(self._records(b"o/p/", ProposalRecord)),
+                             tuple(self._records(b"o/u/", FederationUtxo)),
+                             tuple(spent), self._ref(KEY_PEGOUT_CURSOR))
+
+    def pegout_status(self, tx_hash: bytes) -> PegOutStatus:
+        requests = []
+        for record in self._records(b"o/r/" + tx_hash, PegOutRecord):
+            proposal = (None if record.proposal is None
+                        else self._record(proposal_key(record.proposal), ProposalRecord))
+            requests.append((record, proposal))
+        return PegOutStatus(tuple(requests),
+                            tuple(self._records(b"o/q/" + tx_hash, RefusedPegOutRecord)))
+
+    def put_pegouts(self, put: PutPegOuts) -> None:
+        """The FederationActor's change in one synced batch (see :class:`PutPegOuts`)."""
+        with self.db.write_batch(sync=True) as batch:
+            for record in put.requests:
+                batch.put(pegout_request_key(*record.id), codec.encode(record))
+            for refusal in put.refused:
+                batch.put(pegout_refusal_key(refusal.evm_tx_hash, refusal.log_index),
+                          codec.encode(refusal))
+            for proposal in put.proposals:
+                batch.put(proposal_key(proposal.txid), codec.encode(proposal))
+            for utxo in put.utxos:
+                batch.put(coin_key(utxo.outpoint), codec.encode(utxo))
+            for outpoint in put.spent:
+                batch.delete(coin_key(outpoint))
+                batch.put(spent_key(outpoint), b"")
+            if put.cursor is not None:
+                batch.put(KEY_PEGOUT_CURSOR, encode_ref(put.cursor))
+        self.writes += 1
+
     def put_queued_pow(self, header: AuxPowHeader | None) -> None:
         if header is None:
             self.db.delete(KEY_QUEUED_POW, sync=True)
@@ -559,6 +650,13 @@ class StorageActor(otp.GenServer):
                 return store.peg_status(txid)
             case PutPegIns():
                 store.put_pegins(request)
+                return None
+            case GetPegOuts():
+                return store.pegouts()
+            case GetPegOutStatus(tx_hash):
+                return store.pegout_status(tx_hash)
+            case PutPegOuts():
+                store.put_pegouts(request)
                 return None
             case GetStats():
                 return StorageStats(store.path, store.head(), store.finalized(), store.writes)

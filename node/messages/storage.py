@@ -17,8 +17,11 @@ import attrs
 import otp
 
 from ..errors import StorageRequestError
+from ..types.bitcoin import OutPoint
 from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
 from ..types.pegin import Deposit, Refusal
+from ..types.pegout import FederationUtxo
+from ..types.pegout_book import PegOutRecord, ProposalRecord, RefusedPegOutRecord
 
 U64_MAX: Final = (1 << 64) - 1
 
@@ -288,3 +291,57 @@ class PegStatus:
     refusal: Refusal | None
     #: The canonical block that credited it, if one did.
     credited: BlockRef | None
+
+
+# -- peg-outs (the FederationActor) ---------------------------------------------------------------
+
+
+@attrs.frozen
+class PutPegOuts(otp.Request["None"]):
+    """The FederationActor's change to its peg-out book, in one synced batch: requests,
+    refusals and proposals new or changed, the federation's coins added, outpoints spent
+    (removed from the coins and remembered as spent), and the block the book is now at (None:
+    unchanged). A crash leaves all of it or none."""
+
+    requests: tuple[PegOutRecord, ...] = attrs.field(default=(),
+                                                    validator=_tuple_of(PegOutRecord))
+    refused: tuple[RefusedPegOutRecord, ...] = attrs.field(
+        default=(), validator=_tuple_of(RefusedPegOutRecord))
+    proposals: tuple[ProposalRecord, ...] = attrs.field(default=(),
+                                                       validator=_tuple_of(ProposalRecord))
+    utxos: tuple[FederationUtxo, ...] = attrs.field(default=(),
+                                                   validator=_tuple_of(FederationUtxo))
+    spent: tuple[OutPoint, ...] = attrs.field(default=(), validator=_tuple_of(OutPoint))
+    cursor: BlockRef | None = attrs.field(default=None,
+                                          validator=_instance(BlockRef, optional=True))
+
+
+@attrs.frozen
+class GetPegOuts(otp.Request["PegOutRecords"]):
+    """The whole stored peg-out book (the FederationActor's state at start)."""
+
+
+@attrs.frozen
+class PegOutRecords:
+    requests: tuple[PegOutRecord, ...]
+    refused: tuple[RefusedPegOutRecord, ...]
+    proposals: tuple[ProposalRecord, ...]
+    utxos: tuple[FederationUtxo, ...]
+    spent: tuple[OutPoint, ...]
+    #: The last block the book applied, or None.
+    cursor: BlockRef | None
+
+
+@attrs.frozen
+class GetPegOutStatus(otp.Request["PegOutStatus"]):
+    """What this node knows of the burns in the EVM transaction ``tx_hash``
+    (``getpegstatus`` with a 0x-prefixed hash)."""
+
+    tx_hash: bytes = attrs.field(validator=_hash32)
+
+
+@attrs.frozen
+class PegOutStatus:
+    #: The transaction's requests with the proposal paying each (None before one does).
+    requests: tuple[tuple[PegOutRecord, ProposalRecord | None], ...]
+    refused: tuple[RefusedPegOutRecord, ...]

@@ -38,12 +38,13 @@ UP_TIMEOUT = 180.0
 PROGRESS_TIMEOUT = 120.0
 #: Seconds a restarted node has to download the few blocks it missed.
 CATCH_UP_TIMEOUT = 60.0
-#: Each --base-port devnet uses ports base .. base + 63.
-PORT_SPAN = 64
+#: Each --base-port devnet uses ports base .. base + 63, and btcd's RPC at base + 64
+#: (``--bitcoin``).
+PORT_SPAN = 65
 
 
 def free_base_port() -> int:
-    """A base port whose 64 ports are free on 127.0.0.1 now (below Linux's ephemeral range,
+    """A base port whose 65 ports are free on 127.0.0.1 now (below Linux's ephemeral range,
     where the OS does not hand out ports by itself)."""
     rng = random.Random()
     for _ in range(200):
@@ -56,7 +57,7 @@ def free_base_port() -> int:
         except OSError:
             continue
         return base
-    raise AssertionError("no 64 free ports in a row on 127.0.0.1")
+    raise AssertionError(f"no {PORT_SPAN} free ports in a row on 127.0.0.1")
 
 
 def poll(predicate: Callable[[], T | None], what: str, timeout: float,

@@ -225,3 +225,23 @@ async def test_a_peg_in_credited_twice_within_one_batch_is_refused(
                                                         signatures_verified=False))
         assert answer.count == 0 and isinstance(answer.error, BlockError)
         assert answer.error.rule == "pegins"
+
+
+async def test_a_block_with_peg_outs_is_imported_only_first_in_a_call(
+    tmp_path: Path, blocks: Chain
+) -> None:
+    """The federation checks peg-out fields against the chain it has followed, so the batch
+    stops (without an error) before a block carrying them; the next call starts with it and
+    checks it (here no federation runs: it cannot be checked)."""
+    carrier = rules.sign_block(attrs.evolve(blocks[3].message,
+                                            pegout_payment_proposal=b"\x01\x02"), KEY, 0)
+    async with otp.runtime():
+        await start(tmp_path)
+        answer = await otp.call("chain", c.ImportBlocks(
+            (blocks[1], blocks[2], carrier, blocks[4]), signatures_verified=False))
+        assert answer == c.ImportedBlocks(2, blocks[2].ref(), None)
+        answer = await otp.call("chain", c.ImportBlocks((carrier,), signatures_verified=False))
+        assert answer.count == 0 and isinstance(answer.error, BlockError)
+        assert answer.error.rule == "pegouts-unverifiable"
+        answer = await otp.call("chain", c.ImportBlocks(blocks[3:6], signatures_verified=True))
+        assert answer == c.ImportedBlocks(3, blocks[5].ref(), None)

@@ -26,7 +26,7 @@ def test_check_reports_configuration_mistakes(capsys: pytest.CaptureFixture[str]
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["check", TREE, "--set", "rpc.port=3001"]) == 0
-    assert "ok (16 nodes)" in capsys.readouterr().out
+    assert "ok (17 nodes)" in capsys.readouterr().out
     assert main(["check", TREE, "--set", "chain.slot_duration_ms=soon"]) == 2
     assert "config.chain.slot_duration_ms: expected int" in capsys.readouterr().err
     monkeypatch.setenv("ALYS_ENGINE__KIND", "geth")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import otp
 from node.actors.auxpow import AuxPowActor
-from node.actors.rpc import METHODS, ReplyCache, RpcActor
+from node.actors.rpc import METHODS, ReplyCache, RpcActor, peg_id
 from node.messages import chain as c
 from node.rpc import CHAIN_SYNCING, address, hash32, hex_bytes, u64
 from node.workflows.federation import Federation
@@ -28,7 +28,8 @@ from .factories import Clock, start_chain, stop_actors
 from .rpc_strategies import Specs, bodies, expected, strict_loads
 
 CHAIN = {"slot_duration_ms": 2000, "bits": 0x207FFFFF, "chain_id": 121212}
-KIND_NAMES = {u64: "u64", hash32: "hash32", address: "address", hex_bytes: "hex"}
+KIND_NAMES: dict[Any, str] = {u64: "u64", hash32: "hash32", address: "address", hex_bytes: "hex",
+              peg_id: "hash32"}  # getpegstatus: a hash32, 0x naming an EVM tx
 NODE_SPECS: Specs = {
     name: ([(KIND_NAMES[p.kind], p.optional) for p in m.params], m.bare)
     for name, m in METHODS.items()

@@ -238,7 +238,7 @@ def test_each_simulated_node_runs_the_shipped_tree_renamed(tmp_path: Path) -> No
                                        theirs.period, theirs.backoff, theirs.on_exhausted)
     workers = {n.id: n for _path, n in spec.walk() if isinstance(n, otp.WorkerNode)}
     assert set(workers) == {"storage_actor", "engine", "chain_actor", "auxpow", "dev_miner",
-                            "network_actor", "sync", "bridge_actor"}
+                            "network_actor", "sync", "bridge_actor", "federation_actor"}
     assert workers["chain_actor"].name == "chain-b"
     assert isinstance(workers["chain_actor"].args, dict)
     assert workers["chain_actor"].args["storage"] == "storage-b"
