@@ -48,6 +48,7 @@ from coincurve import PrivateKey, PublicKeyXOnly
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
+from node.execution.accounts import dev_accounts
 from node.integration.btcd import (
     BtcdError,
     BtcdRpc,
@@ -56,13 +57,11 @@ from node.integration.btcd import (
     op_return_script,
     spendable_coinbases,
 )
-from node.execution.accounts import dev_accounts
 from node.types.bitcoin import OutPoint, Transaction, TxOut
 from node.types.bridge import BRIDGE_ADDRESS
 from node.workflows.federation import Federation
 
 from ..tools import tool
-
 from .harness import Process
 from .test_devnet import (
     PROGRESS_TIMEOUT,
