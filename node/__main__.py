@@ -1,6 +1,6 @@
 """``python -m node boot|check|tree|key|status [supervision.toml] [--config FILE]
 [--set key=value] [--dev-miner]``, ``python -m node devnet [N]``,
-``python -m node deposit 0xADDRESS BTC`` and
+``python -m node deposit 0xADDRESS BTC``, ``python -m node received BITCOIN_ADDRESS`` and
 ``python -m node --version``.
 
 Loads the layered configuration (defaults < TOML file < ``ALYS_*`` environment < ``--set``),
@@ -15,6 +15,8 @@ With no other configuration this is a single-authority dev chain in ``./.alys``.
   processes until Ctrl-C (:mod:`node.devnet`); ``--bitcoin`` adds a regtest btcd and the
   peg-in bridge.
 * ``deposit 0xADDRESS BTC`` sends a peg-in deposit on such a devnet's btcd.
+* ``received BITCOIN_ADDRESS`` lists what that btcd shows paid to an address (a peg-out
+  arriving), as btcd has no wallet to ask.
 * ``boot --stop-on-stdin-eof`` stops the node in order when its stdin reaches end of file:
   a parent that holds the other end of a pipe (the devnet) takes its nodes with it when it
   ends, however it ends.
@@ -86,11 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnet.add_arguments(sub.add_parser("devnet", help=text, description=text))
     text = "send a peg-in deposit on a devnet's btcd (python -m node devnet --bitcoin)"
     devnet.add_deposit_arguments(sub.add_parser("deposit", help=text, description=text))
+    text = ("what a devnet's btcd shows paid to a Bitcoin address, mined or in the mempool "
+            "(a peg-out arriving)")
+    devnet.add_received_arguments(sub.add_parser("received", help=text, description=text))
     args = parser.parse_args(argv)
     if args.command == "devnet":
         return devnet.run(args)
     if args.command == "deposit":
         return devnet.deposit_main(args)
+    if args.command == "received":
+        return devnet.received_main(args)
     sets = list(args.set) + (["miner.enabled=true"] if args.dev_miner else [])
     try:
         config = load_config(args.config, os.environ, sets)

@@ -1067,6 +1067,115 @@ def deposit_main(args: argparse.Namespace, out: Callable[[str], None] | None = N
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- received
+
+
+def add_received_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("address", metavar="BITCOIN_ADDRESS",
+                   help="a regtest address (bcrt1..., or a base58 one), e.g. a peg-out's "
+                        "destination")
+    p.add_argument("--dir", default="devnet", type=Path,
+                   help="the devnet's directory (default ./devnet), started with --bitcoin")
+
+
+def address_script(text: str) -> bytes:
+    """The output script ``text`` (a Bitcoin address of regtest) is paid with."""
+    from btclib.exceptions import BTClibTypeError, BTClibValueError
+    from btclib.script import ScriptPubKey
+
+    try:
+        script = ScriptPubKey.from_address(text)
+    except (BTClibValueError, BTClibTypeError, ValueError, TypeError) as exc:
+        raise DevnetError(f"received: {text!r:.100} is not a Bitcoin address: {exc}") from None
+    if text.lower().startswith(("bc1", "tb1")) or script.network == "mainnet":
+        raise DevnetError(f"received: {text} is a {script.network} address, not one of the "
+                          "devnet's regtest chain (bcrt1...)")
+    return bytes(script.script)
+
+
+@attrs.frozen
+class Payment:
+    """An output paying the address: where, how much, and its confirmations (0: in the
+    mempool)."""
+
+    txid: str  # display hex
+    vout: int
+    sats: int
+    confirmations: int
+
+
+def payments_to(client: BtcdRpc, script: bytes) -> list[Payment]:
+    """Every output paying ``script`` in btcd's best chain (oldest first) and then its
+    mempool. btcd has no wallet and the devnet runs it without ``--addrindex``, so this
+    walks the chain's raw blocks (cheap on a devnet's regtest chain of a few hundred
+    blocks)."""
+    from .types.bitcoin import BlockHeader, ByteReader, Transaction
+
+    found: list[Payment] = []
+
+    def scan(tx: Transaction, confirmations: int) -> None:
+        for vout, out in enumerate(tx.outputs):
+            if out.script_pubkey == script:
+                found.append(Payment(tx.txid()[::-1].hex(), vout, out.value, confirmations))
+
+    tip = int(client.rpc("getblockcount"))
+    for height in range(1, tip + 1):
+        raw = bytes.fromhex(client.rpc("getblock", client.rpc("getblockhash", height), 0))
+        reader = ByteReader(raw)
+        BlockHeader.read(reader, "block header")
+        for i in range(reader.compact_size("transaction count")):
+            scan(Transaction.read(reader, f"block {height} transaction {i}"), tip - height + 1)
+    for txid in client.rpc("getrawmempool") or []:
+        scan(client.transaction(txid), 0)
+    return found
+
+
+def format_btc(sats: int) -> str:
+    return f"{sats // 10**8}.{sats % 10**8:08d}"
+
+
+def received_main(args: argparse.Namespace, out: Callable[[str], None] | None = None) -> int:
+    """``python -m node received BITCOIN_ADDRESS [--dir devnet]``: what the devnet's btcd
+    shows paid to the address — each payment with its confirmations (a peg-out's arrival,
+    say: btcd has no wallet to ask), then the total. The exit code."""
+    from .integration.btcd import BtcdError
+
+    say = out or (lambda line: print(line, flush=True))
+    try:
+        script = address_script(args.address)
+        client = _devnet_btcd(args.dir, "received")
+    except DevnetError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        payments = payments_to(client, script)
+    except BtcdError as exc:
+        print(f"received: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for p in payments:
+        where = (f"{p.confirmations} confirmation{'s' if p.confirmations != 1 else ''}"
+                 if p.confirmations else "in the mempool")
+        say(f"{p.txid}:{p.vout} {format_btc(p.sats)} BTC ({p.sats} sats), {where}")
+    total = sum(p.sats for p in payments)
+    mined = sum(p.sats for p in payments if p.confirmations)
+    say(f"{args.address}: {format_btc(total)} BTC ({total} sats) in {len(payments)} "
+        f"payment{'s' if len(payments) != 1 else ''}, {format_btc(mined)} BTC of it mined")
+    return EXIT_OK
+
+
+def _devnet_btcd(directory: Path, command: str) -> BtcdRpc:
+    """The devnet's btcd client from ``<directory>/bitcoin/devnet.json``."""
+    from .integration.btcd import BtcdRpc
+
+    info_path = directory.absolute() / BITCOIN_DIR / "devnet.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        return BtcdRpc(str(info["url"]), str(info["user"]), str(info["password"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DevnetError(f"{command}: {info_path} does not describe a devnet's btcd ({exc}); "
+                          "start one with python -m node devnet --bitcoin") from None
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["guard"] and len(sys.argv) > 2:
         sys.exit(guard(sys.argv[2:]))

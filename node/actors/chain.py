@@ -524,29 +524,8 @@ class ChainActor(otp.GenServer):
         started = time.perf_counter()
         await self._reconcile()
         state = self.state
-        block = signed.message
-        if block.parent_hash != state.head.hash():
-            raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
-                                   "with the network)")
-        if pegins is None:
-            pegins = await self._verify_pegins(block)
-        rules.validate_block(signed, state.head, self._context(pegins),
-                             signature_checked=signature_checked)
-        if not pegouts_checked:
-            await self._verify_pegouts(block, state.head.ref())
-        range_end = None
-        finalized_payload = state.finalized_payload
-        if block.auxpow_header is not None:
-            range_end = await self._block(block.auxpow_header.range_end)
-            finalized_payload = range_end.message.execution_payload.block_hash
-        committed = await self._engine(engine_msgs.CommitPayload(block.execution_payload,
-                                                                 finalized_payload))
-        if isinstance(committed, PayloadStatusError):
-            raise rules.BlockError("payload", f"the execution engine refused the payload: "
-                                   f"{committed}")
-        if committed.head != block.execution_payload.block_hash:
-            raise rules.BlockError("payload", "the engine did not accept the payload as head")
-        new = rules.import_block(state, signed, committed.fees, range_end)
+        new = await self._execute(signed, signature_checked, pegins=pegins,
+                                  pegouts_checked=pegouts_checked)
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
         try:
@@ -559,8 +538,60 @@ class ChainActor(otp.GenServer):
             self.unsure = (signed.ref(), new)
             raise
         self._adopt(new)
+        self._imported(signed, new, produced, time.perf_counter() - started)
+        return ref
+
+    async def _execute(self, signed: SignedConsensusBlock, signature_checked: bool,
+                       pending: dict[bytes, SignedConsensusBlock] | None = None,
+                       pegins: dict[tuple[bytes, bytes], rules.PegIn] | None = None,
+                       pegouts_checked: bool = False) -> rules.ChainState:
+        """Validate ``signed`` on the head and have the engine execute and commit its
+        payload; the chain state after it (not adopted, not stored). ``pending``: blocks
+        imported before it but not stored yet (an AuxPoW header may end its range at one;
+        a peg-in one of them credits is credited already). ``pegins``: the block's peg-ins
+        as its producer (this node) verified them; None: verify them
+        (:meth:`_verify_pegins`). ``pegouts_checked``: its peg-out fields came from this
+        node's FederationActor (else :meth:`_verify_pegouts`)."""
+        state = self.state
+        block = signed.message
+        if block.parent_hash != state.head.hash():
+            raise rules.BlockError("fork", "the block does not extend the head (forks arrive "
+                                   "with the network)")
+        if pending and block.pegins:
+            credited = {txid: b for b in pending.values() for txid, _ in b.message.pegins}
+            for txid, _bitcoin_block in block.pegins:
+                if txid in credited:
+                    raise rules.BlockError(
+                        "pegins", f"peg-in {txid[::-1].hex()} was credited already, by block "
+                        f"#{credited[txid].height} {credited[txid].hash().hex()[:16]}")
+        if pegins is None:
+            pegins = await self._verify_pegins(block)
+        rules.validate_block(signed, state.head, self._context(pegins),
+                             signature_checked=signature_checked)
+        if not pegouts_checked:
+            await self._verify_pegouts(block, state.head.ref())
+        range_end = None
+        finalized_payload = state.finalized_payload
+        if block.auxpow_header is not None:
+            end_hash = block.auxpow_header.range_end
+            range_end = (pending or {}).get(end_hash) or await self._block(end_hash)
+            finalized_payload = range_end.message.execution_payload.block_hash
+        committed = await self._engine(engine_msgs.CommitPayload(block.execution_payload,
+                                                                 finalized_payload))
+        if isinstance(committed, PayloadStatusError):
+            raise rules.BlockError("payload", f"the execution engine refused the payload: "
+                                   f"{committed}")
+        if committed.head != block.execution_payload.block_hash:
+            raise rules.BlockError("payload", "the engine did not accept the payload as head")
+        return rules.import_block(state, signed, committed.fees, range_end)
+
+    def _imported(self, signed: SignedConsensusBlock, new: rules.ChainState, produced: bool,
+                  elapsed: float) -> None:
+        """After ``signed`` was stored: the bridge told of its peg-ins, metrics, the log
+        line, ``BlockImported``."""
+        block = signed.message
+        ref = signed.ref()
         self._tell_bridge_credited(block, ref)
-        elapsed = time.perf_counter() - started
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)
         metrics.HEAD_HEIGHT.set(ref.height)
@@ -574,7 +605,54 @@ class ChainActor(otp.GenServer):
         )
         otp.bus.publish_nowait(self.prefix + BLOCKS_TOPIC,
                                BlockImported(ref, block.slot, new.finalized, produced))
-        return ref
+
+    async def _import_many(self, blocks: tuple[SignedConsensusBlock, ...],
+                           signature_checked: bool) -> ImportedBlocks:
+        """Sync's import: each block validated and executed in turn, then every block up to
+        the first refused one stored in one synced batch (``PutBlocks``: all or none), and
+        only then adopted and announced. A kill before the write leaves the engine ahead of
+        the stored head, which its restart path moves back. A block carrying peg-out fields
+        is imported only first in a call (the federation checks them on the chain it has
+        followed): the call stops before it, with no error, and the next one starts there."""
+        started = time.perf_counter()
+        await self._reconcile()
+        saved = self.state, self.queued, self.bits
+        done: list[tuple[SignedConsensusBlock, rules.ChainState]] = []
+        pending: dict[bytes, SignedConsensusBlock] = {}
+        puts: list[storage_msgs.PutBlock] = []
+        error: Exception | None = None
+        for signed in blocks:
+            message = signed.message
+            if done and (message.pegout_payment_proposal is not None
+                         or message.finalized_pegouts):
+                # The federation checks peg-outs against the chain it has followed: their
+                # block waits for the next call, after this batch is stored and announced.
+                break
+            before = self.state
+            try:
+                new = await self._execute(signed, signature_checked, pending)
+            except (rules.BlockError, *CALL_FAILURES) as exc:
+                error = exc
+                break
+            puts.append(storage_msgs.PutBlock(
+                signed, head=True,
+                finalized=new.finalized if new.finalized != before.finalized else None,
+                fees=new.fees))
+            pending[signed.hash()] = signed
+            done.append((signed, new))
+            self._adopt(new)  # the next block is validated on this one
+        self.state, self.queued, self.bits = saved
+        if done:
+            try:
+                await self._storage(storage_msgs.PutBlocks(tuple(puts)))
+            except CALL_FAILURES as exc:
+                self.unsure = (done[-1][0].ref(), done[-1][1])
+                return ImportedBlocks(0, self.state.head.ref(), exc)
+            elapsed = (time.perf_counter() - started) / len(done)
+            for signed, new in done:
+                self._adopt(new)
+                self._imported(signed, new, False, elapsed)
+        return ImportedBlocks(len(done), self.state.head.ref(), error)
 
     # -- peg-ins (the BridgeActor; node.workflows.pegin) --------------------------------------
 
@@ -732,17 +810,10 @@ class ChainActor(otp.GenServer):
                 except (rules.BlockError, *CALL_FAILURES) as exc:
                     return exc
             case ImportBlocks(blocks, verified):
-                count = 0
-                error: Exception | None = None
-                for block in blocks:
-                    try:
-                        await self._import(block, signature_checked=verified)
-                    except (rules.BlockError, *CALL_FAILURES) as exc:
-                        error = exc
-                        break
-                    count += 1
-                await trio.lowlevel.checkpoint()
-                return ImportedBlocks(count, self.state.head.ref(), error)
+                try:
+                    return await self._import_many(blocks, verified)
+                except CALL_FAILURES as exc:  # the reconcile's read
+                    return ImportedBlocks(0, self.state.head.ref(), exc)
             case AddApproval(approval):
                 await trio.lowlevel.checkpoint()
                 return await self._add_approval(approval)

@@ -47,10 +47,11 @@ log index (u64)             :class:`node.types.pegout_book.RefusedPegOutRecord`)
 
 Crash safety: every block import is one ``WriteBatch`` (block, indexes, head, finalized,
 fees, the queued PoW it consumes), written with ``sync``, so a process killed
-at any moment leaves either the whole block or none of it. A block is only stored when its
-parent is (every stored block chains to its parent), and the finalized block never moves
-back (a ``PutBlock`` that would is refused). Schema 1 databases (blocks hashed from CBOR with
-field names) cannot be read: their block hashes are not this node's.
+at any moment leaves either the whole block or none of it; sync's imports store many
+consecutive blocks in one such batch (``PutBlocks``): all of them or none. A block is only
+stored when its parent is (every stored block chains to its parent), and the finalized block
+never moves back (a ``PutBlock`` that would is refused). Schema 1 databases (blocks hashed
+from CBOR with field names) cannot be read: their block hashes are not this node's.
 
 Bad requests never crash the actor: every message validates its fields when it is made
 (:class:`StorageRequestError`, e.g. a height that does not fit ``u64``), and a request that
@@ -68,7 +69,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -103,6 +104,7 @@ from ..messages.storage import (
     PegOutStatus,
     PegStatus,
     PutBlock,
+    PutBlocks,
     PutPegIns,
     PutPegOuts,
     PutQueuedPow,
@@ -403,6 +405,30 @@ class ChainStore:
     def put_block(self, put: PutBlock, *, sync: bool = True) -> BlockRef:
         """Store ``put`` in one batch (see :class:`PutBlock`); StorageRequestError if it
         would break an invariant (nothing is written then)."""
+        return self.put_blocks((put,), sync=sync)
+
+    def put_blocks(self, puts: Sequence[PutBlock], *, sync: bool = True) -> BlockRef:
+        """Store consecutive blocks ``puts`` (each the child of the one before it) in one
+        batch, each as :class:`PutBlock` says; StorageRequestError if any would break an
+        invariant (nothing is written then). Returns the last block's ref."""
+        if not puts:
+            raise StorageRequestError("no blocks to store")
+        #: Blocks of this batch, by hash (a later one's parent or finalized block may be one).
+        pending: set[bytes] = set()
+        finalized = self.finalized()
+        for put in puts:
+            self._check_put(put, pending, finalized)
+            pending.add(put.block.hash())
+            if put.finalized is not None:
+                finalized = put.finalized
+        queued = self.queued_pow()
+        with self.db.write_batch(sync=sync) as batch:
+            for put in puts:
+                queued = self._write_put(batch, put, queued)
+        self.writes += 1
+        return puts[-1].block.ref()
+
+    def _check_put(self, put: PutBlock, pending: set[bytes], current: BlockRef | None) -> None:
         block = put.block
         ref = block.ref()
         message = block.message
@@ -410,39 +436,46 @@ class ChainStore:
             if message.parent_hash != ZERO_HASH:
                 raise StorageRequestError(f"block #0 {ref.hash.hex()} must have a zero parent "
                                           "hash")
-        elif self.db.get(block_key(message.parent_hash)) is None:
+        elif message.parent_hash not in pending and \
+                self.db.get(block_key(message.parent_hash)) is None:
             raise StorageRequestError(f"block #{ref.height} {ref.hash.hex()}: its parent "
                                       f"{message.parent_hash.hex()} is not stored")
         if put.finalized is not None:
-            current = self.finalized()
             if current is not None and put.finalized.height < current.height:
                 raise StorageRequestError(
                     f"block #{ref.height}: the finalized block would move back from "
                     f"#{current.height} to #{put.finalized.height}")
-            if put.finalized != ref and self.db.get(block_key(put.finalized.hash)) is None:
+            if put.finalized != ref and put.finalized.hash not in pending and \
+                    self.db.get(block_key(put.finalized.hash)) is None:
                 raise StorageRequestError(f"block #{ref.height}: the new finalized block "
                                           f"{put.finalized.hash.hex()} is not stored")
-        with self.db.write_batch(sync=sync) as batch:
-            batch.put(block_key(ref.hash), encoding.encode_signed_block(block))
-            batch.put(fees_key(ref.hash), put.fees.to_bytes(32, "big"))
-            if put.head:
-                batch.put(height_key(ref.height), ref.hash)
-                batch.put(KEY_HEAD, encode_ref(ref))
-                # The credited-peg-in index, in the block's own batch: a crash never leaves
-                # a credit without its block, nor a block without its credits.
-                for txid, _bitcoin_block in message.pegins:
-                    batch.put(credited_key(txid), encode_ref(ref))
-            header = message.auxpow_header
-            if header is not None:
-                batch.put(auxpow_key(ref.height), ref.hash)
-                batch.put(KEY_AUXPOW, encode_ref(ref))
-                queued = self.queued_pow()
-                if queued is not None and queued.range_end == header.range_end:
-                    batch.delete(KEY_QUEUED_POW)
-            if put.finalized is not None:
-                batch.put(KEY_FINALIZED, encode_ref(put.finalized))
-        self.writes += 1
-        return ref
+
+    @staticmethod
+    def _write_put(batch: Any, put: PutBlock, queued: AuxPowHeader | None
+                   ) -> AuxPowHeader | None:
+        """Add ``put``'s records to ``batch``; returns the queued PoW after it."""
+        block = put.block
+        ref = block.ref()
+        message = block.message
+        batch.put(block_key(ref.hash), encoding.encode_signed_block(block))
+        batch.put(fees_key(ref.hash), put.fees.to_bytes(32, "big"))
+        if put.head:
+            batch.put(height_key(ref.height), ref.hash)
+            batch.put(KEY_HEAD, encode_ref(ref))
+            # The credited-peg-in index, in the block's own batch: a crash never leaves
+            # a credit without its block, nor a block without its credits.
+            for txid, _bitcoin_block in message.pegins:
+                batch.put(credited_key(txid), encode_ref(ref))
+        header = message.auxpow_header
+        if header is not None:
+            batch.put(auxpow_key(ref.height), ref.hash)
+            batch.put(KEY_AUXPOW, encode_ref(ref))
+            if queued is not None and queued.range_end == header.range_end:
+                batch.delete(KEY_QUEUED_POW)
+                queued = None
+        if put.finalized is not None:
+            batch.put(KEY_FINALIZED, encode_ref(put.finalized))
+        return queued
 
     def put_vote_lock(self, lock: VoteLock) -> None:
         """The vote lock: written, synced, before a vote leaves the node."""
@@ -610,6 +643,8 @@ class StorageActor(otp.GenServer):
                 return store.chain_info()
             case PutBlock():
                 return store.put_block(request)
+            case PutBlocks(puts):
+                return store.put_blocks(puts)
             case PutQueuedPow(header):
                 store.put_queued_pow(header)
                 return None

@@ -112,6 +112,8 @@ CALL_MARGIN: Final = 5.0
 IMPORT_SECONDS_PER_BLOCK: Final = 1.0
 #: Seconds before an import the chain could not take (restarting) is tried again.
 IMPORT_RETRY: Final = 1.0
+#: Import calls remembered (:attr:`SyncActor.import_calls`).
+IMPORT_CALLS_KEPT: Final = 4096
 
 _FAILURES: Final = {
     "timeout": rules.Failure.TIMEOUT,
@@ -206,6 +208,10 @@ class SyncActor(otp.GenServer):
         #: Real seconds spent waiting for answers (summed over concurrent requests), for
         #: verification batches (in the worker) and with an import call out (for figures).
         self.seconds: dict[str, float] = {"download": 0.0, "verify": 0.0, "import": 0.0}
+        #: The latest import calls: (first height, blocks, real seconds), for figures (how
+        #: the cost per block grows with the height).
+        self.import_calls: collections.deque[tuple[int, int, float]] = collections.deque(
+            maxlen=IMPORT_CALLS_KEPT)
         #: Requests out (downloading or verifying), by serial, with the scope of their task.
         self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
         self.serial = 0
@@ -430,7 +436,10 @@ class SyncActor(otp.GenServer):
                                     timeout=60.0 + IMPORT_SECONDS_PER_BLOCK * len(blocks))
         except CALL_FAILURES as exc:
             answer = exc
-        self.seconds["import"] += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.seconds["import"] += elapsed
+        if isinstance(answer, ImportedBlocks) and answer.count:
+            self.import_calls.append((blocks[0].height, answer.count, elapsed))
         await otp.send(otp.self(), _Imported(answer))
 
     def _imported(self, answer: ImportedBlocks | Exception, now: float) -> None:

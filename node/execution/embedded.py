@@ -173,6 +173,9 @@ _FC: Final = b"alys:fc"
 _MAX_BUILDS: Final = 16
 _MAX_INVALID: Final = 1024
 _HEADER_CACHE: Final = 4096
+#: Blocks (with their receipts) imported last, kept decoded: the forkchoice that makes a
+#: block the head and the fees the node reads next ask for them again at once.
+_RECENT_BLOCKS: Final = 64
 #: Yield to Trio after this many transactions executed in a row.
 _YIELD_EVERY: Final = 16
 #: eth_call and eth_estimateGas never run with more gas than this (geth's RPCGasCap).
@@ -373,6 +376,8 @@ class EmbeddedEngine:
         self._db = Overlay(store)
         self._context = ChainContext(self.chain_id)
         self._headers: OrderedDict[bytes, Header] = OrderedDict()
+        #: Stored blocks and their receipts, decoded (:data:`_RECENT_BLOCKS` of them).
+        self._recent: OrderedDict[bytes, tuple[Block, tuple[EvmReceipt, ...]]] = OrderedDict()
         self._builds: OrderedDict[bytes, _Built] = OrderedDict()
         self._built: OrderedDict[bytes, _Built] = OrderedDict()
         self._invalid: OrderedDict[bytes, tuple[bytes | None, str]] = OrderedDict()
@@ -493,6 +498,9 @@ class EmbeddedEngine:
 
     def block(self, block_hash: bytes) -> Block | None:
         """A stored block with its transactions and withdrawals, or None."""
+        recent = self._recent.get(block_hash)
+        if recent is not None:
+            return recent[0]
         raw = self._db.get(_block_key(block_hash))
         if raw is None:
             return None
@@ -501,6 +509,9 @@ class EmbeddedEngine:
 
     def block_receipts(self, block_hash: bytes) -> tuple[EvmReceipt, ...] | None:
         """A stored block's receipts (py-evm objects, cumulative gas), or None."""
+        recent = self._recent.get(block_hash)
+        if recent is not None:
+            return recent[1]
         raw = self._db.get(_receipts_key(block_hash))
         if raw is None:
             return None
@@ -784,6 +795,8 @@ class EmbeddedEngine:
 
     def _after_head_change(self) -> None:
         """The pool forgets transactions the new head's state has made stale."""
+        if not len(self.pool):
+            return  # nothing to forget: spare building the head's state (every block, in sync)
         state = self.state_at(self.head_header)
         self.pool.reset(lambda sender: int(state.get_nonce(sender)))
 
@@ -958,6 +971,8 @@ class EmbeddedEngine:
         self._put_block(layer, block, receipts)
         layer.commit()
         self._db.commit()
+        # Stored now (and never deleted): kept decoded for the forkchoice and fees to come.
+        _bounded_put(self._recent, block_hash, (block, receipts), _RECENT_BLOCKS)
         return PayloadStatus(PayloadStatusKind.VALID, block_hash)
 
     @staticmethod

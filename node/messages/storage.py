@@ -9,6 +9,7 @@ which ``node.actors.storage.call`` raises.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Final
 
 import attrs
@@ -85,6 +86,29 @@ class PutBlock(otp.Request["BlockRef"]):
     finalized: BlockRef | None = attrs.field(default=None,
                                              validator=_instance(BlockRef, optional=True))
     fees: int = attrs.field(default=0, validator=_fees)
+
+
+def _puts(inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or not value or not all(
+            isinstance(p, PutBlock) for p in value):
+        raise StorageRequestError(
+            f"{type(inst).__name__}.{attribute.name}: a non-empty tuple of PutBlock, "
+            f"not {value!r:.80}")
+    for i, (before, after) in enumerate(itertools.pairwise(value)):
+        if after.block.message.parent_hash != before.block.hash():
+            raise StorageRequestError(
+                f"{type(inst).__name__}.{attribute.name}[{i + 1}]: block "
+                f"#{after.block.height} is not the child of the block before it in the batch")
+
+
+@attrs.frozen
+class PutBlocks(otp.Request["BlockRef"]):
+    """Store consecutive blocks, each as :class:`PutBlock` says, in one synced batch: a
+    process killed at any moment leaves all of them stored or none. Each block is the child
+    of the one before it; the first one's parent must be stored. Answers the last block's
+    ref. (Sync imports many blocks per call: one fsync for all of them.)"""
+
+    puts: tuple[PutBlock, ...] = attrs.field(validator=_puts)
 
 
 @attrs.frozen

@@ -16,6 +16,12 @@ addresses, so the tests do not see each other's deposits.
 * ``kill -9`` of a node at a step Hypothesis picks (before the deposit is mined, once it is
   detected, once confirmed, the moment a node imports the crediting block, just after the
   credit): after a restart, exactly one credit, the same on every node;
+* a peg-out, as the README's walkthrough makes it: the federation funded by a peg-in, a
+  ``requestPegOut`` burn sent with Foundry's ``cast``; btcd accepts the federation's
+  transaction and mines it, its witness holding exactly 2 valid Schnorr signatures of the 3
+  members (an empty element for the third, the script, the control block), paying the
+  requested address the requested amount less its fee share; ``getpegstatus`` agrees on
+  every node, and ``python -m node received`` shows the payment;
 * at the end, the devnet killed with SIGKILL takes its btcd (and nodes) with it.
   ``PEG_CRASH_EXAMPLES`` sets how many examples (default 1, the CI sample; not ``ALYS_*``,
   which the nodes would read as configuration; the full
@@ -29,15 +35,20 @@ import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pytest
+from btclib.b32 import address_from_witness
+from btclib.hashes import hash160
+from coincurve import PrivateKey, PublicKeyXOnly
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
+from node.execution.accounts import dev_accounts
 from node.integration.btcd import (
     BtcdError,
     BtcdRpc,
@@ -47,8 +58,10 @@ from node.integration.btcd import (
     spendable_coinbases,
 )
 from node.types.bitcoin import OutPoint, Transaction, TxOut
+from node.types.bridge import BRIDGE_ADDRESS
 from node.workflows.federation import Federation
 
+from ..tools import tool
 from .harness import Process
 from .test_devnet import (
     PROGRESS_TIMEOUT,
@@ -307,6 +320,97 @@ def test_a_reorg_across_a_deposit_drops_it_and_credits_it_once_from_its_new_bloc
             assert f"peg-in {tx.txid()[::-1].hex()} dropped: its Bitcoin block {first_block}" \
                 in log, node.name
     assert credited["height"] >= 1
+
+
+#: Seconds for a burn to become a broadcast Bitcoin transaction (a proposal in the next
+#: block, signatures at the next queued PoW, the AuxPoW block after them: a few slots).
+PEGOUT_TIMEOUT = 90.0
+#: The fee rate of a proposal when Bitcoin has no estimate (btcd has no estimatesmartfee).
+FALLBACK_SAT_PER_VBYTE = 2
+
+
+def peg_out_status(node: DevNode, tx_hash: str) -> dict[str, Any]:
+    found: dict[str, Any] = node.call("getpegstatus", tx_hash) or {}
+    return found
+
+
+def test_a_peg_out_is_mined_by_btcd_with_2_of_3_schnorr_signatures(net: Net) -> None:
+    # The federation's coins: a peg-in of its own (earlier tests' deposits are there too).
+    funder = random_address()
+    funding = net.deposit(funder, 50_000_000)
+    net.btcd.generate(CONFIRMATIONS)
+    poll(lambda: net.credited_everywhere(funding, funder, 50_000_000),
+         "the federation's funding credited everywhere", CREDIT_TIMEOUT, net.logs)
+    # To a P2WPKH of a fresh key, burned with cast as the README shows.
+    program = hash160(PrivateKey(secrets.token_bytes(32)).public_key.format())
+    address, script = address_from_witness(0, program, "regtest"), b"\x00\x14" + program
+    sats = 3_210_000
+    account = dev_accounts()[2]
+    done = subprocess.run(
+        [str(tool("cast")), "send", "--rpc-url", net.nodes[1].eth_url, "--private-key",
+         "0x" + account.private_key.hex(), "--json", "--value", str(sats * WEI_PER_SAT),
+         "0x" + BRIDGE_ADDRESS.hex(), "requestPegOut(bytes)", "0x" + address.encode().hex()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert sent["status"] == "0x1", sent
+    burn = sent["transactionHash"]
+
+    def agreed(*states: str) -> str | None:
+        found = [peg_out_status(n, burn) for n in net.nodes]
+        if not all(f.get("state") in states for f in found):
+            return None
+        txids = {f["bitcoin_txid"] for f in found}
+        return txids.pop() if len(txids) == 1 else None
+
+    txid = poll(lambda: agreed("broadcast", "confirmed"),
+                "the peg-out broadcast by every node, the same transaction", PEGOUT_TIMEOUT,
+                net.logs)
+    assert txid in net.btcd.rpc("getrawmempool"), "btcd accepted it into its mempool"
+    for node in net.nodes:
+        status = peg_out_status(node, burn)
+        assert (status["amount_sats"], status["destination"]) == (sats, address), status
+        assert status["proposal_txid"] == txid
+    [block] = net.btcd.generate(1)
+    assert txid in net.btcd.rpc("getblock", block, 1)["tx"], "btcd mined it"
+    net.btcd.generate(1)  # bridge.pegout_confirmations (2, the default)
+    assert poll(lambda: agreed("confirmed"), "the peg-out confirmed on every node",
+                CREDIT_TIMEOUT, net.logs) == txid
+
+    tx = net.btcd.transaction(txid)
+    spent = [net.btcd.transaction(i.prevout.txid[::-1].hex()).outputs[i.prevout.vout]
+             for i in tx.inputs]
+    assert all(out.script_pubkey == net.federation.script_pubkey for out in spent)
+    # Each input: the 3 members' elements in reverse key order (2 signatures, 1 empty),
+    # the tapleaf script, the control block; each signature valid for its member's key.
+    for index, txin in enumerate(tx.inputs):
+        *elements, leaf, control = txin.witness
+        assert (leaf, control) == (net.federation.script, net.federation.control_block)
+        assert len(elements) == 3
+        by_member = dict(zip(reversed(range(3)), elements, strict=True))
+        signers = [m for m, e in by_member.items() if e]
+        assert len(signers) == 2 and all(len(by_member[m]) == 64 for m in signers), elements
+        assert [len(e) for e in elements].count(0) == 1
+        digest = net.federation.sighash(tx, index, spent)
+        for member in signers:
+            assert PublicKeyXOnly(net.federation.keys[member]).verify(by_member[member],
+                                                                      digest), member
+    # The requested amount less its fee share: alone in the transaction, it pays the whole
+    # fee of 2 sat/vB (btcd's vsize), the federation at most the cost of its change.
+    [paid] = [out.value for out in tx.outputs if out.script_pubkey == script]
+    vsize = net.btcd.rpc("getrawtransaction", txid, 1)["vsize"]
+    fee = sum(out.value for out in spent) - sum(out.value for out in tx.outputs)
+    share = sats - paid
+    assert share == FALLBACK_SAT_PER_VBYTE * vsize, (share, vsize)
+    assert share <= fee
+    assert all(out.script_pubkey in (script, net.federation.script_pubkey)
+               for out in tx.outputs)
+    # What the README's helper shows for the address.
+    shown = subprocess.run([sys.executable, "-m", "node", "received", address, "--dir",
+                            str(net.devnet.directory)], capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{txid}:" in shown.stdout and f"({paid} sats), 2 confirmations" in shown.stdout
 
 
 #: Where the node is killed, relative to the deposit's life.

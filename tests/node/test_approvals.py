@@ -92,7 +92,9 @@ async def test_the_vote_lock_outlives_a_restart(tmp_path: Path) -> None:
         other = rules.sign_block(rules.new_block(genesis, 301, payload, None), others[0], 1)
         actor.clock = Clock(slot=301)  # type: ignore[attr-defined]
         await otp.send("chain", GossipReceived("consensus_block", other, "peer", bytes(32)))
-        await otp.call("chain", chain_msgs.GetStatus())  # the gossip is handled by then
+        # A call is served after the message sent before it (get_state, a system request,
+        # is not: it may be answered while the gossip is still being handled).
+        await otp.call("chain", chain_msgs.GetStatus())
         actor = await otp.get_state("chain")
         held = actor.proposals.get(other.hash())  # type: ignore[attr-defined]
         assert held is not None and held.signature.indexes() == [1]

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from btclib.b32 import address_from_witness
 from coincurve import PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,9 @@ from node.config import load_config
 from node.devnet import (
     BITCOIN_START_HEIGHT,
     DevnetError,
+    address_script,
     dev_bitcoin_key,
+    format_btc,
     parse_btc,
     parse_evm_address,
 )
@@ -246,3 +249,41 @@ def test_deposit_with_bad_arguments_names_them(tmp_path: Path,
     code, _, err = run(capsys, "deposit", "--dir", str(tmp_path), "0x" + "ab" * 20, "1",
                        "--mine", "-1")
     assert code == 2 and "--mine" in err
+
+
+@given(st.binary(min_size=20, max_size=20), st.sampled_from([0, 1]))
+def test_address_script_reads_regtest_segwit_addresses(program: bytes, version: int) -> None:
+    if version == 1:
+        program = (program * 2)[:32]
+    address = address_from_witness(version, program, "regtest")
+    assert address_script(address) == bytes([0x50 + version if version else 0,
+                                              len(program)]) + program
+
+
+@given(st.one_of(st.text(max_size=120), st.just("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"),
+                 st.just("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt08"),  # checksum cut
+                 st.just("1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2")))
+def test_address_script_refuses_what_is_no_regtest_address(text: str) -> None:
+    try:
+        address_script(text)
+    except DevnetError as exc:
+        assert str(exc).startswith("received: ")
+    else:  # a random text that happens to decode: only as a regtest (or testnet) address
+        assert not text.lower().startswith(("bc1", "tb1"))
+
+
+@given(st.integers(0, 21_000_000 * 10**8))
+def test_format_btc_is_what_parse_btc_reads(sats: int) -> None:
+    text = format_btc(sats)
+    assert len(text.split(".")[1]) == 8
+    if sats:
+        assert parse_btc(text) == sats
+
+
+def test_received_without_a_devnet_or_with_a_bad_address_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    code, _, err = run(capsys, "received", "--dir", str(tmp_path), address)
+    assert code == 2 and "does not describe a devnet's btcd" in err
+    code, _, err = run(capsys, "received", "--dir", str(tmp_path), "bcrt1q" + "x" * 2000)
+    assert code == 2 and "is not a Bitcoin address" in err

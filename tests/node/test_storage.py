@@ -292,6 +292,73 @@ async def test_the_queued_pow_is_persisted_and_cleared_by_the_block_carrying_it(
         assert (await call(s.GetChainInfo())).queued_pow is None
 
 
+async def test_put_blocks_stores_a_batch_whole_or_not_at_all(tmp_path: Path) -> None:
+    longer = chain(10, auxpow_at=(5,))
+    blocks = longer[:8]
+    carried = blocks[5].message.auxpow_header
+    assert carried is not None
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        await call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
+        await call(s.PutBlock(blocks[1]))
+        await call(s.PutQueuedPow(carried))
+        writes = (await call(s.GetStats())).blocks_written
+        # 2..7 in one batch: #5 carries the queued PoW and finalizes #4, a block of the same
+        # batch; fees per block
+        puts = tuple(s.PutBlock(b, finalized=blocks[4].ref() if b.height == 5 else None,
+                                fees=b.height) for b in blocks[2:])
+        assert await call(s.PutBlocks(puts)) == blocks[7].ref()
+        info = await call(s.GetChainInfo())
+        assert info.head == blocks[7].ref() and info.finalized == blocks[4].ref()
+        assert info.last_pow == blocks[5].ref() and info.queued_pow is None
+        assert info.fees == 7
+        assert (await call(s.GetStats())).blocks_written == writes + 1  # one batch
+        for block in blocks:
+            assert await call(s.GetBlockByHeight(block.height)) == block
+        assert await call(s.GetCanonicalRefs(0, 7)) == [b.ref() for b in blocks]
+        # A batch with one bad put stores none of it: the last one finalizes a block that
+        # is nowhere
+        more = chain(12)
+        good = tuple(s.PutBlock(b) for b in more[8:11])
+        with pytest.raises(StorageRequestError, match=r"block #8 .*its parent .* not stored"):
+            await call(s.PutBlocks(good))  # chain(12) is another chain than chain(8, ...)
+        batch = (s.PutBlock(longer[8]), s.PutBlock(longer[9], finalized=more[11].ref()))
+        with pytest.raises(StorageRequestError, match=r"block #9: the new finalized block"):
+            await call(s.PutBlocks(batch))
+        batch = (batch[0], s.PutBlock(batch[1].block, finalized=blocks[2].ref()))
+        with pytest.raises(StorageRequestError, match=r"would move back from #4 to #2"):
+            await call(s.PutBlocks(batch))
+        assert await call(s.GetHead()) == blocks[7].ref()
+        assert await call(s.GetBlock(batch[0].block.hash())) is None
+        # the finalized block may move within the batch, and stays put after it
+        batch = (s.PutBlock(batch[0].block, finalized=batch[0].block.ref()), batch[1])
+        with pytest.raises(StorageRequestError, match=r"would move back from #8 to #2"):
+            await call(s.PutBlocks(batch))
+        assert await call(s.GetBlock(batch[0].block.hash())) is None
+
+
+def test_put_blocks_refuses_bad_batches_where_it_is_made() -> None:
+    blocks = chain(4)
+    with pytest.raises(StorageRequestError, match=r"PutBlocks\.puts: a non-empty tuple"):
+        s.PutBlocks(())
+    with pytest.raises(StorageRequestError, match=r"PutBlocks\.puts\[1\]: block #3 is not "
+                       "the child of the block before it"):
+        s.PutBlocks((s.PutBlock(blocks[1]), s.PutBlock(blocks[3])))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(
+    st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5),
+    st.lists(st.integers(-(2**70), 2**70), max_size=3),
+    st.lists(st.one_of(st.none(), st.binary(max_size=4), st.integers()), max_size=3)
+    .map(tuple),
+    st.recursive(st.just(()), lambda inner: st.tuples(inner), max_leaves=30),
+))
+def test_put_blocks_refuses_anything_but_a_chain_of_puts(value: object) -> None:
+    with pytest.raises(StorageRequestError, match=r"PutBlocks\.puts"):
+        s.PutBlocks(value)  # type: ignore[arg-type]
+
+
 async def test_canonical_refs_come_from_the_height_index(tmp_path: Path) -> None:
     blocks = chain(6)
     async with otp.runtime():

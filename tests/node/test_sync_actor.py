@@ -95,6 +95,12 @@ def test_b_syncs_from_one_peer_to_the_same_head(sim: Simulator, sim_seed: int) -
         assert flips[-2:] == [False, True]
         assert published[-1] == SyncProgress(N, N, published[-1].blocks_per_second, 1, True)
         assert max(p.blocks_per_second for p in published) > 0
+        # Its import calls (for the figures of the cost per block) cover 1..N in order.
+        actor = await otp.get_state("sync")
+        assert isinstance(actor, SyncActor)
+        calls = [(first, count) for first, count, _ in actor.import_calls]
+        assert [first for first, _ in calls] == [1] + [f + k for f, k in calls[:-1]]
+        assert calls[-1][0] + calls[-1][1] - 1 == N
 
     run(sim, main)
 
