@@ -83,9 +83,10 @@ from ..types.chain import (
     ConsensusBlock,
     IndividualApproval,
     SignedConsensusBlock,
+    Vote,
 )
 from ..types.execution import EngineError
-from ..workflows import approvals, difficulty
+from ..workflows import approvals, difficulty, prevotes
 from ..workflows import chain as rules
 from ..workflows.pegin import to_pegin
 from . import sibling
@@ -237,13 +238,14 @@ class ChainActor(otp.GenServer):
         )
         #: Blocks proposed on our head and their approvals (node.workflows.approvals).
         self.proposals = approvals.Proposals(head.hash())
-        lock = info.approval
-        if lock is not None and lock.height == head.height + 1:
-            # Approved before a restart: the lock holds (one approval per height), even
-            # though the block itself is not held any more.
-            self.proposals = approvals.Proposals(head.hash(), approved_hash=lock.hash)
-            logger.info("approval lock at #%d (%s) kept from before the restart", lock.height,
-                        lock.hash.hex()[:16])
+        #: Prevotes and precommits at the height above the head, and our vote lock.
+        self.votes = prevotes.for_head(None, head.hash(), head.height + 1, info.votes)
+        if self.votes.lock.prevoted_round >= 0:
+            logger.info("vote lock at #%d kept from before the restart (locked %s, last "
+                        "prevote in round %d)", self.votes.height,
+                        "on " + self.votes.lock.locked_hash.hex()[:16]
+                        if self.votes.lock.locked_hash else "on nothing",
+                        self.votes.lock.prevoted_round)
         #: The held proposal production last said it waits for (one log line per block).
         self.waiting_for: bytes | None = None
         otp.bus.subscribe(self.prefix + SYNC_TOPIC)  # produce only while synced
@@ -387,6 +389,7 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
+            await self._vote_slot()
         except EngineUnavailable:
             pass  # logged once by _produce; the EngineActor is on it
         except CALL_FAILURES as exc:
@@ -429,13 +432,7 @@ class ChainActor(otp.GenServer):
         if rules.author_index(slot, len(self.authorities)) != self.index:
             await trio.lowlevel.checkpoint()
             return None
-        if approvals.approved(self._proposals()):
-            # We approved a block on this head already (ours or another's, maybe before a
-            # restart): one approval per height. Gossip it again for authorities that missed
-            # it (if we still hold it), and wait.
-            held = self._held_proposal()
-            if held is not None:
-                self._gossip(CONSENSUS_BLOCK, held)
+        if len(self.authorities) > 1 and not self._may_build(slot):
             await trio.lowlevel.checkpoint()
             return None
         away = self._siblings_away()
@@ -505,16 +502,12 @@ class ChainActor(otp.GenServer):
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
             rules.validate_block(signed, state.head, self._context(pegins),
                                  require_approvals=False)
-            if not await self._lock_approval(signed):
-                return None
-            self.proposals = approvals.mark_approved(
-                approvals.propose(self._proposals(), signed, self.authorities), signed.hash())
+            self.proposals = approvals.propose(self._proposals(), signed, self.authorities,
+                                               self._named())
             self._gossip(CONSENSUS_BLOCK, signed)
-            ready = approvals.ready(self.proposals, len(self.authorities))
-            if ready is None:  # approvals that came early may complete it at once
-                self._log_waiting()
-                return None
-            signed = ready
+            await self._advance()  # our prevote for it
+            self._log_waiting()
+            return None
         ref = await self._import(signed, produced=True, pegins=pegins, pegouts_checked=True)
         metrics.BLOCKS_PRODUCED.inc()
         return ref
@@ -853,11 +846,15 @@ class ChainActor(otp.GenServer):
         return self.proposals
 
     def _held_proposal(self) -> SignedConsensusBlock | None:
-        """The block this node approved on its head, if any."""
+        """The block this node approved on its head, or else the one it is locked on, or
+        else the one it last prevoted (if held)."""
         proposals = self._proposals()
-        if proposals.approved_hash is None:
-            return None
-        return proposals.get(proposals.approved_hash)
+        lock = self._votes().lock
+        for block_hash in (proposals.approved_hash, lock.locked_hash, lock.prevoted_hash):
+            block = None if block_hash is None else proposals.get(block_hash)
+            if block is not None:
+                return block
+        return None
 
     def _waiting(self, stale_only: bool = False) -> str | None:
         """What production waits for, if a block this node approved lacks approvals
@@ -891,18 +888,6 @@ class ChainActor(otp.GenServer):
     def _gossip(self, topic: str, payload: Any) -> None:
         """Hand ``payload`` to the NetworkActor for gossip."""
         self._tell_network(Publish(topic, payload))
-
-    async def _lock_approval(self, block: SignedConsensusBlock) -> bool:
-        """Persist the approval lock (``PutApproval``) before approving ``block``: a node that
-        restarts never approves a second block at that height. Without the storage there is
-        no approval (safety first; the block is approved by others, or later)."""
-        try:
-            await self._storage(storage_msgs.PutApproval(block.ref()))
-        except CALL_FAILURES as exc:
-            logger.warning("block #%d %s not approved: the approval lock cannot be stored (%s)",
-                           block.height, block.hash().hex()[:16], exc)
-            return False
-        return True
 
     def _relay(self, topic: str, payload: Any, source: str) -> None:
         """Tell the NetworkActor that gossip from ``source`` is valid: it forwards blocks and
@@ -940,6 +925,8 @@ class ChainActor(otp.GenServer):
                     await self._on_block(block, msg.peer)
                 case ApproveBlock(block_hash, approval) if msg.topic == APPROVE_BLOCK:
                     await self._on_approval(block_hash, approval, msg.peer)
+                case Vote() as vote if msg.topic == APPROVE_BLOCK:
+                    await self._on_vote(vote, msg.peer)
                 case AuxPowHeader() as header if msg.topic == QUEUE_POW:
                     await self._on_queued_pow(header, msg.peer)
                 case _:
@@ -969,19 +956,13 @@ class ChainActor(otp.GenServer):
             return
         self._relay(CONSENSUS_BLOCK, block, peer)
         try:
-            self.proposals = approvals.propose(self._proposals(), block, self.authorities)
+            self.proposals = approvals.propose(self._proposals(), block, self.authorities,
+                                               self._named())
         except rules.BlockError as exc:
             await trio.lowlevel.checkpoint()
             logger.info("block #%d from %s not held: %s", block.height, peer, exc)
             return
-        block_hash = block.hash()
-        if self.index is not None and not approvals.approved(self.proposals) \
-                and await self._lock_approval(block):
-            approval = rules.approve(block_hash, self.key, self.index)
-            self.proposals = approvals.mark_approved(
-                approvals.add(self.proposals, block_hash, approval, self.authorities),
-                block_hash)
-            self._gossip(APPROVE_BLOCK, ApproveBlock(block_hash, approval))
+        await self._advance()  # a prevote for it in its slot, or the approval of a decision
         await self._import_if_ready()
 
     async def _on_approval(self, block_hash: bytes, approval: IndividualApproval,
@@ -998,6 +979,131 @@ class ChainActor(otp.GenServer):
             # block not seen yet) is kept unchecked and not passed on.
             self._relay(APPROVE_BLOCK, ApproveBlock(block_hash, approval), peer)
         await self._import_if_ready()
+
+    # -- prevotes and precommits (node.workflows.prevotes) ------------------------------------
+
+    def _votes(self) -> prevotes.Votes:
+        """The votes at the height above the head (dropped when the head moved)."""
+        head = self.state.head
+        self.votes = prevotes.for_head(self.votes, head.hash(), head.height + 1)
+        return self.votes
+
+    def _named(self) -> tuple[bytes, ...]:
+        """The blocks our votes name (kept when proposals overflow)."""
+        votes = self._votes()
+        return tuple(h for h in (votes.lock.locked_hash, votes.decision,
+                                 votes.lock.prevoted_hash) if h is not None)
+
+    def _may_build(self, slot: int) -> bool:
+        """Whether this authority, author of ``slot``, builds a fresh block: not when it
+        prevoted in this slot already (a restart within it: one block per slot) nor when
+        locked or a block is decided; then it gossips that block again (if held), and votes."""
+        votes = self._votes()
+        if votes.lock.prevoted_round >= slot:
+            return False
+        named = votes.decision or votes.lock.locked_hash
+        if named is None:
+            return True
+        held = self._proposals().get(named)
+        if held is not None:
+            self._gossip(CONSENSUS_BLOCK, held)
+        return False
+
+    def _round_proposal(self, round_: int) -> bytes | None:
+        """The block of slot ``round_`` held on our head (validated: its author's), if any."""
+        for block in self._proposals().blocks:
+            if block.message.slot == round_:
+                return block.hash()
+        return None
+
+    async def _advance(self) -> None:
+        """Apply the vote rules to what we hold: persist the lock (synced) when it changes,
+        then cast and gossip our votes; approve a decided block once held. A single
+        authority does not vote (its block is imported at once)."""
+        if self.index is None or len(self.authorities) == 1 or not self.synced:
+            await trio.lowlevel.checkpoint()
+            return
+        for _ in range(4):  # our own votes may complete a polka or a decision
+            votes = self._votes()
+            now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
+            new, intents = prevotes.step(votes, len(self.authorities), now_round,
+                                         self._round_proposal(now_round))
+            if new.lock != votes.lock:
+                try:
+                    await self._storage(storage_msgs.PutVoteLock(new.lock))
+                except CALL_FAILURES as exc:
+                    logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
+                                   votes.height, exc)
+                    return
+                if self.state.head.hash() != votes.head:
+                    return
+            self.votes = new
+            if not intents:
+                break
+            for intent in intents:
+                vote = prevotes.sign_vote(self.key, self.index, self.cfg.chain_id, intent.kind,
+                                          new.height, intent.round, intent.block_hash)
+                self.votes, _ = prevotes.add_vote(self.votes, vote, self.authorities,
+                                                  self.cfg.chain_id, now_round)
+                self._gossip(APPROVE_BLOCK, vote)
+        await self._approve_decided()
+
+    async def _approve_decided(self) -> None:
+        """Approve the decided block (once, if held: it comes again by gossip otherwise)."""
+        decision = self._votes().decision
+        proposals = self._proposals()
+        if decision is None or self.index is None or proposals.approved_hash == decision:
+            await trio.lowlevel.checkpoint()
+            return
+        block = proposals.get(decision)
+        if block is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if block.signature.bitfield >> self.index & 1 == 0:
+            approval = rules.approve(decision, self.key, self.index)
+            proposals = approvals.add(proposals, decision, approval, self.authorities)
+            self._gossip(APPROVE_BLOCK, ApproveBlock(decision, approval))
+        self.proposals = approvals.mark_approved(proposals, decision)
+        await self._import_if_ready()
+
+    async def _on_vote(self, vote: Vote, peer: str) -> None:
+        votes = self._votes()
+        if vote.height != votes.height or len(self.authorities) == 1:
+            await trio.lowlevel.checkpoint()
+            return  # another height (we are behind or ahead: sync deals with it)
+        now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
+        try:
+            self.votes, equivocation = prevotes.add_vote(votes, vote, self.authorities,
+                                                         self.cfg.chain_id, now_round)
+        except prevotes.VoteError as exc:
+            await trio.lowlevel.checkpoint()
+            if exc.what in ("signature", "authority"):
+                self._report(peer, Offence.INVALID_BLOCK, f"vote: {exc}")
+            return
+        if equivocation is not None:
+            await trio.lowlevel.checkpoint()
+            logger.warning("equivocation dropped: %s (from %s)", equivocation, peer)
+            return
+        if self.votes is not votes:
+            self._relay(APPROVE_BLOCK, vote, peer)
+            await self._advance()
+            return
+        await trio.lowlevel.checkpoint()
+
+    async def _vote_slot(self) -> None:
+        """Each slot: gossip again the votes held at our height (bounded), and vote in the
+        new round (a locked authority prevotes its locked block)."""
+        if self.index is None or len(self.authorities) == 1:
+            await trio.lowlevel.checkpoint()
+            return
+        votes = self._votes()
+        for vote in prevotes.to_regossip(votes, 4 * len(self.authorities)):
+            self._gossip(APPROVE_BLOCK, vote)
+        named = votes.decision or votes.lock.locked_hash
+        held = None if named is None else self._proposals().get(named)
+        if held is not None:
+            self._gossip(CONSENSUS_BLOCK, held)
+        await self._advance()
 
     async def _on_queued_pow(self, header: AuxPowHeader, peer: str) -> None:
         """AuxPoW a miner submitted to another node: the next producer (maybe us) puts it

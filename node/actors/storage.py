@@ -20,8 +20,10 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
 ``m/auxpow``                ref of the latest block carrying an AuxPoW header
 ``m/queued_pow``            the AuxPoW header queued for the next block (kind-``0x03``
                             document), absent when none is queued
-``m/approval``              ref of the block this authority last approved (its approval
-                            lock: one block per height, kept across restarts)
+``m/votes``                 this authority's vote lock (``VoteLock`` in ``otp.codec``: the
+                            block it is locked on, the rounds it voted in; kept across
+                            restarts so it never votes twice in one round). The
+                            ``m/approval`` record of earlier versions is no longer read
 ``c/`` + bitcoin txid       ref of the canonical block that credited that peg-in, written
                             in the block's own batch (the credited-peg-in index)
 ``p/`` + bitcoin txid       the BridgeActor's deposit record (CBOR of
@@ -101,18 +103,18 @@ from ..messages.storage import (
     PegOutRecords,
     PegOutStatus,
     PegStatus,
-    PutApproval,
     PutBlock,
     PutBlocks,
     PutPegIns,
     PutPegOuts,
     PutQueuedPow,
+    PutVoteLock,
     Refused,
     StorageStats,
 )
 from ..types import encoding
 from ..types.bitcoin import OutPoint
-from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock, VoteLock
 from ..types.pegin import Deposit, Refusal
 from ..types.pegout import FederationUtxo
 from ..types.pegout_book import PegOutRecord, ProposalRecord, RefusedPegOutRecord
@@ -125,7 +127,7 @@ KEY_HEAD: Final = b"m/head"
 KEY_FINALIZED: Final = b"m/finalized"
 KEY_AUXPOW: Final = b"m/auxpow"
 KEY_QUEUED_POW: Final = b"m/queued_pow"
-KEY_APPROVAL: Final = b"m/approval"
+KEY_VOTES: Final = b"m/votes"
 KEY_PEGIN_SCAN: Final = b"m/pegin_scan"
 KEY_PEGOUT_CURSOR: Final = b"m/pegout_cursor"
 #: Written by nodes whose embedded engine kept its state here (before the EVM, which keeps
@@ -261,8 +263,15 @@ class ChainStore:
     def last_pow(self) -> BlockRef | None:
         return self._ref(KEY_AUXPOW)
 
-    def approval(self) -> BlockRef | None:
-        return self._ref(KEY_APPROVAL)
+    def vote_lock(self) -> VoteLock | None:
+        raw = self.db.get(KEY_VOTES)
+        if raw is None:
+            return None
+        try:
+            lock: VoteLock = codec.decode(raw, VoteLock)
+        except codec.CodecError as exc:
+            raise StorageCorrupt(KEY_VOTES, f"is not a vote lock: {exc}") from None
+        return lock
 
     def fees(self, block_hash: bytes) -> int:
         key = fees_key(block_hash)
@@ -316,7 +325,7 @@ class ChainStore:
     def chain_info(self) -> ChainInfo:
         head = self.head()
         return ChainInfo(head, self.finalized(), self.last_pow(), self.queued_pow(),
-                         0 if head is None else self.fees(head.hash), self.approval())
+                         0 if head is None else self.fees(head.hash), self.vote_lock())
 
     def verify_chain(self) -> ChainInfo:
         """Walk the whole stored chain (slow: for tools and tests, never at boot): every
@@ -468,9 +477,9 @@ class ChainStore:
             batch.put(KEY_FINALIZED, encode_ref(put.finalized))
         return queued
 
-    def put_approval(self, ref: BlockRef) -> None:
-        """The approval lock: written, synced, before the approval leaves the node."""
-        self.db.put(KEY_APPROVAL, encode_ref(ref), sync=True)
+    def put_vote_lock(self, lock: VoteLock) -> None:
+        """The vote lock: written, synced, before a vote leaves the node."""
+        self.db.put(KEY_VOTES, codec.encode(lock), sync=True)
 
     # -- peg-ins ---------------------------------------------------------------------------------
 
@@ -639,8 +648,8 @@ class StorageActor(otp.GenServer):
             case PutQueuedPow(header):
                 store.put_queued_pow(header)
                 return None
-            case PutApproval(ref):
-                store.put_approval(ref)
+            case PutVoteLock(lock):
+                store.put_vote_lock(lock)
                 return None
             case GetCreditedPegIns(txids):
                 return store.credited(txids)

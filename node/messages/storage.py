@@ -18,7 +18,7 @@ import otp
 
 from ..errors import StorageRequestError
 from ..types.bitcoin import OutPoint
-from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock
+from ..types.chain import AuxPowHeader, BlockRef, SignedConsensusBlock, VoteLock
 from ..types.pegin import Deposit, Refusal
 from ..types.pegout import FederationUtxo
 from ..types.pegout_book import PegOutRecord, ProposalRecord, RefusedPegOutRecord
@@ -180,12 +180,13 @@ class PutQueuedPow(otp.Request["None"]):
 
 
 @attrs.frozen
-class PutApproval(otp.Request["None"]):
-    """Persist this authority's approval lock (the block it approved at that height), synced,
-    before the approval is sent: a restarted node never approves a second block at a height
-    (as a validator's slashing-protection record)."""
+class PutVoteLock(otp.Request["None"]):
+    """Persist this authority's vote lock (``node.workflows.prevotes``: the block it is
+    locked on and the rounds it voted in at that height), synced, before a vote is sent: a
+    restarted node never votes twice in one round (as a validator's slashing-protection
+    record)."""
 
-    ref: BlockRef = attrs.field(validator=_instance(BlockRef))
+    lock: VoteLock = attrs.field(validator=_instance(VoteLock))
 
 
 @attrs.frozen
@@ -201,8 +202,8 @@ class ChainInfo:
     queued_pow: AuxPowHeader | None
     #: Fees accumulated after the head and not minted yet.
     fees: int
-    #: The block this authority last approved (its approval lock), if any.
-    approval: BlockRef | None = None
+    #: This authority's vote lock (node.workflows.prevotes), if any.
+    votes: VoteLock | None = None
 
 
 @attrs.frozen

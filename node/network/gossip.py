@@ -4,7 +4,8 @@
 topic                     payload (bytes on the wire -> value published on the bus)
 ========================  ===============================================================
 ``consensus_block``       a signed block in the consensus encoding -> SignedConsensusBlock
-``approve_block``         :class:`ApproveBlock` in ``otp.codec`` -> ApproveBlock
+``approve_block``         :class:`ApproveBlock` or a ``Vote`` (prevote, precommit) in
+                          ``otp.codec`` -> ApproveBlock | Vote
 ``queue_pow``             an AuxPoW header document (``encoding``) -> AuxPowHeader
 ``pegout_signatures``     opaque bytes, defined by the bridge -> bytes
 ========================  ===============================================================
@@ -28,7 +29,7 @@ import attrs
 from otp import codec
 
 from ..types import encoding
-from ..types.chain import AuxPowHeader, IndividualApproval, SignedConsensusBlock
+from ..types.chain import AuxPowHeader, IndividualApproval, SignedConsensusBlock, Vote
 from .errors import FrameError
 from .frames import TOPICS
 
@@ -66,14 +67,14 @@ class ApproveBlock:
         validator=attrs.validators.instance_of(IndividualApproval))
 
 
-Payload = SignedConsensusBlock | ApproveBlock | AuxPowHeader | bytes
+Payload = SignedConsensusBlock | ApproveBlock | Vote | AuxPowHeader | bytes
 
 
 def encode_payload(topic: str, payload: Payload) -> bytes:
     """The wire bytes of ``payload`` on ``topic``; TypeError if it is not that topic's type."""
     if topic == CONSENSUS_BLOCK and isinstance(payload, SignedConsensusBlock):
         return encoding.encode_signed_block(payload)
-    if topic == APPROVE_BLOCK and isinstance(payload, ApproveBlock):
+    if topic == APPROVE_BLOCK and isinstance(payload, ApproveBlock | Vote):
         return codec.encode(payload)
     if topic == QUEUE_POW and isinstance(payload, AuxPowHeader):
         return encoding.encode_auxpow_header(payload)
@@ -89,8 +90,7 @@ def decode_payload(topic: str, data: bytes) -> Payload:
         if topic == CONSENSUS_BLOCK:
             return encoding.decode_signed_block(data)
         if topic == APPROVE_BLOCK:
-            approve: ApproveBlock = codec.decode(data, ApproveBlock)
-            return approve
+            return _decode_approve_topic(data)
         if topic == QUEUE_POW:
             return encoding.decode_auxpow_header(data)
         if topic == PEGOUT_SIGNATURES:
@@ -100,6 +100,20 @@ def decode_payload(topic: str, data: bytes) -> Payload:
     except codec.CodecError as exc:
         raise FrameError("payload", topic, str(exc)) from None
     raise FrameError("payload", "frame.body.topic", f"unknown topic {topic!r}")
+
+
+def _decode_approve_topic(data: bytes) -> ApproveBlock | Vote:
+    """An approval or a vote: each type is tried strictly (every field validated); the
+    error of the first is raised when neither fits."""
+    try:
+        approve: ApproveBlock = codec.decode(data, ApproveBlock)
+        return approve
+    except codec.CodecError as first:
+        try:
+            vote: Vote = codec.decode(data, Vote)
+            return vote
+        except codec.CodecError:
+            raise first from None
 
 
 def message_id(topic: str, data: bytes) -> bytes:

@@ -199,3 +199,50 @@ class SignedConsensusBlock:
 
     def ref(self) -> BlockRef:
         return BlockRef(self.hash(), self.height)
+
+
+#: :attr:`Vote.kind`: a prevote (first phase) or a precommit (second phase, bound to a round).
+PREVOTE, PRECOMMIT = 0, 1
+
+
+def _kind(_inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or value not in (PREVOTE, PRECOMMIT):
+        raise ValueError(f"{attribute.name} must be {PREVOTE} (prevote) or {PRECOMMIT} "
+                         f"(precommit), not {value!r:.80}")
+
+
+@codec.register(tag="alys.Vote")
+@attrs.frozen
+class Vote:
+    """An authority's prevote or precommit for the block ``block_hash`` at ``height`` in
+    ``round`` (a slot number): a BLS signature over a domain-separated digest of the chain
+    id, kind, height, round and block hash (``node.workflows.prevotes.vote_digest``)."""
+
+    kind: int = attrs.field(validator=_kind)
+    height: int = attrs.field(validator=_uint(64))
+    round: int = attrs.field(validator=_uint(64))
+    block_hash: bytes = attrs.field(validator=_length(32))
+    authority_index: int = attrs.field(validator=_uint(16))
+    signature: bytes = attrs.field(validator=_length(96))
+
+
+def _round_or_none(_inst: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < 1 << 64:
+        raise ValueError(f"{attribute.name} must be -1 (none) or a round in 0..2**64-1, "
+                         f"not {value!r:.80}")
+
+
+@codec.register(tag="alys.VoteLock")
+@attrs.frozen
+class VoteLock:
+    """What an authority must remember across a crash about its votes at ``height``: the
+    block it is locked on and the round of that lock, and the last rounds it prevoted and
+    precommitted in (-1: none), so that it never votes twice in one round."""
+
+    height: int = attrs.field(validator=_uint(64))
+    locked_hash: bytes | None = attrs.field(default=None, validator=_optional_length(32))
+    locked_round: int = attrs.field(default=-1, validator=_round_or_none)
+    prevoted_round: int = attrs.field(default=-1, validator=_round_or_none)
+    precommitted_round: int = attrs.field(default=-1, validator=_round_or_none)
+    #: The block of this authority's last prevote (what production says it waits for).
+    prevoted_hash: bytes | None = attrs.field(default=None, validator=_optional_length(32))

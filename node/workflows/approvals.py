@@ -14,15 +14,15 @@ Rules kept here (the ChainActor does the I/O):
 * **Only blocks on the node's head.** A proposal is held only if its parent is the node's
   head; when the head moves, every held proposal and early approval is dropped
   (:func:`for_head`). A node that is behind catches up by sync, not by proposals.
-* **One approval per height.** An authority approves at most one block for each head it
-  builds on: two different blocks at one height can then not both reach ceil(2n/3)
-  approvals unless more than a third of the authorities sign both (byzantine). The first
-  valid proposal wins; the producer counts its own block as its approval.
+* **One approval per height.** With several authorities, an authority approves only the
+  block its authorities decided in rounds of prevotes and precommits
+  (:mod:`node.workflows.prevotes`, which argues why two blocks cannot both reach
+  ceil(2n/3)); the producer's own signature on its block counts as its approval.
 * **Approvals may arrive before their block** (gossip does not keep order across topics):
   they wait, at most :data:`MAX_EARLY`, and are folded in when the block comes; those for a
   block that never comes go with the head.
-* **Bounded.** At most :data:`MAX_PROPOSALS` blocks per head (more is a flood: the newest
-  is refused).
+* **Bounded.** At most :data:`MAX_PROPOSALS` blocks per head: beyond, the oldest that no
+  vote names goes (rounds of votes bring a fresh block every slot until one is decided).
 
 A proposal that has not gathered enough approvals stays held: its producer gossips it again
 every slot (peers that saw it drop the copy; peers that were away get it), so authorities
@@ -32,7 +32,7 @@ log and ``/ready``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 import attrs
@@ -95,11 +95,12 @@ def _replace(proposals: Proposals, block: SignedConsensusBlock) -> Proposals:
 
 
 def propose(proposals: Proposals, block: SignedConsensusBlock,
-            authorities: Sequence[bls.PublicKey]) -> Proposals:
+            authorities: Sequence[bls.PublicKey], keep: Collection[bytes] = ()) -> Proposals:
     """Hold ``block`` (already validated on top of the head, approvals not required), with
     the approvals that came early for it. A block already held gains the approvals this copy
-    carries. Raises BlockError for a block that is not on the head, or beyond
-    :data:`MAX_PROPOSALS`."""
+    carries. Beyond :data:`MAX_PROPOSALS` the oldest block held goes, unless it is approved
+    here or named in ``keep`` (the blocks votes name: locked, decided); raises BlockError
+    for a block that is not on the head, or when every held block is to be kept."""
     if block.message.parent_hash != proposals.head:
         raise BlockError("proposal", "the block does not build on this node's head")
     block_hash = block.hash()
@@ -108,8 +109,15 @@ def propose(proposals: Proposals, block: SignedConsensusBlock,
     held = proposals.get(block_hash)
     if held is None:
         if len(proposals.blocks) >= MAX_PROPOSALS:
-            raise BlockError("proposal", f"{MAX_PROPOSALS} blocks are proposed on this head "
-                             "already")
+            # Rounds of votes bring a fresh block each slot while no block is decided: the
+            # oldest that nothing names goes.
+            kept = {*keep, proposals.approved_hash}
+            oldest = next((b for b in proposals.blocks if b.hash() not in kept), None)
+            if oldest is None:
+                raise BlockError("proposal", f"{MAX_PROPOSALS} blocks are proposed on this "
+                                 "head already, each of them named by a vote")
+            proposals = attrs.evolve(proposals, blocks=tuple(
+                b for b in proposals.blocks if b is not oldest))
         proposals = attrs.evolve(proposals, blocks=(*proposals.blocks, block))
         held = block
     else:

@@ -90,8 +90,14 @@ def test_only_blocks_on_the_head_and_only_so_many() -> None:
     held = approvals.Proposals(parent().hash())
     for slot in range(4, 4 + approvals.MAX_PROPOSALS):
         held = approvals.propose(held, proposal(slot), AUTHORITIES)
+    # Full: the oldest block no vote names goes for the new one.
+    newest = proposal(4 + approvals.MAX_PROPOSALS)
+    named = tuple(b.hash() for b in held.blocks)
+    after = approvals.propose(held, newest, AUTHORITIES, keep=named[1:])
+    assert len(after.blocks) == approvals.MAX_PROPOSALS
+    assert after.get(named[0]) is None and after.get(newest.hash()) is not None
     with pytest.raises(rules.BlockError, match="proposed on this head already"):
-        approvals.propose(held, proposal(4 + approvals.MAX_PROPOSALS), AUTHORITIES)
+        approvals.propose(held, newest, AUTHORITIES, keep=named)
     assert approvals.for_head(held, parent().hash()) is held
     assert approvals.for_head(held, bytes(32)) == approvals.Proposals(bytes(32))
 

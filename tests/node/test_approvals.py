@@ -34,8 +34,10 @@ async def test_own_block_waits_for_approvals_then_imports(tmp_path: Path) -> Non
         assert await otp.call("chain", chain_msgs.ProduceNow()) is None  # 1 of 2 approvals
         status = await otp.call("chain", chain_msgs.GetStatus())
         assert status.head.height == 0
-        proposals = (await otp.get_state("chain")).proposals  # type: ignore[attr-defined]
-        waiting = proposals.get(proposals.approved_hash)
+        actor = await otp.get_state("chain")
+        lock = actor.votes.lock  # type: ignore[attr-defined]
+        assert lock.prevoted_round == 300 and lock.locked_hash is None  # our prevote, alone
+        waiting = actor.proposals.get(lock.prevoted_hash)  # type: ignore[attr-defined]
         assert waiting is not None and rules.required_approvals(3) == 2
         bad = rules.approve(bytes(32), others[0], 1)  # signs the wrong hash
         assert isinstance(await otp.call("chain", chain_msgs.AddApproval(bad)),
@@ -49,9 +51,10 @@ async def test_own_block_waits_for_approvals_then_imports(tmp_path: Path) -> Non
                           rules.BlockError)  # nothing waits any more
 
 
-async def test_the_approval_lock_outlives_a_restart(tmp_path: Path) -> None:
-    """An authority that approved a block (its own here) and restarts approves no other block
-    at that height, and produces none: the lock is stored before the approval leaves."""
+async def test_the_vote_lock_outlives_a_restart(tmp_path: Path) -> None:
+    """An authority that prevoted in a round (for its own block here) and restarts within
+    that round neither builds another block nor prevotes again in it: the vote lock is
+    stored, synced, before the vote leaves. In the next round it prevotes again."""
     others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2)]
     async with otp.runtime():
         clock = Clock()
@@ -63,21 +66,22 @@ async def test_the_approval_lock_outlives_a_restart(tmp_path: Path) -> None:
         cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
         clock = Clock(slot=300)
         await start_chain(tmp_path, cfg, clock)
-        assert await otp.call("chain", chain_msgs.ProduceNow()) is None  # waits for approvals
+        assert await otp.call("chain", chain_msgs.ProduceNow()) is None  # waits for votes
         info = await otp.call("storage", storage_msgs.GetChainInfo())
-        assert info.approval is not None and info.approval.height == 1
-        locked = info.approval.hash
+        assert info.votes is not None and info.votes.height == 1
+        assert info.votes.prevoted_round == 300
+        first = info.votes.prevoted_hash
 
         await otp.stop("chain")  # the held block is lost with the actor; the lock is not
         await otp.start(ChainActor, cfg, str(tmp_path), produce=False, name="chain")
         actor = await otp.get_state("chain")
-        actor.clock = Clock(slot=303)  # type: ignore[attr-defined]  # our slot again
-        assert actor.proposals.approved_hash == locked  # type: ignore[attr-defined]
+        actor.clock = Clock(slot=300)  # type: ignore[attr-defined]  # the same round
+        assert actor.votes.lock == info.votes  # type: ignore[attr-defined]
         assert await otp.call("chain", chain_msgs.ProduceNow()) is None
-        status = await otp.call("chain", chain_msgs.GetStatus())
-        assert status.head is not None and status.head.height == 0
+        assert actor.proposals.blocks == ()  # type: ignore[attr-defined]  # nothing built
+        assert (await otp.call("storage", storage_msgs.GetChainInfo())).votes == info.votes
 
-        # Another authority's block at that height arrives: held, not approved by us.
+        # Another authority's block for the next round arrives: held and prevoted.
         genesis = await otp.call("storage", storage_msgs.GetBlockByHeight(0))
         assert genesis is not None
         payload = await otp.call("engine", engine_msgs.BuildPayload(
@@ -94,4 +98,6 @@ async def test_the_approval_lock_outlives_a_restart(tmp_path: Path) -> None:
         actor = await otp.get_state("chain")
         held = actor.proposals.get(other.hash())  # type: ignore[attr-defined]
         assert held is not None and held.signature.indexes() == [1]
-        assert actor.proposals.approved_hash == locked  # type: ignore[attr-defined]
+        stored = (await otp.call("storage", storage_msgs.GetChainInfo())).votes
+        assert stored.prevoted_round == 301 and stored.prevoted_hash == other.hash()
+        assert first != other.hash() and actor.proposals.approved_hash is None  # type: ignore[attr-defined]

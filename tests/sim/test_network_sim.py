@@ -273,11 +273,6 @@ def split_vote_program(base: Path, seed: int) -> Callable[[], Awaitable[tuple[in
     return main
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known liveness gap: in a 2-2 split each half approves its own block at the next height; "
-    "an authority approves one block per height and never takes it back, so neither block "
-    "reaches 3 of 4 approvals after the heal and production waits for good (needs approval "
-    "rounds that expire, a consensus change)"))
 @pytest.mark.sim(seeds=1)
 @pytest.mark.usefixtures("quiet_logs")
 def test_a_two_two_split_heals_and_the_chain_goes_on(sim: Simulator, sim_seed: int,
