@@ -1044,7 +1044,7 @@ class ChainActor(otp.GenServer):
                 vote = prevotes.sign_vote(self.key, self.index, self.cfg.chain_id, intent.kind,
                                           new.height, intent.round, intent.block_hash)
                 self.votes, _ = prevotes.add_vote(self.votes, vote, self.authorities,
-                                                  self.cfg.chain_id, now_round)
+                                                  self.cfg.chain_id, now_round, own=True)
                 self._gossip(APPROVE_BLOCK, vote)
         await self._approve_decided()
 

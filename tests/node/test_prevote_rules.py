@@ -214,3 +214,27 @@ def test_a_locked_authority_prevotes_its_lock_and_never_twice_in_a_round() -> No
     after, intents = prevotes.step(votes, N, 4, block(4))
     assert intents == (prevotes.Intent(PREVOTE, 4, block(2)),)
     assert after.lock.prevoted_round == 4
+
+
+def test_a_vote_past_its_quorum_is_dropped_unverified_and_an_own_vote_is_not_checked_again(
+) -> None:
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    q = required_approvals(N)
+    for index in range(q):
+        votes, _ = prevotes.add_vote(votes, signed(index, PREVOTE, 5, block(5)), PKS,
+                                     CHAIN_ID, 5)
+    assert prevotes.polka(votes, 5, N) == block(5)
+    # A late vote for the same block and round changes nothing: not held, not verified (a
+    # forged one is not refused either: it could not change a polka or a decision).
+    forged = attrs.evolve(signed(q, PREVOTE, 5, block(5)), signature=bytes(96))
+    assert prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5) == (votes, None)
+    # But an equivocating late vote is still caught (its signature is checked then).
+    late = prevotes.add_vote(votes, signed(0, PREVOTE, 5, block(6)), PKS, CHAIN_ID, 5)
+    assert late[1] is not None and "two prevotes" in late[1]
+    # Our own vote, just signed, is held without a second check.
+    fresh = prevotes.for_head(None, HEAD, HEIGHT)
+    mine = attrs.evolve(signed(0, PRECOMMIT, 5, block(5)), signature=bytes(96))
+    held, _ = prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5, own=True)
+    assert held.held == (mine,)
+    with pytest.raises(prevotes.VoteError, match="signature"):
+        prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5)
