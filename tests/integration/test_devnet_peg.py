@@ -25,9 +25,10 @@ addresses, so the tests do not see each other's deposits.
 * ``kill -9`` of a node (any of the three; node1 runs the miner, so while it is down there
   is no PoW, no signing and no AuxPoW block) at a step Hypothesis picks (once the burn is
   mined, once the victim shows it ``proposed``, once it signs or finalizes it, once it shows
-  it ``broadcast``, once btcd has the transaction in its mempool), then a restart: every
-  node agrees on one Bitcoin transaction, ``confirmed`` once btcd mines it, and btcd's blocks
-  and mempool hold exactly one payment to the requested address — the agreed transaction's;
+  it ``broadcast``, once btcd has the transaction in its mempool; or once ``broadcast``
+  but kept down until btcd has mined it), then a restart: every node agrees on one Bitcoin
+  transaction, ``confirmed`` once btcd mines it, and btcd's blocks and mempool hold exactly
+  one payment to the requested address — the agreed transaction's;
 * at the end, the devnet killed with SIGKILL takes its btcd (and nodes) with it.
   ``PEG_CRASH_EXAMPLES`` sets how many examples of each crash test (default 1, the CI
   sample; not ``ALYS_*``, which the nodes would read as configuration; the full run:
@@ -507,7 +508,8 @@ def test_kill_9_at_any_step_still_credits_exactly_once(net: Net, step: str, vict
 
 
 #: Where the node is killed, relative to the peg-out's life.
-PEGOUT_STEPS = ("burn mined", "proposed", "signing", "broadcast", "in btcd's mempool")
+PEGOUT_STEPS = ("burn mined", "proposed", "signing", "broadcast", "in btcd's mempool",
+                "broadcast, down until mined")
 #: Sats one funding peg-in gives the federation for the peg-out crash test's requests.
 PEGOUT_FUNDING = 50_000_000
 _SIGNING = re.compile(r"signed \d+ peg-out proposals as member|peg-out \w+ signed by \d+ "
@@ -564,7 +566,7 @@ def test_kill_9_at_any_step_of_a_peg_out_still_pays_it_exactly_once(net: Net, st
              f"proposed on {node.name}", PEGOUT_TIMEOUT, net.logs)
     elif step == "signing":
         poll(signing, f"{node.name} signs or finalizes", PEGOUT_TIMEOUT, net.logs)
-    elif step == "broadcast":
+    elif step in ("broadcast", "broadcast, down until mined"):
         poll(lambda: state(node) in ("broadcast", "confirmed"), f"broadcast by {node.name}",
              PEGOUT_TIMEOUT, net.logs)
     elif step == "in btcd's mempool":
@@ -576,6 +578,11 @@ def test_kill_9_at_any_step_of_a_peg_out_still_pays_it_exactly_once(net: Net, st
              f"the peg-out broadcast by the others while {node.name} is down",
              PEGOUT_TIMEOUT, net.logs)
     # (node1 killed: no PoW, so no signatures and no AuxPoW block until it is back.)
+    if step == "broadcast, down until mined":
+        # It comes back to a peg-out Bitcoin mined without it: its replay of the block that
+        # carried it sends it again, and it must still agree.
+        poll(in_mempool, "the peg-out in btcd's mempool", PEGOUT_TIMEOUT, net.logs)
+        net.btcd.generate(CONFIRMATIONS)
     net.restart(victim)
     txid = poll(lambda: agreed_on(net.nodes, burn, "broadcast", "confirmed"),
                 f"the peg-out broadcast by every node after {node.name} was killed {step!r}",
