@@ -395,8 +395,15 @@ class FederationActor(otp.GenServer):
         try:
             await self.btc.sendrawtransaction(record.signed)
         except (BitcoinError, ValueError) as exc:
-            self._bitcoin_trouble(f"peg-out {txid[::-1].hex()} not broadcast yet: {exc}")
-            return
+            # A peg-out mined while this node was away and whose outputs are all spent since
+            # is refused as spending unknown coins (btcd: "orphan transaction ... references
+            # outputs of unknown or fully-spent transaction", code -25; Core:
+            # "missing-inputs"): Bitcoin has it, which is all "broadcast" means.
+            if not await self._known_to_bitcoin(txid):
+                self._bitcoin_trouble(f"peg-out {txid[::-1].hex()} not broadcast yet: {exc}")
+                return
+            logger.info("peg-out %s refused by sendrawtransaction (%s), but Bitcoin has it "
+                        "already", txid[::-1].hex(), exc)
         self._bitcoin_fine()
         book, changed = book_rules.mark_broadcast(self.book, txid)
         await self._store_proposal(changed)
@@ -406,6 +413,14 @@ class FederationActor(otp.GenServer):
             metrics.PEGOUT_REQUESTS.labels("broadcast").inc(len(changed.requests))
             logger.info("peg-out %s broadcast to Bitcoin (%d requests)", txid[::-1].hex(),
                         len(changed.requests))
+
+    async def _known_to_bitcoin(self, txid: bytes) -> bool:
+        """Whether Bitcoin shows transaction ``txid`` (in its mempool or, with a transaction
+        index, in a block); False when it cannot be asked."""
+        try:
+            return await self.btc.getrawtransaction(txid) is not None
+        except (BitcoinError, ValueError):
+            return False
 
     # -- polling ------------------------------------------------------------------------------
 

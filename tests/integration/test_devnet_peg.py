@@ -22,10 +22,17 @@ addresses, so the tests do not see each other's deposits.
   members (an empty element for the third, the script, the control block), paying the
   requested address the requested amount less its fee share; ``getpegstatus`` agrees on
   every node, and ``python -m node received`` shows the payment;
+* ``kill -9`` of a node (any of the three; node1 runs the miner, so while it is down there
+  is no PoW, no signing and no AuxPoW block) at a step Hypothesis picks (once the burn is
+  mined, once the victim shows it ``proposed``, once it signs or finalizes it, once it shows
+  it ``broadcast``, once btcd has the transaction in its mempool; or once ``broadcast``
+  but kept down until btcd has mined it), then a restart: every node agrees on one Bitcoin
+  transaction, ``confirmed`` once btcd mines it, and btcd's blocks and mempool hold exactly
+  one payment to the requested address — the agreed transaction's;
 * at the end, the devnet killed with SIGKILL takes its btcd (and nodes) with it.
-  ``PEG_CRASH_EXAMPLES`` sets how many examples (default 1, the CI sample; not ``ALYS_*``,
-  which the nodes would read as configuration; the full
-  run: ``PEG_CRASH_EXAMPLES=25 scripts/test tests/integration/test_devnet_peg.py``).
+  ``PEG_CRASH_EXAMPLES`` sets how many examples of each crash test (default 1, the CI
+  sample; not ``ALYS_*``, which the nodes would read as configuration; the full run:
+  ``PEG_CRASH_EXAMPLES=25 scripts/test tests/integration/test_devnet_peg.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from coincurve import PrivateKey, PublicKeyXOnly
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
+from node.devnet import payments_to
 from node.execution.accounts import dev_accounts
 from node.integration.btcd import (
     BtcdError,
@@ -106,6 +114,8 @@ class Net:
     federation: Federation
     manual: dict[str, ManualNode] = attrs.field(factory=dict)
     used: set[OutPoint] = attrs.field(factory=set)
+    #: Sats the peg-out crash examples funded the federation with and did not request yet.
+    pegout_funds: int = 0
 
     def logs(self) -> str:
         return logs_of(*self.nodes)() + "\n----- devnet:\n" + self.devnet.tail(30)
@@ -158,6 +168,16 @@ class Net:
 
     def on_all(self, predicate: Any) -> bool:
         return all(predicate(node) for node in self.nodes)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index`` (0-based) and wait until it is gone."""
+        node = self.nodes[index]
+        try:
+            os.kill(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            raise AssertionError(f"{node.name} (pid {node.pid}) had exited before it was "
+                                 f"killed\n{self.logs()}") from None
+        poll(lambda: not alive(node.pid), f"{node.name} is gone", 30, self.logs)
 
     def restart(self, index: int) -> None:
         """Start node ``index`` (0-based) again by hand, as the devnet tells a user to."""
@@ -334,6 +354,31 @@ def peg_out_status(node: DevNode, tx_hash: str) -> dict[str, Any]:
     return found
 
 
+def request_peg_out(node: DevNode, account: int, address: str, sats: int) -> str:
+    """A ``requestPegOut`` burn of ``sats`` to ``address`` sent with Foundry's ``cast`` by
+    dev account ``account`` through ``node``, as the README shows: its EVM tx hash, mined."""
+    key = dev_accounts()[account].private_key
+    done = subprocess.run(
+        [str(tool("cast")), "send", "--rpc-url", node.eth_url, "--private-key",
+         "0x" + key.hex(), "--json", "--value", str(sats * WEI_PER_SAT),
+         "0x" + BRIDGE_ADDRESS.hex(), "requestPegOut(bytes)", "0x" + address.encode().hex()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert sent["status"] == "0x1", sent
+    return str(sent["transactionHash"])
+
+
+def agreed_on(nodes: list[DevNode], burn: str, *states: str) -> str | None:
+    """The Bitcoin txid every node's ``getpegstatus`` gives the peg-out ``burn`` when all
+    of them have it in one of ``states`` and name the same transaction; else None."""
+    found = [peg_out_status(n, burn) for n in nodes]
+    if not all(f.get("state") in states for f in found):
+        return None
+    txids = {f["bitcoin_txid"] for f in found}
+    return txids.pop() if len(txids) == 1 else None
+
+
 def test_a_peg_out_is_mined_by_btcd_with_2_of_3_schnorr_signatures(net: Net) -> None:
     # The federation's coins: a peg-in of its own (earlier tests' deposits are there too).
     funder = random_address()
@@ -345,23 +390,10 @@ def test_a_peg_out_is_mined_by_btcd_with_2_of_3_schnorr_signatures(net: Net) -> 
     program = hash160(PrivateKey(secrets.token_bytes(32)).public_key.format())
     address, script = address_from_witness(0, program, "regtest"), b"\x00\x14" + program
     sats = 3_210_000
-    account = dev_accounts()[2]
-    done = subprocess.run(
-        [str(tool("cast")), "send", "--rpc-url", net.nodes[1].eth_url, "--private-key",
-         "0x" + account.private_key.hex(), "--json", "--value", str(sats * WEI_PER_SAT),
-         "0x" + BRIDGE_ADDRESS.hex(), "requestPegOut(bytes)", "0x" + address.encode().hex()],
-        capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    sent = json.loads(done.stdout)
-    assert sent["status"] == "0x1", sent
-    burn = sent["transactionHash"]
+    burn = request_peg_out(net.nodes[1], 2, address, sats)
 
     def agreed(*states: str) -> str | None:
-        found = [peg_out_status(n, burn) for n in net.nodes]
-        if not all(f.get("state") in states for f in found):
-            return None
-        txids = {f["bitcoin_txid"] for f in found}
-        return txids.pop() if len(txids) == 1 else None
+        return agreed_on(net.nodes, burn, *states)
 
     txid = poll(lambda: agreed("broadcast", "confirmed"),
                 "the peg-out broadcast by every node, the same transaction", PEGOUT_TIMEOUT,
@@ -431,12 +463,7 @@ def test_kill_9_at_any_step_still_credits_exactly_once(net: Net, step: str, vict
     others = [n for n in net.nodes if n is not node]
 
     def kill() -> None:
-        try:
-            os.kill(node.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            raise AssertionError(f"{node.name} (pid {node.pid}) had exited before it was "
-                                 f"killed\n{net.logs()}") from None
-        poll(lambda: not alive(node.pid), f"{node.name} is gone", 30, net.logs)
+        net.kill(victim)
 
     if step == "before it is mined":
         kill()
@@ -478,3 +505,104 @@ def test_kill_9_at_any_step_still_credits_exactly_once(net: Net, step: str, vict
     poll(lambda: all(n.status()["head"]["height"] >= height + 1 for n in net.nodes),
          "blocks go on", PROGRESS_TIMEOUT, net.logs)
     assert net.credited_everywhere(tx, to, sats) == credited
+
+
+#: Where the node is killed, relative to the peg-out's life.
+PEGOUT_STEPS = ("burn mined", "proposed", "signing", "broadcast", "in btcd's mempool",
+                "broadcast, down until mined")
+#: Sats one funding peg-in gives the federation for the peg-out crash test's requests.
+PEGOUT_FUNDING = 50_000_000
+_SIGNING = re.compile(r"signed \d+ peg-out proposals as member|peg-out \w+ signed by \d+ "
+                      r"members")
+
+
+def fund_federation(net: Net, sats: int) -> None:
+    """Enough coins in the federation for a request of ``sats`` (a peg-in of its own when
+    what this module's crash examples gave it runs low; earlier tests' coins are not
+    counted, so the test also runs alone)."""
+    if net.pegout_funds >= sats + 1_000_000:
+        return
+    funder = random_address()
+    funding = net.deposit(funder, PEGOUT_FUNDING)
+    net.btcd.generate(CONFIRMATIONS)
+    poll(lambda: net.credited_everywhere(funding, funder, PEGOUT_FUNDING),
+         "the federation's funding credited everywhere", CREDIT_TIMEOUT, net.logs)
+    net.pegout_funds += PEGOUT_FUNDING
+
+
+@settings(max_examples=CRASH_EXAMPLES, deadline=None, database=None,
+          phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(step=st.sampled_from(PEGOUT_STEPS), victim=st.integers(0, 2),
+       sats=st.integers(1_000_000, 5_000_000))
+def test_kill_9_at_any_step_of_a_peg_out_still_pays_it_exactly_once(net: Net, step: str,
+                                                                     victim: int,
+                                                                     sats: int) -> None:
+    event(f"killed {step!r}: node{victim + 1}")  # --hypothesis-show-statistics lists them
+    fund_federation(net, sats)
+    node = net.nodes[victim]
+    others = [n for n in net.nodes if n is not node]
+    program = hash160(PrivateKey(secrets.token_bytes(32)).public_key.format())
+    address, script = address_from_witness(0, program, "regtest"), b"\x00\x14" + program
+    seen = len(node.log_path.read_text(encoding="utf-8", errors="replace"))
+    burn = request_peg_out(others[0], 3, address, sats)
+    net.pegout_funds -= sats
+
+    def state(n: DevNode) -> str | None:
+        found: str | None = peg_out_status(n, burn).get("state")
+        return found
+
+    def signing() -> bool:
+        text = node.log_path.read_text(encoding="utf-8", errors="replace")[seen:]
+        return bool(_SIGNING.search(text)) or state(node) in ("signed", "broadcast",
+                                                              "confirmed")
+
+    def in_mempool() -> bool:
+        proposal = peg_out_status(others[0], burn).get("proposal_txid")
+        return bool(proposal) and proposal in net.btcd.rpc("getrawmempool")
+
+    if step == "proposed":
+        poll(lambda: state(node) in ("proposed", "signed", "broadcast", "confirmed"),
+             f"proposed on {node.name}", PEGOUT_TIMEOUT, net.logs)
+    elif step == "signing":
+        poll(signing, f"{node.name} signs or finalizes", PEGOUT_TIMEOUT, net.logs)
+    elif step in ("broadcast", "broadcast, down until mined"):
+        poll(lambda: state(node) in ("broadcast", "confirmed"), f"broadcast by {node.name}",
+             PEGOUT_TIMEOUT, net.logs)
+    elif step == "in btcd's mempool":
+        poll(in_mempool, "the peg-out in btcd's mempool", PEGOUT_TIMEOUT, net.logs)
+    net.kill(victim)
+    if victim != 0:
+        # The two others (the miner's node among them) go on: 2 signatures of 3 suffice.
+        poll(lambda: agreed_on(others, burn, "broadcast", "confirmed"),
+             f"the peg-out broadcast by the others while {node.name} is down",
+             PEGOUT_TIMEOUT, net.logs)
+    # (node1 killed: no PoW, so no signatures and no AuxPoW block until it is back.)
+    if step == "broadcast, down until mined":
+        # It comes back to a peg-out Bitcoin mined without it: its replay of the block that
+        # carried it sends it again, and it must still agree.
+        poll(in_mempool, "the peg-out in btcd's mempool", PEGOUT_TIMEOUT, net.logs)
+        net.btcd.generate(CONFIRMATIONS)
+    net.restart(victim)
+    txid = poll(lambda: agreed_on(net.nodes, burn, "broadcast", "confirmed"),
+                f"the peg-out broadcast by every node after {node.name} was killed {step!r}",
+                PROGRESS_TIMEOUT, net.logs)
+    net.btcd.generate(CONFIRMATIONS)
+    assert poll(lambda: agreed_on(net.nodes, burn, "confirmed"),
+                "the peg-out confirmed on every node", CREDIT_TIMEOUT, net.logs) == txid
+    for n in net.nodes:
+        status = peg_out_status(n, burn)
+        assert status["proposal_txid"] == txid, (n.name, status)
+        assert (status["amount_sats"], status["destination"]) == (sats, address), status
+    # Blocks go on (any second proposal for the request would come in them) and btcd mines
+    # whatever is in its mempool: still exactly one payment, the agreed transaction's.
+    height = net.nodes[victim].status()["head"]["height"]
+    poll(lambda: all(n.status()["head"]["height"] >= height + 3 for n in net.nodes),
+         "blocks go on", PROGRESS_TIMEOUT, net.logs)
+    net.btcd.generate(1)
+    payments = payments_to(net.btcd, script)
+    assert len(payments) == 1, (step, node.name, payments)
+    [paid] = payments
+    assert paid.txid == txid and paid.confirmations >= CONFIRMATIONS + 1, paid
+    assert sats - 20_000 < paid.sats < sats, (paid, sats)  # less its fee share
+    assert agreed_on(net.nodes, burn, "confirmed") == txid

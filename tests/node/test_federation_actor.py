@@ -8,6 +8,7 @@ to 2 sat/vB) and loses nothing."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,11 @@ from node.messages import storage as s
 from node.messages.eth import EthRequest
 from node.messages.network import GossipReceived, Publish, ReportPeer, gossip_topic
 from node.network.gossip import PEGOUT_SIGNATURES
-from node.types.bitcoin import OutPoint, Transaction
+from node.types.bitcoin import OutPoint, Transaction, TxIn, TxOut
 from node.types.bridge import BRIDGE_ADDRESS
 from node.types.chain import AuxPowHeader, BlockRef
 from node.types.pegout import FederationUtxo, PegOutProposal
-from node.types.pegout_book import PegOutState
+from node.types.pegout_book import PegOutState, ProposalRecord
 from node.workflows import chain as chain_rules
 from node.workflows.auxpow import mine_auxpow
 from node.workflows.federation import Federation
@@ -361,3 +362,60 @@ async def test_signatures_from_peers_finalize_at_k_and_bad_ones_score_the_peer(
         (signed,) = fields.finalized
         witness = Transaction.from_bytes(signed).inputs[0].witness
         assert [bool(x) for x in witness[:3]] == [False, True, True]  # members 1 and 0
+
+
+def spent_bitcoin(signed: Transaction, mined: bool) -> BitcoinClient:
+    """A Bitcoin node that refuses ``signed`` as btcd does once it was mined and all its
+    outputs were spent since (an orphan spending fully-spent coins, code -25), and shows it
+    in a block with 5 confirmations when ``mined`` (else does not know it)."""
+    txid = signed.txid()[::-1].hex()
+
+    def answer(call: dict[str, Any]) -> dict[str, Any]:
+        method = call["method"]
+        if method == "sendrawtransaction":
+            error = {"code": -25, "message": f"TX rejected: orphan transaction {txid} "
+                     "references outputs of unknown or fully-spent transaction " + "ab" * 32}
+            return {"result": None, "error": error, "id": call["id"]}
+        if method == "getrawtransaction" and mined:
+            return {"result": {"txid": txid, "hex": signed.to_bytes().hex(),
+                               "blockhash": "11" * 32, "confirmations": 5},
+                    "error": None, "id": call["id"]}
+        error = {"code": -5, "message": "No information available about transaction"}
+        return {"result": None, "error": error, "id": call["id"]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        out = [answer(c) for c in body] if isinstance(body, list) else answer(body)
+        return httpx.Response(200, content=json.dumps(out).encode())
+
+    return BitcoinClient("http://127.0.0.1:1", user="u", password="p",
+                         transport=httpx.MockTransport(handle), retries=0)
+
+
+async def test_a_peg_out_bitcoin_mined_and_spent_while_the_node_was_away_is_not_stuck_signed(
+        tmp_path: Path) -> None:
+    # A node that was down while the peg-out was mined and its outputs spent replays the
+    # AuxPoW block that carried it: sendrawtransaction refuses it (its inputs are gone), but
+    # Bitcoin has it, so it is broadcast (then confirmed) like on every other node — it used
+    # to stay "signed" forever, re-sent at every poll.
+    unsigned = Transaction(2, (TxIn(COIN.outpoint, sequence=0xFFFFFFFD),),
+                           (TxOut(COIN.value - 1_000, destination(1)[1]),), 0)
+    signed = attrs.evolve(unsigned, inputs=(attrs.evolve(
+        unsigned.inputs[0], witness=(bytes(64), FEDERATION.script,
+                                     FEDERATION.control_block)),))
+    record = ProposalRecord(unsigned.txid(), unsigned.to_bytes(), (COIN,), ((bytes(32), 0),), 0,
+                            state=PegOutState.SIGNED, signed=signed.to_bytes(),
+                            included_height=0)
+    for mined, expected in ((False, PegOutState.SIGNED), (True, PegOutState.CONFIRMED)):
+        async with otp.runtime():
+            await setup(tmp_path / str(mined))
+            await otp.call("storage", s.PutPegOuts(proposals=(record,)))
+            await otp.start(FederationActor, BRIDGE, CHAIN, None, str(tmp_path / str(mined)),
+                            client=spent_bitcoin(signed, mined), name="federation")
+            await trio.sleep(3.5)  # a few polls
+            proposals = (await otp.call("storage", s.GetPegOuts())).proposals
+            assert [p.state for p in proposals] == [expected], mined
+            if mined:
+                assert proposals[0].confirmations == 5
+            else:  # Bitcoin knows nothing of it: the node keeps trying, and says why
+                assert "not broadcast yet" in str((await status()).problem)
