@@ -301,6 +301,13 @@ class BridgeConfig:
     #: above it is refused. Proposals use ``estimatesmartfee 1`` (fallback 2 sat/vB).
     pegout_max_fee_rate: int = attrs.field(default=500, validator=_positive)
 
+    def bitcoin_auth(self) -> dict[str, str]:
+        """The BitcoinClient's credentials: the cookie file if one is set, else user and
+        password."""
+        if self.bitcoin_cookie_file:
+            return {"cookie_file": self.bitcoin_cookie_file}
+        return {"user": self.bitcoin_user, "password": self.bitcoin_password}
+
     @bitcoin_cookie_file.validator
     def _auth(self, attribute: Any, value: str) -> None:
         if value and (self.bitcoin_user or self.bitcoin_password):

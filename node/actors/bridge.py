@@ -89,17 +89,12 @@ class BridgeActor(otp.GenServer):
             logger.error("bridge enabled but chain.federation_bitcoin_keys is empty: there is "
                          "no federation address to watch; no peg-ins")
             return otp.Ignore
-        federation = Federation(tuple(bytes.fromhex(k.removeprefix("0x"))
-                                      for k in chain_cfg.federation_bitcoin_keys))
+        federation = Federation.from_hex(chain_cfg.federation_bitcoin_keys)
         self.script = federation.script_pubkey
         self.storage = storage
         if client is None:
-            auth: dict[str, Any] = ({"cookie_file": self.cfg.bitcoin_cookie_file}
-                                    if self.cfg.bitcoin_cookie_file else
-                                    {"user": self.cfg.bitcoin_user,
-                                     "password": self.cfg.bitcoin_password})
             client = BitcoinClient(self.cfg.bitcoin_url, timeout=self.cfg.timeout, retries=1,
-                                   **auth)
+                                   **self.cfg.bitcoin_auth())
         self.btc = client
         records: storage_msgs.PegInRecords = await sibling.call_storage(
             storage_msgs.GetPegIns(), storage=storage, wait=INIT_WAIT)

@@ -155,8 +155,7 @@ class FederationActor(otp.GenServer):
             logger.error("bridge enabled but chain.federation_bitcoin_keys is empty: no "
                          "peg-outs")
             return otp.Ignore
-        self.federation = Federation(tuple(bytes.fromhex(k.removeprefix("0x"))
-                                           for k in chain_cfg.federation_bitcoin_keys))
+        self.federation = Federation.from_hex(chain_cfg.federation_bitcoin_keys)
         self.network_name = chain_cfg.bitcoin_network
         self.storage, self.engine, self.network = storage, engine, network
         self.prefix = bus_prefix
@@ -171,12 +170,8 @@ class FederationActor(otp.GenServer):
                 logger.warning("the Bitcoin key in %s (%s) is no member's of the federation: "
                                "this node does not sign peg-outs", key_path, mine.hex())
         if client is None:
-            auth: dict[str, Any] = ({"cookie_file": self.cfg.bitcoin_cookie_file}
-                                    if self.cfg.bitcoin_cookie_file else
-                                    {"user": self.cfg.bitcoin_user,
-                                     "password": self.cfg.bitcoin_password})
             client = BitcoinClient(self.cfg.bitcoin_url, timeout=self.cfg.timeout, retries=1,
-                                   **auth)
+                                   **self.cfg.bitcoin_auth())
         self.btc = client
         self.eth: ExecutionClient | None = None
         if receipts is None:

@@ -336,8 +336,7 @@ class RpcActor(otp.GenServer):
         #: The peg's deposit address, or None without federation keys.
         self.deposit_address: str | None = None
         if chain_cfg.federation_bitcoin_keys:
-            federation = Federation(tuple(bytes.fromhex(k.removeprefix("0x"))
-                                          for k in chain_cfg.federation_bitcoin_keys))
+            federation = Federation.from_hex(chain_cfg.federation_bitcoin_keys)
             self.deposit_address = federation.address(chain_cfg.bitcoin_network)
         self.storage, self.chain, self.auxpow, self.sync = storage, chain, auxpow, sync
         self.cache = ReplyCache(self.cfg.cache_bytes)

@@ -85,6 +85,12 @@ class Federation:
 
     keys: tuple[bytes, ...] = attrs.field(converter=_to_keys, validator=_check_keys)
 
+    @classmethod
+    def from_hex(cls, keys: Iterable[str]) -> Federation:
+        """The federation of ``chain.federation_bitcoin_keys``: x-only keys in hex, with or
+        without ``0x`` (checked when the configuration is loaded)."""
+        return cls(tuple(bytes.fromhex(k.removeprefix("0x")) for k in keys))
+
     @property
     def threshold(self) -> int:
         return threshold(len(self.keys))
