@@ -949,7 +949,7 @@ class ChainActor(otp.GenServer):
         except rules.BlockError as exc:
             await trio.lowlevel.checkpoint()
             # Our clock may lag, our bridge may be away: not the peer's fault.
-            if exc.rule not in ("future-slot", "pegins-unverifiable", "pegouts-unverifiable"):
+            if exc.rule != "future-slot" and not exc.ours:
                 self._report(peer, Offence.INVALID_BLOCK, f"block #{block.height}: {exc}")
             logger.info("block #%d %s from %s refused: %s", block.height,
                         block.hash().hex()[:16], peer, exc)

@@ -454,6 +454,12 @@ class SyncActor(otp.GenServer):
             logger.warning("sync: import waits for the chain: %s", error)
             self.import_after = now + IMPORT_RETRY
             return
+        if error.ours:
+            # Our bridge or federation cannot check the blocks' peg operations now: the
+            # blocks are not at fault and stay; the import is tried again later.
+            logger.warning("sync: import waits: %s", error)
+            self.import_after = now + IMPORT_RETRY
+            return
         height = self.state.head + 1
         peer = self.source.get(height)
         ready = rules.next_to_import(self.state)

@@ -18,6 +18,7 @@ block may not claim peg-ins this node cannot verify.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 import attrs
 
@@ -44,6 +45,17 @@ class BlockError(NodeError, ValueError):
         super().__init__(f"{rule}: {message}")
         self.rule = rule
         self.message = message
+
+    @property
+    def ours(self) -> bool:
+        """Whether the refusal says nothing against the block, only that this node cannot
+        check it now (its bridge or federation cannot reach Bitcoin or its records)."""
+        return self.rule in UNVERIFIABLE
+
+
+#: Rules a block is refused under when this node cannot check it now: not the block's fault,
+#: nor its sender's.
+UNVERIFIABLE: Final = frozenset({"pegins-unverifiable", "pegouts-unverifiable"})
 
 
 # -- slots and authors ---------------------------------------------------------------------------

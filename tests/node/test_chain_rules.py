@@ -812,3 +812,12 @@ def test_pow_problems_name_why_a_queued_pow_cannot_be_carried(pow_header: AuxPow
     stray = attrs.evolve(pow_header, range_end=bytes(32))
     problem = rules.pow_problem(state, stray, BITS)
     assert problem is not None and "not an unfinalized block" in problem.message
+
+
+def test_only_an_unverifiable_refusal_is_ours_not_the_blocks() -> None:
+    """The chain and sync actors do not blame a peer for a refusal that only says this node
+    cannot check the block now (its bridge or federation is away)."""
+    assert rules.BlockError("pegins-unverifiable", "the bridge is away").ours
+    assert rules.BlockError("pegouts-unverifiable", "the federation is away").ours
+    for rule in ("pegins", "pegouts", "signature", "future-slot", "fork", "withdrawals"):
+        assert not rules.BlockError(rule, "x").ours
