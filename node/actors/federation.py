@@ -537,10 +537,13 @@ class FederationActor(otp.GenServer):
                         sets.txid[::-1].hex(), self.federation.threshold)
 
     def _report(self, peer: str, detail: str) -> None:
+        """Report ``peer`` to the NetworkActor without waiting; a report that cannot be
+        delivered (no network, a full mailbox) is logged, not lost silently."""
         try:
             otp.cast_nowait(self.network, ReportPeer(peer, Offence.PROTOCOL_VIOLATION, detail))
-        except (trio.WouldBlock, *CALL_FAILURES):
-            pass
+        except (trio.WouldBlock, *CALL_FAILURES) as exc:
+            logger.warning("peer %s not reported (%s): %s", peer,
+                           type(exc).__name__, detail)
 
     # -- the chain's questions ----------------------------------------------------------------
 
