@@ -300,6 +300,10 @@ class BridgeConfig:
     #: The highest fee rate (sat/vB) a proposal may pay for the recipients; a proposal
     #: above it is refused. Proposals use ``estimatesmartfee 1`` (fallback 2 sat/vB).
     pegout_max_fee_rate: int = attrs.field(default=500, validator=_positive)
+    #: Blocks after a peg-out's signed form was carried before a producer that still sees it
+    #: unconfirmed on Bitcoin proposes a fee bump (BIP125) in its place, and before
+    #: validators accept one. Every authority should use the same value.
+    pegout_bump_after: int = attrs.field(default=600, validator=_positive)
 
     def bitcoin_auth(self) -> dict[str, str]:
         """The BitcoinClient's credentials: the cookie file if one is set, else user and

@@ -264,7 +264,8 @@ class FederationActor(otp.GenServer):
 
     async def _fetch(self, proposal: bytes | None, unspent: bool) -> tuple[FederationUtxo, ...]:
         """Coins a proposal spends that the book lacks, from Bitcoin: the output from
-        ``getrawtransaction``; with ``unspent``, only if ``gettxout`` says it is unspent."""
+        ``getrawtransaction``; with ``unspent``, only if ``gettxout`` shows it unspent in a
+        block."""
         if proposal is None:
             await trio.lowlevel.checkpoint()
             return ()
@@ -273,8 +274,12 @@ class FederationActor(otp.GenServer):
             tx = await self.btc.transaction(outpoint.txid)
             if tx is None or outpoint.vout >= len(tx.outputs):
                 continue
-            if unspent and await self.btc.gettxout(outpoint.txid, outpoint.vout) is None:
-                continue
+            if unspent:
+                # Unspent and mined: a coin only in a mempool may never exist (the change of
+                # a peg-out that a fee bump replaces, for one).
+                info = await self.btc.gettxout(outpoint.txid, outpoint.vout)
+                if info is None or not info.confirmations:
+                    continue
             coin = book_rules.fetched_utxo(outpoint, tx.outputs[outpoint.vout],
                                            self.federation)
             if coin is not None:
@@ -289,7 +294,7 @@ class FederationActor(otp.GenServer):
     async def _persist(self, change: BookChange, cursor: BlockRef | None = None) -> None:
         await sibling.call_storage(storage_msgs.PutPegOuts(
             change.requests, change.refused, change.proposals, change.utxos, change.spent,
-            cursor), storage=self.storage)
+            cursor, change.dropped), storage=self.storage)
 
     async def _advance(self, height: int | None = None) -> bool:
         """Apply the canonical blocks after the book's cursor, up to ``height`` (None: the
@@ -440,12 +445,36 @@ class FederationActor(otp.GenServer):
         if not await self._advance():
             return
         for record in list(self.book.proposals.values()):
-            if record.included_height is None:
+            if record.included_height is None or record.state in (PegOutState.CONFIRMED,
+                                                                  PegOutState.REPLACED):
                 continue
-            if record.state is PegOutState.SIGNED:
+            if book_rules.superseded(self.book, record.txid):
+                await self._watch_replaced(record)
+            elif record.state is PegOutState.SIGNED:
                 await self._broadcast(record.txid)
             elif record.state is PegOutState.BROADCAST:
                 await self._watch(record)
+
+    async def _watch_replaced(self, record: ProposalRecord) -> None:
+        """A peg-out a fee bump replaced is never sent again, but Bitcoin may still mine it
+        (a miner had it first): then it is the one that pays its requests."""
+        try:
+            info = await self.btc.getrawtransaction(record.txid)
+        except BitcoinError as exc:
+            self._bitcoin_trouble(f"Bitcoin cannot be asked about peg-out "
+                                  f"{record.txid[::-1].hex()}: {exc}")
+            return
+        if info is None or not info.confirmations:
+            return
+        if record.state is PegOutState.SIGNED:
+            book, changed = book_rules.mark_broadcast(self.book, record.txid)
+            await self._store_proposal(changed)
+            self.book = book
+        current = self.book.proposals[record.txid]
+        if current.state is PegOutState.BROADCAST:
+            logger.warning("peg-out %s, which a fee bump replaced, was mined instead",
+                           record.txid[::-1].hex())
+            await self._observe(current, info.confirmations)
 
     async def _watch(self, record: ProposalRecord) -> None:
         try:
@@ -464,8 +493,11 @@ class FederationActor(otp.GenServer):
                 self._bitcoin_trouble(f"peg-out {record.txid[::-1].hex()} not broadcast "
                                       f"again: {exc}")
             return
+        await self._observe(record, info.confirmations or 0)
+
+    async def _observe(self, record: ProposalRecord, confirmations: int) -> None:
         book, changed = book_rules.observe_confirmations(
-            self.book, record.txid, info.confirmations or 0, self.cfg.pegout_confirmations)
+            self.book, record.txid, confirmations, self.cfg.pegout_confirmations)
         await self._store_proposal(changed)
         self.book = book
         if changed is not None and changed.state is PegOutState.CONFIRMED:
@@ -473,6 +505,14 @@ class FederationActor(otp.GenServer):
             metrics.PEGOUT_REQUESTS.labels("confirmed").inc(len(changed.requests))
             logger.info("peg-out %s confirmed on Bitcoin (%d confirmations, %d requests)",
                         record.txid[::-1].hex(), changed.confirmations, len(changed.requests))
+            book, settled = book_rules.settle(self.book, record.txid)
+            if settled:
+                await self._persist(settled)
+                self.book = book
+                for other in settled.proposals:
+                    metrics.PEGOUT_PROPOSALS.labels("replaced").inc()
+                    logger.info("peg-out %s replaced: %s is the one Bitcoin mined",
+                                other.txid[::-1].hex(), record.txid[::-1].hex())
 
     # -- signatures ---------------------------------------------------------------------------
 
@@ -586,16 +626,11 @@ class FederationActor(otp.GenServer):
                                                    key=lambda r: (r.height, r.txid))
                           if r.signed is not None and r.included_height is None) \
             if auxpow else ()
-        proposal: bytes | None = None
-        if book_rules.open_requests(self.book):
-            try:
-                estimate = await self.btc.estimatesmartfee(1)
-                rate = rules.fee_rate_from_estimate(estimate.sat_per_vbyte)
-            except BitcoinError as exc:
-                rate = 2_000  # ALYS.md: the 2 sat/vB fallback
-                self._bitcoin_trouble(f"no fee estimate from Bitcoin ({exc}): proposals pay "
-                                      "2 sat/vB")
-            made = book_rules.make_proposal(self.book, self.federation, rate)
+        proposal = await self._bump(parent.height + 1)
+        if proposal is None and book_rules.open_requests(self.book):
+            rate = await self._fee_rate()
+            made = book_rules.make_proposal(self.book, self.federation, rate,
+                                            await self._settled_change())
             if isinstance(made, str):
                 if made != self.unpaid:
                     logger.warning("block on #%d proposes no peg-out: %s", parent.height, made)
@@ -604,6 +639,66 @@ class FederationActor(otp.GenServer):
                 self.unpaid = None
                 proposal = made.transaction.to_bytes()
         return PegOutsForBlock(proposal, finalized)
+
+    async def _fee_rate(self) -> int:
+        try:
+            estimate = await self.btc.estimatesmartfee(1)
+            return rules.fee_rate_from_estimate(estimate.sat_per_vbyte)
+        except BitcoinError as exc:
+            self._bitcoin_trouble(f"no fee estimate from Bitcoin ({exc}): proposals pay "
+                                  "2 sat/vB")
+            return 2_000  # ALYS.md: the 2 sat/vB fallback
+
+    async def _settled_change(self) -> tuple[FederationUtxo, ...]:
+        """The unsettled change outputs (of peg-outs with fee bumps) Bitcoin shows unspent in
+        a block: the one of each group that was mined, which proposals may spend now."""
+        found = []
+        for coin in book_rules.unsettled_coins(self.book):
+            try:
+                info = await self.btc.gettxout(coin.outpoint.txid, coin.outpoint.vout)
+            except BitcoinError:
+                break  # no Bitcoin: they wait
+            if info is not None and info.confirmations:
+                found.append(coin)
+        await trio.lowlevel.checkpoint()
+        return tuple(found)
+
+    async def _bump(self, height: int) -> bytes | None:
+        """A fee bump for block ``height`` of the oldest peg-out the chain allows to be
+        replaced and that Bitcoin shows unmined (None: none)."""
+        for record in book_rules.bump_candidates(self.book, height, self.cfg.pegout_bump_after):
+            try:
+                info = await self.btc.getrawtransaction(record.txid)
+            except BitcoinError as exc:
+                self._bitcoin_trouble(f"Bitcoin cannot be asked whether peg-out "
+                                      f"{record.txid[::-1].hex()} is mined: {exc}")
+                return None
+            if info is not None and info.confirmations:
+                continue  # mined: it needs no bump
+            rate = min(await self._fee_rate(), self._max_fee_rate())
+            made = book_rules.make_bump(self.book, record, self.federation, rate)
+            if isinstance(made, str):
+                logger.warning("%s", made)
+                continue
+            raw = made.transaction.to_bytes()
+            try:  # what every validator will check, the rate cap included
+                book_rules.check_block(self.book, self.federation, proposal=raw, finalized=(),
+                                       auxpow=False, max_fee_rate=self._max_fee_rate(),
+                                       bump_after=self.cfg.pegout_bump_after)
+            except book_rules.PegOutBlockError as exc:
+                logger.warning("peg-out %s is unconfirmed, but its fee bump is refused: %s",
+                               record.txid[::-1].hex(), exc.reason)
+                continue
+            logger.info("peg-out %s unconfirmed %d blocks after it was carried: block #%d "
+                        "proposes fee bump %s", record.txid[::-1].hex(),
+                        height - (record.included_height or 0), height,
+                        made.txid[::-1].hex())
+            return raw
+        await trio.lowlevel.checkpoint()
+        return None
+
+    def _max_fee_rate(self) -> int:
+        return min(self.cfg.pegout_max_fee_rate * 1000, rules.MAX_FEE_RATE)
 
     async def _verify(self, parent: BlockRef, proposal: bytes | None,
                       finalized: tuple[bytes, ...], auxpow: bool) -> PegOutVerdict:
@@ -619,9 +714,8 @@ class FederationActor(otp.GenServer):
         try:
             book_rules.check_block(self.book, self.federation, proposal=proposal,
                                    finalized=finalized, auxpow=auxpow,
-                                   max_fee_rate=min(self.cfg.pegout_max_fee_rate * 1000,
-                                                    rules.MAX_FEE_RATE),
-                                   fetched=fetched)
+                                   max_fee_rate=self._max_fee_rate(),
+                                   fetched=fetched, bump_after=self.cfg.pegout_bump_after)
         except book_rules.PegOutBlockError as exc:
             metrics.PEGOUT_REFUSED_BLOCKS.inc()
             return PegOutVerdict(exc.reason)

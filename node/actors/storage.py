@@ -582,6 +582,8 @@ class ChainStore:
             for outpoint in put.spent:
                 batch.delete(coin_key(outpoint))
                 batch.put(spent_key(outpoint), b"")
+            for outpoint in put.dropped:
+                batch.delete(coin_key(outpoint))
             if put.cursor is not None:
                 batch.put(KEY_PEGOUT_CURSOR, encode_ref(put.cursor))
         self.writes += 1

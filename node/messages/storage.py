@@ -301,8 +301,8 @@ class PegStatus:
 class PutPegOuts(otp.Request["None"]):
     """The FederationActor's change to its peg-out book, in one synced batch: requests,
     refusals and proposals new or changed, the federation's coins added, outpoints spent
-    (removed from the coins and remembered as spent), and the block the book is now at (None:
-    unchanged). A crash leaves all of it or none."""
+    (removed from the coins and remembered as spent), the block the book is now at (None:
+    unchanged), and coins dropped (removed, not spent). A crash leaves all of it or none."""
 
     requests: tuple[PegOutRecord, ...] = attrs.field(default=(),
                                                     validator=_tuple_of(PegOutRecord))
@@ -315,6 +315,8 @@ class PutPegOuts(otp.Request["None"]):
     spent: tuple[OutPoint, ...] = attrs.field(default=(), validator=_tuple_of(OutPoint))
     cursor: BlockRef | None = attrs.field(default=None,
                                           validator=_instance(BlockRef, optional=True))
+    #: Coins removed without being spent (the change of a peg-out a fee bump replaces).
+    dropped: tuple[OutPoint, ...] = attrs.field(default=(), validator=_tuple_of(OutPoint))
 
 
 @attrs.frozen

@@ -34,13 +34,16 @@ class PegOutState(enum.Enum):
     proposal. ``proposed``: a block carries the unsigned transaction paying it. ``signed``:
     ``k`` members' signatures make it whole (on this node, or in a block's
     ``finalized_pegouts``). ``broadcast``: an AuxPoW block carried it and this node handed it
-    to Bitcoin. ``confirmed``: Bitcoin shows it with the configured confirmations."""
+    to Bitcoin. ``confirmed``: Bitcoin shows it with the configured confirmations.
+    ``replaced`` (a proposal only): a fee bump spending the same coins, or the peg-out it
+    bumped, is confirmed instead, so Bitcoin can never mine this one."""
 
     REQUESTED = "requested"
     PROPOSED = "proposed"
     SIGNED = "signed"
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"
+    REPLACED = "replaced"
 
 
 def _sized(size: int) -> Any:

@@ -111,6 +111,8 @@ __all__ = [
     "NotEnoughSignatures",
     "PegOutError",
     "Selection",
+    "bump",
+    "check_bump",
     "check_proposal",
     "cost_of_change",
     "dust_limit",
@@ -592,6 +594,78 @@ def check_proposal(proposal: PegOutProposal, requests: Sequence[PegOutRequest],
     if fee < least:
         raise InvalidProposal(f"the fee of {fee} sats is below {least} ({min_fee_rate} "
                               f"sat/kvB * {vsize} vB)")
+
+
+# --------------------------------------------------------------------------------- fee bumps
+
+
+def _paid_shares(proposal: PegOutProposal, requests: Sequence[PegOutRequest]) -> int:
+    return sum(r.amount for r in requests) - sum(
+        o.value for o in proposal.transaction.outputs[:len(requests)])
+
+
+def _fee(proposal: PegOutProposal) -> int:
+    return (sum(u.value for u in proposal.spent)
+            - sum(o.value for o in proposal.transaction.outputs))
+
+
+def bump(original: PegOutProposal, requests: Sequence[PegOutRequest], federation: Federation,
+         fee_rate: int) -> PegOutProposal:
+    """The replacement (BIP125) of ``original``, which pays ``requests``: the same inputs in
+    the same order, the same requests, the same change; the recipients' fee shares
+    recomputed at ``fee_rate`` sat/kvB, raised where needed so that the fee grows by at
+    least the minimum relay rate times the transaction's size (BIP125's rules 3 and 4: the
+    replacement pays more in total and for its own relay). Because the recipients pay the
+    fee, the federation's change is unchanged. Raises :class:`PegOutError` when the rate
+    would pass :data:`MAX_FEE_RATE` or an output would become dust."""
+    if type(original) is not PegOutProposal:
+        raise PegOutError(f"original must be a PegOutProposal, got {type(original).__name__}")
+    requests = _check_requests(requests)
+    _check_fee_rate(fee_rate)
+    tx = original.transaction
+    vsize = signed_vsize(federation, tx)
+    least = -(-1000 * _paid_shares(original, requests) // vsize) + MIN_RELAY_FEE_RATE
+    rate = max(fee_rate, least)
+    if rate > MAX_FEE_RATE:
+        raise PegOutError(f"a bump needs {rate} sat/kvB, over the most allowed "
+                          f"{MAX_FEE_RATE}")
+    shares = split_fee(fee_for(rate, vsize), len(requests))
+    outputs = []
+    for i, (request, share) in enumerate(zip(requests, shares, strict=True)):
+        value = request.amount - share
+        if value < dust_limit(request.script_pubkey):
+            raise PegOutError(f"requests[{i}]: {request.amount} sats less a bumped fee share "
+                              f"of {share} is below the dust threshold")
+        outputs.append(TxOut(value, request.script_pubkey))
+    outputs.extend(tx.outputs[len(requests):])
+    return PegOutProposal(Transaction(tx.version, tx.inputs, outputs, tx.lock_time),
+                          original.spent)
+
+
+def check_bump(replacement: PegOutProposal, original: PegOutProposal,
+               requests: Sequence[PegOutRequest], federation: Federation, *,
+               max_fee_rate: int) -> None:
+    """Refuse (:class:`InvalidProposal`) a replacement of ``original`` (which pays
+    ``requests``) that is not a valid fee bump: it must be a valid proposal of the same
+    requests from exactly the original's coins (:func:`check_proposal`, at most
+    ``max_fee_rate``), spend the same inputs in the same order (so that at most one of the
+    two can ever be mined), keep the same change, and pay a fee higher by at least the
+    minimum relay rate times its size (what Bitcoin needs to replace the original)."""
+    if type(original) is not PegOutProposal:
+        raise PegOutError(f"original must be a PegOutProposal, got {type(original).__name__}")
+    check_proposal(replacement, requests, original.spent, federation,
+                   max_fee_rate=max_fee_rate)
+    before, after = original.transaction, replacement.transaction
+    if [i.prevout for i in after.inputs] != [i.prevout for i in before.inputs]:
+        raise InvalidProposal("a replacement spends exactly the inputs of the peg-out it "
+                              "replaces, in the same order")
+    if after.outputs[len(requests):] != before.outputs[len(requests):]:
+        raise InvalidProposal("a replacement keeps the change of the peg-out it replaces")
+    needed = _fee(original) + fee_for(MIN_RELAY_FEE_RATE, signed_vsize(federation, after))
+    if _fee(replacement) < needed:
+        raise InvalidProposal(f"a replacement's fee of {_fee(replacement)} sats is below "
+                              f"{needed}: the replaced fee plus {MIN_RELAY_FEE_RATE} sat/kvB "
+                              "of its size (BIP125)")
 
 
 # --------------------------------------------------------------------------------- signatures

@@ -31,10 +31,20 @@ node derives the same book from the same chain, block by block (:func:`apply_blo
 
 A peg-out that never confirms (a fee rate the market outgrew, a transaction evicted from the
 mempools) is broadcast again by every node at every poll while it is ``broadcast`` and not
-confirmed, and its change may already fund the next proposal (a chain of unconfirmed
-transactions, which Bitcoin relays up to 25 deep). It is never replaced: a fee bump (RBF,
-which the transactions signal) needs a new proposal the rules here do not make yet — a
-documented limit, see the CHANGELOG.
+confirmed. Once its signed form has been carried for ``bump_after`` blocks, a producer that
+still sees it unconfirmed may propose a **fee bump** (BIP125 replace-by-fee) in the
+proposal field instead of a new payment (:func:`bump_candidates`, :func:`make_bump`): the
+same inputs in the same order, the same requests and change, the recipients' fee shares at a
+higher rate (at least the minimum relay rate more, as Bitcoin requires). Validators check it
+from the chain alone (:func:`check_block`): it replaces the newest proposal spending those
+inputs, whose signed form a block carried ``bump_after`` blocks ago or more, and whose change
+no later proposal spent. It is signed like any proposal. The two spend the same coins, so at
+most one is ever mined: no request is paid twice, whichever wins. The requests point to the
+newest; once Bitcoin confirms one of them (:func:`settle`), the others are ``replaced`` and
+the requests point to the one mined. Their change outputs are *unsettled* meanwhile (not in
+the coins: only one will exist); a producer spends one only once Bitcoin shows it confirmed
+(:func:`unsettled_coins`, passed to :func:`make_proposal`), and validators fetch it from
+Bitcoin like any coin the book lacks.
 
 Signatures: when PoW is queued, each member signs every proposal still waiting for
 signatures (:func:`to_sign`) and gossips them (:func:`encode_signatures`); a receiver
@@ -55,7 +65,13 @@ from eth_bloom.bloom import BloomFilter
 from node.errors import NodeError
 from node.types.bitcoin import DecodeError, OutPoint, Transaction, TxOut
 from node.types.bridge import BRIDGE_ADDRESS, REQUEST_PEGOUT_TOPIC, PegOutScreening
-from node.types.pegout import FederationUtxo, PegOutProposal, PegOutSignatures, RequestId
+from node.types.pegout import (
+    FederationUtxo,
+    PegOutProposal,
+    PegOutRequest,
+    PegOutSignatures,
+    RequestId,
+)
 from node.types.pegout_book import (
     PegOutRecord,
     PegOutState,
@@ -72,11 +88,13 @@ __all__ = [
     "PegOutBook",
     "SignaturePool",
     "apply_block",
+    "bump_candidates",
     "check_block",
     "check_finalized",
     "collect",
     "decode_signatures",
     "encode_signatures",
+    "make_bump",
     "make_proposal",
     "mark_broadcast",
     "mark_signed",
@@ -84,10 +102,17 @@ __all__ = [
     "missing_inputs",
     "observe_confirmations",
     "open_requests",
+    "replaced_by",
     "request_state",
+    "settle",
+    "superseded",
     "to_sign",
+    "unsettled_coins",
 ]
 
+#: Blocks after a peg-out's signed form was carried before a fee bump may replace it, by
+#: default (``bridge.pegout_bump_after``).
+DEFAULT_BUMP_AFTER: Final = 600
 #: The most signature sets kept per proposal waiting for ``k`` (one per member at most).
 MAX_MEMBERS: Final = 15
 _SIGNATURES_HEADER: Final = struct.Struct(">32sB32sH")
@@ -134,17 +159,19 @@ class BlockPegOuts:
 @attrs.frozen
 class BookChange:
     """The records one change wrote (one WriteBatch): new or changed requests, refusals and
-    proposals, coins added, outpoints spent (removed from the coins, kept as spent)."""
+    proposals, coins added, outpoints spent (removed from the coins, kept as spent), coins
+    dropped (removed, not spent: the change of a peg-out a fee bump replaces)."""
 
     requests: tuple[PegOutRecord, ...] = ()
     refused: tuple[RefusedPegOutRecord, ...] = ()
     proposals: tuple[ProposalRecord, ...] = ()
     utxos: tuple[FederationUtxo, ...] = ()
     spent: tuple[OutPoint, ...] = ()
+    dropped: tuple[OutPoint, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.requests or self.refused or self.proposals or self.utxos
-                    or self.spent)
+                    or self.spent or self.dropped)
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -185,16 +212,17 @@ def _spendable(book: PegOutBook, extra: Iterable[FederationUtxo] = ()
 # ---------------------------------------------------------------------------------- proposing
 
 
-def make_proposal(book: PegOutBook, federation: Federation, fee_rate: int
-                  ) -> PegOutProposal | str:
+def make_proposal(book: PegOutBook, federation: Federation, fee_rate: int,
+                  extra: Iterable[FederationUtxo] = ()) -> PegOutProposal | str:
     """The proposal the next block carries: the open requests (at most
     :data:`~node.workflows.pegout.MAX_REQUESTS`, oldest first) paid from the federation's
-    coins at ``fee_rate`` sat/kvB. When the coins do not cover them all, the longest prefix
-    they cover. A string says why there is none."""
+    coins (and ``extra``: unsettled change Bitcoin shows confirmed) at ``fee_rate`` sat/kvB.
+    When the coins do not cover them all, the longest prefix they cover. A string says why
+    there is none."""
     pending = open_requests(book)[:rules.MAX_REQUESTS]
     if not pending:
         return "no open peg-out requests"
-    coins = list(book.utxos.values())
+    coins = list(_spendable(book, extra).values())
     available = sum(u.value for u in coins)
     count = len(pending)
     while count and sum(r.request.amount for r in pending[:count]) > available:
@@ -233,6 +261,141 @@ def missing_inputs(book: PegOutBook, raw: bytes) -> tuple[OutPoint, ...]:
                  if i.prevout not in book.utxos and i.prevout not in book.spent)
 
 
+# ---------------------------------------------------------------------------------- fee bumps
+
+
+def _inputs_of(record: ProposalRecord) -> tuple[OutPoint, ...]:
+    return tuple(u.outpoint for u in record.spent)
+
+
+def _group(book: PegOutBook, inputs: tuple[OutPoint, ...]) -> list[ProposalRecord]:
+    """The proposals spending exactly ``inputs`` (a peg-out and its fee bumps), oldest
+    first."""
+    return sorted((r for r in book.proposals.values() if _inputs_of(r) == inputs),
+                  key=lambda r: (r.height, r.txid))
+
+
+def replaced_by(book: PegOutBook, tx: Transaction) -> ProposalRecord | None:
+    """The proposal ``tx`` would replace: the newest one spending exactly its inputs, in
+    order (None: ``tx`` is no fee bump)."""
+    group = _group(book, tuple(i.prevout for i in tx.inputs))
+    return group[-1] if group else None
+
+
+def superseded(book: PegOutBook, txid: bytes) -> bool:
+    """Whether a fee bump replaced proposal ``txid`` (a newer proposal spends its inputs):
+    it is then never sent to Bitcoin again, only watched in case it is mined."""
+    record = book.proposals.get(txid)
+    return record is not None and _group(book, _inputs_of(record))[-1].txid != txid
+
+
+def _change_of(record: ProposalRecord) -> FederationUtxo | None:
+    tx = Transaction.from_bytes(record.transaction)
+    if len(tx.outputs) <= len(record.requests):
+        return None
+    last = tx.outputs[-1]
+    return FederationUtxo(OutPoint(record.txid, len(tx.outputs) - 1), last.value,
+                          last.script_pubkey)
+
+
+def _bump_problem(book: PegOutBook, record: ProposalRecord, height: int,
+                  bump_after: int) -> str | None:
+    """Why block ``height`` may not replace ``record`` (None: it may), from the chain alone."""
+    txid = record.txid[::-1].hex()
+    if record.included_height is None:
+        return f"peg-out {txid} has no signed form in a block yet: it is not bumped"
+    if height - record.included_height < bump_after:
+        return (f"peg-out {txid} was carried by block #{record.included_height}: a fee bump "
+                f"may replace it from block #{record.included_height + bump_after}")
+    change = _change_of(record)
+    if change is not None and change.outpoint in book.spent:
+        return f"peg-out {txid}'s change is spent by a later proposal: it cannot be replaced"
+    return None
+
+
+def bump_candidates(book: PegOutBook, height: int, bump_after: int
+                    ) -> tuple[ProposalRecord, ...]:
+    """The peg-outs block ``height`` may replace with a fee bump, as far as the chain says
+    (oldest first); the producer bumps one only when Bitcoin has not mined it either."""
+    newest: dict[tuple[OutPoint, ...], ProposalRecord] = {}
+    for record in sorted(book.proposals.values(), key=lambda r: (r.height, r.txid)):
+        newest[_inputs_of(record)] = record
+    return tuple(r for r in newest.values()
+                 if r.state not in (PegOutState.CONFIRMED, PegOutState.REPLACED)
+                 and _bump_problem(book, r, height, bump_after) is None)
+
+
+def _requests_of(book: PegOutBook, record: ProposalRecord) -> list[PegOutRequest]:
+    return [book.requests[rid].request for rid in record.requests]
+
+
+def make_bump(book: PegOutBook, record: ProposalRecord, federation: Federation,
+              fee_rate: int) -> PegOutProposal | str:
+    """The fee bump of ``record`` at ``fee_rate`` sat/kvB or the least higher rate Bitcoin
+    accepts as a replacement (:func:`node.workflows.pegout.bump`); a string says why none."""
+    try:
+        return rules.bump(_proposal_of(record), _requests_of(book, record), federation,
+                          fee_rate)
+    except rules.PegOutError as exc:
+        return f"peg-out {record.txid[::-1].hex()} cannot be bumped: {exc}"
+
+
+def unsettled_coins(book: PegOutBook) -> tuple[FederationUtxo, ...]:
+    """The change outputs of peg-outs that have fee bumps: only the one Bitcoin mines will
+    exist, so none is in the coins; a producer spends one Bitcoin shows confirmed."""
+    groups: dict[tuple[OutPoint, ...], int] = {}
+    for record in book.proposals.values():
+        groups[_inputs_of(record)] = groups.get(_inputs_of(record), 0) + 1
+    found = []
+    for record in book.proposals.values():
+        if groups[_inputs_of(record)] < 2 or record.state is PegOutState.REPLACED:
+            continue
+        change = _change_of(record)
+        if change is not None and change.outpoint not in book.spent \
+                and change.outpoint not in book.utxos:
+            found.append(change)
+    return tuple(sorted(found, key=lambda u: (u.outpoint.txid, u.outpoint.vout)))
+
+
+def settle(book: PegOutBook, txid: bytes) -> tuple[PegOutBook, BookChange]:
+    """Proposal ``txid`` is confirmed: every other proposal spending its inputs (its fee
+    bumps, or the peg-out it bumped) is ``replaced`` (Bitcoin can never mine it now), and
+    their requests point to ``txid``. Nothing changes when there is nothing to settle."""
+    record = book.proposals.get(txid)
+    if record is None or record.state is not PegOutState.CONFIRMED:
+        return book, BookChange()
+    proposals = dict(book.proposals)
+    changed: list[ProposalRecord] = []
+    for other in _group(book, _inputs_of(record)):
+        if other.txid != txid and other.state is not PegOutState.REPLACED:
+            proposals[other.txid] = attrs.evolve(other, state=PegOutState.REPLACED)
+            changed.append(proposals[other.txid])
+    requests = dict(book.requests)
+    repointed: list[PegOutRecord] = []
+    for rid in record.requests:
+        request = requests.get(rid)
+        if request is not None and request.proposal != txid:
+            requests[rid] = attrs.evolve(request, proposal=txid)
+            repointed.append(requests[rid])
+    if not changed and not repointed:
+        return book, BookChange()
+    return (attrs.evolve(book, proposals=proposals, requests=requests),
+            BookChange(requests=tuple(repointed), proposals=tuple(changed)))
+
+
+def _check_bump(book: PegOutBook, tx: Transaction, target: ProposalRecord,
+                federation: Federation, max_fee_rate: int, bump_after: int) -> None:
+    problem = _bump_problem(book, target, book.height + 1, bump_after)
+    if problem is not None:
+        raise PegOutBlockError(f"the proposal is a fee bump, but {problem}")
+    try:
+        replacement = PegOutProposal(tx, target.spent)
+        rules.check_bump(replacement, _proposal_of(target), _requests_of(book, target),
+                         federation, max_fee_rate=max_fee_rate)
+    except (rules.PegOutError, ValueError, TypeError) as exc:
+        raise PegOutBlockError(f"the fee bump of {target.txid[::-1].hex()}: {exc}") from None
+
+
 def _interpret(book: PegOutBook, tx: Transaction, federation: Federation,
                fetched: Iterable[FederationUtxo]
                ) -> tuple[PegOutProposal, tuple[PegOutRecord, ...]]:
@@ -266,25 +429,33 @@ def _interpret(book: PegOutBook, tx: Transaction, federation: Federation,
 
 def check_block(book: PegOutBook, federation: Federation, *, proposal: bytes | None,
                 finalized: Sequence[bytes], auxpow: bool, max_fee_rate: int,
-                fetched: Iterable[FederationUtxo] = ()) -> None:
+                fetched: Iterable[FederationUtxo] = (),
+                bump_after: int = DEFAULT_BUMP_AFTER) -> None:
     """Refuse (:class:`PegOutBlockError`) a block whose peg-out fields are wrong, given the
     book as of its parent: the proposal must be exactly a valid payment of the oldest open
     requests (:func:`node.workflows.pegout.check_proposal`, at most ``max_fee_rate``
-    sat/kvB), the finalized peg-outs only in an AuxPoW block, each once, each the valid
-    signed form of a proposal still waiting for one (:func:`check_finalized`)."""
+    sat/kvB) or a valid fee bump of a peg-out (see the module docstring; ``bump_after``
+    blocks after its signed form was carried), the finalized peg-outs only in an AuxPoW
+    block, each once, each the valid signed form of a proposal still waiting for one
+    (:func:`check_finalized`)."""
     if proposal is not None:
         tx = _parse(proposal, "the peg-out proposal")
         if tx.to_bytes() != proposal:
             raise PegOutBlockError("the peg-out proposal is not in its canonical encoding")
         if tx.txid() in book.proposals:
             raise PegOutBlockError(f"proposal {tx.txid()[::-1].hex()} was proposed already")
-        parsed, records = _interpret(book, tx, federation, fetched)
-        try:
-            rules.check_proposal(parsed, [r.request for r in records],
-                                 _spendable(book, fetched).values(), federation,
-                                 max_fee_rate=max_fee_rate)
-        except rules.PegOutError as exc:
-            raise PegOutBlockError(str(exc)) from None
+        target = replaced_by(book, tx) if tx.inputs and tx.inputs[0].prevout in book.spent \
+            else None
+        if target is not None:
+            _check_bump(book, tx, target, federation, max_fee_rate, bump_after)
+        else:
+            parsed, records = _interpret(book, tx, federation, fetched)
+            try:
+                rules.check_proposal(parsed, [r.request for r in records],
+                                     _spendable(book, fetched).values(), federation,
+                                     max_fee_rate=max_fee_rate)
+            except rules.PegOutError as exc:
+                raise PegOutBlockError(str(exc)) from None
     if finalized and not auxpow:
         raise PegOutBlockError("finalized peg-outs in a block without AuxPoW (they go in the "
                                "next AuxPoW block)")
@@ -401,9 +572,26 @@ def apply_block(book: PegOutBook, block: BlockPegOuts, federation: Federation
     changed_proposals: dict[bytes, ProposalRecord] = {}
     added: dict[OutPoint, FederationUtxo] = {}
     removed: list[OutPoint] = []
+    dropped: list[OutPoint] = []
 
-    if block.proposal is not None:
-        tx = _parse(block.proposal, "the peg-out proposal")
+    tx = None if block.proposal is None else _parse(block.proposal, "the peg-out proposal")
+    target = None if tx is None or not tx.inputs or tx.inputs[0].prevout not in spent \
+        else replaced_by(book, tx)
+    if tx is not None and target is not None:
+        # A fee bump: it takes over the requests; the replaced change leaves the coins
+        # (only the change of the one Bitcoin mines will exist: see unsettled_coins).
+        txid = tx.txid()
+        for rid in target.requests:
+            updated = attrs.evolve(requests[rid], proposal=txid)
+            requests[rid] = changed_requests[rid] = updated
+        old_change = _change_of(target)
+        if old_change is not None and old_change.outpoint in utxos:
+            utxos.pop(old_change.outpoint)
+            dropped.append(old_change.outpoint)
+        proposals[txid] = changed_proposals[txid] = ProposalRecord(
+            txid, tx.to_bytes(), target.spent, target.requests, block.height)
+    elif tx is not None:
+        assert block.proposal is not None
         parsed, paid = _interpret(book, tx, federation, block.fetched)
         txid = parsed.txid
         for record in paid:
@@ -427,8 +615,9 @@ def apply_block(book: PegOutBook, block: BlockPegOuts, federation: Federation
         if carried is None:
             raise PegOutBlockError(f"finalized peg-out {tx.txid()[::-1].hex()} is no "
                                    "proposal's")
-        state = carried.state if carried.state in (PegOutState.BROADCAST,
-                                                   PegOutState.CONFIRMED) else PegOutState.SIGNED
+        state = carried.state if carried.state in (
+            PegOutState.BROADCAST, PegOutState.CONFIRMED, PegOutState.REPLACED) \
+            else PegOutState.SIGNED
         proposals[carried.txid] = changed_proposals[carried.txid] = attrs.evolve(
             carried, signed=raw, included_height=block.height, state=state)
 
@@ -446,7 +635,7 @@ def apply_block(book: PegOutBook, block: BlockPegOuts, federation: Federation
                      frozenset(spent))
     return new, BookChange(tuple(changed_requests.values()), tuple(refusals),
                            tuple(changed_proposals.values()), tuple(added.values()),
-                           tuple(removed))
+                           tuple(removed), tuple(dropped))
 
 
 def _with_proposal(book: PegOutBook, record: ProposalRecord) -> PegOutBook:
@@ -494,11 +683,11 @@ def observe_confirmations(book: PegOutBook, txid: bytes, confirmations: int, req
 
 
 def to_sign(book: PegOutBook) -> tuple[PegOutProposal, ...]:
-    """The proposals members sign when PoW is queued: those no signed form exists for yet,
-    oldest first."""
+    """The proposals members sign when PoW is queued: those no signed form exists for yet
+    (and that Bitcoin has not made moot by confirming a conflicting one), oldest first."""
     return tuple(_proposal_of(r) for r in sorted(book.proposals.values(),
                                                   key=lambda r: (r.height, r.txid))
-                 if r.signed is None)
+                 if r.signed is None and r.state is not PegOutState.REPLACED)
 
 
 #: Signature sets held per proposal txid, by member, until ``k`` valid ones finalize it.
