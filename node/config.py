@@ -302,8 +302,10 @@ class BridgeConfig:
     pegout_max_fee_rate: int = attrs.field(default=500, validator=_positive)
     #: Blocks after a peg-out's signed form was carried before a producer that still sees it
     #: unconfirmed on Bitcoin proposes a fee bump (BIP125) in its place, and before
-    #: validators accept one. Every authority should use the same value.
-    pegout_bump_after: int = attrs.field(default=600, validator=_positive)
+    #: validators accept one. Every authority should use the same value. The default is an
+    #: hour at 2-second slots, about six Bitcoin blocks: a peg-out paying the estimate for the
+    #: next block is rarely that late, so bumps stay rare (each raises the recipients' fee).
+    pegout_bump_after: int = attrs.field(default=1800, validator=_positive)
 
     def bitcoin_auth(self) -> dict[str, str]:
         """The BitcoinClient's credentials: the cookie file if one is set, else user and

@@ -128,7 +128,7 @@ PEGOUT_REFUSED = Counter("alys_pegout_refused", "Burns in the bridge contract th
                          "does not pay (below the minimum, an address it cannot pay)",
                          registry=REGISTRY)
 PEGOUT_PROPOSALS = Counter("alys_pegout_proposals", "Peg-out proposals by what became of "
-                           "them on this node (proposed, signed, broadcast, confirmed)",
+                           "them on this node (proposed, signed, broadcast, confirmed, replaced)",
                            ["state"], registry=REGISTRY)
 PEGOUT_BAD_SIGNATURES = Counter("alys_pegout_bad_signatures", "Peg-out signature sets from "
                                 "peers that did not verify", registry=REGISTRY)

@@ -112,7 +112,7 @@ __all__ = [
 
 #: Blocks after a peg-out's signed form was carried before a fee bump may replace it, by
 #: default (``bridge.pegout_bump_after``).
-DEFAULT_BUMP_AFTER: Final = 600
+DEFAULT_BUMP_AFTER: Final = 1800
 #: The most signature sets kept per proposal waiting for ``k`` (one per member at most).
 MAX_MEMBERS: Final = 15
 _SIGNATURES_HEADER: Final = struct.Struct(">32sB32sH")
@@ -317,12 +317,18 @@ def bump_candidates(book: PegOutBook, height: int, bump_after: int
                     ) -> tuple[ProposalRecord, ...]:
     """The peg-outs block ``height`` may replace with a fee bump, as far as the chain says
     (oldest first); the producer bumps one only when Bitcoin has not mined it either."""
+    # A group not settled yet has no member confirmed or replaced (settle marks them all),
+    # so the live proposals hold every member of every group that may need a bump.
+    live = (r for r in book.proposals.values()
+            if r.state not in (PegOutState.CONFIRMED, PegOutState.REPLACED))
     newest: dict[tuple[OutPoint, ...], ProposalRecord] = {}
-    for record in sorted(book.proposals.values(), key=lambda r: (r.height, r.txid)):
+    mined: set[tuple[OutPoint, ...]] = set()
+    for record in sorted(live, key=lambda r: (r.height, r.txid)):
         newest[_inputs_of(record)] = record
-    return tuple(r for r in newest.values()
-                 if r.state not in (PegOutState.CONFIRMED, PegOutState.REPLACED)
-                 and _bump_problem(book, r, height, bump_after) is None)
+        if record.confirmations:  # this node saw one of the group mined: nothing to bump
+            mined.add(_inputs_of(record))
+    return tuple(r for key, r in newest.items()
+                 if key not in mined and _bump_problem(book, r, height, bump_after) is None)
 
 
 def _requests_of(book: PegOutBook, record: ProposalRecord) -> list[PegOutRequest]:

@@ -252,3 +252,12 @@ def test_bumps_always_pay_more_and_never_pay_a_request_twice(rates: list[int]) -
     assert all(superseded(book, t) for t in chain[:-1])
     # While unsettled, no change of the chain is among the coins.
     assert not {o.txid for o in book.utxos} & set(chain[1:] if len(chain) > 1 else ())
+
+
+def test_a_peg_out_this_node_saw_mined_is_not_bumped() -> None:
+    book, federation, old = carried()
+    book, _ = mark_broadcast(book, old)
+    assert [r.txid for r in bump_candidates(book, book.height + 1, AFTER)] == [old]
+    book, record = observe_confirmations(book, old, 1, 2)  # mined, not yet confirmed
+    assert record is not None and record.state is PegOutState.BROADCAST
+    assert bump_candidates(book, book.height + 1, AFTER) == ()
