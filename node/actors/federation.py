@@ -72,7 +72,7 @@ from ..messages.federation import (
 )
 from ..messages.network import GossipReceived, Offence, Publish, ReportPeer, gossip_topic
 from ..network.gossip import PEGOUT_SIGNATURES
-from ..types.bitcoin import OutPoint, Transaction
+from ..types.bitcoin import OutPoint, Transaction, TxOut
 from ..types.bridge import BridgeLogError, PegOutScreening
 from ..types.chain import BlockRef, SignedConsensusBlock
 from ..types.eth import EthReceipt
@@ -263,31 +263,56 @@ class FederationActor(otp.GenServer):
         return tuple(coins)
 
     async def _fetch(self, proposal: bytes | None, unspent: bool) -> tuple[FederationUtxo, ...]:
-        """Coins a proposal spends that the book lacks, from Bitcoin: the output from
-        ``getrawtransaction``; with ``unspent``, only if ``gettxout`` shows it unspent in a
-        block."""
+        """Coins a proposal spends that the book lacks. With ``unspent`` (a block to verify):
+        only those ``gettxout`` shows unspent in a block, from its answer. Without (a block
+        the chain accepted, applied now or replayed later, when the coin may be long spent):
+        the unsettled change of a peg-out with fee bumps from the book itself, any other coin
+        from ``getrawtransaction`` (which needs a transaction index on Bitcoin Core)."""
         if proposal is None:
             await trio.lowlevel.checkpoint()
             return ()
+        unsettled = {u.outpoint: u for u in book_rules.unsettled_coins(self.book)}
         found = []
         for outpoint in book_rules.missing_inputs(self.book, proposal):
-            tx = await self.btc.transaction(outpoint.txid)
-            if tx is None or outpoint.vout >= len(tx.outputs):
-                continue
             if unspent:
                 # Unspent and mined: a coin only in a mempool may never exist (the change of
                 # a peg-out that a fee bump replaces, for one).
                 info = await self.btc.gettxout(outpoint.txid, outpoint.vout)
                 if info is None or not info.confirmations:
                     continue
-            coin = book_rules.fetched_utxo(outpoint, tx.outputs[outpoint.vout],
-                                           self.federation)
+                output = TxOut(info.value, info.script_pubkey)
+            elif outpoint in unsettled:
+                found.append(unsettled[outpoint])
+                continue
+            else:
+                tx = await self.btc.transaction(outpoint.txid)
+                if tx is None or outpoint.vout >= len(tx.outputs):
+                    continue
+                output = tx.outputs[outpoint.vout]
+            coin = book_rules.fetched_utxo(outpoint, output, self.federation)
             if coin is not None:
                 logger.info("coin %s:%d of the federation fetched from Bitcoin",
                             outpoint.txid[::-1].hex(), outpoint.vout)
                 found.append(coin)
         await trio.lowlevel.checkpoint()
         return tuple(found)
+
+    async def _depth(self, record: ProposalRecord) -> int | None:
+        """How many confirmations Bitcoin shows peg-out ``record`` with (0: in the mempool),
+        None when it does not show it. ``getrawtransaction`` first; a Bitcoin Core without
+        ``-txindex`` (its default) knows only mempool transactions there, so then
+        ``gettxout`` on each of the peg-out's outputs (the UTXO set needs no index): one
+        still unspent tells the depth. A peg-out mined and wholly spent since is unknown to
+        such a node: it stays at the depth last seen."""
+        info = await self.btc.getrawtransaction(record.txid)
+        if info is not None:
+            return info.confirmations or 0
+        outputs = len(Transaction.from_bytes(record.transaction).outputs)
+        for vout in range(outputs):
+            coin = await self.btc.gettxout(record.txid, vout)
+            if coin is not None:
+                return coin.confirmations or 0
+        return None
 
     # -- following the chain ------------------------------------------------------------------
 
@@ -415,10 +440,11 @@ class FederationActor(otp.GenServer):
                         len(changed.requests))
 
     async def _known_to_bitcoin(self, txid: bytes) -> bool:
-        """Whether Bitcoin shows transaction ``txid`` (in its mempool or, with a transaction
-        index, in a block); False when it cannot be asked."""
+        """Whether Bitcoin shows peg-out ``txid`` (:meth:`_depth`); False when it cannot be
+        asked."""
+        record = self.book.proposals.get(txid)
         try:
-            return await self.btc.getrawtransaction(txid) is not None
+            return record is not None and await self._depth(record) is not None
         except (BitcoinError, ValueError):
             return False
 
@@ -459,12 +485,12 @@ class FederationActor(otp.GenServer):
         """A peg-out a fee bump replaced is never sent again, but Bitcoin may still mine it
         (a miner had it first): then it is the one that pays its requests."""
         try:
-            info = await self.btc.getrawtransaction(record.txid)
+            depth = await self._depth(record)
         except BitcoinError as exc:
             self._bitcoin_trouble(f"Bitcoin cannot be asked about peg-out "
                                   f"{record.txid[::-1].hex()}: {exc}")
             return
-        if info is None or not info.confirmations:
+        if not depth:
             return
         if record.state is PegOutState.SIGNED:
             book, changed = book_rules.mark_broadcast(self.book, record.txid)
@@ -474,16 +500,16 @@ class FederationActor(otp.GenServer):
         if current.state is PegOutState.BROADCAST:
             logger.warning("peg-out %s, which a fee bump replaced, was mined instead",
                            record.txid[::-1].hex())
-            await self._observe(current, info.confirmations)
+            await self._observe(current, depth)
 
     async def _watch(self, record: ProposalRecord) -> None:
         try:
-            info = await self.btc.getrawtransaction(record.txid)
+            depth = await self._depth(record)
         except BitcoinError as exc:
             self._bitcoin_trouble(f"Bitcoin cannot be asked about peg-out "
                                   f"{record.txid[::-1].hex()}: {exc}")
             return
-        if info is None:
+        if depth is None:
             logger.warning("Bitcoin no longer knows peg-out %s: broadcast again",
                            record.txid[::-1].hex())
             assert record.signed is not None
@@ -493,7 +519,7 @@ class FederationActor(otp.GenServer):
                 self._bitcoin_trouble(f"peg-out {record.txid[::-1].hex()} not broadcast "
                                       f"again: {exc}")
             return
-        await self._observe(record, info.confirmations or 0)
+        await self._observe(record, depth)
 
     async def _observe(self, record: ProposalRecord, confirmations: int) -> None:
         book, changed = book_rules.observe_confirmations(
@@ -668,12 +694,12 @@ class FederationActor(otp.GenServer):
         replaced and that Bitcoin shows unmined (None: none)."""
         for record in book_rules.bump_candidates(self.book, height, self.cfg.pegout_bump_after):
             try:
-                info = await self.btc.getrawtransaction(record.txid)
+                depth = await self._depth(record)
             except BitcoinError as exc:
                 self._bitcoin_trouble(f"Bitcoin cannot be asked whether peg-out "
                                       f"{record.txid[::-1].hex()} is mined: {exc}")
                 return None
-            if info is not None and info.confirmations:
+            if depth:
                 continue  # mined: it needs no bump
             rate = min(await self._fee_rate(), self._max_fee_rate())
             made = book_rules.make_bump(self.book, record, self.federation, rate)

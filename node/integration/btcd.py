@@ -168,9 +168,12 @@ def coinbase_value(height: int) -> int:
 
 def btcd_command(binary: Path | str, datadir: Path, logdir: Path, config_path: Path,
                  user: str, password: str, rpc_port: int, mining_address: str,
-                 cert_path: Path, key_path: Path, tls: bool = False) -> list[str]:
-    """btcd's command line (see the module docstring for each setting)."""
-    args = [str(binary), "--regtest", "--txindex", f"--configfile={config_path}",
+                 cert_path: Path, key_path: Path, tls: bool = False,
+                 txindex: bool = True) -> list[str]:
+    """btcd's command line (see the module docstring for each setting; ``txindex=False``
+    leaves the index out, as a Bitcoin node run without one, to test that case)."""
+    args = [str(binary), "--regtest", *(["--txindex"] if txindex else []),
+            f"--configfile={config_path}",
             f"--datadir={datadir}", f"--logdir={logdir}", f"--rpcuser={user}",
             f"--rpcpass={password}", f"--rpclisten=127.0.0.1:{rpc_port}",
             f"--rpccert={cert_path}", f"--rpckey={key_path}", "--nolisten", "--nodnsseed",

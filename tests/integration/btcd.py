@@ -44,8 +44,10 @@ class Btcd(Process):
 
     name = "btcd"
 
-    def __init__(self, workdir: Path, mining_key: shared.TaprootKey, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, mining_key: shared.TaprootKey, tls: bool = False,
+                 txindex: bool = True) -> None:
         super().__init__(workdir)
+        self.txindex = txindex
         self.binary = tool("btcd")
         self.mining_key = mining_key
         self.tls = tls
@@ -68,7 +70,7 @@ class Btcd(Process):
         return shared.btcd_command(self.binary, self.datadir, self.workdir / "logs",
                                    self.config_path, self.user, self.password, self.rpc_port,
                                    self.mining_key.address, self.cert_path, self.key_path,
-                                   tls=self.tls)
+                                   tls=self.tls, txindex=self.txindex)
 
     def rpc(self, method: str, *params: Any, timeout: float = 30.0) -> Any:
         """One call, as btcctl would make it; an error object fails with its text."""

@@ -98,10 +98,11 @@ def make_node(tmp_path: Path, processes: list[Process]) -> NodeFactory:
 
 @pytest.fixture
 def make_btcd(tmp_path: Path, processes: list[Process]) -> BtcdFactory:
-    """``make_btcd(label="btcd", tls=False)``: a started btcd, stopped by ``processes``."""
+    """``make_btcd(label="btcd", tls=False, txindex=True)``: a started btcd, stopped by
+    ``processes``."""
 
-    def make(label: str = "btcd", tls: bool = False) -> Btcd:
-        btcd = Btcd(tmp_path / label, TaprootKey(b"miner"), tls=tls)
+    def make(label: str = "btcd", tls: bool = False, txindex: bool = True) -> Btcd:
+        btcd = Btcd(tmp_path / label, TaprootKey(b"miner"), tls=tls, txindex=txindex)
         processes.append(btcd)
         btcd.start()
         return btcd

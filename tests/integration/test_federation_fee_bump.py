@@ -4,7 +4,7 @@ after its signed form was carried, the producer proposes the replacement (same c
 requests and change, a higher fee); it is signed on queued PoW and carried like any peg-out;
 btcd takes it in place of the original; once mined, the request is confirmed and paid by the
 replacement, the original is ``replaced``, and the replacement's change — unsettled until
-then — funds the next peg-out."""
+then — funds the next peg-out. With and without a transaction index on btcd."""
 
 from __future__ import annotations
 
@@ -48,9 +48,13 @@ async def block_at(ref: object) -> object:
     return stored.message
 
 
+@pytest.mark.parametrize("txindex", [True, False], ids=["txindex", "no-txindex"])
 async def test_an_unmined_peg_out_is_replaced_by_a_fee_bump_that_btcd_mines(
-        make_btcd: BtcdFactory, tmp_path: Path) -> None:
-    btcd = make_btcd()
+        make_btcd: BtcdFactory, tmp_path: Path, txindex: bool) -> None:
+    """Also with a Bitcoin node without a transaction index (Bitcoin Core's default), where
+    ``getrawtransaction`` knows only the mempool: the FederationActor reads a mined peg-out's
+    depth from ``gettxout``."""
+    btcd = make_btcd(txindex=txindex)
     btcd.ensure_taproot()
     btc = client_for(btcd)
     try:

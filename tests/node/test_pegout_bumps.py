@@ -255,7 +255,7 @@ def test_bumps_always_pay_more_and_never_pay_a_request_twice(rates: list[int]) -
 
 
 def test_a_peg_out_this_node_saw_mined_is_not_bumped() -> None:
-    book, federation, old = carried()
+    book, _, old = carried()
     book, _ = mark_broadcast(book, old)
     assert [r.txid for r in bump_candidates(book, book.height + 1, AFTER)] == [old]
     book, record = observe_confirmations(book, old, 1, 2)  # mined, not yet confirmed
