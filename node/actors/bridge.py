@@ -5,7 +5,11 @@ Thin by design: the rules are :mod:`node.workflows.pegin`; this actor asks Bitco
 PegInBook`, and persists every change through the StorageActor (``PutPegIns``: one synced
 WriteBatch per change).
 
-Every ``bridge.poll_interval`` seconds it polls:
+Every ``bridge.poll_interval`` seconds it polls. The reads from Bitcoin run in a task the
+actor owns, not in its handler, so that a slow Bitcoin node or a long scan never keeps the
+ChainActor's questions waiting: the task reads (1 and 2 below) and hands what it read to the
+actor as a message, and the actor applies the rules to its book as it is then and persists
+the change; the next poll is scheduled once that is done (one scan at a time):
 
 1. Bitcoin's tip (``getblockcount``), and the best chain's hashes at the heights of the
    deposits it knows (one batch): a detected or confirmed deposit whose block left the best
@@ -35,6 +39,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Final
 
+import attrs
 import trio
 
 import otp
@@ -74,7 +79,27 @@ BATCH: Final = 500
 BITCOIN_FAILURES: Final = (BitcoinError, rules.PegInDataError, SchemaError)
 
 
+@attrs.frozen
+class _Scanned:
+    """What a scan task read from Bitcoin: the tip, the best chain's hashes at the watched
+    heights, and the blocks from ``start`` up, parsed."""
+
+    tip: int
+    best: dict[int, bytes]
+    start: int
+    blocks: tuple[tuple[int, bytes, tuple[Transaction, ...]], ...]
+
+
+@attrs.frozen
+class _ScanFailed:
+    """A scan task's Bitcoin call failed (``error``)."""
+
+    error: Exception
+
+
 class BridgeActor(otp.GenServer):
+    owns_tasks = True
+
     async def init(self, config: dict[str, Any] | None = None,
                    chain: dict[str, Any] | None = None, storage: str = "storage",
                    client: BitcoinClient | None = None) -> Any:
@@ -143,24 +168,30 @@ class BridgeActor(otp.GenServer):
     # -- polling ------------------------------------------------------------------------------
 
     async def handle_info(self, msg: Any) -> None:
-        if msg != "poll":
-            await super().handle_info(msg)
-            return
-        try:
-            await self._poll()
-        except BITCOIN_FAILURES as exc:
-            if self.problem is None:
-                logger.warning("Bitcoin unavailable (%s): peg-ins wait; the chain goes on "
-                               "without new ones", exc)
-            self.problem = str(exc)
-        except CALL_FAILURES as exc:
-            logger.warning("peg-in poll not stored (storage unavailable): %s", exc)
-        else:
-            if self.problem is not None:
-                logger.info("Bitcoin is back: peg-in scanning resumes at height %d",
-                            self.book.scan_height)
-            self.problem = None
-        otp.send_after(otp.self(), "poll", self.cfg.poll_interval)
+        match msg:
+            case "poll":
+                await trio.lowlevel.checkpoint()
+                otp.start_task_soon(self._scan, self.book)
+            case _Scanned():
+                try:
+                    await self._apply(msg)
+                except CALL_FAILURES as exc:
+                    logger.warning("peg-in poll not stored (storage unavailable): %s", exc)
+                else:
+                    if self.problem is not None:
+                        logger.info("Bitcoin is back: peg-in scanning resumes at height %d",
+                                    self.book.scan_height)
+                    self.problem = None
+                otp.send_after(otp.self(), "poll", self.cfg.poll_interval)
+            case _ScanFailed(error=exc):
+                await trio.lowlevel.checkpoint()
+                if self.problem is None:
+                    logger.warning("Bitcoin unavailable (%s): peg-ins wait; the chain goes on "
+                                   "without new ones", exc)
+                self.problem = str(exc)
+                otp.send_after(otp.self(), "poll", self.cfg.poll_interval)
+            case _:
+                await super().handle_info(msg)
 
     async def _block(self, block_hash: bytes) -> list[Transaction]:
         cached = self.blocks.get(block_hash)
@@ -182,17 +213,35 @@ class BridgeActor(otp.GenServer):
             out.update(zip(chunk, await self.btc.getblockhashes(chunk), strict=True))
         return out
 
-    async def _poll(self) -> None:
-        tip = await self.btc.getblockcount()
-        self.tip = tip
+    async def _scan(self, book: rules.PegInBook) -> None:
+        """The scan task: read what the book as of the poll needs from Bitcoin, and send it
+        to the actor (a failure of Bitcoin too: the actor logs it and polls again)."""
+        try:
+            tip = await self.btc.getblockcount()
+            watched = {d.block_height for d in book.deposits.values()
+                       if d.state is not PegInState.CREDITED
+                       or tip - d.block_height < REORG_WATCH}
+            best: dict[int, bytes] = {h: b"" for h in watched if h > tip}  # above: gone
+            best.update(await self._hashes(sorted(h for h in watched if h <= tip)))
+            dropped = rules.reorg(book, best).dropped
+            start = min([book.scan_height, *(d.block_height for d in dropped)])
+            end = min(tip, start + self.cfg.max_blocks_per_poll - 1)
+            blocks = []
+            for height, block_hash in sorted((await self._hashes(
+                    list(range(start, end + 1)))).items()):
+                blocks.append((height, block_hash, tuple(await self._block(block_hash))))
+            scanned: _Scanned | _ScanFailed = _Scanned(tip, best, start, tuple(blocks))
+        except BITCOIN_FAILURES as exc:
+            scanned = _ScanFailed(exc)
+        await otp.send(otp.self(), scanned)
+
+    async def _apply(self, scanned: _Scanned) -> None:
+        """Apply what a scan read to the book as it is now (a credit may have come in
+        meanwhile), and persist the change."""
+        tip = self.tip = scanned.tip
         metrics.PEGIN_BITCOIN_TIP.set(tip)
-        book = self.book
         # 1. Reorgs.
-        watched = {d.block_height for d in book.deposits.values()
-                   if d.state is not PegInState.CREDITED or tip - d.block_height < REORG_WATCH}
-        best: dict[int, bytes] = {h: b"" for h in watched if h > tip}  # above the tip: gone
-        best.update(await self._hashes(sorted(h for h in watched if h <= tip)))
-        outcome = rules.reorg(book, best)
+        outcome = rules.reorg(self.book, scanned.best)
         book = outcome.book
         for deposit in outcome.dropped:
             metrics.PEGIN_DEPOSITS.labels("dropped").inc()
@@ -209,18 +258,13 @@ class BridgeActor(otp.GenServer):
                              deposit.txid[::-1].hex(), deposit.amount_sats,
                              deposit.evm_address.hex(), deposit.credited_height,
                              deposit.block_hash[::-1].hex(), deposit.block_height)
-        scan = book.scan_height
-        if outcome.dropped:
-            scan = min(scan, *(d.block_height for d in outcome.dropped))
         # 2. Scan.
-        end = min(tip, scan + self.cfg.max_blocks_per_poll - 1)
         found: list[Deposit] = []
         refusals: list[Refusal] = []
-        next_scan = scan
-        heights = list(range(scan, end + 1))
-        for height, block_hash in sorted((await self._hashes(heights)).items()):
-            deposits, refused = rules.find_deposits(await self._block(block_hash), block_hash,
-                                                    height, self.script)
+        next_scan = scanned.start
+        for height, block_hash, transactions in scanned.blocks:
+            deposits, refused = rules.find_deposits(list(transactions), block_hash, height,
+                                                    self.script)
             found += deposits
             refusals += [r for r in refused if r.txid not in self.refused]
             if next_scan == height and rules.confirmations(height, tip) >= self.cfg.confirmations:
@@ -231,6 +275,8 @@ class BridgeActor(otp.GenServer):
         if changed or removed or refusals or next_scan != self.book.scan_height:
             await self._persist(deposits=changed, removed=removed, refusals=refusals,
                                 scan_height=next_scan)
+        else:
+            await trio.lowlevel.checkpoint()
         for refusal in refusals:
             self.refused.add(refusal.txid)
             metrics.PEGIN_REFUSED.inc()

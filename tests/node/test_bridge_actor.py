@@ -4,6 +4,7 @@ also while the Bitcoin node is down, which stops neither the bridge nor block pr
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import trio
 
 import otp
 from node.actors.bridge import BridgeActor
+from node.actors.storage import StorageActor
 from node.config import load_config
 from node.integration.bitcoin import BitcoinClient
 from node.messages import bridge as b
@@ -117,3 +119,44 @@ class _Bridge(BridgeActor):
                    chain: dict[str, Any] | None = None, storage: str = "storage",
                    client_factory: Any = None) -> Any:
         return await super().init(config, chain, storage, client=client_factory())
+
+
+async def test_a_slow_bitcoin_keeps_none_of_the_chains_questions_waiting(
+        tmp_path: Path) -> None:
+    """The scan runs in a task the actor owns: while a Bitcoin call hangs for an hour, the
+    chain's questions (deposits for the next block, a peg-in to verify, the status) are
+    answered at once from the book."""
+    stalled: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls = body if isinstance(body, list) else [body]
+        if [c["method"] for c in calls] == ["getblockcount"]:
+            return httpx.Response(200, json={"result": 30, "error": None,
+                                             "id": calls[0]["id"]})
+        stalled.append(calls[0]["method"])
+        await trio.sleep(3600)
+        raise httpx.ConnectError("gave up", request=request)
+
+    stored = Deposit(bytes([1]) * 32, 0, bytes([2]) * 32, 7, 50_000, bytes([3]) * 20,
+                     PegInState.CONFIRMED)
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "chain"), name="storage")
+        await otp.call("storage", s.PutPegIns((stored,), scan_height=9))
+        client = BitcoinClient("http://127.0.0.1:1", user="u", password="p",
+                               transport=httpx.MockTransport(handle), retries=0,
+                               timeout=7200.0)
+        await otp.start(BridgeActor, {"enabled": True, "bitcoin_user": "u",
+                                      "bitcoin_password": "p", "poll_interval": 1.0},
+                        CHAIN, client=client, name="bridge")
+        await trio.sleep(5.0)
+        assert stalled  # the scan is stuck in a Bitcoin call
+        started = trio.current_time()
+        deposits = await otp.call("bridge", b.GetPegInsForBlock(()))
+        assert [d.txid for d in deposits] == [stored.txid]
+        verdict = await otp.call("bridge", b.VerifyPegIns(((stored.txid, stored.block_hash),)))
+        assert list(verdict.verified) == [(stored.txid, stored.block_hash)]
+        status = await otp.call("bridge", b.GetBridgeStatus())
+        assert status.deposits == {"confirmed": 1}
+        assert trio.current_time() - started < 0.1
+        await otp.stop("bridge")
