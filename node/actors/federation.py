@@ -522,23 +522,29 @@ class FederationActor(otp.GenServer):
         await self._observe(record, depth)
 
     async def _observe(self, record: ProposalRecord, confirmations: int) -> None:
+        """Record the depth Bitcoin shows ``record`` at; once ``confirmed``, settle its
+        group (the fee bumps or the peg-out it bumped become ``replaced``) in the same
+        write, so that a crash cannot leave it confirmed and its group unsettled."""
         book, changed = book_rules.observe_confirmations(
             self.book, record.txid, confirmations, self.cfg.pegout_confirmations)
-        await self._store_proposal(changed)
+        if changed is None:
+            await trio.lowlevel.checkpoint()
+            return
+        settled = BookChange()
+        if changed.state is PegOutState.CONFIRMED:
+            book, settled = book_rules.settle(book, record.txid)
+        await self._persist(BookChange(requests=settled.requests,
+                                       proposals=(changed, *settled.proposals)))
         self.book = book
-        if changed is not None and changed.state is PegOutState.CONFIRMED:
+        if changed.state is PegOutState.CONFIRMED:
             metrics.PEGOUT_PROPOSALS.labels("confirmed").inc()
             metrics.PEGOUT_REQUESTS.labels("confirmed").inc(len(changed.requests))
             logger.info("peg-out %s confirmed on Bitcoin (%d confirmations, %d requests)",
                         record.txid[::-1].hex(), changed.confirmations, len(changed.requests))
-            book, settled = book_rules.settle(self.book, record.txid)
-            if settled:
-                await self._persist(settled)
-                self.book = book
-                for other in settled.proposals:
-                    metrics.PEGOUT_PROPOSALS.labels("replaced").inc()
-                    logger.info("peg-out %s replaced: %s is the one Bitcoin mined",
-                                other.txid[::-1].hex(), record.txid[::-1].hex())
+        for other in settled.proposals:
+            metrics.PEGOUT_PROPOSALS.labels("replaced").inc()
+            logger.info("peg-out %s replaced: %s is the one Bitcoin mined",
+                        other.txid[::-1].hex(), record.txid[::-1].hex())
 
     # -- signatures ---------------------------------------------------------------------------
 

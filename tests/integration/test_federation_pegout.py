@@ -10,13 +10,18 @@ request."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 from typing import Any
 
 import httpx
 import pytest
 from btclib.b32 import address_from_witness
 from coincurve import PrivateKey
+from hypothesis import HealthCheck, Phase, event, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from web3 import Web3
 
 from node.execution.accounts import dev_accounts
@@ -81,14 +86,15 @@ def status(node: Node, tx_hash: bytes) -> dict[str, Any]:
 
 
 def started(make_btcd: BtcdFactory, make_node: NodeFactory, tmp_path: Any,
-            dev_miner: bool = True) -> tuple[Btcd, Node]:
-    btcd = make_btcd()
+            dev_miner: bool = True, label: str = "", extra: tuple[str, ...] = ()
+            ) -> tuple[Btcd, Node]:
+    btcd = make_btcd(label=f"btcd{label}")
     btcd.ensure_taproot()
     btcd.generate(COINBASE_MATURITY + 3)
-    key_file = tmp_path / "bitcoin.key"
+    key_file = tmp_path / f"bitcoin{label}.key"
     key_file.write_text(MEMBER.hex() + "\n")
-    node = make_node([*settings(btcd, str(key_file)), "chain.max_blocks_without_pow=100000"],
-                     dev_miner=dev_miner)
+    node = make_node([*settings(btcd, str(key_file)), "chain.max_blocks_without_pow=100000",
+                      *extra], label=f"node{label}", dev_miner=dev_miner)
     node.wait_for(r"signs as member 0")
     fund_federation(btcd, node)
     return btcd, node
@@ -195,4 +201,68 @@ def test_kill_9_before_and_after_broadcast_leaves_one_transaction_per_request(
     assert [t for t, _ in payments_to(btcd, script_b, since)] == [second_txid]
     assert status(node, first)["bitcoin_txid"] == txid
     # Nothing new was proposed for them.
+    assert btcd.rpc("getrawmempool") == []
+
+
+#: Where the node is killed, relative to a fee bump's life.
+BUMP_STEPS = ("original in the mempool", "bump proposed", "bump signed", "bump broadcast",
+              "bump mined")
+CRASH_EXAMPLES = int(os.environ.get("PEG_CRASH_EXAMPLES", "1"))
+_EXAMPLE = itertools.count()
+
+
+@hypothesis_settings(max_examples=CRASH_EXAMPLES, deadline=None, database=None,
+                     phases=[Phase.explicit, Phase.generate],
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow])
+@given(step=st.sampled_from(BUMP_STEPS))
+def test_kill_9_at_any_step_of_a_fee_bump_still_pays_exactly_once(
+        make_btcd: BtcdFactory, make_node: NodeFactory, tmp_path: Any, step: str) -> None:
+    """A peg-out btcd holds unmined is bumped (``bridge.pegout_bump_after=4``); the node is
+    killed at a step Hypothesis picks (``PEG_CRASH_EXAMPLES`` examples, default 1) and
+    restarted: one payment, by the transaction every record agrees on, confirmed."""
+    event(f"killed {step!r}")
+    btcd, node = started(make_btcd, make_node, tmp_path, label=str(next(_EXAMPLE)),
+                         extra=("bridge.pegout_bump_after=4",))
+    since = btcd.rpc("getblockcount")
+    address, script = destination(20)
+    burn = request_peg_out(web3(node), ACCOUNT.private_key, address.encode(),
+                           3_000_000 * 10**10)
+    node.wait_until(lambda: status(node, burn).get("state") == "broadcast",
+                    "the original broadcast", timeout=120)
+    original = status(node, burn)["bitcoin_txid"]
+    assert original in btcd.rpc("getrawmempool")
+
+    def bumped() -> bool:
+        return status(node, burn).get("proposal_txid") not in (None, original)
+
+    if step != "original in the mempool":
+        node.wait_until(bumped, "a fee bump proposed", timeout=120)
+    bump = status(node, burn)["proposal_txid"]
+    if step == "bump signed":
+        node.wait_until(lambda: status(node, burn).get("state") in ("signed", "broadcast"),
+                        "the bump signed", timeout=120)
+    elif step in ("bump broadcast", "bump mined"):
+        node.wait_until(lambda: status(node, burn).get("state") == "broadcast"
+                        and bump in btcd.rpc("getrawmempool"), "the bump in btcd's mempool",
+                        timeout=120)
+        assert original not in btcd.rpc("getrawmempool")
+        if step == "bump mined":
+            btcd.generate(1)
+    node.kill()
+    node.start()
+    # Whatever it bumps meanwhile, Bitcoin ends with one of them: the newest in btcd's
+    # mempool, or the one already mined.
+    node.wait_until(lambda: (status(node, burn).get("state") == "broadcast"
+                    and status(node, burn).get("bitcoin_txid") in btcd.rpc("getrawmempool"))
+                    or status(node, burn).get("state") == "confirmed",
+                    "the newest peg-out in btcd's mempool after the restart", timeout=120)
+    btcd.generate(1)
+    node.wait_until(lambda: status(node, burn).get("state") == "confirmed",
+                    "confirmed after the restart", timeout=120)
+    paid = payments_to(btcd, script, since)
+    assert len(paid) == 1, (step, paid)
+    [(txid, _)] = paid
+    assert status(node, burn)["bitcoin_txid"] == txid
+    assert btcd.rpc("getrawtransaction", txid, 1).get("confirmations", 0) >= 1
     assert btcd.rpc("getrawmempool") == []
