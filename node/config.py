@@ -115,6 +115,12 @@ class ChainConfig:
     #: The Bitcoin network the federation's address is written for.
     bitcoin_network: str = attrs.field(default="regtest", validator=attrs.validators.in_(
         ("mainnet", "testnet", "testnet4", "signet", "regtest")))
+    #: Blocks after a peg-out's signed form was carried before a producer that still sees it
+    #: unmined on Bitcoin proposes a fee bump (BIP125) in its place, and before validators
+    #: accept one: a consensus rule, hence here. The default is an hour at 2-second slots,
+    #: about six Bitcoin blocks: a peg-out paying the estimate for the next block is rarely
+    #: that late, so bumps stay rare (each raises the recipients' fee).
+    pegout_bump_after: int = attrs.field(default=1800, validator=_positive)
 
 
 @attrs.frozen
@@ -300,12 +306,6 @@ class BridgeConfig:
     #: The highest fee rate (sat/vB) a proposal may pay for the recipients; a proposal
     #: above it is refused. Proposals use ``estimatesmartfee 1`` (fallback 2 sat/vB).
     pegout_max_fee_rate: int = attrs.field(default=500, validator=_positive)
-    #: Blocks after a peg-out's signed form was carried before a producer that still sees it
-    #: unconfirmed on Bitcoin proposes a fee bump (BIP125) in its place, and before
-    #: validators accept one. Every authority should use the same value. The default is an
-    #: hour at 2-second slots, about six Bitcoin blocks: a peg-out paying the estimate for the
-    #: next block is rarely that late, so bumps stay rare (each raises the recipients' fee).
-    pegout_bump_after: int = attrs.field(default=1800, validator=_positive)
 
     def bitcoin_auth(self) -> dict[str, str]:
         """The BitcoinClient's credentials: the cookie file if one is set, else user and

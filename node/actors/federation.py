@@ -42,10 +42,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import trio
 from coincurve import PrivateKey
 
@@ -92,6 +94,8 @@ logger = logging.getLogger("alys.federation")
 INIT_WAIT: Final = 90.0
 #: How long a call to the EngineActor for receipts may take.
 ENGINE_WAIT: Final = 30.0
+#: Coins kept from verification to application (:attr:`FederationActor.verified_coins`).
+VERIFIED_COINS: Final = 4096
 #: Errors from Bitcoin or the execution layer: the book waits for them.
 OUTSIDE_FAILURES: Final = (BitcoinError, SchemaError, BridgeLogError, ValueError)
 
@@ -156,6 +160,7 @@ class FederationActor(otp.GenServer):
                          "peg-outs")
             return otp.Ignore
         self.federation = Federation.from_hex(chain_cfg.federation_bitcoin_keys)
+        self.bump_after = chain_cfg.pegout_bump_after
         self.network_name = chain_cfg.bitcoin_network
         self.storage, self.engine, self.network = storage, engine, network
         self.prefix = bus_prefix
@@ -197,6 +202,9 @@ class FederationActor(otp.GenServer):
         #: Why Bitcoin last failed a broadcast, a watch or a fee estimate (one line each way).
         self.bitcoin_problem: str | None = None
         self.unpaid: str | None = None
+        #: Coins the book lacks that Bitcoin showed when a block spending them was verified
+        #: (applied from here, as Bitcoin may not show them again once spent).
+        self.verified_coins: OrderedDict[OutPoint, FederationUtxo] = OrderedDict()
         self._gauges()
         otp.bus.subscribe(self.prefix + BLOCKS_TOPIC)
         otp.bus.subscribe(self.prefix + gossip_topic(PEGOUT_SIGNATURES))
@@ -262,54 +270,69 @@ class FederationActor(otp.GenServer):
         await trio.lowlevel.checkpoint()
         return tuple(coins)
 
-    async def _fetch(self, proposal: bytes | None, unspent: bool) -> tuple[FederationUtxo, ...]:
-        """Coins a proposal spends that the book lacks. With ``unspent`` (a block to verify):
-        only those ``gettxout`` shows unspent in a block, from its answer. Without (a block
-        the chain accepted, applied now or replayed later, when the coin may be long spent):
-        the unsettled change of a peg-out with fee bumps from the book itself, any other coin
-        from ``getrawtransaction`` (which needs a transaction index on Bitcoin Core)."""
+    async def _fetch(self, proposal: bytes | None, unspent: bool
+                     ) -> tuple[tuple[FederationUtxo, ...], tuple[OutPoint, ...]]:
+        """Coins a proposal spends that the book lacks, and the outpoints Bitcoin does not
+        show in a block (yet). With ``unspent`` (a block to verify): only those ``gettxout``
+        shows unspent in a block, from its answer (kept for the application). Without (a
+        block the chain accepted, applied now or replayed later, when the coin may be long
+        spent): the unsettled change of a peg-out with fee bumps from the book itself, a coin
+        kept from verification, else Bitcoin's UTXO set, else ``getrawtransaction`` (which
+        needs a transaction index on Bitcoin Core for a spent coin)."""
         if proposal is None:
             await trio.lowlevel.checkpoint()
-            return ()
-        unsettled = {u.outpoint: u for u in book_rules.unsettled_coins(self.book)}
-        found = []
-        for outpoint in book_rules.missing_inputs(self.book, proposal):
-            if unspent:
-                # Unspent and mined: a coin only in a mempool may never exist (the change of
-                # a peg-out that a fee bump replaces, for one).
-                info = await self.btc.gettxout(outpoint.txid, outpoint.vout)
-                if info is None or not info.confirmations:
+            return (), ()
+        missing = book_rules.missing_inputs(self.book, proposal)
+        unsettled = {u.outpoint: u for u in book_rules.unsettled_coins(self.book)} \
+            if missing else {}
+        found: list[FederationUtxo] = []
+        unseen: list[OutPoint] = []
+        for outpoint in missing:
+            output: TxOut | None = None
+            if not unspent:
+                known = unsettled.get(outpoint) or self.verified_coins.get(outpoint)
+                if known is not None:
+                    found.append(known)
                     continue
+            # Mined and unspent: a coin only in a mempool may never exist (the change of a
+            # peg-out that a fee bump replaces, for one).
+            info = await self.btc.gettxout(outpoint.txid, outpoint.vout, include_mempool=False)
+            if info is not None and info.confirmations:
                 output = TxOut(info.value, info.script_pubkey)
-            elif outpoint in unsettled:
-                found.append(unsettled[outpoint])
-                continue
-            else:
+            elif not unspent:
                 tx = await self.btc.transaction(outpoint.txid)
-                if tx is None or outpoint.vout >= len(tx.outputs):
-                    continue
-                output = tx.outputs[outpoint.vout]
+                if tx is not None and outpoint.vout < len(tx.outputs):
+                    output = tx.outputs[outpoint.vout]
+            if output is None:
+                unseen.append(outpoint)
+                continue
             coin = book_rules.fetched_utxo(outpoint, output, self.federation)
             if coin is not None:
                 logger.info("coin %s:%d of the federation fetched from Bitcoin",
                             outpoint.txid[::-1].hex(), outpoint.vout)
                 found.append(coin)
+                if unspent:
+                    self.verified_coins[outpoint] = coin
+                    while len(self.verified_coins) > VERIFIED_COINS:
+                        self.verified_coins.popitem(last=False)
         await trio.lowlevel.checkpoint()
-        return tuple(found)
+        return tuple(found), tuple(unseen)
 
     async def _depth(self, record: ProposalRecord) -> int | None:
         """How many confirmations Bitcoin shows peg-out ``record`` with (0: in the mempool),
         None when it does not show it. ``getrawtransaction`` first; a Bitcoin Core without
         ``-txindex`` (its default) knows only mempool transactions there, so then
-        ``gettxout`` on each of the peg-out's outputs (the UTXO set needs no index): one
-        still unspent tells the depth. A peg-out mined and wholly spent since is unknown to
-        such a node: it stays at the depth last seen."""
+        ``gettxout`` on each of the peg-out's outputs in the UTXO set (which needs no index,
+        and ignores what the mempool spends): one still unspent tells the depth. A peg-out
+        mined and wholly spent since is unknown to such a node: it stays at the depth last
+        seen, and is not sent again (:func:`~node.workflows.pegout_book.group_mined`)."""
         info = await self.btc.getrawtransaction(record.txid)
         if info is not None:
             return info.confirmations or 0
         outputs = len(Transaction.from_bytes(record.transaction).outputs)
         for vout in range(outputs):
-            coin = await self.btc.gettxout(record.txid, vout)
+            # The UTXO set as of the tip, whatever the mempool spends already.
+            coin = await self.btc.gettxout(record.txid, vout, include_mempool=False)
             if coin is not None:
                 return coin.confirmations or 0
         return None
@@ -371,10 +394,20 @@ class FederationActor(otp.GenServer):
                          block.hash().hex()[:16], self.book.block_hash.hex()[:16])
         screening = await self._screening(block)
         pegins = await self._pegin_coins(block) if message.pegins else ()
-        fetched = await self._fetch(message.pegout_payment_proposal, unspent=False)
+        fetched, _ = await self._fetch(message.pegout_payment_proposal, unspent=False)
         new, change = book_rules.apply_block(self.book, book_rules.BlockPegOuts(
             block.height, block.hash(), screening, message.pegout_payment_proposal,
             message.finalized_pegouts, pegins, fetched), self.federation)
+        if message.pegout_payment_proposal is not None:
+            # A fee bump carried after Bitcoin mined a peg-out of its group (this node saw
+            # it): replaced at once, in the same write.
+            txid = Transaction.from_bytes(message.pegout_payment_proposal).txid()
+            new, settled = book_rules.settle_group(new, txid)
+            if settled:
+                requests = {r.id: r for r in (*change.requests, *settled.requests)}
+                proposals = {p.txid: p for p in (*change.proposals, *settled.proposals)}
+                change = attrs.evolve(change, requests=tuple(requests.values()),
+                                      proposals=tuple(proposals.values()))
         await self._persist(change, block.ref())
         self.book = new
         bridge_events.log_refusals(screening, logger)
@@ -414,7 +447,10 @@ class FederationActor(otp.GenServer):
 
     async def _broadcast(self, txid: bytes) -> None:
         record = self.book.proposals.get(txid)
-        if record is None or record.signed is None:
+        if record is None or record.signed is None or (
+                record.confirmations == 0 and book_rules.group_mined(self.book, txid)):
+            # (Another peg-out of the same coins was seen mined: sending this one could
+            # replace it after a short Bitcoin reorg.)
             await trio.lowlevel.checkpoint()
             return
         try:
@@ -509,6 +545,8 @@ class FederationActor(otp.GenServer):
             self._bitcoin_trouble(f"Bitcoin cannot be asked about peg-out "
                                   f"{record.txid[::-1].hex()}: {exc}")
             return
+        if depth is None and book_rules.group_mined(self.book, record.txid):
+            return  # seen mined before (a reorg?): sending it again could replace that one
         if depth is None:
             logger.warning("Bitcoin no longer knows peg-out %s: broadcast again",
                            record.txid[::-1].hex())
@@ -682,15 +720,17 @@ class FederationActor(otp.GenServer):
             return 2_000  # ALYS.md: the 2 sat/vB fallback
 
     async def _settled_change(self) -> tuple[FederationUtxo, ...]:
-        """The unsettled change outputs (of peg-outs with fee bumps) Bitcoin shows unspent in
-        a block: the one of each group that was mined, which proposals may spend now."""
+        """The unsettled change outputs (of peg-outs with fee bumps) Bitcoin shows unspent
+        ``bridge.pegout_confirmations`` blocks deep: the one of each group that was mined,
+        which proposals may spend now (deep enough that a short Bitcoin reorg cannot swap it
+        for its conflict)."""
         found = []
         for coin in book_rules.unsettled_coins(self.book):
             try:
                 info = await self.btc.gettxout(coin.outpoint.txid, coin.outpoint.vout)
             except BitcoinError:
                 break  # no Bitcoin: they wait
-            if info is not None and info.confirmations:
+            if info is not None and info.confirmations >= self.cfg.pegout_confirmations:
                 found.append(coin)
         await trio.lowlevel.checkpoint()
         return tuple(found)
@@ -698,7 +738,7 @@ class FederationActor(otp.GenServer):
     async def _bump(self, height: int) -> bytes | None:
         """A fee bump for block ``height`` of the oldest peg-out the chain allows to be
         replaced and that Bitcoin shows unmined (None: none)."""
-        for record in book_rules.bump_candidates(self.book, height, self.cfg.pegout_bump_after):
+        for record in book_rules.bump_candidates(self.book, height, self.bump_after):
             try:
                 depth = await self._depth(record)
             except BitcoinError as exc:
@@ -707,6 +747,13 @@ class FederationActor(otp.GenServer):
                 return None
             if depth:
                 continue  # mined: it needs no bump
+            first = record.spent[0].outpoint
+            try:
+                coin = await self.btc.gettxout(first.txid, first.vout, include_mempool=False)
+            except BitcoinError:
+                return None
+            if coin is None:
+                continue  # its coins are spent in a block: another peg-out of them was mined
             rate = min(await self._fee_rate(), self._max_fee_rate())
             made = book_rules.make_bump(self.book, record, self.federation, rate)
             if isinstance(made, str):
@@ -716,7 +763,7 @@ class FederationActor(otp.GenServer):
             try:  # what every validator will check, the rate cap included
                 book_rules.check_block(self.book, self.federation, proposal=raw, finalized=(),
                                        auxpow=False, max_fee_rate=self._max_fee_rate(),
-                                       bump_after=self.cfg.pegout_bump_after)
+                                       bump_after=self.bump_after)
             except book_rules.PegOutBlockError as exc:
                 logger.warning("peg-out %s is unconfirmed, but its fee bump is refused: %s",
                                record.txid[::-1].hex(), exc.reason)
@@ -739,7 +786,7 @@ class FederationActor(otp.GenServer):
                                  f"block's parent #{parent.height} ({self.problem})",
                                  unverifiable=True)
         try:
-            fetched = await self._fetch(proposal, unspent=True)
+            fetched, unseen = await self._fetch(proposal, unspent=True)
         except (BitcoinError, ValueError) as exc:
             return PegOutVerdict(f"Bitcoin cannot be asked for the proposal's coins: {exc}",
                                  unverifiable=True)
@@ -747,8 +794,13 @@ class FederationActor(otp.GenServer):
             book_rules.check_block(self.book, self.federation, proposal=proposal,
                                    finalized=finalized, auxpow=auxpow,
                                    max_fee_rate=self._max_fee_rate(),
-                                   fetched=fetched, bump_after=self.cfg.pegout_bump_after)
+                                   fetched=fetched, bump_after=self.bump_after)
         except book_rules.PegOutBlockError as exc:
+            if unseen:
+                # Our Bitcoin node may lag the producer's: not proven wrong, not taken.
+                shown = ", ".join(f"{o.txid[::-1].hex()}:{o.vout}" for o in unseen[:4])
+                return PegOutVerdict(f"{exc.reason} (Bitcoin shows no unspent mined output "
+                                     f"{shown} here yet)", unverifiable=True)
             metrics.PEGOUT_REFUSED_BLOCKS.inc()
             return PegOutVerdict(exc.reason)
         return PegOutVerdict()

@@ -41,10 +41,19 @@ inputs, whose signed form a block carried ``bump_after`` blocks ago or more, and
 no later proposal spent. It is signed like any proposal. The two spend the same coins, so at
 most one is ever mined: no request is paid twice, whichever wins. The requests point to the
 newest; once Bitcoin confirms one of them (:func:`settle`), the others are ``replaced`` and
-the requests point to the one mined. Their change outputs are *unsettled* meanwhile (not in
-the coins: only one will exist); a producer spends one only once Bitcoin shows it confirmed
-(:func:`unsettled_coins`, passed to :func:`make_proposal`), and validators fetch it from
-Bitcoin like any coin the book lacks.
+the requests point to the one mined; a bump a block carries after that (its producer had not
+seen the confirmation) is ``replaced`` at once (:func:`settle_group`). Validators also refuse
+a bump once the chain shows a peg-out of the group mined (a later proposal spends its
+change). Their change outputs are *unsettled* meanwhile (not in the coins: only one will
+exist); a producer spends one only once Bitcoin shows it ``bridge.pegout_confirmations``
+deep (:func:`unsettled_coins`, passed to :func:`make_proposal`), validators fetch it from
+Bitcoin like any coin the book lacks, and no node sends a peg-out of a group again once it
+saw one of them mined (:func:`group_mined`), so a short Bitcoin reorg cannot swap the mined
+one for its conflict. A reorg deeper than that is the same risk as for peg-ins.
+
+Limits: a peg-out whose change a later proposal already spends (a chain of unconfirmed
+peg-outs, normal under load) cannot be bumped, and the bump does not pay for such
+descendants (no CPFP); the next proposal then waits on its parent.
 
 Signatures: when PoW is queued, each member signs every proposal still waiting for
 signatures (:func:`to_sign`) and gossips them (:func:`encode_signatures`); a receiver
@@ -94,6 +103,7 @@ __all__ = [
     "collect",
     "decode_signatures",
     "encode_signatures",
+    "group_mined",
     "make_bump",
     "make_proposal",
     "mark_broadcast",
@@ -105,13 +115,14 @@ __all__ = [
     "replaced_by",
     "request_state",
     "settle",
+    "settle_group",
     "superseded",
     "to_sign",
     "unsettled_coins",
 ]
 
 #: Blocks after a peg-out's signed form was carried before a fee bump may replace it, by
-#: default (``bridge.pegout_bump_after``).
+#: default (``chain.pegout_bump_after``).
 DEFAULT_BUMP_AFTER: Final = 1800
 #: The most signature sets kept per proposal waiting for ``k`` (one per member at most).
 MAX_MEMBERS: Final = 15
@@ -307,9 +318,13 @@ def _bump_problem(book: PegOutBook, record: ProposalRecord, height: int,
     if height - record.included_height < bump_after:
         return (f"peg-out {txid} was carried by block #{record.included_height}: a fee bump "
                 f"may replace it from block #{record.included_height + bump_after}")
-    change = _change_of(record)
-    if change is not None and change.outpoint in book.spent:
-        return f"peg-out {txid}'s change is spent by a later proposal: it cannot be replaced"
+    for member in _group(book, _inputs_of(record)):
+        change = _change_of(member)
+        if change is not None and change.outpoint in book.spent:
+            # A later proposal spends the change of this peg-out (or of one it bumped): the
+            # chain says that one was mined, or a replacement would orphan that proposal.
+            return (f"peg-out {member.txid[::-1].hex()}'s change is spent by a later "
+                    f"proposal: {txid} cannot be replaced")
     return None
 
 
@@ -317,18 +332,16 @@ def bump_candidates(book: PegOutBook, height: int, bump_after: int
                     ) -> tuple[ProposalRecord, ...]:
     """The peg-outs block ``height`` may replace with a fee bump, as far as the chain says
     (oldest first); the producer bumps one only when Bitcoin has not mined it either."""
-    # A group not settled yet has no member confirmed or replaced (settle marks them all),
-    # so the live proposals hold every member of every group that may need a bump.
-    live = (r for r in book.proposals.values()
-            if r.state not in (PegOutState.CONFIRMED, PegOutState.REPLACED))
     newest: dict[tuple[OutPoint, ...], ProposalRecord] = {}
     mined: set[tuple[OutPoint, ...]] = set()
-    for record in sorted(live, key=lambda r: (r.height, r.txid)):
-        newest[_inputs_of(record)] = record
-        if record.confirmations:  # this node saw one of the group mined: nothing to bump
-            mined.add(_inputs_of(record))
+    for record in sorted(book.proposals.values(), key=lambda r: (r.height, r.txid)):
+        key = _inputs_of(record)
+        newest[key] = record
+        if record.confirmations or record.state is PegOutState.CONFIRMED:
+            mined.add(key)  # this node saw one of the group mined: nothing to bump
     return tuple(r for key, r in newest.items()
-                 if key not in mined and _bump_problem(book, r, height, bump_after) is None)
+                 if key not in mined and r.state is not PegOutState.REPLACED
+                 and _bump_problem(book, r, height, bump_after) is None)
 
 
 def _requests_of(book: PegOutBook, record: ProposalRecord) -> list[PegOutRequest]:
@@ -387,6 +400,29 @@ def settle(book: PegOutBook, txid: bytes) -> tuple[PegOutBook, BookChange]:
         return book, BookChange()
     return (attrs.evolve(book, proposals=proposals, requests=requests),
             BookChange(requests=tuple(repointed), proposals=tuple(changed)))
+
+
+def group_mined(book: PegOutBook, txid: bytes) -> bool:
+    """Whether this node saw a peg-out spending the same coins as proposal ``txid`` (itself
+    included) in a block: then none of the others is sent to Bitcoin again, as it could
+    replace the mined one after a short Bitcoin reorg."""
+    record = book.proposals.get(txid)
+    return record is not None and any(
+        m.confirmations or m.state is PegOutState.CONFIRMED
+        for m in _group(book, _inputs_of(record)))
+
+
+def settle_group(book: PegOutBook, txid: bytes) -> tuple[PegOutBook, BookChange]:
+    """:func:`settle` the group of proposal ``txid`` if a member of it is confirmed already
+    (a fee bump a block carried after Bitcoin mined the peg-out it bumps: it is
+    ``replaced`` at once and the requests stay with the mined one)."""
+    record = book.proposals.get(txid)
+    if record is None:
+        return book, BookChange()
+    for member in _group(book, _inputs_of(record)):
+        if member.state is PegOutState.CONFIRMED:
+            return settle(book, member.txid)
+    return book, BookChange()
 
 
 def _check_bump(book: PegOutBook, tx: Transaction, target: ProposalRecord,
@@ -653,9 +689,9 @@ def _with_proposal(book: PegOutBook, record: ProposalRecord) -> PegOutBook:
 def mark_signed(book: PegOutBook, txid: bytes, signed: bytes
                 ) -> tuple[PegOutBook, ProposalRecord | None]:
     """Proposal ``txid`` finalized on this node (``signed``: its signed form); None when it
-    has a signed form already."""
+    has a signed form already or was ``replaced`` (Bitcoin mined another of its group)."""
     record = book.proposals.get(txid)
-    if record is None or record.signed is not None:
+    if record is None or record.signed is not None or record.state is PegOutState.REPLACED:
         return book, None
     record = attrs.evolve(record, signed=signed, state=PegOutState.SIGNED)
     return _with_proposal(book, record), record
@@ -713,6 +749,9 @@ def collect(book: PegOutBook, pool: SignaturePool, federation: Federation,
                                "proposal this node knows")
     if record.signed is not None:
         raise PegOutBlockError(f"proposal {signatures.txid[::-1].hex()} is signed already")
+    if record.state is PegOutState.REPLACED:
+        raise PegOutBlockError(f"proposal {signatures.txid[::-1].hex()} was replaced: Bitcoin "
+                               "mined another peg-out of the same coins")
     proposal = _proposal_of(record)
     rules.verify_signatures(proposal, federation, signatures)
     held = dict(pool.get(signatures.txid, {}))

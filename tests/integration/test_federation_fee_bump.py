@@ -1,5 +1,5 @@
 """A peg-out that Bitcoin does not mine is replaced by a fee bump (BIP125), checked by a real
-btcd: the node's peg-out sits unmined in btcd's mempool; ``bridge.pegout_bump_after`` blocks
+btcd: the node's peg-out sits unmined in btcd's mempool; ``chain.pegout_bump_after`` blocks
 after its signed form was carried, the producer proposes the replacement (same coins, same
 requests and change, a higher fee); it is signed on queued PoW and carried like any peg-out;
 btcd takes it in place of the original; once mined, the request is confirmed and paid by the
@@ -38,8 +38,8 @@ from .test_federation_fetched_coins import SWEPT, coins_outside_the_book, until
 pytestmark = pytest.mark.real_clock  # real sockets: timeouts in real seconds
 
 AFTER = 3
-CONFIG = {**BRIDGE, "pegout_confirmations": 1, "poll_interval": 0.2,
-          "pegout_bump_after": AFTER}
+CONFIG = {**BRIDGE, "pegout_confirmations": 1, "poll_interval": 0.2}
+CHAIN_BUMP = {**CHAIN, "pegout_bump_after": AFTER}
 
 
 async def block_at(ref: object) -> object:
@@ -61,12 +61,12 @@ async def test_an_unmined_peg_out_is_replaced_by_a_fee_bump_that_btcd_mines(
         _, coins = await coins_outside_the_book(btcd, btc)
         async with otp.runtime():
             clock = Clock()
-            await start_chain(tmp_path, CHAIN, clock)
+            await start_chain(tmp_path, CHAIN_BUMP, clock)
             (tmp_path / "keys").mkdir(exist_ok=True)
             (tmp_path / "keys" / "bitcoin.key").write_text(SECRET.hex() + "\n")
             # The federation holds one real coin (as a credited peg-in leaves one).
             await otp.call("storage", s.PutPegOuts(utxos=(coins[SWEPT],)))
-            await otp.start(FederationActor, CONFIG, CHAIN, None, str(tmp_path),
+            await otp.start(FederationActor, CONFIG, CHAIN_BUMP, None, str(tmp_path),
                             client=client_for(btcd), name="federation")
             address, script = destination(11)
             burned = await burn(0, address, 5_000_000)

@@ -1,10 +1,11 @@
 """A proposal that spends federation coins the validator's peg-out book does not hold, checked
 against a real btcd: the FederationActor fetches each missing coin (``getrawtransaction``,
 then ``gettxout`` for a block it is asked to verify) and accepts it only when it pays the
-federation and is unspent. A producer with another view of the coins (here, one that sweeps a
-coin sent to the federation's address outside any peg-in) gets its proposal through; a coin
-that pays someone else, that Bitcoin has never seen, or that is already spent on Bitcoin is
-refused with the reason, and not as "unverifiable". The swept coin then goes the whole way:
+federation and is unspent in a block. A producer with another view of the coins (here, one
+that sweeps a coin sent to the federation's address outside any peg-in) gets its proposal
+through; a coin that pays someone else is refused with the reason; one that Bitcoin does not
+show (never seen, or spent already) is not taken either, as "unverifiable" (this node's
+Bitcoin may lag the producer's). The swept coin then goes the whole way:
 the block carries the proposal, the member signs on queued PoW, the next AuxPoW block carries
 the signed transaction, every node broadcasts it, btcd mines it and the request is
 confirmed, paying its address the amount less its fee."""
@@ -126,16 +127,17 @@ async def test_a_proposal_spending_coins_the_book_lacks_is_checked_against_bitco
             assert answer.problem is not None and not answer.unverifiable
             assert "not a coin of the federation" in answer.problem
 
-            # A coin Bitcoin has never seen: refused the same way.
+            # A coin Bitcoin does not show: not taken, but not proven wrong either (this
+            # node's Bitcoin may lag the producer's): unverifiable, the producer not blamed.
             unknown = FederationUtxo(OutPoint(hashlib.sha256(b"no such tx").digest(), 0),
                                      60_000_000, FEDERATION.script_pubkey)
             answer = await verdict(ref1, propose([request], [unknown], FEDERATION,
                                                  FEE_RATE).transaction.to_bytes())
-            assert answer.problem is not None and not answer.unverifiable
-            assert "not a coin of the federation" in answer.problem
+            assert answer.problem is not None and answer.unverifiable
+            assert "Bitcoin shows no unspent mined output" in answer.problem
 
-            # Coin SPENT, once spent on Bitcoin (by a transaction no block proposed), is
-            # refused: gettxout no longer shows it.
+            # Coin SPENT, once spent on Bitcoin (by a transaction no block proposed), is not
+            # taken: gettxout no longer shows it.
             gone = propose([request], [coins[SPENT]], FEDERATION, FEE_RATE)
             assert (await verdict(ref1, gone.transaction.to_bytes())).problem is None
             signed = finalize(gone, FEDERATION, {0: sign(gone, FEDERATION, 0, SECRET)})
@@ -143,8 +145,8 @@ async def test_a_proposal_spending_coins_the_book_lacks_is_checked_against_bitco
             btcd.generate(1)
             assert await btc.gettxout(coins[SPENT].outpoint.txid, 1) is None
             answer = await verdict(ref1, gone.transaction.to_bytes())
-            assert answer.problem is not None and not answer.unverifiable
-            assert "not a coin of the federation" in answer.problem
+            assert answer.problem is not None and answer.unverifiable
+            assert "Bitcoin shows no unspent mined output" in answer.problem
 
             # The producer that knows coin SWEPT proposes it: the block carries it and the
             # book takes the coin as spent and the request as proposed.

@@ -218,12 +218,12 @@ _EXAMPLE = itertools.count()
 @given(step=st.sampled_from(BUMP_STEPS))
 def test_kill_9_at_any_step_of_a_fee_bump_still_pays_exactly_once(
         make_btcd: BtcdFactory, make_node: NodeFactory, tmp_path: Any, step: str) -> None:
-    """A peg-out btcd holds unmined is bumped (``bridge.pegout_bump_after=4``); the node is
+    """A peg-out btcd holds unmined is bumped (``chain.pegout_bump_after=4``); the node is
     killed at a step Hypothesis picks (``PEG_CRASH_EXAMPLES`` examples, default 1) and
     restarted: one payment, by the transaction every record agrees on, confirmed."""
     event(f"killed {step!r}")
     btcd, node = started(make_btcd, make_node, tmp_path, label=str(next(_EXAMPLE)),
-                         extra=("bridge.pegout_bump_after=4",))
+                         extra=("chain.pegout_bump_after=4",))
     since = btcd.rpc("getblockcount")
     address, script = destination(20)
     burn = request_peg_out(web3(node), ACCOUNT.private_key, address.encode(),

@@ -23,18 +23,21 @@ from node.workflows.pegout_book import (
     apply_block,
     bump_candidates,
     check_block,
+    collect,
     make_bump,
     make_proposal,
     mark_broadcast,
+    mark_signed,
     observe_confirmations,
     open_requests,
     settle,
+    settle_group,
     superseded,
     to_sign,
     unsettled_coins,
 )
 
-from .test_pegout_book import MAX_RATE, RATE, block, funded, payment, signed_form
+from .test_pegout_book import MAX_RATE, RATE, block, funded, members, payment, signed_form
 
 AFTER = 5  # blocks after a peg-out's signed form was carried before a bump
 
@@ -261,3 +264,82 @@ def test_a_peg_out_this_node_saw_mined_is_not_bumped() -> None:
     book, record = observe_confirmations(book, old, 1, 2)  # mined, not yet confirmed
     assert record is not None and record.state is PegOutState.BROADCAST
     assert bump_candidates(book, book.height + 1, AFTER) == ()
+
+
+def _settled(book: PegOutBook, winner: bytes) -> PegOutBook:
+    book = _confirm(book, winner)
+    book, _ = settle(book, winner)
+    return book
+
+
+def test_a_bump_landing_after_its_group_settled_is_replaced_at_once() -> None:
+    # (A) X bumped by B1, X mined and settled; a producer that had not seen it bumps B1.
+    book, federation, old = carried()
+    book, b1 = _carry_bump(book, federation, old)
+    book = _settled(book, old)
+    book, _ = apply_block(book, block(book.height + AFTER), federation)
+    assert bump_candidates(book, book.height + 1, AFTER) == ()  # an honest node does not
+    late = make_bump(book, book.proposals[b1], federation, RATE)
+    assert not isinstance(late, str)
+    check(book, federation, late.transaction.to_bytes())  # the chain alone cannot tell
+    book, _ = apply_block(book, block(book.height + 1, proposal=late.transaction.to_bytes()),
+                          federation)
+    book, change = settle_group(book, late.txid)
+    assert [p.txid for p in change.proposals] == [late.txid]
+    assert book.proposals[late.txid].state is PegOutState.REPLACED
+    assert {r.proposal for r in book.requests.values()} == {old}
+    assert to_sign(book) == () and bump_candidates(book, book.height + AFTER + 5, AFTER) == ()
+    # (E) Even a bump of a long-confirmed peg-out with no bump before.
+    book, federation, old = carried()
+    book = _settled(book, old)
+    coins = dict(book.utxos)
+    book, _ = apply_block(book, block(book.height + 500), federation)
+    hostile = make_bump(book, book.proposals[old], federation, RATE)
+    assert not isinstance(hostile, str)
+    book, _ = apply_block(book, block(book.height + 1,
+                                      proposal=hostile.transaction.to_bytes()), federation)
+    book, _ = settle_group(book, hostile.txid)
+    assert book.proposals[hostile.txid].state is PegOutState.REPLACED
+    assert {r.proposal for r in book.requests.values()} == {old}
+    # The mined peg-out's change left the coins, but stays reachable as unsettled change.
+    assert [u.outpoint for u in unsettled_coins(book)] == \
+        [o for o in coins if o.txid == old]
+
+
+def test_signatures_for_a_replaced_bump_change_nothing() -> None:
+    # (B) B1 proposed, X confirmed before B1 had k signatures here.
+    book, federation, old = carried()
+    made = make_bump(book, book.proposals[old], federation, RATE)
+    assert not isinstance(made, str)
+    book, _ = apply_block(book, block(book.height + 1, proposal=made.transaction.to_bytes()),
+                          federation)
+    secrets, _ = members(3)
+    sets = rules.sign(made, federation, 0, secrets[0], aux_rand=bytes(32))
+    book = _settled(book, old)
+    assert book.proposals[made.txid].state is PegOutState.REPLACED
+    assert mark_signed(book, made.txid, b"signed")[1] is None
+    with pytest.raises(PegOutBlockError, match="replaced"):
+        collect(book, {}, federation, sets)
+    assert to_sign(book) == ()
+
+
+def test_no_bump_once_the_chain_shows_an_earlier_peg_out_of_the_group_mined() -> None:
+    # (C) X bumped by B1; a later proposal spends X's change (Bitcoin showed it mined).
+    book, federation, old = carried()
+    xtx = Transaction.from_bytes(book.proposals[old].transaction)
+    change_x = OutPoint(old, len(xtx.outputs) - 1)
+    book, b1 = _carry_bump(book, federation, old)
+    (coin_x,) = [u for u in unsettled_coins(book) if u.outpoint == change_x]
+    height = book.height + 1
+    book, _ = apply_block(book, block(height, (payment(40, 45_000_000, height),)), federation)
+    spender = make_proposal(book, federation, RATE, extra=(coin_x,))
+    assert not isinstance(spender, str) and change_x in [u.outpoint for u in spender.spent]
+    book, _ = apply_block(book, attrs.evolve(block(
+        book.height + 1, proposal=spender.transaction.to_bytes()), fetched=(coin_x,)),
+        federation)
+    book, _ = apply_block(book, block(book.height + AFTER), federation)
+    assert bump_candidates(book, book.height + 1, AFTER) == ()
+    b2 = make_bump(book, book.proposals[b1], federation, RATE)
+    assert not isinstance(b2, str)
+    with pytest.raises(PegOutBlockError, match="change is spent by a later proposal"):
+        check(book, federation, b2.transaction.to_bytes())
