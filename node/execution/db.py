@@ -34,11 +34,15 @@ import plyvel
 from eth.abc import AtomicWriteBatchAPI
 from eth.db.atomic import AtomicDBWriteBatch
 from eth.db.backends.base import BaseAtomicDB
+from lru import LRU
 
 __all__ = ["LevelStore", "MemoryStore", "Overlay", "Store"]
 
 #: A pending delete in an overlay.
 _DELETED: Final = None
+#: Values a :class:`LevelStore` keeps in memory after reading them (trie nodes are a few
+#: hundred bytes: a few MB).
+READ_CACHE: Final = 16384
 
 
 class Store(Protocol):
@@ -77,7 +81,8 @@ class MemoryStore:
 
 class LevelStore:
     """A LevelDB directory (created if missing). Raises ``plyvel.Error`` (``IOError`` when
-    another process holds it).
+    another process holds it). ``cache``: how many values read are kept in memory (see
+    :data:`READ_CACHE`).
 
     Within one process, the newest opener owns the directory: an earlier store still open on
     it is closed first. An engine whose actor was killed runs no ``terminate`` and keeps its
@@ -85,7 +90,8 @@ class LevelStore:
     its supervisor starts the next one only after it died, so the earlier store belongs to
     an engine that is gone."""
 
-    def __init__(self, path: str | Path, *, sync: bool = False) -> None:
+    def __init__(self, path: str | Path, *, sync: bool = False, cache: int = READ_CACHE
+                 ) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(Path(path).resolve())
         self.sync = sync
@@ -95,9 +101,20 @@ class LevelStore:
         self.db: Any = plyvel.DB(self.path, create_if_missing=True)
         _OPEN[self.path] = self
         self.batches = 0
+        #: The latest values read (None: absent), kept up to date by :meth:`write`, which is
+        #: this directory's only writer. Every block's execution walks the state trie from
+        #: its root again (py-evm starts each block with empty caches): the nodes near the
+        #: root, and the accounts read every block (the fee recipient, the senders), are
+        #: read from memory instead of LevelDB.
+        self._cache: LRU[bytes, bytes | None] = LRU(cache)
 
     def get(self, key: bytes) -> bytes | None:
+        cache = self._cache
+        if key in cache:
+            cached: bytes | None = cache[key]
+            return cached
         value: bytes | None = self.db.get(key)
+        cache[key] = value
         return value
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
@@ -107,9 +124,15 @@ class LevelStore:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
+        # Only once the batch is written: a failed write leaves the cache as the disk is.
+        cache = self._cache
+        for key, value in changes.items():
+            if key in cache:
+                cache[key] = value
         self.batches += 1
 
     def close(self) -> None:
+        self._cache.clear()
         if _OPEN.get(self.path) is self:
             del _OPEN[self.path]
         if not self.db.closed:
