@@ -40,8 +40,8 @@ __all__ = ["LevelStore", "MemoryStore", "Overlay", "Store"]
 
 #: A pending delete in an overlay.
 _DELETED: Final = None
-#: Values a :class:`LevelStore` keeps in memory after reading them (trie nodes are a few
-#: hundred bytes: a few MB).
+#: Values a :class:`LevelStore` keeps in memory after reading or writing them (trie nodes
+#: are a few hundred bytes: a few MB).
 READ_CACHE: Final = 16384
 
 
@@ -81,8 +81,8 @@ class MemoryStore:
 
 class LevelStore:
     """A LevelDB directory (created if missing). Raises ``plyvel.Error`` (``IOError`` when
-    another process holds it). ``cache``: how many values read are kept in memory (see
-    :data:`READ_CACHE`).
+    another process holds it). ``cache``: how many values read or written are kept in
+    memory (see :data:`READ_CACHE`).
 
     Within one process, the newest opener owns the directory: an earlier store still open on
     it is closed first. An engine whose actor was killed runs no ``terminate`` and keeps its
@@ -101,11 +101,11 @@ class LevelStore:
         self.db: Any = plyvel.DB(self.path, create_if_missing=True)
         _OPEN[self.path] = self
         self.batches = 0
-        #: The latest values read (None: absent), kept up to date by :meth:`write`, which is
-        #: this directory's only writer. Every block's execution walks the state trie from
-        #: its root again (py-evm starts each block with empty caches): the nodes near the
-        #: root, and the accounts read every block (the fee recipient, the senders), are
-        #: read from memory instead of LevelDB.
+        #: The latest values read or written (None: absent), kept up to date by
+        #: :meth:`write`, this directory's only writer. Every block's execution walks the
+        #: state trie from its root again (py-evm starts each block with empty caches): the
+        #: nodes the previous block wrote, those near the root, and the accounts read every
+        #: block (the fee recipient, the senders) come from memory instead of LevelDB.
         self._cache: LRU[bytes, bytes | None] = LRU(cache)
 
     def get(self, key: bytes) -> bytes | None:
@@ -125,10 +125,10 @@ class LevelStore:
                 else:
                     batch.put(key, value)
         # Only once the batch is written: a failed write leaves the cache as the disk is.
+        # Written through: a block's new trie nodes are what the next block reads first.
         cache = self._cache
         for key, value in changes.items():
-            if key in cache:
-                cache[key] = value
+            cache[key] = value
         self.batches += 1
 
     def close(self) -> None:

@@ -983,8 +983,10 @@ class EmbeddedEngine:
         self._put_block(layer, block, receipts)
         layer.commit()
         self._db.commit()
-        # Stored now (and never deleted): kept decoded for the forkchoice and fees to come.
+        # Stored now (and never deleted): kept decoded for the forkchoice and fees to come
+        # (the forkchoice that follows reads the header at once: not decoded back from disk).
         _bounded_put(self._recent, block_hash, (block, receipts), _RECENT_BLOCKS)
+        _bounded_put(self._headers, block_hash, block.header, _HEADER_CACHE)
         return PayloadStatus(PayloadStatusKind.VALID, block_hash)
 
     @staticmethod
