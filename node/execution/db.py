@@ -40,9 +40,11 @@ __all__ = ["LevelStore", "MemoryStore", "Overlay", "Store"]
 
 #: A pending delete in an overlay.
 _DELETED: Final = None
-#: Values a :class:`LevelStore` keeps in memory after reading or writing them (trie nodes
-#: are a few hundred bytes: a few MB).
+#: Values a :class:`LevelStore` keeps in memory after reading or writing them...
 READ_CACHE: Final = 16384
+#: ...if they are at most this long (every trie node is: a branch node is at most ~532
+#: bytes; blocks, receipts and contract code may be far longer): 16 MiB at the most.
+CACHED_VALUE_MAX: Final = 1024
 
 
 class Store(Protocol):
@@ -114,7 +116,8 @@ class LevelStore:
             cached: bytes | None = cache[key]
             return cached
         value: bytes | None = self.db.get(key)
-        cache[key] = value
+        if value is None or len(value) <= CACHED_VALUE_MAX:
+            cache[key] = value
         return value
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
@@ -128,7 +131,10 @@ class LevelStore:
         # Written through: a block's new trie nodes are what the next block reads first.
         cache = self._cache
         for key, value in changes.items():
-            cache[key] = value
+            if value is None or len(value) <= CACHED_VALUE_MAX:
+                cache[key] = value
+            else:
+                cache.pop(key, None)
         self.batches += 1
 
     def close(self) -> None:
