@@ -252,6 +252,14 @@ async def _import_alone(blocks: list[SignedConsensusBlock], base: Path, batch: i
         return time.perf_counter() - t0
 
 
+def rlp_backend() -> str:
+    """Which codec pyrlp (and through it py-evm and py-trie) runs on: ``rusty-rlp`` when it
+    is installed, else pyrlp's own Python one."""
+    import rlp.codec
+
+    return "rusty-rlp" if hasattr(rlp.codec, "rusty_rlp") else "pyrlp (pure Python)"
+
+
 def run(options: Options) -> dict[str, Any]:
     logging.getLogger().setLevel(logging.WARNING)
     n = QUICK_BLOCKS if options.quick else BLOCKS
@@ -259,6 +267,7 @@ def run(options: Options) -> dict[str, Any]:
     blocks = read_blocks(chain, n)
     out(f"sync benchmark: node B syncs {n:,} blocks (one transfer each) from two peers over "
         "loopback WebSockets, every signature verified")
+    out(f"  RLP codec: {rlp_backend()}")
     with tempfile.TemporaryDirectory() as tmp:
         synced = trio.run(_sync, chain, n, Path(tmp) / "sync")
         assert synced["head"] == blocks[-1].ref(), "B's head differs from the source's"
@@ -324,6 +333,7 @@ def run(options: Options) -> dict[str, Any]:
         "stage_seconds": stage,
         "verifier_busy_seconds": synced["verifier_busy_seconds"],
         "served": synced["served"],
+        "rlp_backend": rlp_backend(),
         "goal_rate_pass": ok_rate,
         "goal_share_pass": ok_share,
     }

@@ -443,7 +443,10 @@ class EngineActor(otp.GenServer):
         engine = self.embedded
         if engine is None:
             return
-        for block_hash in engine.drain_new_heads():
+        heads = engine.drain_new_heads()
+        if not otp.bus.subscribers(ETH_TOPIC):
+            return  # no Ethereum JSON-RPC server listens: spare the JSON (every block in sync)
+        for block_hash in heads:
             header = engine.header(block_hash)
             if header is None:
                 continue

@@ -34,11 +34,17 @@ import plyvel
 from eth.abc import AtomicWriteBatchAPI
 from eth.db.atomic import AtomicDBWriteBatch
 from eth.db.backends.base import BaseAtomicDB
+from lru import LRU
 
 __all__ = ["LevelStore", "MemoryStore", "Overlay", "Store"]
 
 #: A pending delete in an overlay.
 _DELETED: Final = None
+#: Values a :class:`LevelStore` keeps in memory after reading or writing them...
+READ_CACHE: Final = 16384
+#: ...if they are at most this long (every trie node is: a branch node is at most ~532
+#: bytes; blocks, receipts and contract code may be far longer): 16 MiB at the most.
+CACHED_VALUE_MAX: Final = 1024
 
 
 class Store(Protocol):
@@ -77,7 +83,8 @@ class MemoryStore:
 
 class LevelStore:
     """A LevelDB directory (created if missing). Raises ``plyvel.Error`` (``IOError`` when
-    another process holds it).
+    another process holds it). ``cache``: how many values read or written are kept in
+    memory (see :data:`READ_CACHE`).
 
     Within one process, the newest opener owns the directory: an earlier store still open on
     it is closed first. An engine whose actor was killed runs no ``terminate`` and keeps its
@@ -85,7 +92,8 @@ class LevelStore:
     its supervisor starts the next one only after it died, so the earlier store belongs to
     an engine that is gone."""
 
-    def __init__(self, path: str | Path, *, sync: bool = False) -> None:
+    def __init__(self, path: str | Path, *, sync: bool = False, cache: int = READ_CACHE
+                 ) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(Path(path).resolve())
         self.sync = sync
@@ -95,9 +103,21 @@ class LevelStore:
         self.db: Any = plyvel.DB(self.path, create_if_missing=True)
         _OPEN[self.path] = self
         self.batches = 0
+        #: The latest values read or written (None: absent), kept up to date by
+        #: :meth:`write`, this directory's only writer. Every block's execution walks the
+        #: state trie from its root again (py-evm starts each block with empty caches): the
+        #: nodes the previous block wrote, those near the root, and the accounts read every
+        #: block (the fee recipient, the senders) come from memory instead of LevelDB.
+        self._cache: LRU[bytes, bytes | None] = LRU(cache)
 
     def get(self, key: bytes) -> bytes | None:
+        cache = self._cache
+        if key in cache:
+            cached: bytes | None = cache[key]
+            return cached
         value: bytes | None = self.db.get(key)
+        if value is None or len(value) <= CACHED_VALUE_MAX:
+            cache[key] = value
         return value
 
     def write(self, changes: Mapping[bytes, bytes | None]) -> None:
@@ -107,9 +127,18 @@ class LevelStore:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
+        # Only once the batch is written: a failed write leaves the cache as the disk is.
+        # Written through: a block's new trie nodes are what the next block reads first.
+        cache = self._cache
+        for key, value in changes.items():
+            if value is None or len(value) <= CACHED_VALUE_MAX:
+                cache[key] = value
+            else:
+                cache.pop(key, None)
         self.batches += 1
 
     def close(self) -> None:
+        self._cache.clear()
         if _OPEN.get(self.path) is self:
             del _OPEN[self.path]
         if not self.db.closed:

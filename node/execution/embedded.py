@@ -214,7 +214,7 @@ class AlysVM(ShanghaiVM):
         self, base_block: Block, new_header: Header, transactions: Sequence[Tx],
         receipts: Sequence[EvmReceipt], withdrawals: Sequence[Any] | None = None,
     ) -> Block:
-        fields: dict[str, Any] = {"transactions": transactions}
+        fields: dict[str, Any] = {"transactions": transactions, "withdrawals": ()}
         header_fields = {
             "transaction_root": ordered_trie_root([tx.encode() for tx in transactions]),
             "receipt_root": ordered_trie_root([r.encode() for r in receipts]),
@@ -658,9 +658,14 @@ class EmbeddedEngine:
             head = self.header(head_hash)
             if head is None:
                 return ForkchoiceUpdatedResult(PayloadStatus(PayloadStatusKind.SYNCING))
+            unchanged = (head_hash, state.safe_block_hash, state.finalized_block_hash) == (
+                self._head, self._safe, self._finalized)
             for name, h in (("safe", state.safe_block_hash),
                             ("finalized", state.finalized_block_hash)):
-                if h == ZERO_HASH:
+                if h == ZERO_HASH or unchanged:
+                    # The forkchoice in force was checked when it was applied (blocks are
+                    # never deleted: its safe and finalized blocks are still ancestors of
+                    # its head); commit_block sends it again before every newPayload.
                     continue
                 if self.header(h) is None:
                     raise _error(INVALID_FORKCHOICE_STATE, _FCU,
@@ -860,9 +865,16 @@ class EmbeddedEngine:
             vm.apply_all_withdrawals(evm_withdrawals)
         block = vm.set_block_transactions_and_withdrawals(
             vm.get_block(), header, applied, receipts, withdrawals=evm_withdrawals)
-        if not evm_withdrawals:
-            block = block.copy(withdrawals=())
-        result = vm.mine_block(block)
+        if strict:
+            # Import: what mine_block does less its validate_block, which would check again
+            # what the caller checks of the claimed header before executing
+            # (:meth:`_header_problem`: the header against its parent) and, field by field
+            # and by hash, of the executed one after (:meth:`_result_problem`), and a
+            # transactions root just computed from these same transactions. (pack_block
+            # without arguments only copies the block.)
+            result = vm.finalize_block(block)
+        else:
+            result = vm.mine_block(block)
         return result.block, tuple(receipts)
 
     def _put_block(self, layer: Overlay, block: Block, receipts: Sequence[EvmReceipt]) -> None:
@@ -971,8 +983,10 @@ class EmbeddedEngine:
         self._put_block(layer, block, receipts)
         layer.commit()
         self._db.commit()
-        # Stored now (and never deleted): kept decoded for the forkchoice and fees to come.
+        # Stored now (and never deleted): kept decoded for the forkchoice and fees to come
+        # (the forkchoice that follows reads the header at once: not decoded back from disk).
         _bounded_put(self._recent, block_hash, (block, receipts), _RECENT_BLOCKS)
+        _bounded_put(self._headers, block_hash, block.header, _HEADER_CACHE)
         return PayloadStatus(PayloadStatusKind.VALID, block_hash)
 
     @staticmethod

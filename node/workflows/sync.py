@@ -175,6 +175,9 @@ class PeerSync:
     retry_at: float = 0.0
     retry_delay: float = 0.0  # the last delay; 0 after a success
     in_flight: int = 0
+    #: The number (:attr:`SyncState.asks`) of its latest request; -1 before any. Of the peers
+    #: with the fewest requests out, the one asked longest ago gets the next range.
+    last_asked: int = -1
     #: False once it disconnected: a peer with failures on record is remembered until it
     #: comes back, so that reconnecting does not wipe its breaker.
     connected: bool = True
@@ -208,6 +211,8 @@ class SyncState:
     downloaded: tuple[Range, ...] = ()
     #: The first height not yet in the queue, in flight or downloaded.
     frontier: int = 0
+    #: Requests handed out so far (numbers them for :attr:`PeerSync.last_asked`).
+    asks: int = 0
 
     @property
     def target(self) -> int:
@@ -285,8 +290,13 @@ def _askable(peer: PeerSync, now: float, config: SyncConfig) -> bool:
 def assign(state: SyncState, now: float, config: SyncConfig
            ) -> tuple[SyncState, list[Request]]:
     """Hand out what can be asked now: queued ranges first (lowest height first), then new
-    ranges from the frontier, each to the askable peer that has it with the fewest requests
-    out, while the window allows. Returns the state with the requests in flight."""
+    ranges from the frontier, while the window allows, each to the askable peer that has it
+    with the fewest requests out and, among those, the one asked longest ago (round-robin).
+    A peer that answers faster is free again sooner and so gets more: ranges spread over
+    the peers in proportion to what they deliver. (Ties broken by name alone sent nearly
+    every range to one peer whenever import was the bottleneck: each time import freed
+    part of the window, every peer was idle.) Returns the state with the requests in
+    flight."""
     requests: list[Request] = []
     limit = state.head + config.window  # the highest height that may be downloaded ahead
     while True:
@@ -307,7 +317,7 @@ def assign(state: SyncState, now: float, config: SyncConfig
         having = [p for p in candidates if p.head >= wanted.start]
         if not having:
             break  # the lowest range waits for a peer that has it (ranges go in order)
-        chosen = min(having, key=lambda p: (p.in_flight, -p.head, p.peer))
+        chosen = min(having, key=lambda p: (p.in_flight, p.last_asked, -p.head, p.peer))
         if chosen.head < wanted.end:  # ask only what it has; the rest waits
             asked = Range(wanted.start, chosen.head - wanted.start + 1)
             rest = _requeue(rest, [Range(chosen.head + 1, wanted.end - chosen.head)])
@@ -320,8 +330,9 @@ def assign(state: SyncState, now: float, config: SyncConfig
             breaker = attrs.evolve(breaker, trial=True)
         state = _with_peer(
             attrs.evolve(state, queue=rest, frontier=frontier,
-                         flight=(*state.flight, request)),
-            attrs.evolve(chosen, in_flight=chosen.in_flight + 1, breaker=breaker))
+                         flight=(*state.flight, request), asks=state.asks + 1),
+            attrs.evolve(chosen, in_flight=chosen.in_flight + 1, breaker=breaker,
+                         last_asked=state.asks))
         requests.append(request)
     return state, requests
 

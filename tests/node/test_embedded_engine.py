@@ -215,6 +215,19 @@ async def test_forkchoice_errors_and_reorgs_move_state_and_the_indexes() -> None
                                                     one.block_hash))
     assert engine.drain_new_heads() == [two_b.block_hash]
     assert engine.block_by_number(2) == two_b
+    # The forkchoice in force, sent again (as commit_block does before each newPayload), is
+    # valid and changes nothing; the same head with a finalized block off its branch is
+    # still refused.
+    again = await engine.forkchoice_updated(ForkchoiceState(two_b.block_hash, one.block_hash,
+                                                            one.block_hash))
+    assert again.payload_status.status is PayloadStatusKind.VALID
+    assert engine.drain_new_heads() == [] and engine.forkchoice == ForkchoiceState(
+        two_b.block_hash, one.block_hash, one.block_hash)
+    with pytest.raises(EngineError) as info:
+        await engine.forkchoice_updated(ForkchoiceState(two_b.block_hash, one.block_hash,
+                                                        two_a.block_hash))
+    assert info.value.code == INVALID_FORKCHOICE_STATE and "not an ancestor" in str(info.value)
+    assert engine.forkchoice.finalized_block_hash == one.block_hash
     assert engine.transaction_location(tx_hash) is None
     assert engine.balance_of(DEST) == 0 and engine.balance_of(DEST, two_a.block_hash) == 5
     # And back: the transaction is canonical again.

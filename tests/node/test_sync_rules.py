@@ -206,6 +206,68 @@ def test_configuration_is_checked() -> None:
         SyncConfig(per_peer=True)  # type: ignore[arg-type]
 
 
+# -- spreading ranges over peers ----------------------------------------------------------------
+
+
+def _pipeline(peers: dict[str, int], *, latency: dict[str, int] | None = None,
+              import_per_step: int | None = 4, config: SyncConfig = CONFIG,
+              steps: int = 1000) -> dict[str, int]:
+    """Sync to the peers' heads (a dict peer -> head), step by step: a request to a peer is
+    answered ``latency[peer]`` steps after it went out (1 by default); each step imports up
+    to ``import_per_step`` blocks (None: all that are ready). Blocks downloaded from each
+    peer."""
+    latency = latency or {}
+    state = sync.start(0)
+    for peer, head in peers.items():
+        state = sync.peer_status(state, peer, head)
+    served = dict.fromkeys(peers, 0)
+    sent: dict[sync.Request, int] = {}
+    for step in range(steps):
+        now = step * 0.01
+        state, requests = sync.assign(state, now, config)
+        sent.update((request, step) for request in requests)
+        for request in state.flight:
+            if step - sent[request] + 1 >= latency.get(request.peer, 1):
+                state = sync.range_done(state, request, request.range.count, now, config)
+                served[request.peer] += request.range.count
+        while (ready := sync.next_to_import(state)) is not None:
+            if import_per_step is None:
+                state = sync.imported(state, ready)
+                continue
+            through = min(ready.end, ready.start + import_per_step - 1)
+            state = sync.imported(state, ready, through)
+            if through < ready.end:  # the rest of the range stays downloaded
+                rest = Range(through + 1, ready.end - through)
+                assert rest in state.queue
+                state = attrs.evolve(
+                    state, queue=tuple(r for r in state.queue if r != rest),
+                    downloaded=tuple(sorted((*state.downloaded, rest), key=lambda r: r.start)))
+            break
+        assert sync.coverage_problem(state) is None
+        if sync.is_synced(state):
+            break
+    assert sync.is_synced(state), state
+    return served
+
+
+def test_ranges_are_spread_over_equal_peers_when_import_is_the_bottleneck() -> None:
+    # Both peers are idle whenever import frees part of the window: the new ranges must not
+    # all go to the same one (the first by name).
+    served = _pipeline({"a": 2000, "b": 2000})
+    assert sum(served.values()) == 2000
+    assert min(served.values()) >= 0.4 * 2000, served
+
+
+def test_ranges_go_to_peers_in_proportion_to_how_fast_they_answer() -> None:
+    # Downloads are the bottleneck, with a window wide enough for the fast peers to run
+    # ahead of the slow one: "slow" takes four steps per answer, the others one.
+    served = _pipeline({"slow": 2000, "b": 2000, "c": 2000}, latency={"slow": 4},
+                       import_per_step=None, config=attrs.evolve(CONFIG, window=400))
+    assert sum(served.values()) == 2000
+    assert 0 < served["slow"] < 0.5 * served["b"] and 0 < served["slow"] < 0.5 * served["c"], \
+        served
+    assert abs(served["b"] - served["c"]) <= 0.1 * 2000, served
+
 # -- any sequence of events ---------------------------------------------------------------------
 
 
