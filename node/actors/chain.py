@@ -500,8 +500,9 @@ class ChainActor(otp.GenServer):
         needed = rules.required_approvals(len(self.authorities))
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
+            # Every rule but the signature, ours, made just now with our authority's key.
             rules.validate_block(signed, state.head, self._context(pegins),
-                                 require_approvals=False)
+                                 require_approvals=False, signature_checked=True)
             self.proposals = approvals.propose(self._proposals(), signed, self.authorities,
                                                self._named())
             self._gossip(CONSENSUS_BLOCK, signed)
@@ -905,7 +906,9 @@ class ChainActor(otp.GenServer):
         mine = self.index is not None and ready.signature.bitfield >> self.index & 1 == 1 \
             and rules.author_index(ready.message.slot, len(self.authorities)) == self.index
         try:
-            ref = await self._import(ready, produced=mine)
+            # A held block's aggregate is made of signatures each checked already (see
+            # node.workflows.approvals): every other rule is checked again on import.
+            ref = await self._import(ready, produced=mine, signature_checked=True)
         except rules.BlockError as exc:
             # Approved by enough authorities, yet it does not import (approvers check the
             # consensus rules, the import also executes the payload): drop it, and free our
@@ -1017,35 +1020,44 @@ class ChainActor(otp.GenServer):
         return None
 
     async def _advance(self) -> None:
-        """Apply the vote rules to what we hold: persist the lock (synced) when it changes,
-        then cast and gossip our votes; approve a decided block once held. A single
-        authority does not vote (its block is imported at once)."""
+        """Apply the vote rules to what we hold, our own new votes included (they may
+        complete a polka, then a decision), then persist the lock (synced) once if it
+        changed, and only then gossip the votes cast; approve a decided block once held. A
+        single authority does not vote (its block is imported at once)."""
         if self.index is None or len(self.authorities) == 1 or not self.synced:
             await trio.lowlevel.checkpoint()
             return
+        votes = self._votes()
+        now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
+        proposal = self._round_proposal(now_round)
+        result = prevotes.Added(votes)
+        cast: list[Vote] = []
         for _ in range(4):  # our own votes may complete a polka or a decision
-            votes = self._votes()
-            now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
-            new, intents = prevotes.step(votes, len(self.authorities), now_round,
-                                         self._round_proposal(now_round))
-            if new.lock != votes.lock:
-                try:
-                    await self._storage(storage_msgs.PutVoteLock(new.lock))
-                except CALL_FAILURES as exc:
-                    logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
-                                   votes.height, exc)
-                    return
-                if self.state.head.hash() != votes.head:
-                    return
-            self.votes = new
-            if not intents:
-                break
+            new, intents = prevotes.step(result.votes, len(self.authorities), now_round,
+                                         proposal)
+            result = attrs.evolve(result, votes=new)
             for intent in intents:
                 vote = prevotes.sign_vote(self.key, self.index, self.cfg.chain_id, intent.kind,
                                           new.height, intent.round, intent.block_hash)
-                self.votes, _ = prevotes.add_vote(self.votes, vote, self.authorities,
-                                                  self.cfg.chain_id, now_round, own=True)
-                self._gossip(APPROVE_BLOCK, vote)
+                # Our vote may complete a quorum with votes waiting: they are checked now.
+                result = result.then(prevotes.add_vote(result.votes, vote, self.authorities,
+                                                       self.cfg.chain_id, now_round, own=True))
+                cast.append(vote)
+            if not intents:
+                break
+        if result.votes.lock != votes.lock:
+            # One synced write records every vote below: none leaves before it.
+            try:
+                await self._storage(storage_msgs.PutVoteLock(result.votes.lock))
+            except CALL_FAILURES as exc:
+                logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
+                               votes.height, exc)
+                return
+            if self.state.head.hash() != votes.head:
+                return
+        self._took(result)
+        for vote in cast:
+            self._gossip(APPROVE_BLOCK, vote)
         await self._approve_decided()
 
     async def _approve_decided(self) -> None:
@@ -1061,7 +1073,8 @@ class ChainActor(otp.GenServer):
             return
         if block.signature.bitfield >> self.index & 1 == 0:
             approval = rules.approve(decision, self.key, self.index)
-            proposals = approvals.add(proposals, decision, approval, self.authorities)
+            proposals = approvals.add(proposals, decision, approval, self.authorities,
+                                      own=True)
             self._gossip(APPROVE_BLOCK, ApproveBlock(decision, approval))
         self.proposals = approvals.mark_approved(proposals, decision)
         await self._import_if_ready()
@@ -1073,30 +1086,42 @@ class ChainActor(otp.GenServer):
             return  # another height (we are behind or ahead: sync deals with it)
         now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
         try:
-            self.votes, equivocation = prevotes.add_vote(votes, vote, self.authorities,
-                                                         self.cfg.chain_id, now_round)
+            added = prevotes.add_vote(votes, vote, self.authorities, self.cfg.chain_id,
+                                      now_round, source=peer)
         except prevotes.VoteError as exc:
             await trio.lowlevel.checkpoint()
-            if exc.what in ("signature", "authority"):
+            if exc.what == "authority":
                 self._report(peer, Offence.INVALID_BLOCK, f"vote: {exc}")
             return
-        if equivocation is not None:
-            await trio.lowlevel.checkpoint()
-            logger.warning("equivocation dropped: %s (from %s)", equivocation, peer)
-            return
-        if self.votes is not votes:
-            self._relay(APPROVE_BLOCK, vote, peer)
+        if self._took(added):
             await self._advance()
             return
         await trio.lowlevel.checkpoint()
 
+    def _took(self, added: prevotes.Added) -> bool:
+        """Keep the votes ``added`` leaves: pass on the votes it checked (each to every peer
+        but the one it came from), report the peers of votes that do not verify, log an
+        equivocation. Whether votes were checked (the rules may move)."""
+        self.votes = added.votes
+        for checked in added.checked:
+            self._relay(APPROVE_BLOCK, checked.vote, checked.source)
+        for bad, problem in added.bad:
+            self._report(bad.source, Offence.INVALID_BLOCK, f"vote: {problem}")
+        if added.equivocation is not None:
+            logger.warning("equivocation dropped: %s", added.equivocation)
+        return bool(added.checked)
+
     async def _vote_slot(self) -> None:
-        """Each slot: gossip again the votes held at our height (bounded), and vote in the
-        new round (a locked authority prevotes its locked block)."""
+        """Each slot: check the votes still waiting (their blocks short of a quorum) and
+        pass on the good ones, gossip again the votes held at our height (bounded), and vote
+        in the new round (a locked authority prevotes its locked block)."""
         if self.index is None or len(self.authorities) == 1:
             await trio.lowlevel.checkpoint()
             return
         votes = self._votes()
+        if votes.unverified:
+            self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))
+            votes = self.votes
         for vote in prevotes.to_regossip(votes, 4 * len(self.authorities)):
             self._gossip(APPROVE_BLOCK, vote)
         named = votes.decision or votes.lock.locked_hash
