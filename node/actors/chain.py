@@ -104,6 +104,12 @@ INIT_WAIT = 90.0
 CALL_WAIT = 10.0
 #: How long persisting a queued PoW may wait; past it the PoW stays queued in memory.
 QUEUE_WAIT = 2.0
+#: How long (seconds) a peer's vote may wait unchecked for the votes it could make a quorum
+#: with (they are then checked together, node.workflows.prevotes): past it, it is checked
+#: anyway and passed on. Votes for one block arrive within tens of milliseconds of each
+#: other; a node that does not vote for the block itself (it has not seen it, it restarted)
+#: holds them short of a quorum, and its peers may need them relayed.
+VOTE_CHECK_WAIT = 0.2
 #: How much longer than the EngineActor's own bound on a request (``engine.request_timeout``)
 #: a call to it may take: a slow execution client shows up as the engine's error (which
 #: names the call that was slow), never as a CallTimeout of ours first.
@@ -240,6 +246,8 @@ class ChainActor(otp.GenServer):
         self.proposals = approvals.Proposals(head.hash())
         #: Prevotes and precommits at the height above the head, and our vote lock.
         self.votes = prevotes.for_head(None, head.hash(), head.height + 1, info.votes)
+        #: A "check-votes" message is on its way (VOTE_CHECK_WAIT after a vote waited).
+        self.vote_check_due = False
         if self.votes.lock.prevoted_round >= 0:
             logger.info("vote lock at #%d kept from before the restart (locked %s, last "
                         "prevote in round %d)", self.votes.height,
@@ -382,6 +390,10 @@ class ChainActor(otp.GenServer):
                             "behind the network (#%d of #%d): block production waits for sync",
                             *((msg.current,) if msg.synced else (msg.current, msg.target)))
                 self.synced = msg.synced
+            return
+        if msg == "check-votes":
+            self.vote_check_due = False
+            await self._check_votes()
             return
         if msg != "slot":
             await super().handle_info(msg)
@@ -1093,15 +1105,31 @@ class ChainActor(otp.GenServer):
             if exc.what == "authority":
                 self._report(peer, Offence.INVALID_BLOCK, f"vote: {exc}")
             return
-        if self._took(added):
+        self._took(added)
+        if self.votes.unverified and not self.vote_check_due:
+            otp.send_after(otp.self(), "check-votes", VOTE_CHECK_WAIT)
+            self.vote_check_due = True
+        if added.votes is not votes:
+            # Even a vote only waiting: the rules run on each vote taken, as they do on each
+            # block and slot (measured: without it, a network under faults lost blocks).
             await self._advance()
             return
         await trio.lowlevel.checkpoint()
 
-    def _took(self, added: prevotes.Added) -> bool:
+    async def _check_votes(self) -> None:
+        """Check the votes still waiting (their blocks short of a quorum here), pass on the
+        good ones and apply the rules: VOTE_CHECK_WAIT after a vote began to wait."""
+        votes = self._votes()
+        if not votes.unverified:
+            await trio.lowlevel.checkpoint()
+            return
+        self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))
+        await self._advance()
+
+    def _took(self, added: prevotes.Added) -> None:
         """Keep the votes ``added`` leaves: pass on the votes it checked (each to every peer
         but the one it came from), report the peers of votes that do not verify, log an
-        equivocation. Whether votes were checked (the rules may move)."""
+        equivocation."""
         self.votes = added.votes
         for checked in added.checked:
             self._relay(APPROVE_BLOCK, checked.vote, checked.source)
@@ -1109,7 +1137,6 @@ class ChainActor(otp.GenServer):
             self._report(bad.source, Offence.INVALID_BLOCK, f"vote: {problem}")
         if added.equivocation is not None:
             logger.warning("equivocation dropped: %s", added.equivocation)
-        return bool(added.checked)
 
     async def _vote_slot(self) -> None:
         """Each slot: check the votes still waiting (their blocks short of a quorum) and

@@ -70,10 +70,12 @@ checked in one batch (one message: two Miller loops for all, with random coeffic
 that bad signatures cannot cancel out; each alone if the batch fails, so every bad one is
 found and its sender reported). Waiting changes no rule above: a vote not checked yet is a
 vote not received yet, and none of them can make a polka or decision before its batch is
-checked. The rest (votes of blocks short of ``q``) are checked each slot before the votes
-are gossiped again, and a vote is passed on to peers only once checked: a node never relays
-a bad vote, at the price of passing on, a slot late, votes that were not part of a quorum
-here. In a four-authority network this halves the pairing checks spent on votes.
+checked. The rest (votes of blocks short of ``q`` here) are checked by
+:func:`verify_pending`, which the ChainActor calls a moment after a vote began to wait
+(``VOTE_CHECK_WAIT``, 200 ms) and each slot before it gossips its votes again. A vote is
+passed on to peers only once checked: a node never relays a bad vote, at the price of
+passing on later (by at most that moment) the votes it does not hold a quorum with. In a
+four-authority network this halves the pairing checks spent on votes.
 
 Bounds: votes of at most :data:`MAX_ROUNDS` rounds per height (the oldest round goes), at
 most one checked vote per authority per kind and round (a second is equivocation) and one
@@ -235,9 +237,9 @@ def add_vote(votes: Votes, vote: Vote, authorities: Sequence[bls.PublicKey], cha
     all of them, against two each): the vote waits, unchecked and uncounted, in
     ``unverified`` until the votes held and waiting for its block in its round reach ``q``,
     and then they are all checked at once (each alone if that fails, so that every bad one
-    is found and its sender reported). Votes that never reach ``q`` are checked by
-    :func:`verify_pending`, which the ChainActor calls every slot before it gossips its
-    votes again: a vote is passed on only once checked, so never a bad one.
+    is found and its sender reported). Votes that do not reach ``q`` are checked by
+    :func:`verify_pending` (the ChainActor calls it a moment after a vote began to wait):
+    a vote is passed on only once checked, so never a bad one.
 
     A second vote of one authority in one kind and round settles the first at once: if the
     two name different blocks and both verify, that is equivocation (described in the
@@ -300,8 +302,9 @@ def add_vote(votes: Votes, vote: Vote, authorities: Sequence[bls.PublicKey], cha
 def verify_pending(votes: Votes, authorities: Sequence[bls.PublicKey],
                    chain_id: int) -> Added:
     """Check every vote still waiting (those of blocks short of ``q`` votes), the votes of
-    one block in one round together: the ChainActor's step before it gossips its votes
-    again (each slot), so that these votes too are passed on once found valid."""
+    one block in one round together, so that these votes too are counted and passed on
+    once found valid (the ChainActor calls it a moment after a vote began to wait, and each
+    slot before it gossips its votes again)."""
     result = Added(votes)
     groups: dict[tuple[int, int, bytes], list[Pending]] = {}
     for waiting in votes.unverified:

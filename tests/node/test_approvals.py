@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import otp
-from node.actors.chain import ChainActor
+from node.actors.chain import VOTE_CHECK_WAIT, ChainActor
 from node.config import NodeConfig
 from node.crypto import bls
 from node.messages import chain as chain_msgs
@@ -192,3 +192,39 @@ async def test_votes_are_checked_together_a_liar_is_reported_an_equivocation_cau
         actor = await otp.get_state("chain")
         held = actor.votes.held  # type: ignore[attr-defined]
         assert other not in {v.block_hash for v in held}
+
+
+async def test_a_vote_short_of_a_quorum_is_checked_and_passed_on_after_a_moment(
+        tmp_path: Path) -> None:
+    """A vote that cannot make a quorum here (this node has not voted for its block) is not
+    left unchecked until the next slot: VOTE_CHECK_WAIT later it is checked, and passed on
+    if good (peers may need it relayed), its sender reported if not."""
+    others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3)]
+    async with otp.runtime():
+        base = NodeConfig().as_mapping()["node"]["chain"]
+        await start_chain(tmp_path, base, Clock())
+        mine = (await otp.get_state("chain")).key  # type: ignore[attr-defined]
+        await stop_actors("chain", "engine", "storage")
+        authorities = [mine.public_key(), *(k.public_key() for k in others)]
+        cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
+        await otp.start(Network, name="network")
+        await start_chain(tmp_path, cfg, Clock(slot=301))
+        chain_id = (await otp.get_state("chain")).cfg.chain_id  # type: ignore[attr-defined]
+        block = hashlib.sha256(b"a block this node has not seen").digest()
+        good = prevotes.sign_vote(others[1], 2, chain_id, PREVOTE, 1, 301, block)
+        forged = attrs.evolve(prevotes.sign_vote(others[2], 3, chain_id, PREVOTE, 1, 301,
+                                                 block), signature=good.signature)
+        await otp.send("chain", GossipReceived("approve_block", good, "p2", bytes(32)))
+        await otp.send("chain", GossipReceived("approve_block", forged, "liar", bytes(32)))
+        await otp.call("chain", chain_msgs.GetStatus())
+        assert await otp.call("network", "casts") == []  # both wait
+        await trio.sleep(VOTE_CHECK_WAIT * 0.9)
+        await otp.call("chain", chain_msgs.GetStatus())
+        assert await otp.call("network", "casts") == []  # still waiting
+        await trio.sleep(VOTE_CHECK_WAIT * 0.2)
+        await otp.call("chain", chain_msgs.GetStatus())
+        casts = await otp.call("network", "casts")
+        assert [(c.payload, c.source) for c in casts if isinstance(c, Relay)] == [(good, "p2")]
+        assert [c.peer for c in casts if isinstance(c, ReportPeer)] == ["liar"]
+        actor = await otp.get_state("chain")
+        assert actor.votes.held == (good,) and actor.votes.unverified == ()  # type: ignore[attr-defined]
