@@ -8,7 +8,7 @@ import hashlib
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -333,3 +333,26 @@ def test_a_vote_past_its_quorum_is_dropped_unverified_and_an_own_vote_is_not_che
     theirs = prevotes.verify_pending(prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5).votes,
                                      PKS, CHAIN_ID)
     assert theirs.votes == fresh and "signature" in theirs.bad[0][1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(signatures=st.lists(st.binary(min_size=96, max_size=96), min_size=N, max_size=N),
+       sources=st.lists(st.text(max_size=8), min_size=N, max_size=N))
+def test_votes_with_arbitrary_signature_bytes_are_named_never_counted_never_raise(
+        signatures: list[bytes], sources: list[str]) -> None:
+    """Hostile signature bytes (not points, not in the subgroup, infinity, other points):
+    every vote waits, then is found bad with its sender when a quorum could form or when
+    the rest is checked; none is ever held, whatever mix arrives."""
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    named: list[str] = []
+    for index, (signature, source) in enumerate(zip(signatures, sources, strict=True)):
+        forged = attrs.evolve(signed(index, PREVOTE, 5, block(5)), signature=signature)
+        added = prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5, source=source)
+        votes = added.votes
+        named += [p.source for p, _ in added.bad]
+        assert added.checked == () and votes.held == ()
+    rest = prevotes.verify_pending(votes, PKS, CHAIN_ID)
+    named += [p.source for p, _ in rest.bad]
+    assert sorted(named) == sorted(sources)
+    assert rest.votes.held == () and rest.votes.unverified == ()
+    assert prevotes.polka(rest.votes, 5, N) is None
