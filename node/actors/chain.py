@@ -1105,13 +1105,14 @@ class ChainActor(otp.GenServer):
             if exc.what == "authority":
                 self._report(peer, Offence.INVALID_BLOCK, f"vote: {exc}")
             return
-        self._took(added)
+        self._took(added, peer)
         if self.votes.unverified and not self.vote_check_due:
             otp.send_after(otp.self(), "check-votes", VOTE_CHECK_WAIT)
             self.vote_check_due = True
         if added.votes is not votes:
-            # Even a vote only waiting: the rules run on each vote taken, as they do on each
-            # block and slot (measured: without it, a network under faults lost blocks).
+            # Even for a vote that only waits, as before votes were checked together: the
+            # rules also follow the clock (a new round), and a slot whose tick was cut short
+            # by a failing sibling leaves them to the next event.
             await self._advance()
             return
         await trio.lowlevel.checkpoint()
@@ -1126,17 +1127,18 @@ class ChainActor(otp.GenServer):
         self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))
         await self._advance()
 
-    def _took(self, added: prevotes.Added) -> None:
+    def _took(self, added: prevotes.Added, peer: str = "") -> None:
         """Keep the votes ``added`` leaves: pass on the votes it checked (each to every peer
         but the one it came from), report the peers of votes that do not verify, log an
-        equivocation."""
+        equivocation (in a vote from ``peer``)."""
         self.votes = added.votes
         for checked in added.checked:
             self._relay(APPROVE_BLOCK, checked.vote, checked.source)
         for bad, problem in added.bad:
             self._report(bad.source, Offence.INVALID_BLOCK, f"vote: {problem}")
         if added.equivocation is not None:
-            logger.warning("equivocation dropped: %s", added.equivocation)
+            logger.warning("equivocation dropped: %s (from %s)", added.equivocation,
+                           peer or "us")
 
     async def _vote_slot(self) -> None:
         """Each slot: check the votes still waiting (their blocks short of a quorum) and
