@@ -104,6 +104,12 @@ INIT_WAIT = 90.0
 CALL_WAIT = 10.0
 #: How long persisting a queued PoW may wait; past it the PoW stays queued in memory.
 QUEUE_WAIT = 2.0
+#: How long (seconds) a peer's vote may wait unchecked for the votes it could make a quorum
+#: with (they are then checked together, node.workflows.prevotes): past it, it is checked
+#: anyway and passed on. Votes for one block arrive within tens of milliseconds of each
+#: other; a node that does not vote for the block itself (it has not seen it, it restarted)
+#: holds them short of a quorum, and its peers may need them relayed.
+VOTE_CHECK_WAIT = 0.2
 #: How much longer than the EngineActor's own bound on a request (``engine.request_timeout``)
 #: a call to it may take: a slow execution client shows up as the engine's error (which
 #: names the call that was slow), never as a CallTimeout of ours first.
@@ -240,6 +246,8 @@ class ChainActor(otp.GenServer):
         self.proposals = approvals.Proposals(head.hash())
         #: Prevotes and precommits at the height above the head, and our vote lock.
         self.votes = prevotes.for_head(None, head.hash(), head.height + 1, info.votes)
+        #: A "check-votes" message is on its way (VOTE_CHECK_WAIT after a vote waited).
+        self.vote_check_due = False
         if self.votes.lock.prevoted_round >= 0:
             logger.info("vote lock at #%d kept from before the restart (locked %s, last "
                         "prevote in round %d)", self.votes.height,
@@ -383,6 +391,10 @@ class ChainActor(otp.GenServer):
                             *((msg.current,) if msg.synced else (msg.current, msg.target)))
                 self.synced = msg.synced
             return
+        if msg == "check-votes":
+            self.vote_check_due = False
+            await self._check_votes()
+            return
         if msg != "slot":
             await super().handle_info(msg)
             return
@@ -500,8 +512,9 @@ class ChainActor(otp.GenServer):
         needed = rules.required_approvals(len(self.authorities))
         if signed.signature.count() < needed:
             # Several authorities: the block is imported once ceil(2n/3) of them approved it.
+            # Every rule but the signature, ours, made just now with our authority's key.
             rules.validate_block(signed, state.head, self._context(pegins),
-                                 require_approvals=False)
+                                 require_approvals=False, signature_checked=True)
             self.proposals = approvals.propose(self._proposals(), signed, self.authorities,
                                                self._named())
             self._gossip(CONSENSUS_BLOCK, signed)
@@ -905,7 +918,9 @@ class ChainActor(otp.GenServer):
         mine = self.index is not None and ready.signature.bitfield >> self.index & 1 == 1 \
             and rules.author_index(ready.message.slot, len(self.authorities)) == self.index
         try:
-            ref = await self._import(ready, produced=mine)
+            # A held block's aggregate is made of signatures each checked already (see
+            # node.workflows.approvals): every other rule is checked again on import.
+            ref = await self._import(ready, produced=mine, signature_checked=True)
         except rules.BlockError as exc:
             # Approved by enough authorities, yet it does not import (approvers check the
             # consensus rules, the import also executes the payload): drop it, and free our
@@ -1017,35 +1032,44 @@ class ChainActor(otp.GenServer):
         return None
 
     async def _advance(self) -> None:
-        """Apply the vote rules to what we hold: persist the lock (synced) when it changes,
-        then cast and gossip our votes; approve a decided block once held. A single
-        authority does not vote (its block is imported at once)."""
+        """Apply the vote rules to what we hold, our own new votes included (they may
+        complete a polka, then a decision), then persist the lock (synced) once if it
+        changed, and only then gossip the votes cast; approve a decided block once held. A
+        single authority does not vote (its block is imported at once)."""
         if self.index is None or len(self.authorities) == 1 or not self.synced:
             await trio.lowlevel.checkpoint()
             return
+        votes = self._votes()
+        now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
+        proposal = self._round_proposal(now_round)
+        result = prevotes.Added(votes)
+        cast: list[Vote] = []
         for _ in range(4):  # our own votes may complete a polka or a decision
-            votes = self._votes()
-            now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
-            new, intents = prevotes.step(votes, len(self.authorities), now_round,
-                                         self._round_proposal(now_round))
-            if new.lock != votes.lock:
-                try:
-                    await self._storage(storage_msgs.PutVoteLock(new.lock))
-                except CALL_FAILURES as exc:
-                    logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
-                                   votes.height, exc)
-                    return
-                if self.state.head.hash() != votes.head:
-                    return
-            self.votes = new
-            if not intents:
-                break
+            new, intents = prevotes.step(result.votes, len(self.authorities), now_round,
+                                         proposal)
+            result = attrs.evolve(result, votes=new)
             for intent in intents:
                 vote = prevotes.sign_vote(self.key, self.index, self.cfg.chain_id, intent.kind,
                                           new.height, intent.round, intent.block_hash)
-                self.votes, _ = prevotes.add_vote(self.votes, vote, self.authorities,
-                                                  self.cfg.chain_id, now_round, own=True)
-                self._gossip(APPROVE_BLOCK, vote)
+                # Our vote may complete a quorum with votes waiting: they are checked now.
+                result = result.then(prevotes.add_vote(result.votes, vote, self.authorities,
+                                                       self.cfg.chain_id, now_round, own=True))
+                cast.append(vote)
+            if not intents:
+                break
+        if result.votes.lock != votes.lock:
+            # One synced write records every vote below: none leaves before it.
+            try:
+                await self._storage(storage_msgs.PutVoteLock(result.votes.lock))
+            except CALL_FAILURES as exc:
+                logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
+                               votes.height, exc)
+                return
+            if self.state.head.hash() != votes.head:
+                return
+        self._took(result)
+        for vote in cast:
+            self._gossip(APPROVE_BLOCK, vote)
         await self._approve_decided()
 
     async def _approve_decided(self) -> None:
@@ -1061,7 +1085,8 @@ class ChainActor(otp.GenServer):
             return
         if block.signature.bitfield >> self.index & 1 == 0:
             approval = rules.approve(decision, self.key, self.index)
-            proposals = approvals.add(proposals, decision, approval, self.authorities)
+            proposals = approvals.add(proposals, decision, approval, self.authorities,
+                                      own=True)
             self._gossip(APPROVE_BLOCK, ApproveBlock(decision, approval))
         self.proposals = approvals.mark_approved(proposals, decision)
         await self._import_if_ready()
@@ -1073,30 +1098,59 @@ class ChainActor(otp.GenServer):
             return  # another height (we are behind or ahead: sync deals with it)
         now_round = rules.slot_at(self.clock(), self.cfg.slot_duration_ms)
         try:
-            self.votes, equivocation = prevotes.add_vote(votes, vote, self.authorities,
-                                                         self.cfg.chain_id, now_round)
+            added = prevotes.add_vote(votes, vote, self.authorities, self.cfg.chain_id,
+                                      now_round, source=peer)
         except prevotes.VoteError as exc:
             await trio.lowlevel.checkpoint()
-            if exc.what in ("signature", "authority"):
+            if exc.what == "authority":
                 self._report(peer, Offence.INVALID_BLOCK, f"vote: {exc}")
             return
-        if equivocation is not None:
-            await trio.lowlevel.checkpoint()
-            logger.warning("equivocation dropped: %s (from %s)", equivocation, peer)
-            return
-        if self.votes is not votes:
-            self._relay(APPROVE_BLOCK, vote, peer)
+        self._took(added, peer)
+        if self.votes.unverified and not self.vote_check_due:
+            otp.send_after(otp.self(), "check-votes", VOTE_CHECK_WAIT)
+            self.vote_check_due = True
+        if added.votes is not votes:
+            # Even for a vote that only waits, as before votes were checked together: the
+            # rules also follow the clock (a new round), and a slot whose tick was cut short
+            # by a failing sibling leaves them to the next event.
             await self._advance()
             return
         await trio.lowlevel.checkpoint()
 
+    async def _check_votes(self) -> None:
+        """Check the votes still waiting (their blocks short of a quorum here), pass on the
+        good ones and apply the rules: VOTE_CHECK_WAIT after a vote began to wait."""
+        votes = self._votes()
+        if not votes.unverified:
+            await trio.lowlevel.checkpoint()
+            return
+        self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))
+        await self._advance()
+
+    def _took(self, added: prevotes.Added, peer: str = "") -> None:
+        """Keep the votes ``added`` leaves: pass on the votes it checked (each to every peer
+        but the one it came from), report the peers of votes that do not verify, log an
+        equivocation (in a vote from ``peer``)."""
+        self.votes = added.votes
+        for checked in added.checked:
+            self._relay(APPROVE_BLOCK, checked.vote, checked.source)
+        for bad, problem in added.bad:
+            self._report(bad.source, Offence.INVALID_BLOCK, f"vote: {problem}")
+        if added.equivocation is not None:
+            logger.warning("equivocation dropped: %s (from %s)", added.equivocation,
+                           peer or "us")
+
     async def _vote_slot(self) -> None:
-        """Each slot: gossip again the votes held at our height (bounded), and vote in the
-        new round (a locked authority prevotes its locked block)."""
+        """Each slot: check the votes still waiting (their blocks short of a quorum) and
+        pass on the good ones, gossip again the votes held at our height (bounded), and vote
+        in the new round (a locked authority prevotes its locked block)."""
         if self.index is None or len(self.authorities) == 1:
             await trio.lowlevel.checkpoint()
             return
         votes = self._votes()
+        if votes.unverified:
+            self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))
+            votes = self.votes
         for vote in prevotes.to_regossip(votes, 4 * len(self.authorities)):
             self._gossip(APPROVE_BLOCK, vote)
         named = votes.decision or votes.lock.locked_hash

@@ -56,7 +56,7 @@ import pyblst
 
 from . import bls
 
-__all__ = ["BatchVerdict", "SignatureSet", "verify_batch"]
+__all__ = ["BatchVerdict", "SignatureSet", "verify_batch", "verify_one_message"]
 
 #: Bits of each random coefficient (Lighthouse and blst use 64).
 COEFFICIENT_BITS: Final = 64
@@ -129,7 +129,75 @@ def verify_batch(sets: Sequence[SignatureSet]) -> BatchVerdict:
     return _verify(sets, _draw)
 
 
+def verify_one_message(public_keys: Sequence[bls.PublicKey], message: bls.Bytes,
+                       signatures: Sequence[bls.Bytes]) -> BatchVerdict:
+    """Check that ``signatures[i]`` is key ``i``'s signature over ``message``, for every i at
+    once; find the bad ones. Made for votes: the authorities that vote for one block in one
+    round all sign one digest.
+
+    One message allows a cheaper batch than :func:`verify_batch`: the message is hashed to G2
+    once, and with coefficients r_i (r_0 = 1, the others random non-zero 64-bit integers drawn
+    after the signatures are fixed) the check is
+
+        e(g1, sum_i r_i * sigma_i) == e(sum_i r_i * PK_i, H(m))
+
+    two Miller loops and one final exponentiation for any number of signatures, plus one
+    scalar multiplication in G1 and one in G2 per signature after the first. The unweighted
+    sum would not do: ``sigma_1 + D`` and ``sigma_2 - D`` are both invalid and add up to a
+    valid sum, which would have this node hold, and pass on, votes that do not verify. Write
+    ``sigma_i = sk_i H + D_i``: the weighted check holds iff ``sum_i r_i D_i = 0``. If only
+    ``D_0`` is non-zero that sum is ``D_0``: refused. Otherwise some ``D_j``, j >= 1, is
+    non-zero, and whatever the other terms, one value of ``r_j`` at most (G2 has prime order)
+    makes the sum vanish: the batch passes with probability at most 1 / (2^64 - 1), as in
+    :func:`verify_batch`. When it fails, each signature is checked alone (unweighted)
+    against the same hash, so every bad one is found with its reason.
+
+    Undecodable signatures are bad with their reason (never an exception); the verdict's
+    indexes are positions in ``signatures``. Raises ValueError for unequal lengths, TypeError
+    for a key that is not a :class:`~node.crypto.bls.PublicKey`."""
+    if len(public_keys) != len(signatures):
+        raise ValueError(f"{len(public_keys)} public keys for {len(signatures)} signatures")
+    for i, key in enumerate(public_keys):
+        if not isinstance(key, bls.PublicKey):
+            raise TypeError(f"public_keys[{i}] must be a PublicKey, not {type(key).__name__}")
+    data = bls._as_bytes(message, "message")
+    reasons: dict[int, str] = {}
+    decoded: list[tuple[int, Any, Any]] = []  # (index, key point, signature point)
+    for index, raw in enumerate(signatures):
+        try:
+            point = _decode_signature(_to_bytes(raw))
+        except bls.BLSError as exc:
+            reasons[index] = str(exc)
+            continue
+        decoded.append((index, _key_point(public_keys[index].to_bytes()), point))
+    if decoded:
+        hashed = _P2.hash_to_group(data, bls.DST)
+        if len(decoded) == 1 or not _check_one_message(decoded, hashed, _draw):
+            for index, key, point in decoded:
+                if not _pairs_match(key, point, hashed):
+                    reasons[index] = "signature does not verify"
+    return BatchVerdict(tuple(sorted(reasons)), reasons)
+
+
 # -- internals ------------------------------------------------------------------------------------
+
+
+def _pairs_match(key: Any, signature: Any, hashed: Any) -> bool:
+    """``e(g1, sigma) == e(PK, H(m))``: one signature, unweighted."""
+    return bool(pyblst.final_verify(pyblst.miller_loop(_G1_GENERATOR, signature),
+                                    pyblst.miller_loop(key, hashed)))
+
+
+def _check_one_message(decoded: Sequence[tuple[int, Any, Any]], hashed: Any,
+                       draw: Callable[[], int]) -> bool:
+    """The weighted check of :func:`verify_one_message` (two signatures or more)."""
+    _index, keys, signatures = decoded[0]
+    for _index, key, signature in decoded[1:]:
+        r = draw()
+        keys = keys + key.scalar_mul(r)
+        signatures = signatures + signature.scalar_mul(r)
+    return _pairs_match(keys, signatures, hashed)
+
 
 
 def _draw() -> int:

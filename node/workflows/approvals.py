@@ -23,6 +23,12 @@ Rules kept here (the ChainActor does the I/O):
   block that never comes go with the head.
 * **Bounded.** At most :data:`MAX_PROPOSALS` blocks per head: beyond, the oldest that no
   vote names goes (rounds of votes bring a fresh block every slot until one is decided).
+* **Every held aggregate verifies.** A block is held only once validated with its
+  aggregate signature checked (:func:`node.workflows.chain.validate_block`), or signed by
+  this node; a copy replaces it only if validated the same way; each approval folded in is
+  checked first (this node's own, just signed, aside). So the aggregate of a held block is a
+  sum of signatures each known good, and its import need not check it again (the ChainActor
+  imports a ready block with ``signature_checked``: one pairing check less per block).
 
 A proposal that has not gathered enough approvals stays held: its producer gossips it again
 every slot (peers that saw it drop the copy; peers that were away get it), so authorities
@@ -139,15 +145,16 @@ def propose(proposals: Proposals, block: SignedConsensusBlock,
 
 
 def add(proposals: Proposals, block_hash: bytes, approval: IndividualApproval,
-        authorities: Sequence[bls.PublicKey]) -> Proposals:
+        authorities: Sequence[bls.PublicKey], *, own: bool = False) -> Proposals:
     """Fold ``approval`` into the held block ``block_hash`` (its signature checked: a
     BlockError if it does not verify or names no authority), or keep it for a block not seen
-    yet (the oldest early approval goes beyond :data:`MAX_EARLY`)."""
+    yet (the oldest early approval goes beyond :data:`MAX_EARLY`). ``own``: this node signed
+    it just now, so its signature is not checked again."""
     held = proposals.get(block_hash)
     if held is None:
         early = (*proposals.early, (block_hash, approval))[-MAX_EARLY:]
         return attrs.evolve(proposals, early=early)
-    return _replace(proposals, add_approval(held, approval, authorities))
+    return _replace(proposals, add_approval(held, approval, authorities, own=own))
 
 
 def approved(proposals: Proposals) -> bool:

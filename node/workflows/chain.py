@@ -125,15 +125,19 @@ def add_approval(
     signed: SignedConsensusBlock,
     approval: IndividualApproval,
     authorities: Sequence[bls.PublicKey],
+    *,
+    own: bool = False,
 ) -> SignedConsensusBlock:
-    """Fold one valid approval into the block's aggregate (a duplicate changes nothing)."""
+    """Fold one valid approval into the block's aggregate (a duplicate changes nothing).
+    ``own``: this node signed the approval just now (with the key of the authority it
+    names), so its signature is not checked again."""
     index = approval.authority_index
     if not 0 <= index < len(authorities):
         raise BlockError("approval-index", f"no authority {index}")
     if signed.signature.bitfield >> index & 1:
         return signed
     signature = _signature(approval.signature, "approval-signature")
-    if not bls.verify(authorities[index], signed.signing_root(), signature):
+    if not own and not bls.verify(authorities[index], signed.signing_root(), signature):
         raise BlockError("approval-signature", f"approval of authority {index} does not verify")
     aggregate = bls.aggregate([_signature(signed.signature.signature, "signature"), signature])
     return attrs.evolve(

@@ -1,19 +1,29 @@
-"""Several authorities: a produced block waits for ceil(2n/3) approvals before import; and the
-RPC actor outlives a chain actor that is down."""
+"""Several authorities: a produced block waits for ceil(2n/3) approvals before import; the
+vote lock outlives a restart; votes from peers are checked together, a liar is reported and
+an equivocation caught."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
 
 import otp
-from node.actors.chain import ChainActor
+from node.actors.chain import VOTE_CHECK_WAIT, ChainActor
 from node.config import NodeConfig
 from node.crypto import bls
 from node.messages import chain as chain_msgs
 from node.messages import engine as engine_msgs
 from node.messages import storage as storage_msgs
-from node.messages.network import GossipReceived
+from node.messages.network import GossipReceived, Publish, Relay, ReportPeer
+from node.types.chain import PRECOMMIT, PREVOTE, Vote
 from node.workflows import chain as rules
+from node.workflows import prevotes
 
 from .factories import Clock, start_chain, stop_actors
 
@@ -101,3 +111,120 @@ async def test_the_vote_lock_outlives_a_restart(tmp_path: Path) -> None:
         stored = (await otp.call("storage", storage_msgs.GetChainInfo())).votes
         assert stored.prevoted_round == 301 and stored.prevoted_hash == other.hash()
         assert first != other.hash() and actor.proposals.approved_hash is None  # type: ignore[attr-defined]
+
+
+class Network(otp.GenServer):
+    """Stands in for the NetworkActor: keeps what the ChainActor casts to it."""
+
+    async def init(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.casts: list[Any] = []
+
+    async def handle_cast(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.casts.append(msg)
+
+    async def handle_call(self, request: Any, from_: otp.From) -> Any:
+        await trio.lowlevel.checkpoint()
+        casts, self.casts = self.casts, []
+        return casts
+
+
+async def test_votes_are_checked_together_a_liar_is_reported_an_equivocation_caught(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Four authorities (q = 3), this node one of them: prevotes for a block arrive from
+    peers, one of them forged (a real signature of its authority, for another round). Held
+    unchecked until three could make a polka, they are checked together; the batch fails,
+    each is checked alone: the liar is reported, the two good votes are passed on, and no
+    polka forms. The real vote completes it: this node locks, precommits (the lock stored
+    first) and gossips its votes. A second prevote of one authority in the round, for
+    another block, is dropped as equivocation, neither passed on nor counted."""
+    others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3)]
+    async with otp.runtime():
+        clock = Clock()
+        base = NodeConfig().as_mapping()["node"]["chain"]
+        await start_chain(tmp_path, base, clock)
+        mine = (await otp.get_state("chain")).key  # type: ignore[attr-defined]
+        await stop_actors("chain", "engine", "storage")
+        authorities = [mine.public_key(), *(k.public_key() for k in others)]
+        cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
+        await otp.start(Network, name="network")
+        await start_chain(tmp_path, cfg, Clock(slot=301))  # slot 301: authority 1's
+        actor = await otp.get_state("chain")
+        chain_id = actor.cfg.chain_id  # type: ignore[attr-defined]
+        block = hashlib.sha256(b"the block of slot 301").digest()
+
+        def prevote(index: int, round_: int = 301, target: bytes = block) -> Vote:
+            return prevotes.sign_vote(others[index - 1], index, chain_id, PREVOTE, 1, round_,
+                                      target)
+
+        async def gossip(vote: Vote, peer: str) -> list[Any]:
+            await otp.send("chain", GossipReceived("approve_block", vote, peer, bytes(32)))
+            await otp.call("chain", chain_msgs.GetStatus())  # served after the gossip
+            return await otp.call("network", "casts")  # type: ignore[no-any-return]
+
+        forged = attrs.evolve(prevote(1), signature=prevote(1, round_=300).signature)
+        assert await gossip(forged, "liar") == []  # waits: alone it makes no polka
+        assert await gossip(prevote(2), "p2") == []
+        casts = await gossip(prevote(3), "p3")  # three could make one: checked together
+        assert sorted(c.source for c in casts if isinstance(c, Relay)) == ["p2", "p3"]
+        [report] = [c for c in casts if isinstance(c, ReportPeer)]
+        assert report.peer == "liar" and "does not verify" in report.detail
+        actor = await otp.get_state("chain")
+        assert prevotes.polka(actor.votes, 301, 4) is None  # type: ignore[attr-defined]
+
+        casts = await gossip(prevote(1), "p1")  # the real one: a polka
+        assert [c.source for c in casts if isinstance(c, Relay)] == ["p1"]
+        ours = [c.payload for c in casts if isinstance(c, Publish)
+                and isinstance(c.payload, Vote)]
+        # Locked on it: our precommit, and our prevote in this round (for the lock).
+        assert {(v.kind, v.round, v.block_hash, v.authority_index) for v in ours} == {
+            (PRECOMMIT, 301, block, 0), (PREVOTE, 301, block, 0)}
+        stored = (await otp.call("storage", storage_msgs.GetChainInfo())).votes
+        assert stored is not None
+        assert (stored.locked_hash, stored.locked_round, stored.precommitted_round) == (
+            block, 301, 301)
+
+        with caplog.at_level(logging.WARNING, logger="alys"):
+            other = hashlib.sha256(b"another block").digest()
+            assert await gossip(prevote(2, target=other), "p2") == []
+        assert "authority 2 sent two prevotes in round 301" in caplog.text
+        actor = await otp.get_state("chain")
+        held = actor.votes.held  # type: ignore[attr-defined]
+        assert other not in {v.block_hash for v in held}
+
+
+async def test_a_vote_short_of_a_quorum_is_checked_and_passed_on_after_a_moment(
+        tmp_path: Path) -> None:
+    """A vote that cannot make a quorum here (this node has not voted for its block) is not
+    left unchecked until the next slot: VOTE_CHECK_WAIT later it is checked, and passed on
+    if good (peers may need it relayed), its sender reported if not."""
+    others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3)]
+    async with otp.runtime():
+        base = NodeConfig().as_mapping()["node"]["chain"]
+        await start_chain(tmp_path, base, Clock())
+        mine = (await otp.get_state("chain")).key  # type: ignore[attr-defined]
+        await stop_actors("chain", "engine", "storage")
+        authorities = [mine.public_key(), *(k.public_key() for k in others)]
+        cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
+        await otp.start(Network, name="network")
+        await start_chain(tmp_path, cfg, Clock(slot=301))
+        chain_id = (await otp.get_state("chain")).cfg.chain_id  # type: ignore[attr-defined]
+        block = hashlib.sha256(b"a block this node has not seen").digest()
+        good = prevotes.sign_vote(others[1], 2, chain_id, PREVOTE, 1, 301, block)
+        forged = attrs.evolve(prevotes.sign_vote(others[2], 3, chain_id, PREVOTE, 1, 301,
+                                                 block), signature=good.signature)
+        await otp.send("chain", GossipReceived("approve_block", good, "p2", bytes(32)))
+        await otp.send("chain", GossipReceived("approve_block", forged, "liar", bytes(32)))
+        await otp.call("chain", chain_msgs.GetStatus())
+        assert await otp.call("network", "casts") == []  # both wait
+        await trio.sleep(VOTE_CHECK_WAIT * 0.9)
+        await otp.call("chain", chain_msgs.GetStatus())
+        assert await otp.call("network", "casts") == []  # still waiting
+        await trio.sleep(VOTE_CHECK_WAIT * 0.2)
+        await otp.call("chain", chain_msgs.GetStatus())
+        casts = await otp.call("network", "casts")
+        assert [(c.payload, c.source) for c in casts if isinstance(c, Relay)] == [(good, "p2")]
+        assert [c.peer for c in casts if isinstance(c, ReportPeer)] == ["liar"]
+        actor = await otp.get_state("chain")
+        assert actor.votes.held == (good,) and actor.votes.unverified == ()  # type: ignore[attr-defined]

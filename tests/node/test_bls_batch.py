@@ -223,6 +223,92 @@ def bls_point(i: int) -> Any:
     return batch._P2.hash_to_group(message(i), bls.DST)
 
 
+# -- one message, many signers (votes) ------------------------------------------------------------
+
+
+@cache
+def one_message_signatures(n: int = 6) -> tuple[bytes, ...]:
+    """Key i's signature over message 77, for every key (cached: signing is slow)."""
+    return tuple(bls.sign(k, message(77)).to_bytes() for k in keys()[:n])
+
+
+def spoiled_signature(i: int) -> bytes:
+    """Key i's signature over another message: well-formed, does not verify for 77."""
+    return bls.sign(keys()[i], message(78)).to_bytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6])
+def test_signatures_of_one_message_verify_together(n: int) -> None:
+    pks = [k.public_key() for k in keys()[:n]]
+    verdict = batch.verify_one_message(pks, message(77), one_message_signatures()[:n])
+    assert verdict.ok and verdict.reasons == {}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_every_bad_signature_of_one_message_is_found(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 6), label="signers")
+    bad = data.draw(st.sets(st.integers(0, n - 1)), label="bad")
+    junk = data.draw(st.sets(st.sampled_from(sorted(bad)) if bad else st.nothing()),
+                     label="undecodable")
+    signatures = [b"\x00" * 96 if i in junk else spoiled_signature(i) if i in bad
+                  else one_message_signatures()[i] for i in range(n)]
+    verdict = batch.verify_one_message([k.public_key() for k in keys()[:n]], message(77),
+                                       signatures)
+    assert verdict.bad == tuple(sorted(bad))
+    for i in bad:
+        assert ("does not verify" in verdict.reasons[i]) == (i not in junk)
+
+
+def test_a_signature_under_another_signers_key_is_bad() -> None:
+    pks = [keys()[1].public_key(), keys()[0].public_key()]  # swapped
+    verdict = batch.verify_one_message(pks, message(77), one_message_signatures()[:2])
+    assert verdict.bad == (0, 1)
+
+
+def cancelling_votes() -> list[bytes]:
+    """Key 0's and key 1's signatures over message 77, moved by +D and -D: each is invalid,
+    their sum is the sum of the valid ones."""
+    d = 0x0FEDCBA987654321
+    shift = bls.sign(bls.SecretKey.from_bytes(d.to_bytes(32, "big")), b"x")
+    unshift = bls.sign(bls.SecretKey.from_bytes((bls.CURVE_ORDER - d).to_bytes(32, "big")), b"x")
+    good = one_message_signatures()
+    return [bls.aggregate([bls.Signature.from_bytes(good[0]), shift]).to_bytes(),
+            bls.aggregate([bls.Signature.from_bytes(good[1]), unshift]).to_bytes()]
+
+
+def test_two_signatures_that_cancel_are_both_found_in_one_message() -> None:
+    pks = [keys()[0].public_key(), keys()[1].public_key()]
+    pair = cancelling_votes()
+    # The unweighted sum accepts them (what the coefficients are for) ...
+    assert bls.fast_aggregate_verify(pks, message(77), bls.aggregate(
+        [bls.Signature.from_bytes(s) for s in pair]))
+    hashed = batch._P2.hash_to_group(message(77), bls.DST)
+    decoded = [(i, batch._key_point(pks[i].to_bytes()), batch._decode_signature(pair[i]))
+               for i in range(2)]
+    assert batch._check_one_message(decoded, hashed, lambda: 1)
+    # ... the weighted check does not, and each is then blamed alone.
+    assert not batch._check_one_message(decoded, hashed, batch._draw)
+    verdict = batch.verify_one_message(pks, message(77), pair)
+    assert verdict.bad == (0, 1)
+    assert all("does not verify" in r for r in verdict.reasons.values())
+
+
+def test_one_message_refuses_mismatched_inputs_and_wrong_types() -> None:
+    pk = keys()[0].public_key()
+    with pytest.raises(ValueError, match="1 public keys for 2 signatures"):
+        batch.verify_one_message([pk], message(0), [bytes(96), bytes(96)])
+    with pytest.raises(TypeError, match="PublicKey"):
+        batch.verify_one_message([pk.to_bytes()], message(0), [bytes(96)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="message must be bytes"):
+        batch.verify_one_message([pk], "text", [bytes(96)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes or a Signature"):
+        batch.verify_one_message([pk], message(0), [96])  # type: ignore[list-item]
+    assert batch.verify_one_message([], message(0), []).ok
+    infinity = batch.verify_one_message([pk], message(0), [INFINITY_G2])
+    assert "point at infinity" in infinity.reasons[0]
+
+
 # -- the worker -----------------------------------------------------------------------------------
 
 

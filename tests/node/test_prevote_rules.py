@@ -8,7 +8,7 @@ import hashlib
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -73,8 +73,9 @@ class Network(RuleBasedStateMachine):
         votes, intents = prevotes.step(votes, N, self.round, proposal)
         for intent in intents:
             vote = signed(i, intent.kind, intent.round, intent.block_hash)
-            votes, problem = prevotes.add_vote(votes, vote, PKS, CHAIN_ID, self.round)
-            assert problem is None
+            added = prevotes.add_vote(votes, vote, PKS, CHAIN_ID, self.round, own=True)
+            assert added.equivocation is None and not added.bad
+            votes = added.votes
             self._cast(i, vote)
         if intents:
             votes, _ = prevotes.step(votes, N, self.round, proposal)
@@ -104,11 +105,12 @@ class Network(RuleBasedStateMachine):
         k = data.draw(st.sampled_from(deliverable))
         to, vote = self.queue.pop(k)
         try:
-            votes, _problem = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID,
-                                                self.round)
+            added = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID, self.round,
+                                      source=f"node {vote.authority_index}")
         except prevotes.VoteError:
             return
-        self.nodes[to] = votes
+        assert not added.bad  # every vote here is signed by its authority
+        self.nodes[to] = added.votes
         self._step(to)
 
     @rule(side=st.sets(st.sampled_from(HONEST), min_size=1, max_size=2))
@@ -127,8 +129,8 @@ class Network(RuleBasedStateMachine):
             while self.queue:
                 to, vote = self.queue.pop(0)
                 try:
-                    self.nodes[to], _ = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID,
-                                                          self.round)
+                    self.nodes[to] = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID,
+                                                       self.round).votes
                 except prevotes.VoteError:
                     continue
                 self._step(to)
@@ -136,8 +138,8 @@ class Network(RuleBasedStateMachine):
         while self.queue:
             to, vote = self.queue.pop(0)
             try:
-                self.nodes[to], _ = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID,
-                                                      self.round)
+                self.nodes[to] = prevotes.add_vote(self.nodes[to], vote, PKS, CHAIN_ID,
+                                                   self.round).votes
             except prevotes.VoteError:
                 continue
             self._step(to)
@@ -174,20 +176,107 @@ def test_a_vote_of_another_height_round_or_authority_is_refused() -> None:
         prevotes.add_vote(votes, signed(0, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 3)
     with pytest.raises(prevotes.VoteError, match="authority"):
         prevotes.add_vote(votes, vote(authority_index=9), PKS, CHAIN_ID, 5)
-    with pytest.raises(prevotes.VoteError, match="signature"):
-        prevotes.add_vote(votes, vote(authority_index=1), PKS, CHAIN_ID, 5)
-    with pytest.raises(prevotes.VoteError, match="signature"):
-        prevotes.add_vote(votes, signed(0, PREVOTE, 5, block(5)), PKS, CHAIN_ID + 1, 5)
-    with pytest.raises(prevotes.VoteError, match="signature"):
-        prevotes.add_vote(votes, vote(kind=PRECOMMIT), PKS, CHAIN_ID, 5)
+    with pytest.raises(prevotes.VoteError, match="vote"):
+        prevotes.add_vote(votes, "a vote", PKS, CHAIN_ID, 5)  # type: ignore[arg-type]
 
 
-def test_an_equivocation_is_dropped_and_named() -> None:
+@pytest.mark.parametrize("bad", ["other signer", "other chain", "other kind", "zeros"])
+def test_a_vote_with_a_bad_signature_waits_then_is_dropped_and_its_sender_named(
+        bad: str) -> None:
     votes = prevotes.for_head(None, HEAD, HEIGHT)
-    votes, problem = prevotes.add_vote(votes, signed(1, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 5)
-    assert problem is None
-    again, problem = prevotes.add_vote(votes, signed(1, PREVOTE, 5, block(6)), PKS, CHAIN_ID, 5)
-    assert again is votes and problem is not None and "two prevotes in round 5" in problem
+    forged, chain_id = {
+        "other signer": (vote(authority_index=1), CHAIN_ID),
+        "other chain": (signed(0, PREVOTE, 5, block(5)), CHAIN_ID + 1),
+        "other kind": (vote(kind=PRECOMMIT), CHAIN_ID),
+        "zeros": (vote(signature=bytes(96)), CHAIN_ID),
+    }[bad]
+    added = prevotes.add_vote(votes, forged, PKS, chain_id, 5, source="liar")
+    # Alone it cannot make a quorum: it waits, unchecked, counting for nothing.
+    assert added == prevotes.Added(attrs.evolve(votes, unverified=(
+        prevotes.Pending(forged, "liar"),)))
+    settled = prevotes.verify_pending(added.votes, PKS, chain_id)
+    assert settled.votes == votes and settled.checked == ()
+    [(pending, problem)] = settled.bad
+    assert pending == prevotes.Pending(forged, "liar") and "signature" in problem
+
+
+def test_votes_for_one_block_are_checked_when_they_can_make_a_quorum() -> None:
+    q = required_approvals(N)
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    for index in range(q - 1):
+        added = prevotes.add_vote(votes, signed(index, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 5,
+                                  source=f"peer {index}")
+        assert added.checked == () and added.votes.held == ()
+        votes = added.votes
+    assert prevotes.polka(votes, 5, N) is None  # waiting votes count for nothing
+    # A vote for another block does not complete them.
+    votes = prevotes.add_vote(votes, signed(q - 1, PREVOTE, 5, block(6)), PKS, CHAIN_ID,
+                              5).votes
+    assert votes.held == ()
+    last = prevotes.add_vote(votes, signed(q - 1, PRECOMMIT, 5, block(5)), PKS, CHAIN_ID, 5)
+    assert last.votes.held == ()  # another kind: another group
+    done = prevotes.add_vote(last.votes, signed(q, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 5,
+                             source="peer q")
+    assert [p.source for p in done.checked] == [*(f"peer {i}" for i in range(q - 1)), "peer q"]
+    assert done.bad == () and prevotes.polka(done.votes, 5, N) == block(5)
+    assert len(done.votes.unverified) == 2  # the other block's and the precommit wait on
+    # Our own vote counts at once and completes a group as well.
+    mine = prevotes.add_vote(done.votes, signed(q, PRECOMMIT, 5, block(5)), PKS, CHAIN_ID, 5,
+                             own=True)
+    assert mine.checked == () and len(mine.votes.unverified) == 2
+    for index in (0, 1):
+        mine = prevotes.add_vote(mine.votes, signed(index, PRECOMMIT, 5, block(5)), PKS,
+                                 CHAIN_ID, 5)
+    assert prevotes.decided(mine.votes, N) == block(5)
+
+
+def test_a_bad_vote_in_a_quorum_is_found_and_the_good_ones_are_kept() -> None:
+    q = required_approvals(N)
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    forged = attrs.evolve(signed(1, PREVOTE, 5, block(5)), signature=signed(
+        1, PREVOTE, 6, block(5)).signature)  # a real signature of authority 1, another round
+    for index in range(q):
+        item = forged if index == 1 else signed(index, PREVOTE, 5, block(5))
+        added = prevotes.add_vote(votes, item, PKS, CHAIN_ID, 5, source=f"peer {index}")
+        votes = added.votes
+    assert [p.vote.authority_index for p in added.checked] == [i for i in range(q) if i != 1]
+    [(pending, problem)] = added.bad
+    assert pending.source == "peer 1" and "does not verify" in problem
+    assert prevotes.polka(votes, 5, N) is None and votes.unverified == ()
+    # The real vote of authority 1, when it comes, completes the polka.
+    real = prevotes.add_vote(votes, signed(1, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 5)
+    assert prevotes.polka(real.votes, 5, N) == block(5) and real.bad == ()
+
+
+def test_a_forged_copy_that_comes_first_does_not_shut_out_the_real_vote() -> None:
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    real = signed(2, PREVOTE, 5, block(5))
+    forged = attrs.evolve(real, signature=signed(3, PREVOTE, 5, block(5)).signature)
+    votes = prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5, source="liar").votes
+    added = prevotes.add_vote(votes, real, PKS, CHAIN_ID, 5, source="honest")
+    assert [p.source for p, _ in added.bad] == ["liar"]
+    assert added.votes.unverified == (prevotes.Pending(real, "honest"),)
+    assert added.equivocation is None
+
+
+@pytest.mark.parametrize("first_checked", [False, True])
+def test_an_equivocation_is_dropped_and_named(first_checked: bool) -> None:
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    votes = prevotes.add_vote(votes, signed(1, PREVOTE, 5, block(5)), PKS, CHAIN_ID, 5,
+                              source="a").votes
+    if first_checked:
+        votes = prevotes.verify_pending(votes, PKS, CHAIN_ID).votes
+    again = prevotes.add_vote(votes, signed(1, PREVOTE, 5, block(6)), PKS, CHAIN_ID, 5,
+                              source="b")
+    assert again.equivocation is not None and "two prevotes in round 5" in again.equivocation
+    assert again.votes.held == (signed(1, PREVOTE, 5, block(5)),)
+    assert again.votes.unverified == () and again.bad == ()
+    assert [p.source for p in again.checked] == ([] if first_checked else ["a"])
+    # A second vote whose signature is bad is no equivocation: its sender is named.
+    forged = attrs.evolve(signed(1, PREVOTE, 5, block(7)), signature=bytes(96))
+    liar = prevotes.add_vote(again.votes, forged, PKS, CHAIN_ID, 5, source="liar")
+    assert liar.equivocation is None and [p.source for p, _ in liar.bad] == ["liar"]
+    assert liar.votes == again.votes
 
 
 @pytest.mark.parametrize("bad", [-1, 1 << 64, True, 1.5, "1", None])
@@ -201,10 +290,15 @@ def test_a_digest_of_hostile_integers_is_refused(bad: object) -> None:
 def test_votes_held_are_bounded_by_rounds() -> None:
     votes = prevotes.for_head(None, HEAD, HEIGHT)
     for round_ in range(prevotes.MAX_ROUNDS + 5):
-        votes, _ = prevotes.add_vote(votes, signed(1, PREVOTE, round_, block(round_)), PKS,
-                                     CHAIN_ID, round_)
-    assert len({v.round for v in votes.held}) == prevotes.MAX_ROUNDS
-    assert min(v.round for v in votes.held) == 5
+        votes = prevotes.add_vote(votes, signed(1, PREVOTE, round_, block(round_)), PKS,
+                                  CHAIN_ID, round_).votes
+        if round_ % 2:
+            votes = prevotes.verify_pending(votes, PKS, CHAIN_ID).votes
+    rounds = {v.round for v in votes.held} | {p.vote.round for p in votes.unverified}
+    assert len(rounds) == prevotes.MAX_ROUNDS and min(rounds) == 5
+    # A vote older than every round held is of no use: dropped unchecked.
+    old = prevotes.add_vote(votes, signed(2, PREVOTE, 4, block(4)), PKS, CHAIN_ID, 20)
+    assert old.votes == votes
 
 
 def test_a_locked_authority_prevotes_its_lock_and_never_twice_in_a_round() -> None:
@@ -221,20 +315,44 @@ def test_a_vote_past_its_quorum_is_dropped_unverified_and_an_own_vote_is_not_che
     votes = prevotes.for_head(None, HEAD, HEIGHT)
     q = required_approvals(N)
     for index in range(q):
-        votes, _ = prevotes.add_vote(votes, signed(index, PREVOTE, 5, block(5)), PKS,
-                                     CHAIN_ID, 5)
+        votes = prevotes.add_vote(votes, signed(index, PREVOTE, 5, block(5)), PKS,
+                                  CHAIN_ID, 5).votes
     assert prevotes.polka(votes, 5, N) == block(5)
     # A late vote for the same block and round changes nothing: not held, not verified (a
     # forged one is not refused either: it could not change a polka or a decision).
     forged = attrs.evolve(signed(q, PREVOTE, 5, block(5)), signature=bytes(96))
-    assert prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5) == (votes, None)
+    assert prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5) == prevotes.Added(votes)
     # But an equivocating late vote is still caught (its signature is checked then).
     late = prevotes.add_vote(votes, signed(0, PREVOTE, 5, block(6)), PKS, CHAIN_ID, 5)
-    assert late[1] is not None and "two prevotes" in late[1]
+    assert late.equivocation is not None and "two prevotes" in late.equivocation
     # Our own vote, just signed, is held without a second check.
     fresh = prevotes.for_head(None, HEAD, HEIGHT)
     mine = attrs.evolve(signed(0, PRECOMMIT, 5, block(5)), signature=bytes(96))
-    held, _ = prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5, own=True)
-    assert held.held == (mine,)
-    with pytest.raises(prevotes.VoteError, match="signature"):
-        prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5)
+    held = prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5, own=True)
+    assert held.votes.held == (mine,) and held.bad == ()
+    theirs = prevotes.verify_pending(prevotes.add_vote(fresh, mine, PKS, CHAIN_ID, 5).votes,
+                                     PKS, CHAIN_ID)
+    assert theirs.votes == fresh and "signature" in theirs.bad[0][1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(signatures=st.lists(st.binary(min_size=96, max_size=96), min_size=N, max_size=N),
+       sources=st.lists(st.text(max_size=8), min_size=N, max_size=N))
+def test_votes_with_arbitrary_signature_bytes_are_named_never_counted_never_raise(
+        signatures: list[bytes], sources: list[str]) -> None:
+    """Hostile signature bytes (not points, not in the subgroup, infinity, other points):
+    every vote waits, then is found bad with its sender when a quorum could form or when
+    the rest is checked; none is ever held, whatever mix arrives."""
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    named: list[str] = []
+    for index, (signature, source) in enumerate(zip(signatures, sources, strict=True)):
+        forged = attrs.evolve(signed(index, PREVOTE, 5, block(5)), signature=signature)
+        added = prevotes.add_vote(votes, forged, PKS, CHAIN_ID, 5, source=source)
+        votes = added.votes
+        named += [p.source for p, _ in added.bad]
+        assert added.checked == () and votes.held == ()
+    rest = prevotes.verify_pending(votes, PKS, CHAIN_ID)
+    named += [p.source for p, _ in rest.bad]
+    assert sorted(named) == sorted(sources)
+    assert rest.votes.held == () and rest.votes.unverified == ()
+    assert prevotes.polka(rest.votes, 5, N) is None
