@@ -589,10 +589,13 @@ class ChainStore:
         self.writes += 1
 
     def put_queued_pow(self, header: AuxPowHeader | None) -> None:
+        """Not synced: the write survives a killed process (it is in the OS's cache), and a
+        power failure that loses it costs only mining that PoW again; the dev miner queues
+        one per slot, and a synced write each time was a measurable share of a network's."""
         if header is None:
-            self.db.delete(KEY_QUEUED_POW, sync=True)
+            self.db.delete(KEY_QUEUED_POW)
         else:
-            self.db.put(KEY_QUEUED_POW, encoding.encode_auxpow_header(header), sync=True)
+            self.db.put(KEY_QUEUED_POW, encoding.encode_auxpow_header(header))
 
 
 # The actor -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from node.network.gossip import (
     encode_payload,
     message_id,
 )
-from node.types.chain import IndividualApproval
+from node.types.chain import IndividualApproval, Vote
 
 from .factories import chain
 from .network_strategies import frames, hostile, nested, truncated, wrong_field
@@ -105,6 +105,14 @@ def test_gossip_payloads_round_trip_and_bad_ones_name_the_field() -> None:
         decode_payload("consensus_block", encode_payload("consensus_block", block)[:-5])
     with pytest.raises(FrameError, match="approve_block"):
         decode_payload("approve_block", b"\x00")
+    # Votes share the approvals' topic; a tagged vote is decoded as a vote only, and a
+    # damaged one is refused naming the topic.
+    vote = Vote(1, 3, 7, block.hash(), 2, bytes(96))
+    wire = encode_payload("approve_block", vote)
+    assert decode_payload("approve_block", wire) == vote
+    for bad in (wire[:-1], wire[:12], wire.replace(bytes(96), bytes(95) + b"\x01\x02")):
+        with pytest.raises(FrameError, match="approve_block"):
+            decode_payload("approve_block", bad)
 
 
 @given(st.lists(st.binary(max_size=4), max_size=200), st.integers(1, 20))
