@@ -796,7 +796,7 @@ class FederationActor(otp.GenServer):
                                    max_fee_rate=self._max_fee_rate(),
                                    fetched=fetched, bump_after=self.bump_after)
         except book_rules.PegOutBlockError as exc:
-            if unseen:
+            if exc.unknown_coin is not None and exc.unknown_coin in unseen:
                 # Our Bitcoin node may lag the producer's: not proven wrong, not taken.
                 shown = ", ".join(f"{o.txid[::-1].hex()}:{o.vout}" for o in unseen[:4])
                 return PegOutVerdict(f"{exc.reason} (Bitcoin shows no unspent mined output "

@@ -130,11 +130,13 @@ _SIGNATURES_HEADER: Final = struct.Struct(">32sB32sH")
 
 
 class PegOutBlockError(NodeError, ValueError):
-    """A block's peg-out fields are wrong; ``reason`` says what and where."""
+    """A block's peg-out fields are wrong; ``reason`` says what and where. ``unknown_coin``
+    is the input the book (with the coins fetched) does not know, when that is why."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, unknown_coin: OutPoint | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unknown_coin = unknown_coin
 
 
 @attrs.frozen
@@ -460,7 +462,8 @@ def _interpret(book: PegOutBook, tx: Transaction, federation: Federation,
         utxo = known.get(txin.prevout)
         if utxo is None:
             raise PegOutBlockError(f"input {i} spends {txin.prevout.txid[::-1].hex()}:"
-                                   f"{txin.prevout.vout}, not a coin of the federation")
+                                   f"{txin.prevout.vout}, not a coin of the federation",
+                                   txin.prevout)
         spent.append(utxo)
     try:
         proposal = PegOutProposal(tx, tuple(spent))
