@@ -534,8 +534,9 @@ class FederationActor(otp.GenServer):
             self.book = book
         current = self.book.proposals[record.txid]
         if current.state is PegOutState.BROADCAST:
-            logger.warning("peg-out %s, which a fee bump replaced, was mined instead",
-                           record.txid[::-1].hex())
+            if not current.confirmations:
+                logger.warning("peg-out %s, which a fee bump replaced, was mined instead",
+                               record.txid[::-1].hex())
             await self._observe(current, depth)
 
     async def _watch(self, record: ProposalRecord) -> None:
