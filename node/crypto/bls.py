@@ -9,11 +9,14 @@ against the official Ethereum vectors (``tests/node/data/bls``).
 The binding is ``blspy`` (Chia's Python binding of supranational's audited ``blst``): its
 ``PopSchemeMPL`` is this scheme, and it was the fastest candidate measured (``python -m bench
 bls``) until ``pyblst`` was measured too: composed from blst's curve operations, ``pyblst``
-passes every vector with the same checks and verifies about 10% faster (a switch, which would
-also leave one binding, is not done yet). Nothing else in the node imports blspy. Where the
-binding is more lenient than the Ethereum rules, this module adds the missing check:
+passes every vector with the same checks and verifies about 10% faster. Keys are made and
+validated with blspy; signatures are decoded, made, aggregated and verified with pyblst (see
+below); ``aggregate_verify``, which the node does not use, is still blspy's. Nothing else in
+the node imports blspy. Where a binding is more lenient than the Ethereum rules, this module
+adds the missing check:
 
-* :meth:`SecretKey.from_bytes` rejects 0 (blspy accepts it and signs with it: infinity);
+* :meth:`SecretKey.from_bytes` rejects 0 (blspy accepts it and would sign with it:
+  infinity);
 * :meth:`PublicKey.from_bytes` is the IETF ``KeyValidate``: it rejects the point at infinity,
   so no infinity key can reach ``fast_aggregate_verify`` (which blspy would accept);
 * :func:`aggregate` of nothing raises (blspy returns the infinity signature);
