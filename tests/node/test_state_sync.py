@@ -286,3 +286,16 @@ def test_a_value_for_another_hash_is_wrong_and_asked_again() -> None:
     answer = ss.answered(d, batch, [other])
     assert answer.wrong == (ROOT,) and answer.store == () and answer.missing == 0
     assert answer.download.wanted == batch and answer.download.out == 0
+
+
+def test_a_deeply_nested_transaction_is_refused_not_a_crash() -> None:
+    # Under the transaction size limit (128 KiB) and past rusty-rlp's stack (~35,000 levels):
+    # before the guard, eth_sendRawTransaction or a block's transaction killed the process.
+    from node.execution.txpool import MAX_TX_SIZE, TxRejected, decode_transaction
+
+    raw = nested(36_000)
+    assert len(raw) < MAX_TX_SIZE
+    with pytest.raises(TxRejected, match="nested more than 64"):
+        decode_transaction(raw)
+    with pytest.raises(TxRejected, match="nested more than 64"):
+        decode_transaction(b"\x02" + raw)
