@@ -81,7 +81,7 @@ import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..errors import EngineSetupError, MissingBlock
-from ..execution.embedded import EmbeddedEngine, EngineStateError
+from ..execution.embedded import EmbeddedEngine, EngineStateError, PivotError
 from ..execution.eth_api import EthApi
 from ..execution.eth_json import header_json, log_json, transaction_json
 from ..execution.genesis import Genesis, GenesisError, dev_genesis, load_genesis
@@ -98,7 +98,6 @@ from ..integration.engine import (
 )
 from ..integration.execution import ExecutionClient
 from ..messages import storage
-from ..execution.embedded import PivotError
 from ..messages.engine import (
     BuildPayload,
     CheckState,

@@ -117,7 +117,6 @@ from node.types.execution import (
     Receipt,
     Withdrawal,
 )
-
 from node.workflows import state_sync
 
 from .db import LevelStore, MemoryStore, Overlay, Store

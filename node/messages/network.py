@@ -25,7 +25,8 @@ Requests
     peer's canonical blocks ``start .. start + count - 1`` (fewer if it has fewer; checked to
     be in height order and chained) or a :class:`RequestFailed`; likewise
     :class:`RequestStatus`, and :class:`RequestStateNodes` (snap sync: trie nodes and code
-    by hash, each value checked to hash to its hash). Give the call a timeout longer than ``network.request_timeout``:
+    by hash, each value checked to hash to its hash).
+    Give the call a timeout longer than ``network.request_timeout``:
     the actor answers a peer's silence with ``RequestFailed("timeout")`` itself.
 
 Penalties

@@ -11,8 +11,9 @@ one is refused with :class:`FrameTooLarge` and the connection is closed. Decodin
 and every problem raises :class:`FrameError` naming what was wrong and where: an empty
 frame, another version, malformed or truncated CBOR, an unknown tag, a missing or extra
 field, a value of the wrong type or out of range (heights are ``u64``, request ids ``u32``,
-``count`` 1..1024, hashes 32 bytes, text at most 256 characters, state hashes 1..384 per request), nesting deeper than the
-codec allows. Gossip payloads are checked separately, by topic (:mod:`node.network.gossip`).
+``count`` 1..1024, hashes 32 bytes, text at most 256 characters, 1..384 state hashes per
+request), nesting deeper than the codec allows. Gossip payloads are checked separately, by
+topic (:mod:`node.network.gossip`).
 
 Frames, by purpose:
 

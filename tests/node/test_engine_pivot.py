@@ -142,7 +142,7 @@ async def test_serving_answers_only_values_that_hash_to_their_key_within_a_byte_
     values = engine.state_values([root, secret, b"\x02" * 32, b"short", root])
     assert values[0] == values[4] != b"" and keccak(values[0]) == root
     assert values[1:4] == [b"", b"", b""]
-    d, stored = download(root, engine.state_values)
+    _, stored = download(root, engine.state_values)
     big = sorted(stored, key=lambda h: -len(stored[h]))[:3]
     sizes = [len(stored[h]) for h in big]
     assert engine.state_values(big, max_bytes=sizes[0] + sizes[1]) == [stored[h] for h in big[:2]]

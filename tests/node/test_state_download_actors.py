@@ -146,7 +146,7 @@ async def download_state(root: bytes, peer: str, *, batch: int = 128) -> ss.Stat
 @pytest.mark.sim(seeds=1)
 def test_b_downloads_the_state_at_p_sets_the_pivot_and_executes_p_plus_1(
         sim: Simulator, sim_seed: int) -> None:
-    blocks, contract = chain()
+    contract = chain()[1]
     pivot = payload(PIVOT)
 
     async def main() -> None:
