@@ -154,7 +154,7 @@ def hostile_values(draw: st.DrawFn, hashes: Sequence[bytes]) -> list[bytes]:
     return out[:cut] if draw(st.booleans()) else out
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.integers(1, 40))
 def test_hostile_answers_never_store_a_wrong_value_and_never_lose_a_wanted_one(
         data: st.DataObject, batch_size: int) -> None:
