@@ -48,6 +48,7 @@ from .. import metrics
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..crypto import bls
 from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
+from ..execution.embedded import PIVOT_ANCESTORS
 from ..integration.engine import EngineUnavailable, PayloadStatusError
 from ..messages import bridge as bridge_msgs
 from ..messages import engine as engine_msgs
@@ -63,6 +64,7 @@ from ..messages.chain import (
     ImportBlock,
     ImportBlocks,
     ImportedBlocks,
+    PivotAtHead,
     ProduceNow,
     QueuePow,
 )
@@ -476,6 +478,14 @@ class ChainActor(otp.GenServer):
             logger.warning("queued AuxPoW for #%d dropped: %s", pow_header.height, problem)
             self.queued = pow_header = None
             await self._persist_queued(None)
+        if pow_header is not None and state.fees is None:
+            # Snap sync stored the blocks since the latest AuxPoW block without executing
+            # them: what the PoW block would mint is unknown here. Another authority's block
+            # carries the PoW (the queued header stays for a later slot).
+            logger.warning("block #%d carries no AuxPoW: the fees since block #%d are unknown "
+                           "on this node (snap sync)", state.head.height + 1,
+                           state.last_pow.height)
+            pow_header = None
         if pow_header is None:
             paused = rules.max_blocks_problem(state.head.height, state.last_pow.height,
                                               self.cfg.max_blocks_without_pow)
@@ -497,6 +507,7 @@ class ChainActor(otp.GenServer):
         pegins = await self._pegins_for_block(state.head.height + 1)
         withdrawals: list[Any] = rules.pegin_withdrawals(list(pegins), pegins)
         if pow_header is not None:
+            assert state.fees is not None  # unknown fees carry no PoW (above)
             withdrawals += rules.fee_withdrawals(state.fees, pow_header.fee_recipient,
                                                  self.federation)
         payload = await self._engine(engine_msgs.BuildPayload(
@@ -619,8 +630,51 @@ class ChainActor(otp.GenServer):
         otp.bus.publish_nowait(self.prefix + BLOCKS_TOPIC,
                                BlockImported(ref, block.slot, new.finalized, produced))
 
+    async def _record(self, signed: SignedConsensusBlock, signature_checked: bool,
+                      pending: dict[bytes, SignedConsensusBlock]) -> rules.ChainState:
+        """Snap sync's history: ``signed`` validated on the head by every consensus rule but
+        its withdrawals (``history=True``), its payload not executed; the chain state after
+        it, with its fees unknown (:func:`rules.import_history`)."""
+        await trio.lowlevel.checkpoint()
+        state = self.state
+        block = signed.message
+        if block.parent_hash != state.head.hash():
+            raise rules.BlockError("fork", "the block does not extend the head")
+        rules.validate_block(signed, state.head, self._context(),
+                             signature_checked=signature_checked, history=True)
+        range_end = None
+        if block.auxpow_header is not None:
+            end_hash = block.auxpow_header.range_end
+            range_end = pending.get(end_hash) or await self._block(end_hash)
+        return rules.import_history(state, signed, range_end)
+
+    async def _pivot_at_head(self, state_whole: bool) -> BlockRef | Exception:
+        """:class:`PivotAtHead`: the engine's ``SetPivot`` with the head's payload and its
+        ancestors' (the last 256, and back to the finalized block when it is older, so that
+        the forkchoice can name it; genesis the engine has)."""
+        state = self.state
+        height = state.head.height
+        first = max(1, height - PIVOT_ANCESTORS + 1)
+        if 0 < state.finalized.height < first:
+            first = state.finalized.height
+        refs = await self._storage(storage_msgs.GetCanonicalRefs(first, height))
+        if len(refs) != height - first + 1:
+            return MissingBlock(f"canonical blocks #{first}..#{height} are not all stored")
+        payloads = []
+        for ref in refs:
+            payloads.append((await self._block(ref.hash)).message.execution_payload)
+        answer = await self._engine(engine_msgs.SetPivot(
+            tuple(payloads), safe=state.finalized_payload, finalized=state.finalized_payload,
+            state_whole=state_whole))
+        if isinstance(answer, Exception):
+            return answer
+        logger.info("snap sync: the engine executes from block #%d %s on (its state "
+                    "downloaded; blocks #1..#%d stored without executing them)", height,
+                    state.head.hash().hex()[:16], height)
+        return state.head.ref()
+
     async def _import_many(self, blocks: tuple[SignedConsensusBlock, ...],
-                           signature_checked: bool) -> ImportedBlocks:
+                           signature_checked: bool, execute: bool = True) -> ImportedBlocks:
         """Sync's import: each block validated and executed in turn, then every block up to
         the first refused one stored in one synced batch (``PutBlocks``: all or none), and
         only then adopted and announced. A kill before the write leaves the engine ahead of
@@ -636,14 +690,17 @@ class ChainActor(otp.GenServer):
         error: Exception | None = None
         for signed in blocks:
             message = signed.message
-            if done and (message.pegout_payment_proposal is not None
-                         or message.finalized_pegouts):
+            if execute and done and (message.pegout_payment_proposal is not None
+                                     or message.finalized_pegouts):
                 # The federation checks peg-outs against the chain it has followed: their
                 # block waits for the next call, after this batch is stored and announced.
                 break
             before = self.state
             try:
-                new = await self._execute(signed, signature_checked, pending)
+                if execute:
+                    new = await self._execute(signed, signature_checked, pending)
+                else:
+                    new = await self._record(signed, signature_checked, pending)
             except (rules.BlockError, *CALL_FAILURES) as exc:
                 error = exc
                 break
@@ -822,9 +879,14 @@ class ChainActor(otp.GenServer):
                     return await self._import(block)
                 except (rules.BlockError, *CALL_FAILURES) as exc:
                     return exc
-            case ImportBlocks(blocks, verified):
+            case PivotAtHead(whole):
                 try:
-                    return await self._import_many(blocks, verified)
+                    return await self._pivot_at_head(whole)
+                except CALL_FAILURES as exc:
+                    return exc
+            case ImportBlocks(blocks, verified, execute):
+                try:
+                    return await self._import_many(blocks, verified, execute)
                 except CALL_FAILURES as exc:  # the reconcile's read
                     return ImportedBlocks(0, self.state.head.ref(), exc)
             case AddApproval(approval):

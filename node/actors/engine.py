@@ -389,9 +389,10 @@ class EngineActor(otp.GenServer):
                     return engine.put_state_values(nodes)
                 case CheckState(root):
                     return await engine.missing_state(root)
-                case SetPivot(payloads, safe, finalized):
+                case SetPivot(payloads, safe, finalized, whole):
                     try:
-                        return await engine.set_pivot(payloads, safe, finalized)
+                        return await engine.set_pivot(payloads, safe, finalized,
+                                                      state_whole=whole)
                     finally:
                         self._publish_heads()
         except (PivotError, ValueError) as exc:

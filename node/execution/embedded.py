@@ -729,7 +729,8 @@ class EmbeddedEngine:
         return struct.unpack(">Q", raw[:8])[0], raw[8:]
 
     async def set_pivot(self, payloads: Sequence[ExecutionPayload],
-                        safe: bytes = ZERO_HASH, finalized: bytes = ZERO_HASH) -> bytes:
+                        safe: bytes = ZERO_HASH, finalized: bytes = ZERO_HASH, *,
+                        state_whole: bool = False) -> bytes:
         """Make ``payloads[-1]`` (block P) the head without executing anything: its state
         must already be whole in the store (downloaded with :meth:`put_state_values`).
         Returns P's hash.
@@ -743,7 +744,10 @@ class EmbeddedEngine:
         transaction indexes, the forkchoice (head P) and the pivot record — so a process
         killed before it leaves the engine where it was and one killed after has the pivot
         whole. Raises :class:`PivotError` (nothing changes) when the state under P's state
-        root is incomplete or the payloads do not fit these rules.
+        root is incomplete or the payloads do not fit these rules. ``state_whole``: the
+        caller's download found that state whole (:mod:`node.workflows.state_sync` checked
+        every value and fetched every child), so only the root's presence is checked here,
+        not every node again (a walk as long as the state).
 
         What the engine can and cannot answer afterwards: the blocks given here are whole
         (headers, transactions; ``eth_getBlockByNumber/Hash``, BLOCKHASH); older blocks it
@@ -762,7 +766,13 @@ class EmbeddedEngine:
                         self.header(h) is not None and self._is_ancestor_of_blocks(h, blocks)):
                     raise PivotError(f"the {name} block 0x{h.hex()} is neither zero nor "
                                      "among the pivot's blocks")
-            problem = await self.missing_state(head.state_root)
+            if state_whole:
+                # The caller's download checked every value and fetched every child: the
+                # root being stored is what is left to check.
+                problem = (None if self._db.get(head.state_root) else
+                           f"the state root 0x{head.state_root.hex()} is not stored")
+            else:
+                problem = await self.missing_state(head.state_root)
             if problem is not None:
                 raise PivotError(f"block {head.block_number} (0x{head.hash.hex()}) cannot be "
                                  f"the pivot: {problem}")

@@ -87,3 +87,6 @@ class SetPivot(otp.Request[bytes | EngineError]):
     payloads: tuple[ExecutionPayload, ...]
     safe: bytes = ZERO_HASH
     finalized: bytes = ZERO_HASH
+    #: The caller's download found the state whole (:mod:`node.workflows.state_sync`): the
+    #: engine checks the root's node is stored instead of walking the whole state again.
+    state_whole: bool = False

@@ -51,10 +51,12 @@ def _hash32(inst: Any, attribute: Any, value: Any) -> None:
 
 
 def _fees(inst: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return  # unknown: the block was stored without executing it (snap sync)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 256:
         raise StorageRequestError(
-            f"{type(inst).__name__}.{attribute.name}: fees are an integer in 0..2**256-1 wei, "
-            f"not {value!r:.40}")
+            f"{type(inst).__name__}.{attribute.name}: fees are None or an integer in "
+            f"0..2**256-1 wei, not {value!r:.40}")
 
 
 def _instance(kind: type[Any], optional: bool = False) -> Any:
@@ -85,7 +87,7 @@ class PutBlock(otp.Request["BlockRef"]):
     head: bool = True
     finalized: BlockRef | None = attrs.field(default=None,
                                              validator=_instance(BlockRef, optional=True))
-    fees: int = attrs.field(default=0, validator=_fees)
+    fees: int | None = attrs.field(default=0, validator=_fees)
 
 
 def _puts(inst: Any, attribute: Any, value: Any) -> None:
@@ -200,8 +202,8 @@ class ChainInfo:
     finalized: BlockRef | None
     last_pow: BlockRef | None
     queued_pow: AuxPowHeader | None
-    #: Fees accumulated after the head and not minted yet.
-    fees: int
+    #: Fees accumulated after the head and not minted yet (None: unknown, snap sync).
+    fees: int | None
     #: This authority's vote lock (node.workflows.prevotes), if any.
     votes: VoteLock | None = None
 

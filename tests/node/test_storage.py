@@ -379,3 +379,20 @@ def test_a_schema_1_database_is_refused_with_what_to_do(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(StorageCorrupt, match=r"schema 1 .* move the data directory away"):
         store.ChainStore(path)
+
+
+async def test_unknown_fees_are_stored_as_unknown_and_survive_a_reopen(tmp_path: Path) -> None:
+    """Snap sync stores blocks without executing them: their fees are unknown (None), which is
+    not 0 — the next AuxPoW block's mint cannot be checked against them."""
+    blocks = chain(3)
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        await call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
+        await call(s.PutBlocks((s.PutBlock(blocks[1], fees=None),
+                                s.PutBlock(blocks[2], fees=None))))
+        assert (await call(s.GetChainInfo())).fees is None
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        assert (await call(s.GetChainInfo())).fees is None
+        await call(s.PutBlock(chain(4)[3], fees=12))
+        assert (await call(s.GetChainInfo())).fees == 12
