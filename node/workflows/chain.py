@@ -17,8 +17,9 @@ block may not claim peg-ins this node cannot verify.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final, overload
 
 import attrs
 
@@ -244,7 +245,7 @@ class ValidationContext:
     finalized: BlockRef
     #: The canonical blocks after ``finalized`` up to the parent, in order (the range an
     #: AuxPoW header in this block may cover).
-    unfinalized: tuple[BlockRef, ...]
+    unfinalized: Sequence[BlockRef]
     #: The bits the next AuxPoW must meet.
     expected_bits: int
     #: The height of the block carrying the latest AuxPoW (genesis carries one).
@@ -505,6 +506,73 @@ def new_block(
     return ConsensusBlock(parent.hash(), slot, payload, pow_header, tuple(pegins))
 
 
+class RefRun(Sequence[BlockRef]):
+    """An immutable run of block refs that is extended in O(1): the unfinalized range, which
+    grows by one at every import and, on a chain that goes long without PoW, would cost a
+    copy of thousands of refs per block as a tuple.
+
+    Runs made from one another share one list: extending the run that ends at the list's end
+    appends to it (no other run sees the new ref, each knows where it stops); extending any
+    other run copies its refs first. Slices are views. Equal to any sequence of the same refs
+    (a tuple too)."""
+
+    __slots__ = ("_items", "_start", "_stop")
+
+    def __init__(self, refs: Iterable[BlockRef] = ()) -> None:
+        self._items: list[BlockRef] = list(refs)
+        self._start = 0
+        self._stop = len(self._items)
+
+    @classmethod
+    def _view(cls, items: list[BlockRef], start: int, stop: int) -> RefRun:
+        run = cls.__new__(cls)
+        run._items, run._start, run._stop = items, start, stop
+        return run
+
+    def appended(self, ref: BlockRef) -> RefRun:
+        """This run and then ``ref``."""
+        if self._stop == len(self._items):
+            self._items.append(ref)
+            return RefRun._view(self._items, self._start, self._stop + 1)
+        return RefRun([*self, ref])
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> BlockRef: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RefRun: ...
+
+    def __getitem__(self, index: int | slice) -> BlockRef | RefRun:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return RefRun(self[i] for i in range(start, stop, step))
+            return RefRun._view(self._items, self._start + start,
+                                self._start + max(start, stop))
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("RefRun index out of range")
+        return self._items[self._start + (index if index >= 0 else n + index)]
+
+    def __iter__(self) -> Iterator[BlockRef]:
+        return itertools.islice(self._items, self._start, self._stop)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"RefRun({list(self)!r})"
+
+
 # -- the chain's state and how an import changes it ------------------------------------------
 
 
@@ -521,7 +589,7 @@ class ChainState:
     last_pow: BlockRef
     last_pow_bits: int
     #: The canonical blocks after ``finalized`` up to the head, in order.
-    unfinalized: tuple[BlockRef, ...]
+    unfinalized: Sequence[BlockRef]
     #: Fees accumulated after the head and not minted yet (wei); None: unknown, since the
     #: chain after the latest AuxPoW block includes blocks stored without executing them
     #: (snap sync, :func:`import_history`) — until the next AuxPoW block starts afresh.
@@ -573,7 +641,9 @@ def import_block(
     if block.parent_hash != state.head.hash():
         raise BlockError("fork", "the block does not extend the head")
     ref = signed.ref()
-    unfinalized = (*state.unfinalized, ref)
+    run = (state.unfinalized if isinstance(state.unfinalized, RefRun)
+           else RefRun(state.unfinalized))
+    unfinalized = run.appended(ref)
     header = block.auxpow_header
     finalized, finalized_payload = state.finalized, state.finalized_payload
     last_pow, last_pow_bits = state.last_pow, state.last_pow_bits

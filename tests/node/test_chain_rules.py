@@ -855,3 +855,25 @@ def test_only_an_unverifiable_refusal_is_ours_not_the_blocks() -> None:
     assert rules.BlockError("pegouts-unverifiable", "the federation is away").ours
     for rule in ("pegins", "pegouts", "signature", "future-slot", "fork", "withdrawals"):
         assert not rules.BlockError(rule, "x").ours
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.booleans()), max_size=40))
+def test_a_ref_run_behaves_as_the_tuple_it_stands_for(steps: list[tuple[int, int, bool]]) -> None:
+    """Extending any earlier version, slicing any version: every run stays equal to the tuple
+    built the slow way (versions that share a list never see each other's refs)."""
+    refs = [BlockRef(bytes([i]) * 32, i) for i in range(64)]
+    runs = [rules.RefRun()]
+    tuples: list[tuple[BlockRef, ...]] = [()]
+    for pick, cut, extend in steps:
+        k = pick % len(runs)
+        if extend:
+            ref = refs[len(runs) % 64]
+            runs.append(runs[k].appended(ref))
+            tuples.append((*tuples[k], ref))
+        else:
+            runs.append(runs[k][cut:])
+            tuples.append(tuples[k][cut:])
+        for run, expected in zip(runs, tuples, strict=True):
+            assert run == expected and tuple(run) == expected and len(run) == len(expected)
+            if expected:
+                assert run[0] == expected[0] and run[-1] == expected[-1]
