@@ -29,17 +29,32 @@ The pipeline, each stage running while the others do:
    (heights asked for, each the child of the one before, the first a child of the block
    before the range when that one is known) and its aggregate signatures verified as one
    random-coefficient batch by :func:`~node.workflows.block_signatures.verify_blocks` in the
-   :class:`~node.crypto.verifier.SignatureVerifier`'s worker thread, in a task: the actor
-   keeps answering meanwhile. The request stays in flight until its blocks are verified;
-   blocks up to the first bad one are kept, and a peer that sent a bad signature or blocks
-   that do not chain is reported to the network (``ReportPeer(INVALID_BLOCK)``) and pays a
-   failure, its range going to another peer.
+   verifier's worker — a process of its own (:class:`~node.crypto.verifier.ProcessVerifier`,
+   ``sync.verify_in_process``, the default: a core the actors do not share) or a thread —
+   in a task: the actor keeps answering meanwhile. The request stays in flight until its
+   blocks are verified; blocks up to the first bad one are kept, and a peer that sent a bad
+   signature or blocks that do not chain is reported to the network
+   (``ReportPeer(INVALID_BLOCK)``) and pays a failure, its range going to another peer.
 3. **import** — verified blocks are kept by height; when the next range starts right after
    the head, its blocks go to the ChainActor in calls of ``sync.import_batch`` blocks
    (``ImportBlocks(blocks, signatures_verified=True)``: every other rule is checked there),
    one call at a time, in a task. A block the chain refuses sends what is left of its
    range back to the queue and costs the peer that sent it
    (:func:`~node.workflows.sync.rejected`); a chain that is restarting is waited for.
+
+**Snap sync** (``sync.mode = "snap"``, :func:`~node.workflows.sync.snap_pivot`): a node at
+genesis with peers far enough ahead picks a pivot ``sync.pivot_depth`` below their head. The
+blocks up to it are imported with ``execute=False`` (every consensus rule but their
+withdrawals; not executed), and never in one call with the blocks after it
+(:func:`~node.workflows.sync.import_span`). Meanwhile a task fetches the pivot block from a
+peer, verifies its approvals and downloads the state under its state root
+(:mod:`node.workflows.state_sync`: the engine's own store first, then peers by
+``RequestStateNodes``, every value checked, stored with ``PutStateNodes``). With the head at
+the pivot and that state whole, the ChainActor is asked to make the pivot the engine's head
+(``PivotAtHead``); the blocks after it are then imported as in a full sync. If the imported
+block at the pivot is not the one a peer sent, the state of the imported one is downloaded.
+A restart mid-way goes on as a full sync (the head is no longer genesis): the engine then
+executes the stored history when the next block needs it.
 
 Progress: :class:`~node.workflows.sync.SyncProgress` on the bus topic ``sync.progress`` at
 every change of ``synced``, and at most once a second otherwise while syncing (the

@@ -807,8 +807,12 @@ class EmbeddedEngine:
             return bytes(head.hash)
 
     def _is_ancestor_of_blocks(self, block_hash: bytes, blocks: Sequence[Block]) -> bool:
+        """Is ``block_hash`` a block this engine has and an ancestor of ``blocks``? Genesis
+        is everyone's (a chain whose safe or finalized block is still genesis names it)."""
         header = self.header(block_hash)
         first = blocks[0].header
+        if block_hash == self.genesis_hash:
+            return True
         return header is not None and (first.parent_hash == block_hash or (
             header.block_number < first.block_number
             and self.header(first.parent_hash) is not None

@@ -133,6 +133,28 @@ async def test_a_pivot_needs_256_blocks_unless_they_reach_a_known_block() -> Non
     b.close()
 
 
+async def test_a_chain_not_finalized_since_genesis_names_genesis_safe_and_finalized() -> None:
+    """The ChainActor passes its finalized payload, genesis on a chain without PoW yet, which
+    is no pivot window's member past 256 blocks: genesis is everyone's ancestor, and the
+    forkchoice of the next block may name it."""
+    a = EmbeddedEngine()
+    for _ in range(PIVOT_ANCESTORS + 4):
+        await next_block(a)
+    b = EmbeddedEngine()
+    copy_state(a, b, a.head.state_root)
+    n = a.head.block_number
+    genesis = b.genesis_hash
+    window = payloads_of(a, n - PIVOT_ANCESTORS + 1, n)
+    await b.set_pivot(window, safe=genesis, finalized=genesis, state_whole=True)
+    assert b.head == a.head
+    child = await next_block(a)
+    assert (await b.new_payload(child)).status is PayloadStatusKind.VALID
+    await b.forkchoice_updated(ForkchoiceState(child.block_hash, genesis, genesis))
+    assert b.head == child
+    a.close()
+    b.close()
+
+
 async def test_serving_answers_only_values_that_hash_to_their_key_within_a_byte_bound() -> None:
     store = MemoryStore()
     engine = EmbeddedEngine(store=store)

@@ -199,3 +199,35 @@ def test_b_snap_syncs_history_unexecuted_downloads_the_pivot_state_and_executes_
         assert progress.synced and progress.current == N
 
     sim(main, max_virtual_time=1800.0)
+
+
+@pytest.mark.sim(seeds=1)
+def test_a_sync_actor_killed_mid_history_goes_on_in_full_and_the_engine_catches_up(
+        sim: Simulator, sim_seed: int) -> None:
+    """Killed while history is stored unexecuted: the restarted SyncActor is at a head that is
+    not genesis, so it syncs in full; the engine executes the stored history when the next
+    block needs it, and B ends at the peers' head with their state — nothing lost."""
+    blocks = built()
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-kill-")
+        net = memory(sim_seed)
+        await start_source(tmp, "a", net)
+        await start_b(tmp, net, ("a",), verifier=None, supervised=True, **SNAP)
+
+        async def some_history() -> bool:
+            return (await b_head()).height >= 40
+        await wait_for(some_history, timeout=600.0, step=0.05)
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        assert engine.embedded.head_number == 0  # history, not executed
+        before = otp.whereis("sync")
+        assert before is not None
+        otp.exit(before, "kill")
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        assert engine.embedded.head_number == N
+        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
+        assert engine.embedded.pivot is None  # it went on in full
+
+    sim(main, max_virtual_time=3600.0)
