@@ -86,7 +86,7 @@ head moves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -105,6 +105,7 @@ __all__ = [
     "add_vote",
     "decided",
     "polka",
+    "round_proposal",
     "sign_vote",
     "step",
     "verify_pending",
@@ -376,6 +377,32 @@ def decided(votes: Votes, authority_count: int) -> bytes | None:
         block = _quorum(votes, PRECOMMIT, round_, needed)
         if block is not None:
             return block
+    return None
+
+
+def round_proposal(votes: Votes, round_: int, author: int, fresh: bytes | None,
+                   held: Container[bytes]) -> bytes | None:
+    """The block of round ``round_`` that an unlocked authority prevotes: ``fresh`` (the
+    author's block of slot ``round_``, held and valid here) if there is one, else the block
+    the round's ``author`` prevoted in ``round_`` (checked), if it is in ``held``: a locked
+    author builds nothing new and proposes its locked block again, and its prevote names it.
+
+    This is Tendermint's re-proposal of a locked value, and what keeps a lock from starving:
+    authorities locked on ``X`` prevote ``X`` round after round, and an authority that never
+    saw their polka (its ChainActor restarted and lost the votes it held, or it was behind
+    when they went round) is never sent those votes again by a network that forwards each
+    message once. Without the re-proposal it prevotes only fresh blocks, which the locked
+    ones never prevote, and with too few unlocked authorities left no block gets ``q``
+    prevotes again at this height. With it, in the next round a locked authority authors,
+    the unlocked ones prevote ``X`` too. Safety is untouched: the proof above constrains only
+    what *locked* honest authorities prevote; an unlocked honest one may prevote any block
+    it holds and found valid."""
+    if fresh is not None:
+        return fresh
+    for vote in votes.held:
+        if vote.kind == PREVOTE and vote.round == round_ and vote.authority_index == author \
+                and vote.block_hash in held:
+            return vote.block_hash
     return None
 
 
