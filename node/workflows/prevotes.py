@@ -10,7 +10,8 @@ votes at that height. A round is a slot number; at each height an authority keep
 * **Prevote** (once per round ``r``, ``r`` the current slot, ``r > prevoted_round``): the
   locked block if locked, else the block of slot ``r`` (its author's block on this node's
   head, valid here) once it arrives. The author of slot ``r``, if locked, builds nothing
-  new: it gossips its locked block again (and prevotes it).
+  new: it gossips its locked block again and prevotes it, and that prevote makes the block
+  round ``r``'s proposal for the unlocked (:func:`round_proposal`).
 * **Polka**: ``q`` prevotes for one block ``X`` in one round ``r`` (signatures checked, one
   per authority per round; a second, different vote of an authority in one round is
   equivocation: dropped and reported). Seen at any time with ``r > locked_round``: lock
@@ -60,6 +61,17 @@ slot's fresh block (a locked author re-proposes its locked block) — a polka fo
 slot (latency far below a slot), every honest authority precommits it in that round, it is
 decided, every honest authority approves it (``n - f >= q``) and it is imported. A slot
 whose author is down is simply a round without a proposal for the unlocked.
+
+"Every node sees every polka" does not hold everywhere, though: a node's NetworkActor
+forwards each gossip message once and drops it when it comes again, so an authority whose
+ChainActor restarted (its held votes and blocks gone, its network's memory of them not) or
+that was behind when the votes went round is never given them again, however often its
+peers gossip them. It stays unlocked while the others stay locked, and with too few
+unlocked left no block reaches ``q`` prevotes. Two rules close that gap: a locked author's
+prevote in its own round is its proposal of that round (:func:`round_proposal`, Tendermint's
+re-proposal of a locked value), which the unlocked prevote if they hold the block; and the
+ChainActor keeps the block it prevotes aside in storage, so that it holds it again after a
+restart.
 
 With a single authority there are no votes (its own block is imported at once).
 
