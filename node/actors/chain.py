@@ -86,6 +86,7 @@ from ..types.chain import (
     IndividualApproval,
     SignedConsensusBlock,
     Vote,
+    VoteLock,
 )
 from ..types.execution import EngineError
 from ..workflows import approvals, difficulty, prevotes
@@ -248,6 +249,7 @@ class ChainActor(otp.GenServer):
         self.proposals = approvals.Proposals(head.hash())
         #: Prevotes and precommits at the height above the head, and our vote lock.
         self.votes = prevotes.for_head(None, head.hash(), head.height + 1, info.votes)
+        await self._restore_voted(info.votes)
         #: A "check-votes" message is on its way (VOTE_CHECK_WAIT after a vote waited).
         self.vote_check_due = False
         if self.votes.lock.prevoted_round >= 0:
@@ -403,14 +405,19 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
-            await self._vote_slot()
         except EngineUnavailable:
             pass  # logged once by _produce; the EngineActor is on it
         except CALL_FAILURES as exc:
-            # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
-            # is lost and the next one tries again (first learning, if the block's write
-            # failed, whether it was stored: see _reconcile).
+            # A sibling failed or stayed away mid-block: its supervisor is on it; this slot's
+            # block is lost and the next slot tries again (first learning, if the block's
+            # write failed, whether it was stored: see _reconcile).
             logger.warning("slot skipped: %s", exc)
+        # The votes of the slot do not need the engine: a block we could not build (or a
+        # sibling away) costs our block, never our votes on the others' blocks.
+        try:
+            await self._vote_slot()
+        except CALL_FAILURES as exc:
+            logger.warning("votes of the slot not cast: %s", exc)
 
     def _siblings_away(self) -> str | None:
         for name in (self.storage, self.engine):
@@ -1087,11 +1094,15 @@ class ChainActor(otp.GenServer):
         return False
 
     def _round_proposal(self, round_: int) -> bytes | None:
-        """The block of slot ``round_`` held on our head (validated: its author's), if any."""
-        for block in self._proposals().blocks:
-            if block.message.slot == round_:
-                return block.hash()
-        return None
+        """The block an unlocked authority prevotes in round ``round_``: the block of slot
+        ``round_`` held on our head (validated: its author's), else the held block the
+        slot's author prevoted in that round (a locked author proposes its locked block
+        again: :func:`node.workflows.prevotes.round_proposal`)."""
+        blocks = self._proposals().blocks
+        fresh = next((b.hash() for b in blocks if b.message.slot == round_), None)
+        author = rules.author_index(round_, len(self.authorities))
+        return prevotes.round_proposal(self._votes(), round_, author, fresh,
+                                       {b.hash() for b in blocks})
 
     async def _advance(self) -> None:
         """Apply the vote rules to what we hold, our own new votes included (they may
@@ -1122,6 +1133,7 @@ class ChainActor(otp.GenServer):
         if result.votes.lock != votes.lock:
             # One synced write records every vote below: none leaves before it.
             try:
+                await self._keep_prevoted(votes.lock, result.votes.lock)
                 await self._storage(storage_msgs.PutVoteLock(result.votes.lock))
             except CALL_FAILURES as exc:
                 logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
@@ -1133,6 +1145,43 @@ class ChainActor(otp.GenServer):
         for vote in cast:
             self._gossip(APPROVE_BLOCK, vote)
         await self._approve_decided()
+
+    async def _keep_prevoted(self, before: VoteLock, after: VoteLock) -> None:
+        """Store (aside, not as the head) the block our new prevote names, once per block:
+        a restart of this actor then finds it again (:meth:`_restore_voted`). Its peers'
+        gossip would not bring it back: this node's NetworkActor, which lives on, has seen it
+        already and forwards each message once."""
+        named = after.prevoted_hash
+        if named is None or named == before.prevoted_hash:
+            await trio.lowlevel.checkpoint()
+            return
+        block = self._proposals().get(named)
+        if block is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._storage(storage_msgs.PutBlock(block, head=False))
+
+    async def _restore_voted(self, lock: VoteLock | None) -> None:
+        """After a restart: hold again the blocks the stored vote lock names (locked on,
+        last prevoted), kept aside by :meth:`_keep_prevoted`, so that this authority can
+        prevote them again (a locked peer's re-proposal names them) and approve them."""
+        if lock is None or lock.height != self.state.head.height + 1:
+            await trio.lowlevel.checkpoint()
+            return
+        for block_hash in dict.fromkeys((lock.locked_hash, lock.prevoted_hash)):
+            if block_hash is None or self.proposals.get(block_hash) is not None:
+                continue
+            block = await self._storage(storage_msgs.GetBlock(block_hash), INIT_WAIT)
+            if block is None or block.message.parent_hash != self.state.head.hash():
+                continue
+            try:
+                self.proposals = approvals.propose(self.proposals, block, self.authorities,
+                                                   self._named())
+            except rules.BlockError as exc:
+                logger.info("voted block %s not held again: %s", block_hash.hex()[:16], exc)
+                continue
+            logger.info("voted block #%d %s held again after the restart", block.height,
+                        block_hash.hex()[:16])
 
     async def _approve_decided(self) -> None:
         """Approve the decided block (once, if held: it comes again by gossip otherwise)."""

@@ -472,7 +472,9 @@ class ChainStore:
             for txid, _bitcoin_block in message.pegins:
                 batch.put(credited_key(txid), encode_ref(ref))
         header = message.auxpow_header
-        if header is not None:
+        if header is not None and put.head:
+            # Only a canonical block is the latest AuxPoW block; a block kept aside (a
+            # proposal this node voted for, not imported yet) indexes nothing.
             batch.put(auxpow_key(ref.height), ref.hash)
             batch.put(KEY_AUXPOW, encode_ref(ref))
             if queued is not None and queued.range_end == header.range_end:

@@ -77,9 +77,11 @@ def _instance(kind: type[Any], optional: bool = False) -> Any:
 @attrs.frozen
 class PutBlock(otp.Request["BlockRef"]):
     """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
-    block at its height). ``finalized``: the new last finalized block, if it changed (never
-    lower than the stored one). ``fees``: fees accumulated after this block and not minted
-    yet. A block carrying the queued AuxPoW clears the queued record in the same batch. Its
+    block at its height, the latest AuxPoW block if it carries a header); without it the
+    block is only kept by its hash (a proposal the ChainActor voted for). ``finalized``:
+    the new last finalized block, if it changed (never lower than the stored one).
+    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
+    queued AuxPoW clears the queued record in the same batch (as the head only). Its
     parent must be stored (genesis: height 0 and a zero parent hash). Idempotent: the same
     put twice stores the same records."""
 

@@ -68,6 +68,28 @@ async def test_a_block_off_the_head_is_stored_but_not_indexed(tmp_path: Path) ->
         assert await otp.call(db, s.GetBlock(blocks[1].hash())) == blocks[1]
 
 
+async def test_an_auxpow_block_kept_aside_neither_moves_the_latest_pow_nor_clears_the_queue(
+        tmp_path: Path) -> None:
+    """A proposal the ChainActor keeps aside (``head=False``, not imported) may carry the
+    queued AuxPoW: the latest AuxPoW block stays the canonical one and the PoW stays queued,
+    until the block is imported."""
+    blocks = chain(3, auxpow_at=(2,))
+    async with otp.runtime():
+        db = await otp.start(StorageActor, str(tmp_path / "db"))
+        await otp.call(db, s.PutBlock(blocks[0]))
+        await otp.call(db, s.PutBlock(blocks[1]))
+        header = blocks[2].message.auxpow_header
+        assert header is not None
+        await otp.call(db, s.PutQueuedPow(header))
+        await otp.call(db, s.PutBlock(blocks[2], head=False))
+        info = await otp.call(db, s.GetChainInfo())
+        assert info.last_pow == blocks[0].ref() and info.queued_pow == header
+        assert await otp.call(db, s.GetAuxPowBlock(2)) is None
+        await otp.call(db, s.PutBlock(blocks[2]))
+        info = await otp.call(db, s.GetChainInfo())
+        assert info.last_pow == blocks[2].ref() and info.queued_pow is None
+
+
 @pytest.mark.parametrize(
     ("key", "value", "problem"),
     [
