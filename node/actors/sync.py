@@ -317,6 +317,10 @@ class SyncActor(otp.GenServer):
         self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
         self.serial = 0
         self.importing = False
+        #: The last height of the import call out.
+        self.importing_to = 0
+        #: The latest block of the call out the chain announced (BlockImported).
+        self.imported_ref: BlockRef | None = None
         self.import_after = 0.0
         self.network_ref: int | None = None
         now = trio.current_time()
@@ -360,6 +364,13 @@ class SyncActor(otp.GenServer):
                 if known is None or block.height > known.head:
                     self.state = rules.peer_status(self.state, peer, block.height)
             case BlockImported(ref=ref):
+                if self.importing and ref.height <= self.importing_to:
+                    # One of the blocks of this actor's own import call: its answer moves
+                    # the head once for them all (not a step per block); kept in case the
+                    # call fails after the chain stored some of them.
+                    self.imported_ref = ref
+                    await trio.lowlevel.checkpoint()
+                    return
                 self._head_at(ref)
             case otp.Down(ref=ref) if ref == self.network_ref:
                 logger.warning("sync: the network actor exited; its peers are gone")
@@ -536,7 +547,7 @@ class SyncActor(otp.GenServer):
             return  # after the pivot: the engine takes the pivot's state first
         span, execute = planned
         blocks = tuple(self.blocks[h] for h in range(span.start, span.end + 1))
-        self.importing = True
+        self.importing, self.importing_to, self.imported_ref = True, span.end, None
         otp.start_task_soon(self._import, blocks, execute)
 
     async def _import(self, blocks: tuple[SignedConsensusBlock, ...], execute: bool) -> None:
@@ -562,6 +573,8 @@ class SyncActor(otp.GenServer):
             if answer.count and isinstance(self.snap, _Snap):
                 self.snap.last = blocks[answer.count - 1]
             self._head_at(answer.head)
+        elif self.imported_ref is not None:
+            self._head_at(self.imported_ref)  # the call failed after some were stored
         if error is None:
             return
         if not isinstance(error, BlockError):
