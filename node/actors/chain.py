@@ -48,6 +48,7 @@ from .. import metrics
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..crypto import bls
 from ..errors import CALL_FAILURES, KeyFileError, MissingBlock
+from ..execution.embedded import PIVOT_ANCESTORS
 from ..integration.engine import EngineUnavailable, PayloadStatusError
 from ..messages import bridge as bridge_msgs
 from ..messages import engine as engine_msgs
@@ -63,6 +64,7 @@ from ..messages.chain import (
     ImportBlock,
     ImportBlocks,
     ImportedBlocks,
+    PivotAtHead,
     ProduceNow,
     QueuePow,
 )
@@ -84,6 +86,7 @@ from ..types.chain import (
     IndividualApproval,
     SignedConsensusBlock,
     Vote,
+    VoteLock,
 )
 from ..types.execution import EngineError
 from ..workflows import approvals, difficulty, prevotes
@@ -246,6 +249,7 @@ class ChainActor(otp.GenServer):
         self.proposals = approvals.Proposals(head.hash())
         #: Prevotes and precommits at the height above the head, and our vote lock.
         self.votes = prevotes.for_head(None, head.hash(), head.height + 1, info.votes)
+        await self._restore_voted(info.votes)
         #: A "check-votes" message is on its way (VOTE_CHECK_WAIT after a vote waited).
         self.vote_check_due = False
         if self.votes.lock.prevoted_round >= 0:
@@ -401,14 +405,19 @@ class ChainActor(otp.GenServer):
         self._schedule_next_slot()
         try:
             await self._produce()
-            await self._vote_slot()
         except EngineUnavailable:
             pass  # logged once by _produce; the EngineActor is on it
         except CALL_FAILURES as exc:
-            # A sibling failed or stayed away mid-block: its supervisor is on it; this slot
-            # is lost and the next one tries again (first learning, if the block's write
-            # failed, whether it was stored: see _reconcile).
+            # A sibling failed or stayed away mid-block: its supervisor is on it; this slot's
+            # block is lost and the next slot tries again (first learning, if the block's
+            # write failed, whether it was stored: see _reconcile).
             logger.warning("slot skipped: %s", exc)
+        # The votes of the slot do not need the engine: a block we could not build (or a
+        # sibling away) costs our block, never our votes on the others' blocks.
+        try:
+            await self._vote_slot()
+        except CALL_FAILURES as exc:
+            logger.warning("votes of the slot not cast: %s", exc)
 
     def _siblings_away(self) -> str | None:
         for name in (self.storage, self.engine):
@@ -476,6 +485,14 @@ class ChainActor(otp.GenServer):
             logger.warning("queued AuxPoW for #%d dropped: %s", pow_header.height, problem)
             self.queued = pow_header = None
             await self._persist_queued(None)
+        if pow_header is not None and state.fees is None:
+            # Snap sync stored the blocks since the latest AuxPoW block without executing
+            # them: what the PoW block would mint is unknown here. Another authority's block
+            # carries the PoW (the queued header stays for a later slot).
+            logger.warning("block #%d carries no AuxPoW: the fees since block #%d are unknown "
+                           "on this node (snap sync)", state.head.height + 1,
+                           state.last_pow.height)
+            pow_header = None
         if pow_header is None:
             paused = rules.max_blocks_problem(state.head.height, state.last_pow.height,
                                               self.cfg.max_blocks_without_pow)
@@ -497,6 +514,7 @@ class ChainActor(otp.GenServer):
         pegins = await self._pegins_for_block(state.head.height + 1)
         withdrawals: list[Any] = rules.pegin_withdrawals(list(pegins), pegins)
         if pow_header is not None:
+            assert state.fees is not None  # unknown fees carry no PoW (above)
             withdrawals += rules.fee_withdrawals(state.fees, pow_header.fee_recipient,
                                                  self.federation)
         payload = await self._engine(engine_msgs.BuildPayload(
@@ -619,8 +637,51 @@ class ChainActor(otp.GenServer):
         otp.bus.publish_nowait(self.prefix + BLOCKS_TOPIC,
                                BlockImported(ref, block.slot, new.finalized, produced))
 
+    async def _record(self, signed: SignedConsensusBlock, signature_checked: bool,
+                      pending: dict[bytes, SignedConsensusBlock]) -> rules.ChainState:
+        """Snap sync's history: ``signed`` validated on the head by every consensus rule but
+        its withdrawals (``history=True``), its payload not executed; the chain state after
+        it, with its fees unknown (:func:`rules.import_history`)."""
+        await trio.lowlevel.checkpoint()
+        state = self.state
+        block = signed.message
+        if block.parent_hash != state.head.hash():
+            raise rules.BlockError("fork", "the block does not extend the head")
+        rules.validate_block(signed, state.head, self._context(),
+                             signature_checked=signature_checked, history=True)
+        range_end = None
+        if block.auxpow_header is not None:
+            end_hash = block.auxpow_header.range_end
+            range_end = pending.get(end_hash) or await self._block(end_hash)
+        return rules.import_history(state, signed, range_end)
+
+    async def _pivot_at_head(self, state_whole: bool) -> BlockRef | Exception:
+        """:class:`PivotAtHead`: the engine's ``SetPivot`` with the head's payload and its
+        ancestors' (the last 256, and back to the finalized block when it is older, so that
+        the forkchoice can name it; genesis the engine has)."""
+        state = self.state
+        height = state.head.height
+        first = max(1, height - PIVOT_ANCESTORS + 1)
+        if 0 < state.finalized.height < first:
+            first = state.finalized.height
+        refs = await self._storage(storage_msgs.GetCanonicalRefs(first, height))
+        if len(refs) != height - first + 1:
+            return MissingBlock(f"canonical blocks #{first}..#{height} are not all stored")
+        payloads = []
+        for ref in refs:
+            payloads.append((await self._block(ref.hash)).message.execution_payload)
+        answer = await self._engine(engine_msgs.SetPivot(
+            tuple(payloads), safe=state.finalized_payload, finalized=state.finalized_payload,
+            state_whole=state_whole))
+        if isinstance(answer, Exception):
+            return answer
+        logger.info("snap sync: the engine executes from block #%d %s on (its state "
+                    "downloaded; blocks #1..#%d stored without executing them)", height,
+                    state.head.hash().hex()[:16], height)
+        return state.head.ref()
+
     async def _import_many(self, blocks: tuple[SignedConsensusBlock, ...],
-                           signature_checked: bool) -> ImportedBlocks:
+                           signature_checked: bool, execute: bool = True) -> ImportedBlocks:
         """Sync's import: each block validated and executed in turn, then every block up to
         the first refused one stored in one synced batch (``PutBlocks``: all or none), and
         only then adopted and announced. A kill before the write leaves the engine ahead of
@@ -636,14 +697,17 @@ class ChainActor(otp.GenServer):
         error: Exception | None = None
         for signed in blocks:
             message = signed.message
-            if done and (message.pegout_payment_proposal is not None
-                         or message.finalized_pegouts):
+            if execute and done and (message.pegout_payment_proposal is not None
+                                     or message.finalized_pegouts):
                 # The federation checks peg-outs against the chain it has followed: their
                 # block waits for the next call, after this batch is stored and announced.
                 break
             before = self.state
             try:
-                new = await self._execute(signed, signature_checked, pending)
+                if execute:
+                    new = await self._execute(signed, signature_checked, pending)
+                else:
+                    new = await self._record(signed, signature_checked, pending)
             except (rules.BlockError, *CALL_FAILURES) as exc:
                 error = exc
                 break
@@ -822,9 +886,14 @@ class ChainActor(otp.GenServer):
                     return await self._import(block)
                 except (rules.BlockError, *CALL_FAILURES) as exc:
                     return exc
-            case ImportBlocks(blocks, verified):
+            case PivotAtHead(whole):
                 try:
-                    return await self._import_many(blocks, verified)
+                    return await self._pivot_at_head(whole)
+                except CALL_FAILURES as exc:
+                    return exc
+            case ImportBlocks(blocks, verified, execute):
+                try:
+                    return await self._import_many(blocks, verified, execute)
                 except CALL_FAILURES as exc:  # the reconcile's read
                     return ImportedBlocks(0, self.state.head.ref(), exc)
             case AddApproval(approval):
@@ -1025,11 +1094,15 @@ class ChainActor(otp.GenServer):
         return False
 
     def _round_proposal(self, round_: int) -> bytes | None:
-        """The block of slot ``round_`` held on our head (validated: its author's), if any."""
-        for block in self._proposals().blocks:
-            if block.message.slot == round_:
-                return block.hash()
-        return None
+        """The block an unlocked authority prevotes in round ``round_``: the block of slot
+        ``round_`` held on our head (validated: its author's), else the held block the
+        slot's author prevoted in that round (a locked author proposes its locked block
+        again: :func:`node.workflows.prevotes.round_proposal`)."""
+        blocks = self._proposals().blocks
+        fresh = next((b.hash() for b in blocks if b.message.slot == round_), None)
+        author = rules.author_index(round_, len(self.authorities))
+        return prevotes.round_proposal(self._votes(), round_, author, fresh,
+                                       {b.hash() for b in blocks})
 
     async def _advance(self) -> None:
         """Apply the vote rules to what we hold, our own new votes included (they may
@@ -1060,6 +1133,7 @@ class ChainActor(otp.GenServer):
         if result.votes.lock != votes.lock:
             # One synced write records every vote below: none leaves before it.
             try:
+                await self._keep_prevoted(votes.lock, result.votes.lock)
                 await self._storage(storage_msgs.PutVoteLock(result.votes.lock))
             except CALL_FAILURES as exc:
                 logger.warning("no vote at #%d: the vote lock cannot be stored (%s)",
@@ -1071,6 +1145,43 @@ class ChainActor(otp.GenServer):
         for vote in cast:
             self._gossip(APPROVE_BLOCK, vote)
         await self._approve_decided()
+
+    async def _keep_prevoted(self, before: VoteLock, after: VoteLock) -> None:
+        """Store (aside, not as the head) the block our new prevote names, once per block:
+        a restart of this actor then finds it again (:meth:`_restore_voted`). Its peers'
+        gossip would not bring it back: this node's NetworkActor, which lives on, has seen it
+        already and forwards each message once."""
+        named = after.prevoted_hash
+        if named is None or named == before.prevoted_hash:
+            await trio.lowlevel.checkpoint()
+            return
+        block = self._proposals().get(named)
+        if block is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._storage(storage_msgs.PutBlock(block, head=False))
+
+    async def _restore_voted(self, lock: VoteLock | None) -> None:
+        """After a restart: hold again the blocks the stored vote lock names (locked on,
+        last prevoted), kept aside by :meth:`_keep_prevoted`, so that this authority can
+        prevote them again (a locked peer's re-proposal names them) and approve them."""
+        if lock is None or lock.height != self.state.head.height + 1:
+            await trio.lowlevel.checkpoint()
+            return
+        for block_hash in dict.fromkeys((lock.locked_hash, lock.prevoted_hash)):
+            if block_hash is None or self.proposals.get(block_hash) is not None:
+                continue
+            block = await self._storage(storage_msgs.GetBlock(block_hash), INIT_WAIT)
+            if block is None or block.message.parent_hash != self.state.head.hash():
+                continue
+            try:
+                self.proposals = approvals.propose(self.proposals, block, self.authorities,
+                                                   self._named())
+            except rules.BlockError as exc:
+                logger.info("voted block %s not held again: %s", block_hash.hex()[:16], exc)
+                continue
+            logger.info("voted block #%d %s held again after the restart", block.height,
+                        block_hash.hex()[:16])
 
     async def _approve_decided(self) -> None:
         """Approve the decided block (once, if held: it comes again by gossip otherwise)."""

@@ -28,6 +28,14 @@ is ahead) or ahead of it; the restart path brings it to the stored head either w
 re-sending payloads it lacks, or moving its head back to the stored one. Nothing is replayed
 from genesis: the EVM opens with its state.
 
+**Snap sync** (embedded mode): :class:`~node.messages.engine.GetStateNodes` (trie nodes and
+code by hash, for peers; the NetworkActor asks on their behalf),
+:class:`~node.messages.engine.PutStateNodes`, :class:`~node.messages.engine.CheckState` and
+:class:`~node.messages.engine.SetPivot` let the SyncActor download the state at a pivot block
+and make that block the head without executing history
+(:mod:`node.workflows.state_sync`). With an external client each is answered with an
+``EngineError`` saying it is not served.
+
 In embedded mode the actor also answers the Ethereum JSON-RPC server's requests
 (:class:`~node.messages.eth.EthRequest`, through :class:`node.execution.eth_api.EthApi`)
 and publishes :class:`~node.messages.eth.EthHead` for every block that joins the canonical
@@ -73,7 +81,7 @@ import otp
 
 from ..config import ChainConfig, EngineConfig, structure_section
 from ..errors import EngineSetupError, MissingBlock
-from ..execution.embedded import EmbeddedEngine, EngineStateError
+from ..execution.embedded import EmbeddedEngine, EngineStateError, PivotError
 from ..execution.eth_api import EthApi
 from ..execution.eth_json import header_json, log_json, transaction_json
 from ..execution.genesis import Genesis, GenesisError, dev_genesis, load_genesis
@@ -90,7 +98,16 @@ from ..integration.engine import (
 )
 from ..integration.execution import ExecutionClient
 from ..messages import storage
-from ..messages.engine import BuildPayload, CommitPayload, Committed, GetGenesis
+from ..messages.engine import (
+    BuildPayload,
+    CheckState,
+    CommitPayload,
+    Committed,
+    GetGenesis,
+    GetStateNodes,
+    PutStateNodes,
+    SetPivot,
+)
 from ..messages.eth import ETH_TOPIC, EthHead, EthLog, EthPendingTx, EthRequest
 from ..rpc import encode
 from ..types.execution import (
@@ -332,6 +349,8 @@ class EngineActor(otp.GenServer):
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
         if isinstance(request, EthRequest):
             return await self._answer_eth(request)
+        if isinstance(request, GetStateNodes | PutStateNodes | CheckState | SetPivot):
+            return await self._state(request)
         if not isinstance(request, BuildPayload | CommitPayload | GetGenesis):
             raise otp.UnexpectedMessage(self, "call", request)
         if self.away is not None:
@@ -348,6 +367,37 @@ class EngineActor(otp.GenServer):
                 return exc  # the engine's answer to this request: the actor carries on
         return EngineError(None, f"no complete answer within {budget:g} s "
                            "(engine.request_timeout)", type(request).__name__)
+
+    async def _state(self, request: GetStateNodes | PutStateNodes | CheckState | SetPivot
+                     ) -> Any:
+        """Snap sync's requests (:mod:`node.messages.engine`): served by the embedded engine;
+        an external client downloads its own state, so they are refused with an EngineError
+        saying so. A refusal of the engine (a value that does not hash to its key, a pivot
+        whose state is incomplete) is the answer too: the actor carries on."""
+        await trio.lowlevel.checkpoint()
+        method = type(request).__name__
+        engine = self.embedded
+        if engine is None:
+            return EngineError(None, "state download needs the embedded engine "
+                               "(engine.kind = 'embedded'): an external execution client "
+                               "downloads its own state", method)
+        try:
+            match request:
+                case GetStateNodes(hashes, max_bytes):
+                    return tuple(engine.state_values(hashes, max_bytes))
+                case PutStateNodes(nodes):
+                    return engine.put_state_values(nodes)
+                case CheckState(root):
+                    return await engine.missing_state(root)
+                case SetPivot(payloads, safe, finalized, whole):
+                    try:
+                        return await engine.set_pivot(payloads, safe, finalized,
+                                                      state_whole=whole)
+                    finally:
+                        self._publish_heads()
+        except (PivotError, ValueError) as exc:
+            return EngineError(None, str(exc), method)
+        raise otp.UnexpectedMessage(self, "call", request)
 
     async def _answer_eth(self, request: EthRequest) -> Any:
         """A request of the Ethereum JSON-RPC server (embedded mode), answered from the

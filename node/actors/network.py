@@ -23,6 +23,10 @@ Gossip is forwarded to the other peers when it arrives, except blocks and approv
 (``VALIDATED_TOPICS``), which wait for the ChainActor's ``Relay``: a node passes on only
 what it found valid, so an honest node is never blamed (and banned) for a liar's block.
 
+State values (snap sync): a peer's ``GetStateNodes`` is answered from the EngineActor
+(``engine``), up to :data:`MAX_SERVING` at once like blocks; ``RequestStateNodes`` asks a
+peer and checks every value it returns hashes to its hash.
+
 Faults: a frame that does not decode, a gossip payload that does not decode, flooding, a
 frame over ``max_frame_bytes``: the peer is penalised (100 points: banned at once) and
 disconnected. A request that times out costs 20 points, an answer that does not fit its
@@ -43,11 +47,14 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import attrs
 import trio
+from eth_hash.auto import keccak
 
 import otp
 
 from ..config import ChainConfig, NetworkConfig, structure_section
 from ..errors import CALL_FAILURES
+from ..execution.embedded import STATE_ANSWER_BYTES
+from ..messages import engine as engine_msgs
 from ..messages import storage as storage_msgs
 from ..messages.chain import BLOCKS_TOPIC, BlockImported
 from ..messages.network import (
@@ -66,6 +73,7 @@ from ..messages.network import (
     ReportPeer,
     RequestBlocks,
     RequestFailed,
+    RequestStateNodes,
     RequestStatus,
     gossip_topic,
 )
@@ -144,12 +152,14 @@ class NetworkActor(otp.GenServer):
         storage: str = "storage",
         transport: Transport | None = None,
         bus_prefix: str = "",
+        engine: str = "engine",
     ) -> Any:
         """``config`` is the ``network`` section, ``chain`` the ``chain`` section (its chain
         id goes in the hello). ``transport`` replaces the WebSocket transport (tests,
         simulations: :class:`node.network.memory.MemoryTransport`). ``bus_prefix`` is put
         before every bus topic this actor publishes or subscribes to, so several nodes can
-        share one runtime in a simulation. Returns ``otp.Ignore`` when
+        share one runtime in a simulation. ``engine`` is the EngineActor's name, asked for
+        the state values peers request (snap sync). Returns ``otp.Ignore`` when
         ``network.enabled`` is false."""
         self.cfg: NetworkConfig = structure_section(config or {}, NetworkConfig, "network")
         if not self.cfg.enabled:
@@ -158,6 +168,7 @@ class NetworkActor(otp.GenServer):
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.chain_id = chain_cfg.chain_id
         self.storage = storage
+        self.engine = engine
         self.prefix = bus_prefix
         self.key = (NodeKey.from_hex(self.cfg.node_key, "network.node_key")
                     if self.cfg.node_key
@@ -215,6 +226,12 @@ class NetworkActor(otp.GenServer):
                 if peer is None:
                     return RequestFailed(peer_id, "no_peer", "not connected")
                 otp.start_task_soon(self._request_blocks, from_, peer, start, count)
+                return otp.NoReply
+            case RequestStateNodes(peer_id, hashes):
+                peer = self.peers.get(peer_id)
+                if peer is None:
+                    return RequestFailed(peer_id, "no_peer", "not connected")
+                otp.start_task_soon(self._request_state, from_, peer, hashes)
                 return otp.NoReply
             case RequestStatus(peer_id):
                 peer = self.peers.get(peer_id)
@@ -550,7 +567,14 @@ class NetworkActor(otp.GenServer):
                 else:
                     peer.serving += 1
                     nursery.start_soon(self._serve_blocks, peer, request_id, start, count)
-            case f.BlocksChunk() | f.StatusResponse() | f.ErrorResponse():
+            case f.GetStateNodes(request_id, hashes):
+                if peer.serving >= MAX_SERVING:
+                    self._send_nowait(peer, f.encode_frame(f.ErrorResponse(request_id,
+                                                                           "busy")))
+                else:
+                    peer.serving += 1
+                    nursery.start_soon(self._serve_state, peer, request_id, hashes)
+            case f.BlocksChunk() | f.StatusResponse() | f.StateNodes() | f.ErrorResponse():
                 self._on_response(peer, frame)
             case f.Goodbye(reason):
                 peer.reason = f"goodbye: {reason}"
@@ -597,10 +621,43 @@ class NetworkActor(otp.GenServer):
         finally:
             peer.serving -= 1
 
+    async def _serve_state(self, peer: _Peer, request_id: int, hashes: tuple[bytes, ...]
+                           ) -> None:
+        """Answer a peer's ``GetStateNodes`` from the EngineActor (embedded engine only: any
+        other answer — an external engine, no engine, no answer in time — is an
+        ErrorResponse), within a frame."""
+        try:
+            # Room for the frame's fields and each value's CBOR header.
+            budget = min(STATE_ANSWER_BYTES, self.cfg.max_frame_bytes
+                         - CHUNK_OVERHEAD - 9 * len(hashes))
+            try:
+                answer = await sibling.call(
+                    self.engine, engine_msgs.GetStateNodes(hashes, budget),
+                    timeout=self.cfg.request_timeout / 2, wait=self.cfg.request_timeout / 2)
+            except CALL_FAILURES as exc:
+                logger.warning("state nodes for %s not served: %s", peer.node_id, exc)
+                answer = None
+            if not isinstance(answer, tuple):
+                reason = ("state not served here" if answer is not None
+                          else "execution engine unavailable")
+                await peer.outbox.send(f.encode_frame(f.ErrorResponse(request_id, reason)))
+                return
+            try:
+                frame = f.encode_frame(f.StateNodes(request_id, answer),
+                                       self.cfg.max_frame_bytes)
+            except FrameTooLarge:
+                frame = f.encode_frame(f.ErrorResponse(request_id, "a value is larger "
+                                                       "than a frame"))
+            await peer.outbox.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer left meanwhile
+        finally:
+            peer.serving -= 1
+
     # -- our requests ----------------------------------------------------------------------------
 
     def _on_response(self, peer: _Peer, frame: f.BlocksChunk | f.StatusResponse
-                     | f.ErrorResponse) -> None:
+                     | f.StateNodes | f.ErrorResponse) -> None:
         pending = peer.pending.get(frame.request_id)
         if pending is None:
             # A late answer to a request that timed out is no offence; one to a request we
@@ -630,7 +687,8 @@ class NetworkActor(otp.GenServer):
             pending.answer = frame
             pending.done.set()
 
-    async def _ask(self, peer: _Peer, request: f.BlocksByRange | f.StatusRequest,
+    async def _ask(self, peer: _Peer,
+                   request: f.BlocksByRange | f.StatusRequest | f.GetStateNodes,
                    kind: type[Any]) -> Any:
         """Send ``request`` and wait for its answer: the final frame, or a RequestFailed."""
         pending = peer.pending[request.request_id] = _Pending(kind)
@@ -663,6 +721,27 @@ class NetworkActor(otp.GenServer):
             otp.reply(from_, answer)
             return
         otp.reply(from_, self._check_blocks(peer, start, count, list(answer.blocks)))
+
+    async def _request_state(self, from_: otp.From, peer: _Peer,
+                             hashes: tuple[bytes, ...]) -> None:
+        answer = await self._ask(peer, f.GetStateNodes(self._next_id(), hashes), f.StateNodes)
+        if isinstance(answer, RequestFailed):
+            otp.reply(from_, answer)
+            return
+        values = answer.values
+        problem = None
+        if len(values) > len(hashes):
+            problem = f"{len(values)} values for {len(hashes)} hashes"
+        else:
+            for i, value in enumerate(values):
+                if value and keccak(value) != hashes[i]:
+                    problem = f"value {i} does not hash to 0x{hashes[i].hex()}"
+                    break
+        if problem is not None:
+            self._offence(peer.node_id, rules.Offence.BAD_RESPONSE, problem)
+            otp.reply(from_, RequestFailed(peer.node_id, "invalid", problem))
+            return
+        otp.reply(from_, tuple(values) + (b"",) * (len(hashes) - len(values)))
 
     async def _request_status(self, from_: otp.From, peer: _Peer) -> None:
         answer = await self._ask(peer, f.StatusRequest(self._next_id()), f.StatusResponse)

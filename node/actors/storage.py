@@ -14,7 +14,8 @@ Key layout, schema 2 (integers big-endian; a *ref* is a block hash followed by i
 ``h/`` + height (u64)       hash of the canonical block at that height (raw 32 bytes)
 ``a/`` + height (u64)       hash of the AuxPoW-carrying block at that height (raw)
 ``f/`` + block hash         fees accumulated after that block and not minted yet, in wei
-                            (``u256``)
+                            (``u256``); empty: unknown (snap sync stored blocks without
+                            executing them)
 ``m/head``                  ref of the head
 ``m/finalized``             ref of the last finalized block
 ``m/auxpow``                ref of the latest block carrying an AuxPoW header
@@ -273,11 +274,15 @@ class ChainStore:
             raise StorageCorrupt(KEY_VOTES, f"is not a vote lock: {exc}") from None
         return lock
 
-    def fees(self, block_hash: bytes) -> int:
+    def fees(self, block_hash: bytes) -> int | None:
+        """The fees accumulated after the block and not minted yet; None: unknown (an empty
+        record: snap sync stored blocks without executing them)."""
         key = fees_key(block_hash)
         raw = self.db.get(key)
         if raw is None:
             return 0
+        if raw == b"":
+            return None
         if len(raw) != 32:
             raise StorageCorrupt(key, f"expected a 32-byte amount, found {len(raw)} bytes")
         return int.from_bytes(raw, "big")
@@ -458,7 +463,7 @@ class ChainStore:
         ref = block.ref()
         message = block.message
         batch.put(block_key(ref.hash), encoding.encode_signed_block(block))
-        batch.put(fees_key(ref.hash), put.fees.to_bytes(32, "big"))
+        batch.put(fees_key(ref.hash), b"" if put.fees is None else put.fees.to_bytes(32, "big"))
         if put.head:
             batch.put(height_key(ref.height), ref.hash)
             batch.put(KEY_HEAD, encode_ref(ref))
@@ -467,7 +472,9 @@ class ChainStore:
             for txid, _bitcoin_block in message.pegins:
                 batch.put(credited_key(txid), encode_ref(ref))
         header = message.auxpow_header
-        if header is not None:
+        if header is not None and put.head:
+            # Only a canonical block is the latest AuxPoW block; a block kept aside (a
+            # proposal this node voted for, not imported yet) indexes nothing.
             batch.put(auxpow_key(ref.height), ref.hash)
             batch.put(KEY_AUXPOW, encode_ref(ref))
             if queued is not None and queued.range_end == header.range_end:

@@ -29,17 +29,32 @@ The pipeline, each stage running while the others do:
    (heights asked for, each the child of the one before, the first a child of the block
    before the range when that one is known) and its aggregate signatures verified as one
    random-coefficient batch by :func:`~node.workflows.block_signatures.verify_blocks` in the
-   :class:`~node.crypto.verifier.SignatureVerifier`'s worker thread, in a task: the actor
-   keeps answering meanwhile. The request stays in flight until its blocks are verified;
-   blocks up to the first bad one are kept, and a peer that sent a bad signature or blocks
-   that do not chain is reported to the network (``ReportPeer(INVALID_BLOCK)``) and pays a
-   failure, its range going to another peer.
+   verifier's worker — a process of its own (:class:`~node.crypto.verifier.ProcessVerifier`,
+   ``sync.verify_in_process``, the default: a core the actors do not share) or a thread —
+   in a task: the actor keeps answering meanwhile. The request stays in flight until its
+   blocks are verified; blocks up to the first bad one are kept, and a peer that sent a bad
+   signature or blocks that do not chain is reported to the network
+   (``ReportPeer(INVALID_BLOCK)``) and pays a failure, its range going to another peer.
 3. **import** — verified blocks are kept by height; when the next range starts right after
    the head, its blocks go to the ChainActor in calls of ``sync.import_batch`` blocks
    (``ImportBlocks(blocks, signatures_verified=True)``: every other rule is checked there),
    one call at a time, in a task. A block the chain refuses sends what is left of its
    range back to the queue and costs the peer that sent it
    (:func:`~node.workflows.sync.rejected`); a chain that is restarting is waited for.
+
+**Snap sync** (``sync.mode = "snap"``, :func:`~node.workflows.sync.snap_pivot`): a node at
+genesis with peers far enough ahead picks a pivot ``sync.pivot_depth`` below their head. The
+blocks up to it are imported with ``execute=False`` (every consensus rule but their
+withdrawals; not executed), and never in one call with the blocks after it
+(:func:`~node.workflows.sync.import_span`). Meanwhile a task fetches the pivot block from a
+peer, verifies its approvals and downloads the state under its state root
+(:mod:`node.workflows.state_sync`: the engine's own store first, then peers by
+``RequestStateNodes``, every value checked, stored with ``PutStateNodes``). With the head at
+the pivot and that state whole, the ChainActor is asked to make the pivot the engine's head
+(``PivotAtHead``); the blocks after it are then imported as in a full sync. If the imported
+block at the pivot is not the one a peer sent, the state of the imported one is downloaded.
+A restart mid-way goes on as a full sync (the head is no longer genesis): the engine then
+executes the stored history when the next block needs it.
 
 Progress: :class:`~node.workflows.sync.SyncProgress` on the bus topic ``sync.progress`` at
 every change of ``synced``, and at most once a second otherwise while syncing (the
@@ -67,11 +82,19 @@ import trio
 import otp
 
 from .. import metrics
-from ..config import ChainConfig, NetworkConfig, structure_section
+from ..config import BridgeConfig, ChainConfig, EngineConfig, NetworkConfig, structure_section
 from ..crypto import bls
-from ..crypto.verifier import SignatureVerifier
+from ..crypto.verifier import ProcessVerifier, SignatureVerifier
 from ..errors import CALL_FAILURES, KeyFileError
-from ..messages.chain import BLOCKS_TOPIC, BlockImported, GetStatus, ImportBlocks, ImportedBlocks
+from ..messages.chain import (
+    BLOCKS_TOPIC,
+    BlockImported,
+    GetStatus,
+    ImportBlocks,
+    ImportedBlocks,
+    PivotAtHead,
+)
+from ..messages.engine import GetStateNodes, PutStateNodes
 from ..messages.network import (
     PEERS_TOPIC,
     GetPeers,
@@ -83,11 +106,14 @@ from ..messages.network import (
     ReportPeer,
     RequestBlocks,
     RequestFailed,
+    RequestStateNodes,
     gossip_topic,
 )
 from ..messages.sync import SYNC_TOPIC, GetSyncProgress
 from ..network.gossip import CONSENSUS_BLOCK
 from ..types.chain import BlockRef, SignedConsensusBlock
+from ..types.execution import EngineError
+from ..workflows import state_sync
 from ..workflows import sync as rules
 from ..workflows.block_signatures import verify_blocks
 from ..workflows.chain import BlockError
@@ -146,6 +172,58 @@ class _Verified:
 @attrs.frozen
 class _Imported:
     answer: ImportedBlocks | Exception
+    blocks: tuple[SignedConsensusBlock, ...] = ()
+
+
+@attrs.frozen
+class _PivotBlock:
+    """Snap: the block at the pivot height, from a peer, its signatures verified."""
+
+    block: SignedConsensusBlock
+
+
+@attrs.frozen
+class _StateWhole:
+    """Snap: the whole state under ``root`` is in the engine's store."""
+
+    root: bytes
+    download: state_sync.StateDownload
+
+
+@attrs.frozen
+class _StateFailed:
+    """Snap: the state under ``root`` cannot be had (a malformed node under a signed root)."""
+
+    root: bytes
+    reason: str
+
+
+@attrs.frozen
+class _Pivoted:
+    answer: BlockRef | Exception
+
+
+class _StateRefused(Exception):
+    """The engine would not store downloaded state values."""
+
+
+@attrs.define
+class _Snap:
+    """A snap sync under way (see :func:`rules.snap_pivot`)."""
+
+    #: The pivot height: blocks up to it are stored without executing them.
+    pivot: int
+    #: The block at the pivot from a peer (signatures verified), once it is here.
+    block: SignedConsensusBlock | None = None
+    #: The last block imported as history (the pivot, once the head is there).
+    last: SignedConsensusBlock | None = None
+    #: The state root being downloaded, and the one found whole.
+    root: bytes | None = None
+    whole: bytes | None = None
+    #: The download's task, and whether the engine is being asked to take the pivot.
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    pivoting: bool = False
+    started: float = 0.0
 
 
 def authorities_from(chain: ChainConfig, data_dir: str) -> tuple[bls.PublicKey, ...]:
@@ -178,6 +256,9 @@ class SyncActor(otp.GenServer):
         chain_actor: str = "chain",
         bus_prefix: str = "",
         verifier: SignatureVerifier | None = None,
+        engine: Any = None,
+        bridge: Any = None,
+        engine_actor: str = "engine",
     ) -> Any:
         """``config`` is the ``sync`` section, ``network`` the ``network`` section (sync runs
         only when it is enabled: otherwise ``otp.Ignore``), ``chain`` the ``chain`` section
@@ -192,7 +273,27 @@ class SyncActor(otp.GenServer):
         chain_cfg: ChainConfig = structure_section(chain or {}, ChainConfig, "chain")
         self.authorities = authorities_from(chain_cfg, data_dir)
         self.network, self.chain, self.prefix = network_actor, chain_actor, bus_prefix
-        self.verifier = verifier or SignatureVerifier()
+        self.engine = engine_actor
+        #: None until decided; then the snap sync under way, or False (full sync).
+        self.snap: _Snap | bool | None = None
+        if self.cfg.mode == "snap":
+            engine_cfg: EngineConfig = structure_section(engine or {}, EngineConfig, "engine")
+            bridge_cfg: BridgeConfig = structure_section(bridge or {}, BridgeConfig, "bridge")
+            if engine_cfg.kind != "embedded":
+                logger.warning("sync.mode = \"snap\" needs the embedded engine (an external "
+                               "one syncs its own state): syncing in full")
+                self.snap = False
+            elif bridge_cfg.enabled:
+                logger.warning("sync.mode = \"snap\" is not possible with the bridge (the "
+                               "peg reads the receipts of every block): syncing in full")
+                self.snap = False
+        else:
+            self.snap = False
+        if verifier is None:
+            verifier = (ProcessVerifier() if self.cfg.verify_in_process
+                        else SignatureVerifier())
+        self.verifier = verifier
+        otp.start_task_soon(self.verifier.serve)
         for topic in (PEERS_TOPIC, gossip_topic(CONSENSUS_BLOCK), BLOCKS_TOPIC):
             otp.bus.subscribe(self.prefix + topic)
         status = await sibling.call(self.chain, GetStatus(), wait=INIT_WAIT)
@@ -216,6 +317,10 @@ class SyncActor(otp.GenServer):
         self.tasks: dict[int, tuple[rules.Request, trio.CancelScope]] = {}
         self.serial = 0
         self.importing = False
+        #: The last height of the import call out.
+        self.importing_to = 0
+        #: The latest block of the call out the chain announced (BlockImported).
+        self.imported_ref: BlockRef | None = None
         self.import_after = 0.0
         self.network_ref: int | None = None
         now = trio.current_time()
@@ -259,6 +364,13 @@ class SyncActor(otp.GenServer):
                 if known is None or block.height > known.head:
                     self.state = rules.peer_status(self.state, peer, block.height)
             case BlockImported(ref=ref):
+                if self.importing and ref.height <= self.importing_to:
+                    # One of the blocks of this actor's own import call: its answer moves
+                    # the head once for them all (not a step per block); kept in case the
+                    # call fails after the chain stored some of them.
+                    self.imported_ref = ref
+                    await trio.lowlevel.checkpoint()
+                    return
                 self._head_at(ref)
             case otp.Down(ref=ref) if ref == self.network_ref:
                 logger.warning("sync: the network actor exited; its peers are gone")
@@ -269,8 +381,10 @@ class SyncActor(otp.GenServer):
                 self._downloaded(serial, answer, now)
             case _Verified():
                 self._verified(msg, now)
-            case _Imported(answer):
-                self._imported(answer, now)
+            case _Imported(answer, blocks):
+                self._imported(answer, now, blocks)
+            case _PivotBlock() | _StateWhole() | _StateFailed() | _Pivoted():
+                self._snap_event(msg, now)
             case _:
                 await super().handle_info(msg)
                 return
@@ -315,6 +429,9 @@ class SyncActor(otp.GenServer):
             scope = trio.CancelScope()
             self.tasks[self.serial] = (request, scope)
             otp.start_task_soon(self._download, self.serial, request, scope)
+        if self.snap is None:
+            self._decide_snap(now)
+        self._pivot_if_ready(now)
         self._import_next(now)
         self._report(now)
 
@@ -423,16 +540,22 @@ class SyncActor(otp.GenServer):
         ready = rules.next_to_import(self.state)
         if ready is None:
             return
-        end = min(ready.end, ready.start + self.cfg.import_batch - 1)
-        blocks = tuple(self.blocks[h] for h in range(ready.start, end + 1))
-        self.importing = True
-        otp.start_task_soon(self._import, blocks)
+        snap = self.snap if isinstance(self.snap, _Snap) else None
+        planned = rules.import_span(ready, self.cfg.import_batch,
+                                    None if snap is None else snap.pivot)
+        if planned is None:
+            return  # after the pivot: the engine takes the pivot's state first
+        span, execute = planned
+        blocks = tuple(self.blocks[h] for h in range(span.start, span.end + 1))
+        self.importing, self.importing_to, self.imported_ref = True, span.end, None
+        otp.start_task_soon(self._import, blocks, execute)
 
-    async def _import(self, blocks: tuple[SignedConsensusBlock, ...]) -> None:
+    async def _import(self, blocks: tuple[SignedConsensusBlock, ...], execute: bool) -> None:
         answer: ImportedBlocks | Exception
         started = time.perf_counter()
         try:
-            answer = await otp.call(self.chain, ImportBlocks(blocks, signatures_verified=True),
+            answer = await otp.call(self.chain, ImportBlocks(blocks, signatures_verified=True,
+                                                             execute=execute),
                                     timeout=60.0 + IMPORT_SECONDS_PER_BLOCK * len(blocks))
         except CALL_FAILURES as exc:
             answer = exc
@@ -440,13 +563,18 @@ class SyncActor(otp.GenServer):
         self.seconds["import"] += elapsed
         if isinstance(answer, ImportedBlocks) and answer.count:
             self.import_calls.append((blocks[0].height, answer.count, elapsed))
-        await otp.send(otp.self(), _Imported(answer))
+        await otp.send(otp.self(), _Imported(answer, blocks))
 
-    def _imported(self, answer: ImportedBlocks | Exception, now: float) -> None:
+    def _imported(self, answer: ImportedBlocks | Exception, now: float,
+                  blocks: tuple[SignedConsensusBlock, ...] = ()) -> None:
         self.importing = False
         error = answer.error if isinstance(answer, ImportedBlocks) else answer
         if isinstance(answer, ImportedBlocks):
+            if answer.count and isinstance(self.snap, _Snap):
+                self.snap.last = blocks[answer.count - 1]
             self._head_at(answer.head)
+        elif self.imported_ref is not None:
+            self._head_at(self.imported_ref)  # the call failed after some were stored
         if error is None:
             return
         if not isinstance(error, BlockError):
@@ -490,6 +618,170 @@ class SyncActor(otp.GenServer):
             self.blocks.pop(height, None)
             self.source.pop(height, None)
         self.rate.append((trio.current_time(), ref.height))
+
+    # -- snap sync -----------------------------------------------------------------------------
+
+    def _decide_snap(self, now: float) -> None:
+        """Once peers are known: snap (a pivot, and its state downloaded meanwhile) or full
+        (:func:`rules.snap_pivot`)."""
+        if self.state.target <= self.state.head:
+            return  # no peer ahead yet
+        pivot = rules.snap_pivot(self.state.head, self.state.target, self.cfg)
+        if pivot is None:
+            self.snap = False
+            return
+        snap = self.snap = _Snap(pivot, started=now)
+        logger.info("sync: snap sync to #%d: blocks #1..#%d stored without executing them, "
+                    "the EVM state at #%d downloaded from the peers", self.state.target,
+                    pivot, pivot)
+        otp.start_task_soon(self._fetch_state, snap, None)
+
+    def _snap_peers(self, height: int) -> list[str]:
+        """The peers that have ``height``, the least failing first."""
+        usable = [p for p in self.state.peers if p.connected and p.head >= height]
+        return [p.peer for p in sorted(usable, key=lambda p: p.breaker.failures)]
+
+    async def _fetch_state(self, snap: _Snap, root: bytes | None) -> None:
+        """The pivot block (when ``root`` is not given: its state root is the one to
+        download), then the state under the root, into the engine's store."""
+        with snap.scope:
+            if root is None:
+                block = await self._pivot_block(snap.pivot)
+                await otp.send(otp.self(), _PivotBlock(block))
+                root = block.message.execution_payload.state_root
+            try:
+                download = await self._download_state(snap, root)
+            except (state_sync.BadNode, _StateRefused) as exc:
+                await otp.send(otp.self(), _StateFailed(root, str(exc)))
+                return
+            await otp.send(otp.self(), _StateWhole(root, download))
+
+    async def _pivot_block(self, height: int) -> SignedConsensusBlock:
+        """The block at ``height`` from a peer, its approvals verified (a peer that sends a
+        bad one is reported)."""
+        while True:
+            for peer in self._snap_peers(height):
+                try:
+                    answer = await otp.call(self.network, RequestBlocks(peer, height, 1),
+                                            timeout=self.cfg.request_timeout + CALL_MARGIN)
+                except CALL_FAILURES:
+                    continue
+                if not isinstance(answer, list) or len(answer) != 1:
+                    continue
+                if answer[0].height != height:
+                    self._report_peer(peer, f"asked for block #{height}, sent "
+                                      f"#{answer[0].height}")
+                    continue
+                if await verify_blocks(answer, self.authorities, self.verifier):
+                    self._report_peer(peer, f"block #{height}: its approvals do not verify")
+                    continue
+                return answer[0]
+            await trio.sleep(TICK)
+
+    async def _download_state(self, snap: _Snap, root: bytes) -> state_sync.StateDownload:
+        """The state under ``root``: what the engine's store has already (a download cut
+        short before), the rest from peers, every value checked against its hash
+        (:mod:`node.workflows.state_sync`) and stored in the engine."""
+        snap.root = root
+        download = state_sync.start(root)
+        turn = 0
+        while not download.done:
+            download, wants = state_sync.next_batch(download, self.cfg.state_batch)
+            hashes = tuple(w.hash for w in wants)
+            local = await otp.call(self.engine, GetStateNodes(hashes), timeout=INIT_WAIT)
+            values = list(local) if isinstance(local, tuple) else []
+            values += [b""] * (len(hashes) - len(values))
+            lacking = [i for i, value in enumerate(values) if not value]
+            if lacking:
+                peers = self._snap_peers(snap.pivot)
+                if not peers:
+                    download = state_sync.failed(download, wants)
+                    await trio.sleep(TICK)
+                    continue
+                peer = peers[turn % len(peers)]
+                turn += 1
+                try:
+                    got = await otp.call(self.network, RequestStateNodes(
+                        peer, tuple(hashes[i] for i in lacking)),
+                        timeout=self.cfg.request_timeout + CALL_MARGIN)
+                except CALL_FAILURES as exc:
+                    got = RequestFailed(peer, "disconnected", str(exc))
+                if isinstance(got, RequestFailed):
+                    logger.info("sync: state values from %s failed (%s)", peer, got)
+                    download = state_sync.failed(download, wants)
+                    continue
+                for i, value in zip(lacking, got, strict=True):
+                    values[i] = value
+            answer = state_sync.answered(download, wants, values)
+            if answer.store:
+                stored = await otp.call(self.engine, PutStateNodes(answer.store),
+                                        timeout=INIT_WAIT)
+                if isinstance(stored, EngineError):
+                    raise _StateRefused(f"the engine refused the values: {stored}")
+            download = answer.download
+        return download
+
+    def _snap_event(self, msg: Any, now: float) -> None:
+        snap = self.snap
+        if not isinstance(snap, _Snap):
+            return
+        match msg:
+            case _PivotBlock(block):
+                snap.block = block
+            case _StateWhole(root, download):
+                if root == snap.root:
+                    snap.whole = root
+                    logger.info("sync: the state at #%d is here: %d accounts, %d trie nodes, "
+                                "%d codes, %.1f MB in %.1f s", snap.pivot, download.accounts,
+                                download.nodes, download.codes, download.bytes / 1e6,
+                                now - snap.started)
+            case _StateFailed(root, reason):
+                logger.error("sync: the state under 0x%s cannot be downloaded (%s): the "
+                             "engine will execute the stored history instead", root.hex(),
+                             reason)
+                self.snap = False
+            case _Pivoted(answer):
+                snap.pivoting = False
+                if isinstance(answer, BlockRef):
+                    logger.info("sync: snap sync's pivot #%d taken in %.1f s; executing the "
+                                "blocks after it", answer.height, now - snap.started)
+                    self.snap = False
+                else:
+                    logger.warning("sync: the chain did not take the pivot: %s", answer)
+                    self.import_after = now + IMPORT_RETRY
+        self._pivot_if_ready(now)
+
+    def _pivot_if_ready(self, now: float) -> None:
+        """With the head at the pivot: if the state downloaded is that block's, have the
+        chain make it the engine's head; if it is another block's (the peer's pivot block
+        was not on the chain imported), download the right one (what is stored is kept)."""
+        snap = self.snap
+        if not isinstance(snap, _Snap) or snap.pivoting or self.state.head != snap.pivot:
+            return
+        last = snap.last
+        if last is None or last.height != snap.pivot:
+            return
+        root = last.message.execution_payload.state_root
+        if snap.root is not None and snap.root != root:
+            logger.warning("sync: the pivot block a peer sent is not the one imported: "
+                           "downloading the state of #%d %s", snap.pivot, last.hash().hex()[:16])
+            snap.scope.cancel()
+            snap.scope = trio.CancelScope()
+            snap.root = root
+            otp.start_task_soon(self._fetch_state, snap, root)
+            return
+        if snap.whole != root or now < self.import_after:
+            return
+        snap.pivoting = True
+        otp.start_task_soon(self._take_pivot)
+
+    async def _take_pivot(self) -> None:
+        answer: BlockRef | Exception
+        try:
+            answer = await otp.call(self.chain, PivotAtHead(state_whole=True), timeout=600.0)
+        except CALL_FAILURES as exc:
+            answer = exc
+        await otp.send(otp.self(), _Pivoted(answer))
 
     # -- progress ------------------------------------------------------------------------------
 

@@ -12,20 +12,40 @@ so cancellation waits for at most one chunk: a thread cannot be interrupted, and
 verifier never abandons one (``abandon_on_cancel=False``), so no work outlives the caller.
 The thread is Trio's, from its thread cache; the limiter is what makes it this verifier's,
 and :meth:`SignatureVerifier.statistics` measures it.
+
+The binding holds the GIL, so a thread takes its CPU from the actors. :class:`ProcessVerifier`
+runs the same work in one worker process instead (``trio-parallel``: a Trio-native process
+pool, its worker spawned once and kept): the verification runs on a core of its own while the
+node decodes, checks and stores blocks on the other. Only bytes cross to it
+(:func:`verify_keyed`: the authorities' keys, and per set the indexes of its signers, the
+message and the signature); the worker decodes each key once. Its owner runs
+:meth:`ProcessVerifier.serve` as a task (the worker lives as long as that task, and is shut
+down when it ends); a :meth:`~SignatureVerifier.run` before the worker is up waits for it.
+Sync uses it (``sync.verify_in_process``, on by default); the simulation keeps verification
+in its own task (deterministic virtual time).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar, TypeVarTuple, Unpack
+from typing import Any, TypeAlias, TypeVar, TypeVarTuple, Unpack
 
 import attrs
 import trio
+import trio_parallel
 
+from . import bls
 from .batch import BatchVerdict, SignatureSet, verify_batch
 
-__all__ = ["SignatureVerifier", "VerifierStatistics"]
+__all__ = ["KeyedSet", "ProcessVerifier", "SignatureVerifier", "VerifierStatistics",
+           "verify_keyed"]
+
+#: One signature set as bytes: the indexes of its signers among the authorities, the message,
+#: the signature (:func:`verify_keyed`).
+KeyedSet: TypeAlias = tuple[Sequence[int], bytes, bytes]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -62,6 +82,12 @@ class SignatureVerifier:
         self._bad = 0
         self._busy_seconds = 0.0
         self._longest = 0.0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Nothing to run for a thread (see :meth:`ProcessVerifier.serve`)."""
+        await trio.lowlevel.checkpoint()
+        task_status.started()
 
     async def run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         """``fn(*args)`` in the worker thread; its result, or its exception re-raised here.
@@ -111,3 +137,66 @@ class SignatureVerifier:
             waiting=limiter.tasks_waiting,
             busy=limiter.borrowed_tokens > 0,
         )
+
+
+class ProcessVerifier(SignatureVerifier):
+    """Runs the checks in one worker process: see the module docstring. ``fn`` and its
+    arguments must pickle (a module-level function over bytes: :func:`verify_keyed`)."""
+
+    def __init__(self, chunk: int = 256) -> None:
+        super().__init__(chunk)
+        self._context: trio_parallel.WorkerContext | None = None
+        self._ready = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """The worker's lifetime: spawn it (and load the binding in it), serve runs until
+        cancelled, then shut it down (waiting for a run in progress, as the thread does)."""
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf) as context:
+            await context.run_sync(_warm, limiter=self._limiter)
+            self._context = context
+            self._ready.set()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._context = None
+                self._ready = trio.Event()
+
+    async def run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
+        """``fn(*args)`` in the worker process; its result, or its exception re-raised
+        here. A run in progress is not abandoned when the caller is cancelled."""
+        await self._ready.wait()
+        context = self._context
+        assert context is not None
+        result, elapsed = await context.run_sync(_timed, fn, *args, limiter=self._limiter)
+        self._runs += 1
+        self._busy_seconds += elapsed
+        self._longest = max(self._longest, elapsed)
+        return result  # type: ignore[no-any-return]
+
+
+def _warm() -> None:
+    """Load the binding and the batch code in the worker."""
+    verify_batch([])
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(data: bytes) -> bls.PublicKey:
+    """An authority's key, validated once per process (keys repeat from batch to batch)."""
+    return bls.PublicKey.from_bytes(data)
+
+
+def verify_keyed(authorities: Sequence[bytes], sets: Sequence[KeyedSet]) -> BatchVerdict:
+    """:func:`~node.crypto.batch.verify_batch` over sets given as bytes: ``authorities`` are
+    the keys (each validated, :meth:`bls.PublicKey.from_bytes`), and each set names its
+    signers by index among them. CPU-bound: run it in a verifier."""
+    keys = [_key(bytes(data)) for data in authorities]
+    return verify_batch([SignatureSet([keys[i] for i in indexes], message, signature)
+                         for indexes, message, signature in sets])

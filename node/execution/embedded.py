@@ -40,6 +40,7 @@ ours, whose lengths (never 32) keep them apart from py-evm's:
 ==========================  =================================================================
 ``alys:meta``               format ``alys-evm/1`` and the genesis block hash
 ``alys:fc``                 head, safe and finalized hashes (96 bytes)
+``alys:pivot``              u64 number + hash of the block whose state was downloaded
 ``alys:n/`` + u64           the canonical block hash at that number
 ``alys:b/`` + hash          the block (RLP: header, transactions, uncles, withdrawals)
 ``alys:r/`` + hash          its receipts (RLP list of each receipt's encoding)
@@ -53,6 +54,14 @@ a scratch overlay that is dropped unless the block is imported. So a process kil
 moment leaves a database at the end of some operation: the state of every stored block is
 complete, and the head is a stored block. The state survives restarts as it is; nothing is
 replayed. A database made from another genesis is refused.
+
+**Snap sync** (:mod:`node.workflows.state_sync`): instead of executing history, a new
+node downloads the state at a recent block P from peers — :meth:`EmbeddedEngine.state_values`
+serves trie nodes and code by hash, :meth:`EmbeddedEngine.put_state_values` stores what was
+downloaded and verified, :meth:`EmbeddedEngine.set_pivot` makes P the head once its whole
+state is present (with P's ancestors' headers and blocks, given by the caller), after which
+P+1 and later blocks are executed as usual. Blocks before P have no receipts and no state
+here (see :meth:`EmbeddedEngine.set_pivot`).
 
 Not reentrant: one caller at a time (the EngineActor serializes every call). Execution is
 CPU-bound and runs in the caller's task, yielding to Trio every few transactions.
@@ -108,6 +117,7 @@ from node.types.execution import (
     Receipt,
     Withdrawal,
 )
+from node.workflows import state_sync
 
 from .db import LevelStore, MemoryStore, Overlay, Store
 from .genesis import Genesis, dev_genesis
@@ -134,6 +144,7 @@ __all__ = [
     "CallResult",
     "EmbeddedEngine",
     "EngineStateError",
+    "PivotError",
     "header_of_payload",
 ]
 
@@ -170,6 +181,14 @@ GWEI: Final = 10**9
 FORMAT: Final = b"alys-evm/1"
 _META: Final = b"alys:meta"
 _FC: Final = b"alys:fc"
+#: The block whose state was downloaded (u64 number + hash), if any.
+_PIVOT: Final = b"alys:pivot"
+#: Hashes looked up per step of a walk of the stored state.
+_WALK_BATCH: Final = 1024
+#: At most this many bytes of values in one answer to a state download.
+STATE_ANSWER_BYTES: Final = 1 << 19
+#: Blocks a pivot needs at least (itself and 255 ancestors) unless they reach a known block.
+PIVOT_ANCESTORS: Final = 256
 _MAX_BUILDS: Final = 16
 _MAX_INVALID: Final = 1024
 _HEADER_CACHE: Final = 4096
@@ -240,6 +259,11 @@ class AlysVM(ShanghaiVM):
 
 
 _VM: Any = AlysVM
+
+
+class PivotError(ValueError):
+    """:meth:`EmbeddedEngine.set_pivot` refused: the state is incomplete or the payloads do
+    not fit; the message says which. Nothing changed."""
 
 
 class EngineStateError(ValueError):
@@ -613,6 +637,224 @@ class EmbeddedEngine:
         header = self._header(block_hash if block_hash is not None else self._head)
         return int(self.state_at(header).get_nonce(address))
 
+    # ------------------------------------------------------------------ state download
+
+    def state_values(self, hashes: Sequence[bytes], max_bytes: int = STATE_ANSWER_BYTES
+                     ) -> list[bytes]:
+        """The values stored under ``hashes`` — trie nodes and contract code, for a peer
+        downloading the state (:mod:`node.workflows.state_sync`) — position by position, an
+        empty value for a hash this engine does not have. Only values that hash to their key
+        are answered: the store's other records (blocks, receipts, indexes under keys of
+        ours) never leave it. Block headers are stored under their hash too and are answered
+        like nodes: public data, as content-addressed as a node. The answer stops (it is
+        shorter than ``hashes``: the rest count as missing) before its values would pass
+        ``max_bytes`` in all; the first value is always answered whatever its size."""
+        out: list[bytes] = []
+        total = 0
+        for key in hashes:
+            value = self._db.get(key) if isinstance(key, bytes) and len(key) == 32 else None
+            if value is None or keccak(value) != key:
+                value = b""
+            if out and total + len(value) > max_bytes:
+                break
+            total += len(value)
+            out.append(value)
+        return out
+
+    def put_state_values(self, pairs: Sequence[tuple[bytes, bytes]]) -> int:
+        """Store downloaded trie nodes and code, each under its hash, in one batch; returns
+        how many. ``ValueError`` (nothing written) for a pair whose value does not hash to
+        its key. Values outside any complete state are harmless: nothing reads a node its
+        head's state does not reach, and :meth:`set_pivot` checks the whole tree first."""
+        layer = Overlay(self._db)
+        for i, pair in enumerate(pairs):
+            key, value = pair
+            if not isinstance(key, bytes) or not isinstance(value, bytes) or not value \
+                    or keccak(value) != key:
+                raise ValueError(f"state value {i} does not hash to its key "
+                                 f"{key!r:.80}: nothing stored")
+            layer[key] = value
+        count = len(layer.changes)
+        layer.commit()
+        self._db.commit()
+        return count
+
+    def state_problem(self, root: bytes) -> str | None:
+        """None if the whole state under ``root`` (account trie, storage tries, code) is in
+        this engine's store, else what is missing or malformed, in words. Walks every node
+        under the root (:mod:`node.workflows.state_sync` over the store alone): as long as
+        the state has nodes. :meth:`missing_state` is the same, yielding to Trio."""
+        walk = self._state_walk(root)
+        for problem in walk:
+            if problem is not None:
+                return problem
+        return None
+
+    async def missing_state(self, root: bytes) -> str | None:
+        """:meth:`state_problem`, yielding to Trio between batches."""
+        for problem in self._state_walk(root):
+            if problem is not None:
+                return problem
+            await trio.lowlevel.checkpoint()
+        return None
+
+    def _state_walk(self, root: bytes) -> Iterator[str | None]:
+        """Walk the state under ``root`` in the store: yields None after each batch, and a
+        problem (then stops) at the first value missing or malformed."""
+        download = state_sync.start(root)
+        while not download.done:
+            download, batch = state_sync.next_batch(download, _WALK_BATCH)
+            values = [self._db.get(want.hash) or b"" for want in batch]
+            try:
+                answer = state_sync.answered(download, batch, values)
+            except state_sync.BadNode as exc:
+                yield f"the state under 0x{root.hex()} holds a malformed {exc}"
+                return
+            if answer.missing or answer.wrong:
+                gone = next(want for want, value in zip(batch, values, strict=True)
+                            if not value or keccak(value) != want.hash)
+                yield (f"the state under 0x{root.hex()} is incomplete: {gone.kind.value} "
+                       f"0x{gone.hash.hex()} is missing")
+                return
+            download = answer.download
+            yield None
+
+    @property
+    def pivot(self) -> tuple[int, bytes] | None:
+        """The number and hash of the block whose state was downloaded rather than computed
+        (:meth:`set_pivot`), or None: the engine executed every block from genesis."""
+        raw = self._db.get(_PIVOT)
+        if raw is None or len(raw) != 40:
+            return None
+        return struct.unpack(">Q", raw[:8])[0], raw[8:]
+
+    async def set_pivot(self, payloads: Sequence[ExecutionPayload],
+                        safe: bytes = ZERO_HASH, finalized: bytes = ZERO_HASH, *,
+                        state_whole: bool = False) -> bytes:
+        """Make ``payloads[-1]`` (block P) the head without executing anything: its state
+        must already be whole in the store (downloaded with :meth:`put_state_values`).
+        Returns P's hash.
+
+        ``payloads`` are P and its ancestors, oldest first, hash-linked (each the parent of
+        the next, each hashing to its ``block_hash``); the first one's parent must be a
+        block this engine has, or there must be at least :data:`PIVOT_ANCESTORS` of them
+        (P and 255 ancestors: what BLOCKHASH reads while executing P+1 and later blocks).
+        ``safe`` and ``finalized`` are zero or among them (forkchoice needs a block the
+        engine has). Written in one batch — headers and blocks, the canonical and
+        transaction indexes, the forkchoice (head P) and the pivot record — so a process
+        killed before it leaves the engine where it was and one killed after has the pivot
+        whole. Raises :class:`PivotError` (nothing changes) when the state under P's state
+        root is incomplete or the payloads do not fit these rules. ``state_whole``: the
+        caller's download found that state whole (:mod:`node.workflows.state_sync` checked
+        every value and fetched every child), so only the root's presence is checked here,
+        not every node again (a walk as long as the state).
+
+        What the engine can and cannot answer afterwards: the blocks given here are whole
+        (headers, transactions; ``eth_getBlockByNumber/Hash``, BLOCKHASH); older blocks it
+        has never seen (null, as a node that pruned them); no block before P has receipts
+        (``eth_getTransactionReceipt``, ``eth_getLogs`` return nothing for them) and no
+        state but P's is present (``eth_getBalance`` and ``eth_call`` at a block before P
+        fail: missing trie node). Every block after P is executed and whole, as usual.
+        """
+        await trio.lowlevel.checkpoint()
+        with self._exclusive():
+            blocks = self._pivot_blocks(payloads)
+            head = blocks[-1].header
+            hashes = {b.header.hash for b in blocks}
+            for name, h in (("safe", safe), ("finalized", finalized)):
+                if h != ZERO_HASH and h not in hashes and not (
+                        self.header(h) is not None and self._is_ancestor_of_blocks(h, blocks)):
+                    raise PivotError(f"the {name} block 0x{h.hex()} is neither zero nor "
+                                     "among the pivot's blocks")
+            if state_whole:
+                # The caller's download checked every value and fetched every child: the
+                # root being stored is what is left to check.
+                problem = (None if self._db.get(head.state_root) else
+                           f"the state root 0x{head.state_root.hex()} is not stored")
+            else:
+                problem = await self.missing_state(head.state_root)
+            if problem is not None:
+                raise PivotError(f"block {head.block_number} (0x{head.hash.hex()}) cannot be "
+                                 f"the pivot: {problem}")
+            layer = Overlay(self._db)
+            for block in blocks:
+                h = block.header
+                layer[h.hash] = rlp.encode(h)
+                layer[_block_key(h.hash)] = rlp.encode(block)
+                layer[_number_key(h.block_number)] = h.hash
+                for index, tx in enumerate(block.transactions):
+                    layer[_tx_key(tx.hash)] = h.hash + struct.pack(">I", index)
+            # A head the engine had above the pivot leaves the canonical chain.
+            number = head.block_number + 1
+            while (old := self.canonical_hash(number)) is not None:
+                old_block = self.block(old)
+                for tx in old_block.transactions if old_block is not None else ():
+                    layer.drop(_tx_key(tx.hash))
+                layer.drop(_number_key(number))
+                number += 1
+            layer[_FC] = head.hash + safe + finalized
+            layer[_PIVOT] = struct.pack(">Q", head.block_number) + head.hash
+            layer.commit()
+            self._db.commit()
+            self._head, self._safe, self._finalized = head.hash, safe, finalized
+            for block in blocks:
+                _bounded_put(self._headers, block.header.hash, block.header, _HEADER_CACHE)
+            self._new_heads.append(head.hash)
+            self._after_head_change()
+            logger.info("embedded EVM: block #%d (0x%s) is the head, its state downloaded "
+                        "(%d blocks before it stored without execution)", head.block_number,
+                        head.hash.hex(), len(blocks) - 1)
+            return bytes(head.hash)
+
+    def _is_ancestor_of_blocks(self, block_hash: bytes, blocks: Sequence[Block]) -> bool:
+        """Is ``block_hash`` a block this engine has and an ancestor of ``blocks``? Genesis
+        is everyone's (a chain whose safe or finalized block is still genesis names it)."""
+        header = self.header(block_hash)
+        first = blocks[0].header
+        if block_hash == self.genesis_hash:
+            return True
+        return header is not None and (first.parent_hash == block_hash or (
+            header.block_number < first.block_number
+            and self.header(first.parent_hash) is not None
+            and self._is_ancestor(block_hash, first.parent_hash)))
+
+    def _pivot_blocks(self, payloads: Sequence[ExecutionPayload]) -> list[Block]:
+        """``payloads`` as py-evm blocks, checked (see :meth:`set_pivot`)."""
+        if not payloads:
+            raise PivotError("no payloads: the pivot is the last of them")
+        blocks: list[Block] = []
+        for i, payload in enumerate(payloads):
+            if not isinstance(payload, ExecutionPayload):
+                raise PivotError(f"payload {i} is a {type(payload).__name__}")
+            header = header_of_payload(payload)
+            if header.hash != payload.block_hash:
+                raise PivotError(f"payload {i} (block {payload.block_number}) hashes to "
+                                 f"0x{header.hash.hex()}, not its block hash "
+                                 f"0x{payload.block_hash.hex()}")
+            if blocks and (payload.parent_hash != blocks[-1].header.hash
+                           or payload.block_number != blocks[-1].header.block_number + 1):
+                raise PivotError(f"payload {i} (block {payload.block_number}) is not the child "
+                                 f"of payload {i - 1}")
+            try:
+                transactions = [decode_transaction(raw) for raw in payload.transactions]
+            except TxRejected as exc:
+                raise PivotError(f"payload {i} (block {payload.block_number}): a transaction "
+                                 f"does not decode: {exc}") from None
+            blocks.append(ShanghaiBlock(header, transactions=transactions, uncles=(),
+                                        withdrawals=[_evm_withdrawal(w)
+                                                     for w in payload.withdrawals]))
+        first = blocks[0].header
+        if first.block_number == 0:
+            if first.hash != self._genesis_hash:
+                raise PivotError(f"payload 0 is block 0 0x{first.hash.hex()}, not this "
+                                 f"chain's genesis 0x{self._genesis_hash.hex()}")
+        elif self.header(first.parent_hash) is None and len(blocks) < PIVOT_ANCESTORS:
+            raise PivotError(
+                f"{len(blocks)} payloads whose first's parent (block {first.block_number - 1}) "
+                f"this engine does not have: give P and at least {PIVOT_ANCESTORS - 1} "
+                "ancestors (BLOCKHASH reads 256 blocks back)")
+        return blocks
+
     # ------------------------------------------------------------------ the pool
 
     def add_transaction(self, raw: bytes) -> PooledTx:
@@ -722,7 +964,9 @@ class EmbeddedEngine:
         header = self._header(block_hash)
         block = self.block(block_hash)
         receipts = self.block_receipts(block_hash)
-        assert block is not None and receipts is not None
+        if block is None or receipts is None:
+            raise KeyError(f"block {_hex(block_hash)} has no receipts here: it is before the "
+                           "block whose state was downloaded (snap sync), never executed")
         out = []
         previous = 0
         for tx, receipt in zip(block.transactions, receipts, strict=True):

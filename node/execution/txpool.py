@@ -44,6 +44,8 @@ from eth.exceptions import PyEVMError, UnrecognizedTransactionType
 from eth.vm.forks.shanghai import ShanghaiVM
 from eth_utils.exceptions import ValidationError
 
+from .rlpguard import RlpTooDeep, check_depth
+
 __all__ = [
     "ACCOUNT_SLOTS",
     "GLOBAL_SLOTS",
@@ -107,6 +109,11 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
     :class:`TxRejected` when it does not decode."""
     if not raw:
         raise TxRejected("typed transaction too short")
+    try:
+        # Deeply nested lists would overflow rusty-rlp's stack: a segfault, not an error.
+        check_depth(raw)
+    except RlpTooDeep as exc:
+        raise TxRejected(f"rlp: {exc}") from None
     try:
         tx: SignedTransactionAPI = _BUILDER.decode(raw)
     except UnrecognizedTransactionType:

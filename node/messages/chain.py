@@ -68,6 +68,23 @@ class ImportBlocks(otp.Request["ImportedBlocks"]):
 
     blocks: tuple[SignedConsensusBlock, ...]
     signatures_verified: bool = False
+    #: False: history for snap sync — each block checked by every consensus rule but its
+    #: withdrawals and stored without executing its payload (the engine takes the state at
+    #: the last of them with :class:`PivotAtHead`).
+    execute: bool = True
+
+
+@attrs.frozen
+class PivotAtHead(otp.Request["BlockRef | Exception"]):
+    """Snap sync: the engine holds the whole state at the head's payload (downloaded; the
+    blocks up to the head were imported with ``execute=False``): make the head's payload the
+    engine's head, with its ancestors' headers, so that the next block executes on it.
+    Replies the head's BlockRef, or the exception saying why not (nothing changed).
+    ``state_whole``: the caller's download found the state whole (every value checked
+    against its hash, every child fetched: :mod:`node.workflows.state_sync`), so the engine
+    need not walk it again."""
+
+    state_whole: bool = False
 
 
 @attrs.frozen

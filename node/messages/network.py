@@ -24,7 +24,9 @@ Requests
     ``await otp.call("network", RequestBlocks(peer, start, count), timeout=...)`` returns the
     peer's canonical blocks ``start .. start + count - 1`` (fewer if it has fewer; checked to
     be in height order and chained) or a :class:`RequestFailed`; likewise
-    :class:`RequestStatus`. Give the call a timeout longer than ``network.request_timeout``:
+    :class:`RequestStatus`, and :class:`RequestStateNodes` (snap sync: trie nodes and code
+    by hash, each value checked to hash to its hash).
+    Give the call a timeout longer than ``network.request_timeout``:
     the actor answers a peer's silence with ``RequestFailed("timeout")`` itself.
 
 Penalties
@@ -45,7 +47,7 @@ import attrs
 
 import otp
 
-from ..network.frames import MAX_BLOCKS_PER_REQUEST, TOPICS, Status
+from ..network.frames import MAX_BLOCKS_PER_REQUEST, MAX_STATE_HASHES, TOPICS, Status
 from ..network.gossip import ApproveBlock, Payload
 from ..types.chain import SignedConsensusBlock
 from ..workflows.peers import Offence
@@ -67,6 +69,7 @@ __all__ = [
     "ReportPeer",
     "RequestBlocks",
     "RequestFailed",
+    "RequestStateNodes",
     "RequestStatus",
     "Relay",
     "Status",
@@ -143,6 +146,27 @@ class RequestBlocks(otp.Request[list[SignedConsensusBlock] | RequestFailed]):
     peer: str
     start: int = attrs.field(validator=_u64)
     count: int = attrs.field(validator=_count)
+
+
+def _hashes(_inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_STATE_HASHES:
+        raise ValueError(f"{attribute.name} must hold 1..{MAX_STATE_HASHES} hashes")
+    for i, item in enumerate(value):
+        if not isinstance(item, bytes) or len(item) != 32:
+            raise ValueError(f"{attribute.name}[{i}] must be 32 bytes, not {item!r:.80}")
+
+
+@attrs.frozen
+class RequestStateNodes(otp.Request["tuple[bytes, ...] | RequestFailed"]):
+    """Call: the values ``peer`` stores under ``hashes`` (1..384): state trie nodes and
+    code. Replies a tuple, position i for hash i, empty when the peer lacks it (the peer
+    may answer fewer than asked, to bound its answer in bytes: the tuple is padded with
+    empty values). Every value returned hashes to its hash: an answer with one that does
+    not, or with more values than hashes, costs the peer (``BAD_RESPONSE``) and is
+    ``RequestFailed("invalid")``."""
+
+    peer: str
+    hashes: tuple[bytes, ...] = attrs.field(validator=_hashes)
 
 
 @attrs.frozen

@@ -51,10 +51,12 @@ def _hash32(inst: Any, attribute: Any, value: Any) -> None:
 
 
 def _fees(inst: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return  # unknown: the block was stored without executing it (snap sync)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 256:
         raise StorageRequestError(
-            f"{type(inst).__name__}.{attribute.name}: fees are an integer in 0..2**256-1 wei, "
-            f"not {value!r:.40}")
+            f"{type(inst).__name__}.{attribute.name}: fees are None or an integer in "
+            f"0..2**256-1 wei, not {value!r:.40}")
 
 
 def _instance(kind: type[Any], optional: bool = False) -> Any:
@@ -75,9 +77,11 @@ def _instance(kind: type[Any], optional: bool = False) -> Any:
 @attrs.frozen
 class PutBlock(otp.Request["BlockRef"]):
     """Store a block in one synced batch. ``head``: it becomes the head (and the canonical
-    block at its height). ``finalized``: the new last finalized block, if it changed (never
-    lower than the stored one). ``fees``: fees accumulated after this block and not minted
-    yet. A block carrying the queued AuxPoW clears the queued record in the same batch. Its
+    block at its height, the latest AuxPoW block if it carries a header); without it the
+    block is only kept by its hash (a proposal the ChainActor voted for). ``finalized``:
+    the new last finalized block, if it changed (never lower than the stored one).
+    ``fees``: fees accumulated after this block and not minted yet. A block carrying the
+    queued AuxPoW clears the queued record in the same batch (as the head only). Its
     parent must be stored (genesis: height 0 and a zero parent hash). Idempotent: the same
     put twice stores the same records."""
 
@@ -85,7 +89,7 @@ class PutBlock(otp.Request["BlockRef"]):
     head: bool = True
     finalized: BlockRef | None = attrs.field(default=None,
                                              validator=_instance(BlockRef, optional=True))
-    fees: int = attrs.field(default=0, validator=_fees)
+    fees: int | None = attrs.field(default=0, validator=_fees)
 
 
 def _puts(inst: Any, attribute: Any, value: Any) -> None:
@@ -200,8 +204,8 @@ class ChainInfo:
     finalized: BlockRef | None
     last_pow: BlockRef | None
     queued_pow: AuxPowHeader | None
-    #: Fees accumulated after the head and not minted yet.
-    fees: int
+    #: Fees accumulated after the head and not minted yet (None: unknown, snap sync).
+    fees: int | None
     #: This authority's vote lock (node.workflows.prevotes), if any.
     votes: VoteLock | None = None
 

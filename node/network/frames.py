@@ -11,8 +11,9 @@ one is refused with :class:`FrameTooLarge` and the connection is closed. Decodin
 and every problem raises :class:`FrameError` naming what was wrong and where: an empty
 frame, another version, malformed or truncated CBOR, an unknown tag, a missing or extra
 field, a value of the wrong type or out of range (heights are ``u64``, request ids ``u32``,
-``count`` 1..1024, hashes 32 bytes, text at most 256 characters), nesting deeper than the
-codec allows. Gossip payloads are checked separately, by topic (:mod:`node.network.gossip`).
+``count`` 1..1024, hashes 32 bytes, text at most 256 characters, 1..384 state hashes per
+request), nesting deeper than the codec allows. Gossip payloads are checked separately, by
+topic (:mod:`node.network.gossip`).
 
 Frames, by purpose:
 
@@ -22,6 +23,7 @@ handshake          :class:`Hello`, then :class:`Auth` (proof of the hello's key:
 gossip             :class:`Gossip` (``topic``, payload bytes)
 request/response   :class:`BlocksByRange` -> :class:`BlocksChunk` ... (``last``);
                    :class:`StatusRequest` -> :class:`StatusResponse`;
+                   :class:`GetStateNodes` -> :class:`StateNodes` (snap sync);
                    :class:`ErrorResponse` for any request
 liveness, leaving  :class:`Ping` -> :class:`Pong`; :class:`Goodbye`
 =================  ==============================================================
@@ -49,6 +51,9 @@ __all__ = [
     "Auth",
     "ErrorResponse",
     "Frame",
+    "GetStateNodes",
+    "MAX_STATE_HASHES",
+    "StateNodes",
     "Goodbye",
     "Gossip",
     "Hello",
@@ -69,6 +74,9 @@ PROTOCOL_VERSION: Final = 2
 MAX_FRAME_BYTES: Final = 1 << 20
 #: The most blocks one ``blocks_by_range`` request may ask for (as the original).
 MAX_BLOCKS_PER_REQUEST: Final = 1024
+#: The most hashes one ``GetStateNodes`` request may ask for (an answer of trie nodes, each
+#: at most ~600 bytes, stays far under a frame; the server also bounds it in bytes).
+MAX_STATE_HASHES: Final = 384
 #: The gossip topics, the original's names.
 TOPICS: Final = ("consensus_block", "approve_block", "queue_pow", "pegout_signatures")
 #: The longest text field (reasons, node ids).
@@ -118,6 +126,23 @@ def _topic(_inst: Any, attribute: Any, value: Any) -> None:
 def _blocks(_inst: Any, attribute: Any, value: Any) -> None:
     if not isinstance(value, tuple) or len(value) > MAX_BLOCKS_PER_REQUEST:
         raise ValueError(f"{attribute.name} must hold at most {MAX_BLOCKS_PER_REQUEST} blocks")
+    for i, item in enumerate(value):
+        if not isinstance(item, bytes):
+            raise ValueError(f"{attribute.name}[{i}] must be bytes, not "
+                             f"{type(item).__name__}")
+
+
+def _hashes(_inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_STATE_HASHES:
+        raise ValueError(f"{attribute.name} must hold 1..{MAX_STATE_HASHES} hashes")
+    for i, item in enumerate(value):
+        if not isinstance(item, bytes) or len(item) != 32:
+            raise ValueError(f"{attribute.name}[{i}] must be 32 bytes, not {item!r:.80}")
+
+
+def _values(_inst: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, tuple) or len(value) > MAX_STATE_HASHES:
+        raise ValueError(f"{attribute.name} must hold at most {MAX_STATE_HASHES} values")
     for i, item in enumerate(value):
         if not isinstance(item, bytes):
             raise ValueError(f"{attribute.name}[{i}] must be bytes, not "
@@ -205,6 +230,27 @@ class BlocksChunk:
     last: bool = attrs.field(validator=attrs.validators.instance_of(bool))
 
 
+@codec.register(tag="alys.net.GetStateNodes")
+@attrs.frozen
+class GetStateNodes:
+    """Ask for the values stored under ``hashes`` (1..384): state trie nodes and contract
+    code, for snap sync (:mod:`node.workflows.state_sync`)."""
+
+    request_id: int = attrs.field(validator=_uint(32))
+    hashes: tuple[bytes, ...] = attrs.field(validator=_hashes)
+
+
+@codec.register(tag="alys.net.StateNodes")
+@attrs.frozen
+class StateNodes:
+    """The answer to a :class:`GetStateNodes`: position i holds the value of hash i, empty
+    when the peer does not have it; the answer may stop early (the rest are missing), to
+    stay within the peer's byte bound."""
+
+    request_id: int = attrs.field(validator=_uint(32))
+    values: tuple[bytes, ...] = attrs.field(validator=_values)
+
+
 @codec.register(tag="alys.net.StatusRequest")
 @attrs.frozen
 class StatusRequest:
@@ -248,13 +294,14 @@ class Goodbye:
 
 
 Frame = (Hello | Auth | Refuse | Gossip | BlocksByRange | BlocksChunk | StatusRequest
-         | StatusResponse | ErrorResponse | Ping | Pong | Goodbye)
+         | StatusResponse | GetStateNodes | StateNodes | ErrorResponse | Ping | Pong | Goodbye)
 
 FRAME_TYPES: Final = (Hello, Auth, Refuse, Gossip, BlocksByRange, BlocksChunk, StatusRequest,
-                      StatusResponse, ErrorResponse, Ping, Pong, Goodbye)
+                      StatusResponse, GetStateNodes, StateNodes, ErrorResponse, Ping, Pong,
+                      Goodbye)
 
 #: Frames that answer a request, by their ``request_id``.
-RESPONSES: Final = (BlocksChunk, StatusResponse, ErrorResponse)
+RESPONSES: Final = (BlocksChunk, StatusResponse, StateNodes, ErrorResponse)
 
 
 def encode_frame(frame: Frame, max_bytes: int = MAX_FRAME_BYTES) -> bytes:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from ..crypto import bls
 from ..crypto.batch import SignatureSet, verify_batch
-from ..crypto.verifier import SignatureVerifier
+from ..crypto.verifier import KeyedSet, SignatureVerifier, verify_keyed
 from ..types.chain import SignedConsensusBlock
 from .chain import author_index, required_approvals
 
@@ -57,10 +57,19 @@ def block_signatures(
     """What verifying ``blocks``' approvals under ``authorities`` takes (pure; computes each
     block's signing root)."""
     plan = BlockSignatures()
-    n = len(authorities)
+    keyed = _plan(plan, blocks, len(authorities), require_approvals)
+    plan.sets = [SignatureSet([authorities[i] for i in indexes], root, signature)
+                 for indexes, root, signature in keyed]
+    return plan
+
+
+def _plan(plan: BlockSignatures, blocks: Sequence[SignedConsensusBlock], n: int,
+          require_approvals: bool) -> list[KeyedSet]:
+    """Fill ``plan.owners`` and ``plan.refused``; the sets to verify, keys by index."""
     if n == 0:
         raise ValueError("no authorities")
     needed = required_approvals(n)
+    keyed: list[KeyedSet] = []
     for index, signed in enumerate(blocks):
         approvals = signed.signature
         producer = author_index(signed.message.slot, n)
@@ -73,10 +82,9 @@ def block_signatures(
         elif require_approvals and len(indexes) < needed:
             plan.refused[index] = ("approvals", f"{len(indexes)} approvals, {needed} needed")
         else:
-            plan.sets.append(SignatureSet([authorities[i] for i in indexes],
-                                          signed.signing_root(), approvals.signature))
+            keyed.append((tuple(indexes), signed.signing_root(), approvals.signature))
             plan.owners.append(index)
-    return plan
+    return keyed
 
 
 def check_blocks(
@@ -98,27 +106,21 @@ async def verify_blocks(
     *,
     require_approvals: bool = True,
 ) -> list[int]:
-    """:func:`check_blocks` in ``verifier``'s worker thread, off the calling actor's path;
-    signing roots included (hashing a block's encoding costs too). Blocks are sent in chunks
-    of the verifier's :attr:`~SignatureVerifier.chunk`, so cancellation waits for one chunk at
+    """:func:`check_blocks` with the signature work in ``verifier``'s worker (a thread, or a
+    process: :class:`~node.crypto.verifier.ProcessVerifier`), off the calling actor's path.
+    The plain checks and the signing roots are computed here; the worker gets bytes only (the
+    authorities' keys, and per block the indexes of its signers, its signing root and its
+    signature: :func:`~node.crypto.verifier.verify_keyed`). Blocks are sent in chunks of the
+    verifier's :attr:`~SignatureVerifier.chunk`, so cancellation waits for one chunk at
     most."""
+    keys = tuple(key.to_bytes() for key in authorities)
     bad: list[int] = []
     for start in range(0, len(blocks), verifier.chunk):
         part = blocks[start:start + verifier.chunk]
-        found, sets, bad_sets = await verifier.run(
-            _check_part, part, tuple(authorities), require_approvals
-        )
-        verifier.record(sets, bad_sets)
-        bad.extend(start + i for i in found)
+        plan = BlockSignatures()
+        keyed = _plan(plan, part, len(keys), require_approvals)
+        verdict = await verifier.run(verify_keyed, keys, keyed) if keyed else None
+        bad_sets = () if verdict is None else verdict.bad
+        verifier.record(len(keyed), len(bad_sets))
+        bad.extend(start + i for i in plan.bad_blocks(bad_sets))
     return bad
-
-
-def _check_part(
-    blocks: Sequence[SignedConsensusBlock],
-    authorities: tuple[bls.PublicKey, ...],
-    require_approvals: bool,
-) -> tuple[list[int], int, int]:
-    """The bad blocks, and how many sets were verified and found bad (for the statistics)."""
-    plan = block_signatures(blocks, authorities, require_approvals=require_approvals)
-    verdict = verify_batch(plan.sets)
-    return plan.bad_blocks(verdict.bad), len(plan.sets), len(verdict.bad)

@@ -17,8 +17,9 @@ block may not claim peg-ins this node cannot verify.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final, overload
 
 import attrs
 
@@ -244,13 +245,15 @@ class ValidationContext:
     finalized: BlockRef
     #: The canonical blocks after ``finalized`` up to the parent, in order (the range an
     #: AuxPoW header in this block may cover).
-    unfinalized: tuple[BlockRef, ...]
+    unfinalized: Sequence[BlockRef]
     #: The bits the next AuxPoW must meet.
     expected_bits: int
     #: The height of the block carrying the latest AuxPoW (genesis carries one).
     last_pow_height: int = 0
-    #: Fees accumulated after the parent and not minted yet (wei).
-    fees: int = 0
+    #: Fees accumulated after the parent and not minted yet (wei); None: unknown (the node
+    #: snap-synced the blocks they came from without executing them, see
+    #: :func:`import_history`).
+    fees: int | None = 0
     #: The federation's EVM addresses (they share 20% of minted fees).
     federation: tuple[bytes, ...] = ()
     #: Peg-ins this node has verified, by (bitcoin txid, bitcoin block hash).
@@ -264,11 +267,15 @@ def validate_block(
     *,
     require_approvals: bool = True,
     signature_checked: bool = False,
+    history: bool = False,
 ) -> None:
     """Every consensus rule a received block must pass before import; raises BlockError.
     ``signature_checked``: the aggregate signature was verified already, in a batch
     (:func:`node.workflows.block_signatures.verify_blocks`, the same rule); every other
-    check still runs."""
+    check still runs. ``history``: the block is stored without executing its payload (snap
+    sync, :func:`import_history`): its withdrawals (peg-in credits, the fee mint) are taken
+    as its signers approved them, since checking them needs the peg-ins verified on Bitcoin
+    and the fees of executed payloads; every other rule runs."""
     block = signed.message
     if parent is None:
         raise BlockError("unknown-parent", f"parent {block.parent_hash.hex()} is not known")
@@ -308,7 +315,8 @@ def validate_block(
     if require_approvals and len(indexes) < required_approvals(n):
         raise BlockError("approvals", f"{len(indexes)} approvals, {required_approvals(n)} needed")
     validate_pow(block, ctx)
-    validate_withdrawals(block, ctx)
+    if not history:
+        validate_withdrawals(block, ctx)
 
 
 def validate_pow(block: ConsensusBlock, ctx: ValidationContext) -> None:
@@ -367,9 +375,24 @@ def max_blocks_problem(head_height: int, last_pow_height: int,
 
 def validate_withdrawals(block: ConsensusBlock, ctx: ValidationContext) -> None:
     """The payload's withdrawals must be exactly what the block claims: its peg-ins, then
-    (on an AuxPoW block) the mint of the fees accumulated since the previous AuxPoW block."""
-    expected = expected_withdrawals(block, ctx.fees, ctx.federation, ctx.pegins)
+    (on an AuxPoW block) the mint of the fees accumulated since the previous AuxPoW block.
+    With the fees unknown (``ctx.fees`` None, after a snap sync) the mint's amounts cannot
+    be checked: it may only pay the miner and the federation, once each, after the
+    peg-ins."""
     actual = block.execution_payload.withdrawals
+    if ctx.fees is None and block.auxpow_header is not None:
+        credits = pegin_withdrawals(block.pegins, ctx.pegins)
+        if actual[:len(credits)] != tuple(credits):
+            raise BlockError("withdrawals", f"the payload credits {_describe(actual)}, the "
+                             f"block's peg-ins {_describe(credits)}")
+        payees = [block.auxpow_header.fee_recipient, *ctx.federation]
+        for w in actual[len(credits):]:
+            if w.address not in payees or w.index or w.validator_index:
+                raise BlockError("withdrawals", f"the fee mint pays {_describe((w,))}, not "
+                                 "the miner or a federation member")
+            payees.remove(w.address)
+        return
+    expected = expected_withdrawals(block, ctx.fees or 0, ctx.federation, ctx.pegins)
     if actual != tuple(expected):
         raise BlockError("withdrawals", f"the payload credits {_describe(actual)}, the block "
                          f"claims {_describe(expected)}")
@@ -459,10 +482,16 @@ def payload_fees(base_fee_per_gas: int, receipts: Sequence[Receipt]) -> int:
     return total
 
 
-def accumulate_fees(parent_fees: int, block_fees: int, carries_pow: bool) -> int:
+def accumulate_fees(parent_fees: int | None, block_fees: int | None,
+                    carries_pow: bool) -> int | None:
     """Fees not minted yet after a block: an AuxPoW block mints what had accumulated after
-    its parent, so it starts afresh with its own fees; any other block adds its own."""
-    return block_fees if carries_pow else parent_fees + block_fees
+    its parent, so it starts afresh with its own fees; any other block adds its own. None is
+    unknown (a block stored without executing it, or a sum that includes one)."""
+    if carries_pow:
+        return block_fees
+    if parent_fees is None or block_fees is None:
+        return None
+    return parent_fees + block_fees
 
 
 def new_block(
@@ -475,6 +504,73 @@ def new_block(
     """A block on ``parent``; ``pegins`` are the (bitcoin txid, bitcoin block hash) pairs
     whose withdrawals ``payload`` carries (:func:`pegin_withdrawals`)."""
     return ConsensusBlock(parent.hash(), slot, payload, pow_header, tuple(pegins))
+
+
+class RefRun(Sequence[BlockRef]):
+    """An immutable run of block refs that is extended in O(1): the unfinalized range, which
+    grows by one at every import and, on a chain that goes long without PoW, would cost a
+    copy of thousands of refs per block as a tuple.
+
+    Runs made from one another share one list: extending the run that ends at the list's end
+    appends to it (no other run sees the new ref, each knows where it stops); extending any
+    other run copies its refs first. Slices are views. Equal to any sequence of the same refs
+    (a tuple too)."""
+
+    __slots__ = ("_items", "_start", "_stop")
+
+    def __init__(self, refs: Iterable[BlockRef] = ()) -> None:
+        self._items: list[BlockRef] = list(refs)
+        self._start = 0
+        self._stop = len(self._items)
+
+    @classmethod
+    def _view(cls, items: list[BlockRef], start: int, stop: int) -> RefRun:
+        run = cls.__new__(cls)
+        run._items, run._start, run._stop = items, start, stop
+        return run
+
+    def appended(self, ref: BlockRef) -> RefRun:
+        """This run and then ``ref``."""
+        if self._stop == len(self._items):
+            self._items.append(ref)
+            return RefRun._view(self._items, self._start, self._stop + 1)
+        return RefRun([*self, ref])
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> BlockRef: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RefRun: ...
+
+    def __getitem__(self, index: int | slice) -> BlockRef | RefRun:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return RefRun(self[i] for i in range(start, stop, step))
+            return RefRun._view(self._items, self._start + start,
+                                self._start + max(start, stop))
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("RefRun index out of range")
+        return self._items[self._start + (index if index >= 0 else n + index)]
+
+    def __iter__(self) -> Iterator[BlockRef]:
+        return itertools.islice(self._items, self._start, self._stop)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"RefRun({list(self)!r})"
 
 
 # -- the chain's state and how an import changes it ------------------------------------------
@@ -493,9 +589,11 @@ class ChainState:
     last_pow: BlockRef
     last_pow_bits: int
     #: The canonical blocks after ``finalized`` up to the head, in order.
-    unfinalized: tuple[BlockRef, ...]
-    #: Fees accumulated after the head and not minted yet (wei).
-    fees: int
+    unfinalized: Sequence[BlockRef]
+    #: Fees accumulated after the head and not minted yet (wei); None: unknown, since the
+    #: chain after the latest AuxPoW block includes blocks stored without executing them
+    #: (snap sync, :func:`import_history`) — until the next AuxPoW block starts afresh.
+    fees: int | None
 
 
 def blocks_since_pow(state: ChainState) -> int:
@@ -530,7 +628,7 @@ def pow_problem(state: ChainState, header: AuxPowHeader, bits: int) -> BlockErro
 def import_block(
     state: ChainState,
     signed: SignedConsensusBlock,
-    block_fees: int,
+    block_fees: int | None,
     range_end: SignedConsensusBlock | None = None,
 ) -> ChainState:
     """The state after importing ``signed`` (already validated) on the head.
@@ -543,7 +641,9 @@ def import_block(
     if block.parent_hash != state.head.hash():
         raise BlockError("fork", "the block does not extend the head")
     ref = signed.ref()
-    unfinalized = (*state.unfinalized, ref)
+    run = (state.unfinalized if isinstance(state.unfinalized, RefRun)
+           else RefRun(state.unfinalized))
+    unfinalized = run.appended(ref)
     header = block.auxpow_header
     finalized, finalized_payload = state.finalized, state.finalized_payload
     last_pow, last_pow_bits = state.last_pow, state.last_pow_bits
@@ -567,6 +667,19 @@ def import_block(
         unfinalized=unfinalized,
         fees=accumulate_fees(state.fees, block_fees, header is not None),
     )
+
+
+def import_history(
+    state: ChainState,
+    signed: SignedConsensusBlock,
+    range_end: SignedConsensusBlock | None = None,
+) -> ChainState:
+    """:func:`import_block` for a block stored without executing its payload (snap sync:
+    the blocks up to the pivot, validated with ``history=True``). Its fees are unknown, and
+    so are the chain's until the next AuxPoW block starts them afresh; that block's fee mint
+    is checked for its payees only (:func:`validate_withdrawals`). What the node trusts
+    here is what its signers approved: the payload's execution, its withdrawals."""
+    return import_block(state, signed, None, range_end)
 
 
 def validation_context(

@@ -223,20 +223,27 @@ def retarget_ratio(config: DifficultyConfig, blocks_since_pow: int) -> Fraction:
     it becomes ``min(ratio, max_pow_adjustment / 100)`` (sic: ``min``); above 1
     ``min(ratio, 1 + max_pow_adjustment / 100)``; exactly 1 stays 1.
     """
-    _check_blocks_since_pow(blocks_since_pow)
-    blocks = blocks_since_pow or 1  # the original logs "Auxpow height difference is 0"
-    ratio = round(Fraction(blocks, config.pow_target_spacing), 2)
-    bound = Fraction(config.max_pow_adjustment, 100)
-    if ratio < 1:
-        ratio = min(ratio, bound)  # sic: the original clamps with min, not max
-    elif ratio > 1:
-        ratio = min(ratio, 1 + bound)
-    return ratio
+    return Fraction(adjustment_percentage(config, blocks_since_pow), 100)
 
 
 def adjustment_percentage(config: DifficultyConfig, blocks_since_pow: int) -> int:
-    """``int(retarget_ratio * 100)``: the whole percentage the target is scaled by."""
-    return int(retarget_ratio(config, blocks_since_pow) * 100)
+    """``int(retarget_ratio * 100)``: the whole percentage the target is scaled by.
+
+    Computed in integer hundredths (the ratio is rounded to two places, so it is a whole
+    number of them): ``blocks * 100 / spacing`` rounded half to even, then clamped. The
+    validator computes it for every block, so no :class:`Fraction` is made here."""
+    _check_blocks_since_pow(blocks_since_pow)
+    blocks = blocks_since_pow or 1  # the original logs "Auxpow height difference is 0"
+    spacing = config.pow_target_spacing
+    hundredths, remainder = divmod(blocks * 100, spacing)
+    if 2 * remainder > spacing or (2 * remainder == spacing and hundredths & 1):
+        hundredths += 1
+    bound = config.max_pow_adjustment
+    if hundredths < 100:
+        hundredths = min(hundredths, bound)  # sic: the original clamps with min, not max
+    elif hundredths > 100:
+        hundredths = min(hundredths, 100 + bound)
+    return hundredths
 
 
 def original_target_from_bits(bits: int) -> int:

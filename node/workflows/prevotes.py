@@ -10,7 +10,8 @@ votes at that height. A round is a slot number; at each height an authority keep
 * **Prevote** (once per round ``r``, ``r`` the current slot, ``r > prevoted_round``): the
   locked block if locked, else the block of slot ``r`` (its author's block on this node's
   head, valid here) once it arrives. The author of slot ``r``, if locked, builds nothing
-  new: it gossips its locked block again (and prevotes it).
+  new: it gossips its locked block again and prevotes it, and that prevote makes the block
+  round ``r``'s proposal for the unlocked (:func:`round_proposal`).
 * **Polka**: ``q`` prevotes for one block ``X`` in one round ``r`` (signatures checked, one
   per authority per round; a second, different vote of an authority in one round is
   equivocation: dropped and reported). Seen at any time with ``r > locked_round``: lock
@@ -61,6 +62,17 @@ slot (latency far below a slot), every honest authority precommits it in that ro
 decided, every honest authority approves it (``n - f >= q``) and it is imported. A slot
 whose author is down is simply a round without a proposal for the unlocked.
 
+"Every node sees every polka" does not hold everywhere, though: a node's NetworkActor
+forwards each gossip message once and drops it when it comes again, so an authority whose
+ChainActor restarted (its held votes and blocks gone, its network's memory of them not) or
+that was behind when the votes went round is never given them again, however often its
+peers gossip them. It stays unlocked while the others stay locked, and with too few
+unlocked left no block reaches ``q`` prevotes. Two rules close that gap: a locked author's
+prevote in its own round is its proposal of that round (:func:`round_proposal`, Tendermint's
+re-proposal of a locked value), which the unlocked prevote if they hold the block; and the
+ChainActor keeps the block it prevotes aside in storage, so that it holds it again after a
+restart.
+
 With a single authority there are no votes (its own block is imported at once).
 
 **Checking signatures together.** A vote counts only once its signature is checked, but the
@@ -86,7 +98,7 @@ head moves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -105,6 +117,7 @@ __all__ = [
     "add_vote",
     "decided",
     "polka",
+    "round_proposal",
     "sign_vote",
     "step",
     "verify_pending",
@@ -376,6 +389,32 @@ def decided(votes: Votes, authority_count: int) -> bytes | None:
         block = _quorum(votes, PRECOMMIT, round_, needed)
         if block is not None:
             return block
+    return None
+
+
+def round_proposal(votes: Votes, round_: int, author: int, fresh: bytes | None,
+                   held: Container[bytes]) -> bytes | None:
+    """The block of round ``round_`` that an unlocked authority prevotes: ``fresh`` (the
+    author's block of slot ``round_``, held and valid here) if there is one, else the block
+    the round's ``author`` prevoted in ``round_`` (checked), if it is in ``held``: a locked
+    author builds nothing new and proposes its locked block again, and its prevote names it.
+
+    This is Tendermint's re-proposal of a locked value, and what keeps a lock from starving:
+    authorities locked on ``X`` prevote ``X`` round after round, and an authority that never
+    saw their polka (its ChainActor restarted and lost the votes it held, or it was behind
+    when they went round) is never sent those votes again by a network that forwards each
+    message once. Without the re-proposal it prevotes only fresh blocks, which the locked
+    ones never prevote, and with too few unlocked authorities left no block gets ``q``
+    prevotes again at this height. With it, in the next round a locked authority authors,
+    the unlocked ones prevote ``X`` too. Safety is untouched: the proof above constrains only
+    what *locked* honest authorities prevote; an unlocked honest one may prevote any block
+    it holds and found valid."""
+    if fresh is not None:
+        return fresh
+    for vote in votes.held:
+        if vote.kind == PREVOTE and vote.round == round_ and vote.authority_index == author \
+                and vote.block_hash in held:
+            return vote.block_hash
     return None
 
 

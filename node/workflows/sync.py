@@ -78,6 +78,8 @@ __all__ = [
 
 #: The most blocks one blocks-by-range request may ask for (the original's limit).
 MAX_BATCH = 1024
+#: The most state values one request may ask for (the wire's limit, node.network.frames).
+MAX_STATE_BATCH = 384
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -106,8 +108,28 @@ class SyncConfig:
     breaker_reset: float = attrs.field(default=60.0, validator=_positive)
     #: Blocks handed to the ChainActor per import call (the SyncActor's; not a rule).
     import_batch: int = attrs.field(default=128, validator=_positive)
+    #: Verify signatures in a worker process (a core of its own) rather than a thread that
+    #: shares the GIL with the actors (the SyncActor's; not a rule).
+    verify_in_process: bool = True
+    #: ``"full"``: every block executed from genesis. ``"snap"``: a node starting from
+    #: genesis stores the blocks up to a pivot ``pivot_depth`` below the peers' head without
+    #: executing them (every signature and consensus rule but their withdrawals checked),
+    #: downloads the EVM state at the pivot from its peers (every value checked against its
+    #: hash, the root against the pivot's signed header) and executes from there (the
+    #: embedded engine only, and not with the bridge: the peg reads every block's receipts).
+    mode: str = attrs.field(default="full", validator=attrs.validators.in_(("full", "snap")))
+    #: Blocks below the peers' head the pivot is (snap), so that it is in the chain they all
+    #: agree on by the time the download ends.
+    pivot_depth: int = attrs.field(default=64, validator=_positive)
+    #: The fewest blocks a snap sync must skip to be worth it (else: full).
+    snap_min_blocks: int = attrs.field(default=1024, validator=_positive)
+    #: State values asked per request (snap; the wire's limit is 384).
+    state_batch: int = attrs.field(default=384, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
+        if self.state_batch > MAX_STATE_BATCH:
+            raise ValueError(f"sync.state_batch must be at most {MAX_STATE_BATCH}, got "
+                             f"{self.state_batch}")
         if self.batch_size > MAX_BATCH:
             raise ValueError(f"sync.batch_size must be at most {MAX_BATCH}, got "
                              f"{self.batch_size}")
@@ -399,6 +421,31 @@ def expire(state: SyncState, now: float, config: SyncConfig
     for request in late:
         state = range_failed(state, request, Failure.TIMEOUT, now, config)
     return state, late
+
+
+def snap_pivot(head: int, target: int, cfg: SyncConfig) -> int | None:
+    """The pivot height of a snap sync from ``head`` to the peers' ``target``, or None to
+    sync in full: snap is for a node that has nothing but genesis, ``sync.pivot_depth``
+    below the target, and only when it skips at least ``sync.snap_min_blocks`` blocks."""
+    if cfg.mode != "snap" or head != 0:
+        return None
+    pivot = target - cfg.pivot_depth
+    return pivot if pivot >= cfg.snap_min_blocks else None
+
+
+def import_span(ready: Range, batch: int, pivot: int | None) -> tuple[Range, bool] | None:
+    """What of ``ready`` (which starts right after the head) to import in one call, and
+    whether to execute it: up to ``batch`` blocks, never across a snap sync's ``pivot``
+    (history up to it is stored without executing; None when there is no pivot, or the
+    engine executes from it already). None: wait (the blocks after the pivot wait for the
+    engine to take the pivot's state)."""
+    end = min(ready.end, ready.start + batch - 1)
+    if pivot is None:
+        return Range(ready.start, end - ready.start + 1), True
+    if ready.start > pivot:
+        return None
+    end = min(end, pivot)
+    return Range(ready.start, end - ready.start + 1), False
 
 
 def next_to_import(state: SyncState) -> Range | None:

@@ -30,6 +30,8 @@ frames: st.SearchStrategy[f.Frame] = st.one_of(
               st.booleans()),
     st.builds(f.StatusRequest, u32),
     st.builds(f.StatusResponse, u32, statuses),
+    st.builds(f.GetStateNodes, u32, st.lists(hashes, min_size=1, max_size=8).map(tuple)),
+    st.builds(f.StateNodes, u32, st.lists(st.binary(max_size=60), max_size=8).map(tuple)),
     st.builds(f.ErrorResponse, u32, texts),
     st.builds(f.Ping, u64),
     st.builds(f.Pong, u64),

@@ -379,3 +379,17 @@ async def test_an_exception_in_the_worker_reaches_the_caller() -> None:
 def test_a_chunk_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="chunk"):
         SignatureVerifier(chunk=0)
+
+
+def test_one_authoritys_sets_are_summed_by_multi_scalar_multiplication_many_keys_are_not() -> None:
+    """Which way the right-hand side is summed (a cost estimate picks it) never changes the
+    verdict: a bad set among 64 of one key (multi-scalar path), and among sets naming many
+    keys each (per-set weighting), is found either way."""
+    assert batch._msm_cheaper([64], 64)  # sync: every block signed by the same key
+    assert not batch._msm_cheaper([60] * 12, 64)  # every set names 12 of 12 keys
+    one_key = [good_set(i, (0,)) for i in range(64)]
+    one_key[37] = spoiled(one_key[37])
+    assert verify_batch(one_key).bad == (37,)
+    many = [good_set(i, tuple(range(len(keys())))) for i in range(24)]
+    many[5] = spoiled(many[5])
+    assert verify_batch(many).bad == (5,)

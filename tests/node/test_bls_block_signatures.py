@@ -150,3 +150,46 @@ async def test_verify_blocks_runs_in_the_verifier_in_chunks() -> None:
     stats = verifier.statistics()
     assert (stats.runs, stats.sets, stats.bad_sets) == (3, 11, 2)
     assert check_blocks(blocks, pubs) == [4, 9]
+
+
+@pytest.mark.real_clock
+async def test_a_process_verifier_finds_the_same_bad_blocks_in_its_worker_process() -> None:
+    """The worker is a separate process (its pid is not ours); a run before the worker is up
+    waits for it; the answer equals the thread's; ending ``serve`` shuts the worker down."""
+    import os
+
+    import trio
+
+    from node.crypto.verifier import ProcessVerifier
+
+    n = 4
+    pubs = tuple(k.public_key() for k in KEYS[:n])
+    blocks = [sign_with(block_at(s), KEYS, sorted({s % n, (s + 1) % n, (s + 2) % n}))
+              for s in range(1, 12)]
+    blocks[2] = SignedConsensusBlock(blocks[2].message,
+                                     AggregateApproval(blocks[2].signature.bitfield,
+                                                       blocks[3].signature.signature))
+    blocks[7] = SignedConsensusBlock(blocks[7].message,
+                                     AggregateApproval(blocks[7].signature.bitfield,
+                                                       MALFORMED[2]))
+    verifier = ProcessVerifier(chunk=4)
+    async with trio.open_nursery() as nursery:
+        # Asked before the worker exists: waits for serve to bring it up.
+        answer: list[list[int]] = []
+
+        async def ask() -> None:
+            answer.append(await verify_blocks(blocks, pubs, verifier))
+
+        nursery.start_soon(ask)
+        await trio.sleep(0)
+        await nursery.start(verifier.serve)
+        pid = await verifier.run(os.getpid)
+        assert pid != os.getpid()
+        while not answer:
+            await trio.sleep(0.01)
+        assert answer == [[2, 7]] == [check_blocks(blocks, pubs)]
+        stats = verifier.statistics()
+        assert (stats.sets, stats.bad_sets) == (11, 2)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(OSError):
+        os.kill(pid, 0)  # the worker is gone with serve

@@ -688,6 +688,40 @@ def test_an_auxpow_block_must_mint_exactly_the_accumulated_fees(pow_header: AuxP
     rules.validate_block(child(head), head, ctx)
 
 
+def test_with_the_fees_unknown_the_mint_may_pay_only_the_miner_and_the_federation(
+        pow_header: AuxPowHeader) -> None:
+    """After a snap sync the fees since the latest AuxPoW block are unknown: the next AuxPoW
+    block's mint is checked for its payees (each once, after the peg-ins), not amounts."""
+    head = BLOCKS[4]
+    ctx = context(head, fees=None, federation=tuple(FED[:2]))
+    minted = tuple(rules.fee_withdrawals(1000 * GWEI, pow_header.fee_recipient, FED[:2]))
+    for fine in ((), minted, minted[:1], (attrs.evolve(minted[0], amount=10**9), *minted[1:])):
+        rules.validate_block(_with_withdrawals(child(head, header=pow_header), fine), head, ctx)
+    for wrong in (
+        (attrs.evolve(minted[0], address=bytes(20)), *minted[1:]),  # to someone else
+        (*minted, minted[0]),  # the miner twice
+        (attrs.evolve(minted[1], index=1), *minted[2:]),  # not a plain credit
+    ):
+        bad = _with_withdrawals(child(head, header=pow_header), wrong)
+        assert rule(rules.validate_block, bad, head, ctx) == "withdrawals"
+    # a block without PoW still mints nothing
+    plain = _with_withdrawals(child(head), minted)
+    assert rule(rules.validate_block, plain, head, ctx) == "withdrawals"
+    # history (snap sync) takes a block's withdrawals as signed
+    rules.validate_block(plain, head, ctx, history=True)
+
+
+def test_unknown_fees_stay_unknown_until_an_auxpow_block_starts_afresh() -> None:
+    assert rules.accumulate_fees(None, 5, carries_pow=False) is None
+    assert rules.accumulate_fees(7, None, carries_pow=False) is None
+    assert rules.accumulate_fees(None, 5, carries_pow=True) == 5
+    assert rules.accumulate_fees(7, 5, carries_pow=False) == 12
+    after = child(BLOCKS[4])
+    state = rules.import_history(_state(BLOCKS[4], finalized=0, last_pow=0, fees=9), after)
+    assert state.fees is None and state.head == after
+    assert rules.import_block(state, child(after), 4).fees is None
+
+
 def test_peg_ins_must_be_verified_and_credited() -> None:
     head = BLOCKS[4]
     claim = (b"\x01" * 32, b"\x02" * 32)
@@ -821,3 +855,25 @@ def test_only_an_unverifiable_refusal_is_ours_not_the_blocks() -> None:
     assert rules.BlockError("pegouts-unverifiable", "the federation is away").ours
     for rule in ("pegins", "pegouts", "signature", "future-slot", "fork", "withdrawals"):
         assert not rules.BlockError(rule, "x").ours
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.booleans()), max_size=40))
+def test_a_ref_run_behaves_as_the_tuple_it_stands_for(steps: list[tuple[int, int, bool]]) -> None:
+    """Extending any earlier version, slicing any version: every run stays equal to the tuple
+    built the slow way (versions that share a list never see each other's refs)."""
+    refs = [BlockRef(bytes([i]) * 32, i) for i in range(64)]
+    runs = [rules.RefRun()]
+    tuples: list[tuple[BlockRef, ...]] = [()]
+    for pick, cut, extend in steps:
+        k = pick % len(runs)
+        if extend:
+            ref = refs[len(runs) % 64]
+            runs.append(runs[k].appended(ref))
+            tuples.append((*tuples[k], ref))
+        else:
+            runs.append(runs[k][cut:])
+            tuples.append(tuples[k][cut:])
+        for run, expected in zip(runs, tuples, strict=True):
+            assert run == expected and tuple(run) == expected and len(run) == len(expected)
+            if expected:
+                assert run[0] == expected[0] and run[-1] == expected[-1]

@@ -119,6 +119,34 @@ def test_ratio_with_the_original_dev_parameters(since: int, ratio: Fraction) -> 
     assert adjustment_percentage(DEV, since) == int(ratio * 100)
 
 
+def _ratio_as_written(cfg: DifficultyConfig, since: int) -> Fraction:
+    """The original's formula, literally, in exact fractions."""
+    ratio = round(Fraction(since or 1, cfg.pow_target_spacing), 2)
+    bound = Fraction(cfg.max_pow_adjustment, 100)
+    if ratio < 1:
+        return min(ratio, bound)
+    if ratio > 1:
+        return min(ratio, 1 + bound)
+    return ratio
+
+
+@given(since=st.integers(0, 2**32 - 1), spacing=st.integers(1, 10**6),
+       adjustment=st.integers(0, 155))
+def test_the_integer_ratio_is_the_formula_rounded_half_to_even(
+        since: int, spacing: int, adjustment: int) -> None:
+    cfg = config(pow_target_spacing=spacing, pow_target_timespan=spacing * 12,
+                 max_pow_adjustment=adjustment)
+    expected = _ratio_as_written(cfg, since)
+    assert retarget_ratio(cfg, since) == expected
+    assert adjustment_percentage(cfg, since) == int(expected * 100)
+
+
+def test_ties_round_to_even_hundredths() -> None:
+    # 1/8 = 0.125 -> 0.12; 3/8 = 0.375 -> 0.38; 5/8 = 0.625 -> 0.62 (half to even)
+    cfg = config(pow_target_spacing=8, pow_target_timespan=96, max_pow_adjustment=155)
+    assert [adjustment_percentage(cfg, k) for k in (1, 3, 5, 7)] == [12, 38, 62, 88]
+
+
 def test_lower_clamp_is_min_not_max() -> None:
     # The V2 port "fixes" this to max(ratio, 0.2); the V1 behaviour we reproduce keeps any
     # ratio below 1 at most 0.2, and lets a smaller ratio through unchanged.

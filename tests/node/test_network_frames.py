@@ -125,3 +125,47 @@ def test_the_seen_cache_remembers_the_last_ids_only(items: list[bytes], capacity
     if items:
         assert message_id("queue_pow", items[-1]) in cache
         assert not cache.add(message_id("queue_pow", items[-1]))
+
+
+def _state_wire(kind: str, items: list[object]) -> bytes:
+    field = "hashes" if kind == "GetStateNodes" else "values"
+    return V + cbor2.dumps(["alys.net." + kind, {"request_id": 1, field: items}])
+
+
+@settings(max_examples=150)
+@given(st.sampled_from(["GetStateNodes", "StateNodes"]),
+       st.lists(st.one_of(st.binary(max_size=40), st.integers(-(1 << 70), 1 << 70),
+                          st.text(max_size=4), st.none(), st.lists(st.binary(max_size=4))),
+                max_size=6),
+       st.integers(0, 500))
+def test_state_frames_refuse_what_is_not_hashes_or_values_by_field(
+        kind: str, items: list[object], extra: int) -> None:
+    padded = items + [b"\x00" * 32] * (extra if extra > 380 else 0)
+    data = _state_wire(kind, padded)
+    try:
+        frame = f.decode_frame(data)
+    except FrameError as exc:
+        assert "hashes" in str(exc) or "values" in str(exc) or "frame" in str(exc)
+        return
+    if isinstance(frame, f.GetStateNodes):
+        assert 1 <= len(frame.hashes) <= f.MAX_STATE_HASHES
+        assert all(isinstance(h, bytes) and len(h) == 32 for h in frame.hashes)
+    else:
+        assert isinstance(frame, f.StateNodes) and len(frame.values) <= f.MAX_STATE_HASHES
+        assert all(isinstance(v, bytes) for v in frame.values)
+
+
+def test_state_frame_limits_name_the_field() -> None:
+    h = b"\x01" * 32
+    for items, match in (([], "1..384"), ([h] * 385, "1..384"), ([h[:31]], r"hashes\[0\]"),
+                         ([h, "x"], r"hashes\[1\]")):
+        with pytest.raises(FrameError, match=match):
+            f.decode_frame(_state_wire("GetStateNodes", items))
+    with pytest.raises(FrameError, match="at most 384"):
+        f.decode_frame(_state_wire("StateNodes", [b""] * 385))
+    with pytest.raises(FrameError, match=r"values\[2\]"):
+        f.decode_frame(_state_wire("StateNodes", [b"", b"a", 5]))
+    # The largest request, and an answer of the byte bound a server keeps to, fit a frame.
+    assert len(f.encode_frame(f.GetStateNodes(2**32 - 1, (h,) * 384))) < 14_000
+    values = (b"\x00" * 1365,) * 384  # 524,160 bytes of values
+    assert len(f.encode_frame(f.StateNodes(1, values))) < f.MAX_FRAME_BYTES

@@ -356,3 +356,78 @@ def test_votes_with_arbitrary_signature_bytes_are_named_never_counted_never_rais
     assert sorted(named) == sorted(sources)
     assert rest.votes.held == () and rest.votes.unverified == ()
     assert prevotes.polka(rest.votes, 5, N) is None
+
+
+def test_round_proposal_is_the_fresh_block_else_the_authors_prevote_of_a_held_block() -> None:
+    votes = prevotes.for_head(None, HEAD, HEIGHT)
+    for index, round_ in ((0, 8), (1, 8), (1, 9)):  # authority 0 is the author of round 8
+        votes = prevotes.add_vote(votes, signed(index, PREVOTE, round_, block(5)), PKS,
+                                  CHAIN_ID, 9, own=True).votes
+    held = {block(5), block(8)}
+    assert prevotes.round_proposal(votes, 8, 0, block(8), held) == block(8)
+    assert prevotes.round_proposal(votes, 8, 0, None, held) == block(5)
+    assert prevotes.round_proposal(votes, 8, 0, None, {block(8)}) is None  # not held here
+    assert prevotes.round_proposal(votes, 9, 1, None, held) == block(5)
+    assert prevotes.round_proposal(votes, 9, 0, None, held) is None  # 0 is not 9's author
+    assert prevotes.round_proposal(votes, 10, 2, None, held) is None
+    pending = prevotes.add_vote(prevotes.for_head(None, HEAD, HEIGHT),
+                                signed(0, PREVOTE, 8, block(5)), PKS, CHAIN_ID, 8).votes
+    assert pending.unverified and prevotes.round_proposal(pending, 8, 0, None, held) is None
+
+
+def test_an_authority_that_lost_the_polka_follows_the_locked_authors_reproposal() -> None:
+    """Seed 99 of the network simulation, as rules. Round 5 (author 1): authorities 0, 1 and
+    2 prevote block X; 0 and 1 see the polka and lock, 2 restarts before it sees the others'
+    prevotes and keeps only its lock (prevoted X, not locked). Its network forwards each
+    message once, so it never gets those prevotes again. The locked ones prevote X round
+    after round; 2 prevotes only the block of each round, so no block reaches three prevotes
+    again, unless a locked author's prevote in its own round counts as its proposal."""
+    x = block(5)
+    nodes = {i: prevotes.for_head(None, HEAD, HEIGHT) for i in (0, 1, 2)}
+    cast: list[Vote] = []
+
+    def step(i: int, round_: int, held: set[bytes], fresh: bytes | None = None) -> None:
+        votes = nodes[i]
+        author = round_ % N
+        for _ in range(3):
+            proposal = prevotes.round_proposal(votes, round_, author, fresh, held)
+            votes, intents = prevotes.step(votes, N, round_, proposal)
+            for intent in intents:
+                vote = signed(i, intent.kind, intent.round, intent.block_hash)
+                votes = prevotes.add_vote(votes, vote, PKS, CHAIN_ID, round_, own=True).votes
+                cast.append(vote)
+        nodes[i] = votes
+
+    def deliver(to: int, round_: int) -> None:
+        for vote in cast:
+            if vote.authority_index != to:
+                nodes[to] = prevotes.add_vote(nodes[to], vote, PKS, CHAIN_ID, round_).votes
+        nodes[to] = prevotes.verify_pending(nodes[to], PKS, CHAIN_ID).votes
+
+    for i in (0, 1, 2):
+        step(i, 5, {x}, fresh=x)
+    for i in (0, 1):
+        deliver(i, 5)
+        step(i, 5, {x})
+        assert nodes[i].lock.locked_hash == x
+    # Node 2 restarts: the lock (and, kept aside in storage, block X) survive; votes do not.
+    nodes[2] = prevotes.for_head(None, HEAD, HEIGHT, nodes[2].lock)
+    assert nodes[2].lock.locked_hash is None and nodes[2].lock.prevoted_hash == x
+    seen = len(cast)  # what the network delivered once is never delivered again
+    # Round 6 (author 2, unlocked): a fresh block; the locked ones prevote X. No polka.
+    for i in (0, 1):
+        step(i, 6, {x})
+    step(2, 6, {x, block(6)}, fresh=block(6))
+    # Round 8 (author 0, locked): it builds nothing and prevotes X again.
+    for i in (0, 1):
+        step(i, 8, {x})
+    del cast[:seen]
+    deliver(2, 8)
+    step(2, 8, {x})
+    assert nodes[2].lock.prevoted_round == 8 and nodes[2].lock.prevoted_hash == x
+    for i in (0, 1, 2):
+        deliver(i, 8)
+        step(i, 8, {x})
+    for i in (0, 1, 2):
+        deliver(i, 8)
+        assert prevotes.decided(nodes[i], N) == x, i

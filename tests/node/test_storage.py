@@ -68,6 +68,28 @@ async def test_a_block_off_the_head_is_stored_but_not_indexed(tmp_path: Path) ->
         assert await otp.call(db, s.GetBlock(blocks[1].hash())) == blocks[1]
 
 
+async def test_an_auxpow_block_kept_aside_neither_moves_the_latest_pow_nor_clears_the_queue(
+        tmp_path: Path) -> None:
+    """A proposal the ChainActor keeps aside (``head=False``, not imported) may carry the
+    queued AuxPoW: the latest AuxPoW block stays the canonical one and the PoW stays queued,
+    until the block is imported."""
+    blocks = chain(3, auxpow_at=(2,))
+    async with otp.runtime():
+        db = await otp.start(StorageActor, str(tmp_path / "db"))
+        await otp.call(db, s.PutBlock(blocks[0]))
+        await otp.call(db, s.PutBlock(blocks[1]))
+        header = blocks[2].message.auxpow_header
+        assert header is not None
+        await otp.call(db, s.PutQueuedPow(header))
+        await otp.call(db, s.PutBlock(blocks[2], head=False))
+        info = await otp.call(db, s.GetChainInfo())
+        assert info.last_pow == blocks[0].ref() and info.queued_pow == header
+        assert await otp.call(db, s.GetAuxPowBlock(2)) is None
+        await otp.call(db, s.PutBlock(blocks[2]))
+        info = await otp.call(db, s.GetChainInfo())
+        assert info.last_pow == blocks[2].ref() and info.queued_pow is None
+
+
 @pytest.mark.parametrize(
     ("key", "value", "problem"),
     [
@@ -379,3 +401,20 @@ def test_a_schema_1_database_is_refused_with_what_to_do(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(StorageCorrupt, match=r"schema 1 .* move the data directory away"):
         store.ChainStore(path)
+
+
+async def test_unknown_fees_are_stored_as_unknown_and_survive_a_reopen(tmp_path: Path) -> None:
+    """Snap sync stores blocks without executing them: their fees are unknown (None), which is
+    not 0 — the next AuxPoW block's mint cannot be checked against them."""
+    blocks = chain(3)
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        await call(s.PutBlock(blocks[0], finalized=blocks[0].ref()))
+        await call(s.PutBlocks((s.PutBlock(blocks[1], fees=None),
+                                s.PutBlock(blocks[2], fees=None))))
+        assert (await call(s.GetChainInfo())).fees is None
+    async with otp.runtime():
+        await otp.start(StorageActor, str(tmp_path / "db"), name="storage")
+        assert (await call(s.GetChainInfo())).fees is None
+        await call(s.PutBlock(chain(4)[3], fees=12))
+        assert (await call(s.GetChainInfo())).fees == 12

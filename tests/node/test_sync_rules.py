@@ -206,6 +206,35 @@ def test_configuration_is_checked() -> None:
         SyncConfig(per_peer=True)  # type: ignore[arg-type]
 
 
+def test_snap_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        SyncConfig(mode="fast")
+    with pytest.raises(ValueError, match="state_batch must be at most 384"):
+        SyncConfig(state_batch=385)
+    with pytest.raises(ValueError, match="positive"):
+        SyncConfig(pivot_depth=0)
+    with pytest.raises(ValueError, match="positive"):
+        SyncConfig(snap_min_blocks=2**64 * -1)
+
+
+def test_snap_pivots_below_the_target_only_from_genesis_and_only_when_worth_it() -> None:
+    snap = SyncConfig(mode="snap", pivot_depth=64, snap_min_blocks=1024)
+    assert sync.snap_pivot(0, 20_000, snap) == 20_000 - 64
+    assert sync.snap_pivot(0, 1024 + 64, snap) == 1024
+    assert sync.snap_pivot(0, 1023 + 64, snap) is None  # too few blocks skipped: full
+    assert sync.snap_pivot(1, 20_000, snap) is None  # a node with blocks syncs in full
+    assert sync.snap_pivot(0, 20_000, CONFIG) is None  # full is the default
+
+
+def test_imports_never_cross_the_pivot_and_wait_after_it() -> None:
+    ready = Range(90, 40)  # 90..129
+    assert sync.import_span(ready, 16, None) == (Range(90, 16), True)
+    assert sync.import_span(ready, 16, 100) == (Range(90, 11), False)  # 90..100, history
+    assert sync.import_span(Range(100, 5), 16, 100) == (Range(100, 1), False)
+    assert sync.import_span(Range(101, 5), 16, 100) is None  # waits for the pivot
+    assert sync.import_span(Range(101, 5), 16, None) == (Range(101, 5), True)
+
+
 # -- spreading ranges over peers ----------------------------------------------------------------
 
 

@@ -1,0 +1,233 @@
+"""Snap sync inside ``otp.testing.simulate``: node B starts from genesis with
+``sync.mode = "snap"``, stores the blocks up to the pivot without executing them, downloads
+the EVM state at the pivot from its peers, has its engine take the pivot, and executes the
+blocks after it — ending at the peers' head with their state root; the engine never ran a
+payload before the pivot (no receipts there). A peer that lies about state values costs it
+the request, never the download."""
+
+from __future__ import annotations
+
+import functools
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from eth_account import Account
+from eth_utils.address import to_checksum_address
+
+import otp
+from node.actors.engine import EngineActor
+from node.actors.network import NetworkActor
+from node.actors.storage import ChainStore, StorageActor
+from node.config import ChainConfig, structure_section
+from node.execution.accounts import dev_accounts
+from node.execution.embedded import EmbeddedEngine
+from node.integration.engine import build_block, commit_block
+from node.messages import chain as c
+from node.messages.storage import PutBlock
+from node.messages.sync import GetSyncProgress
+from node.network.memory import LinkConditions, MemoryNetwork
+from node.types.chain import AggregateApproval, AuxPowHeader, ConsensusBlock, SignedConsensusBlock
+from node.workflows import chain as rules
+from otp.testing.plugin import Simulator
+
+from ..scratch import scratch_dir
+from .network_helpers import net_config, wait_for
+from .sync_helpers import CHAIN_CFG, DURATION_MS, FIRST_SLOT, KEY, NET, start_b
+
+#: Blocks in the chain; the snap tests use a pivot 16 below the head.
+N = 120
+SNAP = {"mode": "snap", "pivot_depth": 16, "snap_min_blocks": 32, "batch_size": 32,
+        "window": 256, "request_timeout": 8.0, "import_batch": 16, "state_batch": 64}
+SENDERS = dev_accounts()[:4]
+
+
+def _transfer(sender: Any, nonce: int, to: bytes, value: int) -> bytes:
+    tx = {"to": to_checksum_address(to), "value": value, "gas": 21_000, "chainId": 121212,
+          "nonce": nonce, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "type": 2}
+    return bytes(Account.sign_transaction(tx, sender.private_key).raw_transaction)
+
+
+def recipient(i: int) -> bytes:
+    return (0x7000 + i).to_bytes(20, "big")
+
+
+async def _build(n: int) -> list[SignedConsensusBlock]:
+    """``n`` blocks, each with three transfers to fresh accounts (a state of a few hundred
+    accounts), signed by the test authority."""
+    cfg: ChainConfig = structure_section(CHAIN_CFG, ChainConfig, "chain")
+    engine = EmbeddedEngine()
+    fee_recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
+    zero = bytes(32)
+    genesis = SignedConsensusBlock(
+        ConsensusBlock(zero, 0, engine.genesis_payload(),
+                       AuxPowHeader(zero, zero, cfg.bits, cfg.chain_id, 0, None,
+                                    fee_recipient)),
+        AggregateApproval(0, c_empty_signature()))
+    blocks = [genesis]
+    nonces = [0] * len(SENDERS)
+    finalized = genesis.message.execution_payload.block_hash
+    for height in range(1, n + 1):
+        for k in range(3):
+            who = (height + k) % len(SENDERS)
+            engine.add_transaction(_transfer(SENDERS[who], nonces[who],
+                                             recipient(3 * height + k), 10**12 + height))
+            nonces[who] += 1
+        parent = blocks[-1]
+        slot = FIRST_SLOT + height
+        timestamp = rules.payload_timestamp(slot, DURATION_MS,
+                                            parent.message.execution_payload.timestamp)
+        assert timestamp is not None
+        payload = await build_block(engine, parent.message.execution_payload.block_hash,
+                                    finalized, timestamp, fee_recipient, [])
+        assert len(payload.transactions) == 3
+        await commit_block(engine, payload, finalized)
+        blocks.append(rules.sign_block(rules.new_block(parent, slot, payload, None), KEY, 0))
+    engine.close()
+    return blocks
+
+
+def c_empty_signature() -> bytes:
+    from node.actors.chain import EMPTY_SIGNATURE
+
+    return EMPTY_SIGNATURE
+
+
+@functools.cache
+def built() -> tuple[SignedConsensusBlock, ...]:
+    return tuple(trio.run(_build, N))
+
+
+@functools.cache
+def stored() -> Path:
+    """Blocks 0..N in a consensus store, and the EVM store of an engine that executed them
+    (copied for each source, so that no source executes the chain inside a simulation)."""
+    base = scratch_dir("snap-chain-")
+    store = ChainStore(str(base / "chain"))
+    for block in built():
+        store.put_block(PutBlock(block, head=True,
+                                 finalized=block.ref() if block.height == 0 else None),
+                        sync=False)
+    store.close()
+
+    async def execute() -> None:
+        engine = EmbeddedEngine(path=base / "evm")
+        finalized = built()[0].message.execution_payload.block_hash
+        for block in built()[1:]:
+            await commit_block(engine, block.message.execution_payload, finalized)
+        engine.close()
+
+    trio.run(execute)
+    return base
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chain_built() -> None:
+    stored()
+
+
+async def start_source(tmp: Path, name: str, net: MemoryNetwork) -> None:
+    """A node serving blocks and state: storage, an embedded engine that has executed the
+    chain, a NetworkActor listening on ``name``."""
+    shutil.copytree(stored() / "chain", tmp / name / "chain")
+    shutil.copytree(stored() / "evm", tmp / name / "evm")
+    await otp.start(StorageActor, str(tmp / name / "chain"), name=f"storage-{name}")
+    await otp.start(EngineActor, None, CHAIN_CFG, storage=f"storage-{name}",
+                    data_dir=str(tmp / name), name=f"engine-{name}")
+    await otp.start(NetworkActor, net_config(name * 2, (), **NET), CHAIN_CFG,
+                    data_dir=str(tmp / name), storage=f"storage-{name}",
+                    transport=net.transport(name), bus_prefix=f"{name}/",
+                    engine=f"engine-{name}", name=f"network-{name}")
+
+
+async def b_head() -> c.BlockRef:
+    status = await otp.call("chain", c.GetStatus())
+    assert status.head is not None
+    return status.head
+
+
+async def synced_to(height: int) -> None:
+    async def done() -> bool:
+        if (await b_head()).height < height:
+            return False
+        return bool((await otp.call("sync", GetSyncProgress())).synced)
+    await wait_for(done, timeout=1200.0, step=0.5)
+
+
+def memory(seed: int) -> MemoryNetwork:
+    return MemoryNetwork(random.Random(f"snap:{seed}"), default=LinkConditions(latency=0.005))
+
+
+@pytest.mark.sim(seeds=1)
+def test_b_snap_syncs_history_unexecuted_downloads_the_pivot_state_and_executes_after_it(
+        sim: Simulator, sim_seed: int) -> None:
+    blocks = built()
+    pivot = N - SNAP["pivot_depth"]
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-")
+        net = memory(sim_seed)
+        await start_source(tmp, "a", net)
+        await start_source(tmp, "c", net)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        evm = engine.embedded
+        # The engine took the pivot and executed every block after it, to the same state.
+        assert evm.pivot is not None and evm.pivot[0] == pivot
+        assert evm.head_number == N
+        assert evm.head.state_root == blocks[N].message.execution_payload.state_root
+        # History was never executed: no receipts before the pivot, receipts after it.
+        with pytest.raises(KeyError):
+            await evm.receipts(blocks[pivot - 1].message.execution_payload.block_hash)
+        after = await evm.receipts(blocks[N].message.execution_payload.block_hash)
+        assert len(after) == 3
+        # A balance set before the pivot reads the same as at the source.
+        source = await otp.get_state("engine-a")
+        assert isinstance(source, EngineActor) and source.embedded is not None
+        for i in (3, 3 * pivot, 3 * N + 2):
+            assert evm.balance_of(recipient(i)) == source.embedded.balance_of(recipient(i))
+        # The chain knows its fees only from the next AuxPoW block on.
+        state = await otp.get_state("chain")
+        assert state.state.fees is None
+        progress = await otp.call("sync", GetSyncProgress())
+        assert progress.synced and progress.current == N
+
+    sim(main, max_virtual_time=1800.0)
+
+
+@pytest.mark.sim(seeds=1)
+def test_a_sync_actor_killed_mid_history_goes_on_in_full_and_the_engine_catches_up(
+        sim: Simulator, sim_seed: int) -> None:
+    """Killed while history is stored unexecuted: the restarted SyncActor is at a head that is
+    not genesis, so it syncs in full; the engine executes the stored history when the next
+    block needs it, and B ends at the peers' head with their state — nothing lost."""
+    blocks = built()
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-kill-")
+        net = memory(sim_seed)
+        await start_source(tmp, "a", net)
+        await start_b(tmp, net, ("a",), verifier=None, supervised=True, **SNAP)
+
+        async def some_history() -> bool:
+            return (await b_head()).height >= 40
+        await wait_for(some_history, timeout=600.0, step=0.05)
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        assert engine.embedded.head_number == 0  # history, not executed
+        before = otp.whereis("sync")
+        assert before is not None
+        otp.exit(before, "kill")
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        assert engine.embedded.head_number == N
+        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
+        assert engine.embedded.pivot is None  # it went on in full
+
+    sim(main, max_virtual_time=3600.0)
