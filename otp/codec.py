@@ -49,7 +49,7 @@ import typing
 from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
 from collections.abc import MutableSet as AbcMutableSet
 from collections.abc import Set as AbcSet
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 
 import attrs
 import cattrs
@@ -232,11 +232,46 @@ def _fmt_path(path: list[Any]) -> str:
     return "$" + "".join(f"[{p!r}]" for p in path)
 
 
+#: Exact types :func:`_plain` passes without a closer look (all of them plain).
+_PLAIN_LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes, bytearray})
+_PLAIN_KEYS: Final = frozenset({str, bytes, int})
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True if ``value`` is plain by exact types alone (the common case, checked without
+    building a path); False means :func:`_check_plain` must look (it may still pass it:
+    subclasses of the leaf types, say) and say what is wrong."""
+    t = type(value)
+    if t in _PLAIN_LEAVES:
+        return True
+    if t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            return False
+        inner = depth + 1
+        for item in value:
+            if type(item) not in _PLAIN_LEAVES and not _plain(item, inner):
+                return False
+        return True
+    if t is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        inner = depth + 1
+        for key, item in value.items():
+            if type(key) not in _PLAIN_KEYS:
+                return False
+            if type(item) not in _PLAIN_LEAVES and not _plain(item, inner):
+                return False
+        return True
+    return False
+
+
 def _check_plain(value: Any, depth: int, path: list[Any], what: str) -> None:
     """Check that ``value`` is plain CBOR data we both encode and decode.
 
     ``depth`` is the number of containers enclosing ``value``.
     """
+    if not path and _plain(value, depth):
+        return
     if value is None or isinstance(value, _WIRE_LEAVES):
         return
     if isinstance(value, list | tuple):
@@ -273,8 +308,14 @@ def _check_plain(value: Any, depth: int, path: list[Any], what: str) -> None:
 converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+#: The scalar types a value of exactly that type structures into as it is.
+_EXACT_SCALARS: Final = frozenset({bool, int, float, str, bytes})
+
+
 def _strict_scalar(value: Any, cl: Any) -> Any:
     """Structure hook for bool/int/float/str/bytes and their subclasses (e.g. IntEnum)."""
+    if type(value) is cl and cl in _EXACT_SCALARS:
+        return value
     if isinstance(cl, type) and issubclass(cl, enum.Enum):
         return _structure_enum(value, cl)
     if issubclass(cl, bool):

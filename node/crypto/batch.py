@@ -62,12 +62,7 @@ __all__ = ["BatchVerdict", "SignatureSet", "verify_batch", "verify_one_message"]
 COEFFICIENT_BITS: Final = 64
 _P1: Any = pyblst.BlstP1Element
 _P2: Any = pyblst.BlstP2Element
-_G1_GENERATOR: Final[Any] = _P1.uncompress(
-    bytes.fromhex(
-        "97f1d3a73197d7942695638c4fa9ac0fc3688c4f9774b905a14e3a3f171bac58"
-        "6c55e83ff97a1aeffb3af00adb22c6bb"
-    )
-)
+_G1_GENERATOR: Final[Any] = bls.G1_GENERATOR
 
 
 def _public_keys(value: bls.PublicKey | Iterable[bls.PublicKey]) -> tuple[bls.PublicKey, ...]:
@@ -171,7 +166,7 @@ def verify_one_message(public_keys: Sequence[bls.PublicKey], message: bls.Bytes,
             continue
         decoded.append((index, _key_point(public_keys[index].to_bytes()), point))
     if decoded:
-        hashed = _P2.hash_to_group(data, bls.DST)
+        hashed = bls.hash_to_g2(data)  # the calling task's cache: it signed this digest too
         if len(decoded) == 1 or not _check_one_message(decoded, hashed, _draw):
             for index, key, point in decoded:
                 if not _pairs_match(key, point, hashed):
@@ -184,8 +179,7 @@ def verify_one_message(public_keys: Sequence[bls.PublicKey], message: bls.Bytes,
 
 def _pairs_match(key: Any, signature: Any, hashed: Any) -> bool:
     """``e(g1, sigma) == e(PK, H(m))``: one signature, unweighted."""
-    return bool(pyblst.final_verify(pyblst.miller_loop(_G1_GENERATOR, signature),
-                                    pyblst.miller_loop(key, hashed)))
+    return bls.pairs_match(key, signature, hashed)
 
 
 def _check_one_message(decoded: Sequence[tuple[int, Any, Any]], hashed: Any,
@@ -219,15 +213,7 @@ def _decode_signature(data: bytes) -> Any:
     bls._diagnose(data, "signature", "G2", bls.SIGNATURE_SIZE)
     if data[0] & 0x40:
         raise bls.BLSError("signature is the point at infinity")
-    try:
-        point = _P2.uncompress(data)  # on the curve and in the subgroup (blst)
-    except ValueError as exc:
-        subgroup = "NOT_IN_GROUP" in str(exc)
-        detail = "not in the G2 subgroup" if subgroup else "not a point on the curve"
-        raise bls.BLSError(f"signature: {detail}") from None
-    if point.compress() != data:
-        raise bls.BLSError("signature: non-canonical encoding")
-    return point
+    return bls.decode_signature_point(data)
 
 
 @attrs.frozen

@@ -9,11 +9,14 @@ against the official Ethereum vectors (``tests/node/data/bls``).
 The binding is ``blspy`` (Chia's Python binding of supranational's audited ``blst``): its
 ``PopSchemeMPL`` is this scheme, and it was the fastest candidate measured (``python -m bench
 bls``) until ``pyblst`` was measured too: composed from blst's curve operations, ``pyblst``
-passes every vector with the same checks and verifies about 10% faster (a switch, which would
-also leave one binding, is not done yet). Nothing else in the node imports blspy. Where the
-binding is more lenient than the Ethereum rules, this module adds the missing check:
+passes every vector with the same checks and verifies about 10% faster. Keys are made and
+validated with blspy; signatures are decoded, made, aggregated and verified with pyblst (see
+below); ``aggregate_verify``, which the node does not use, is still blspy's. Nothing else in
+the node imports blspy. Where a binding is more lenient than the Ethereum rules, this module
+adds the missing check:
 
-* :meth:`SecretKey.from_bytes` rejects 0 (blspy accepts it and signs with it: infinity);
+* :meth:`SecretKey.from_bytes` rejects 0 (blspy accepts it and would sign with it:
+  infinity);
 * :meth:`PublicKey.from_bytes` is the IETF ``KeyValidate``: it rejects the point at infinity,
   so no infinity key can reach ``fast_aggregate_verify`` (which blspy would accept);
 * :func:`aggregate` of nothing raises (blspy returns the infinity signature);
@@ -28,10 +31,19 @@ the speed): ``bench/bls_bench.py``'s ``Arkworks`` adapter builds this scheme fro
 operations and passes the vectors except non-canonical infinity encodings, which
 ``_diagnose`` below already rejects. A switch touches this file only.
 
-Batch verification (sync checks thousands of blocks' approvals at once) needs scalar
-multiplication of arbitrary points and Miller loops, which blspy does not expose: it lives in
-:mod:`node.crypto.batch`, the one other module that imports a binding (``pyblst``, blst too),
-over the same encodings and checks.
+Signing and verifying run on ``pyblst`` (blst too): blspy hashes the message inside every
+call, and an authority hashes the same few messages again and again (a block's signing root
+when it validates the block, approves it and checks each approval; a vote digest when it
+signs its vote and checks the others'). Here the message's hash to G2 is kept in a small
+cache *per Trio task* (an actor is one task; outside Trio, per thread): the hash is a
+deterministic function of the message, so a hit changes nothing but the time, and nothing is
+shared between actors or threads (no lock; several nodes simulated in one process do not
+share one another's work). Signing is ``SK * H(m)`` by blst's constant-time multiplication
+(``blst_p2_mult``, the routine blst's own signing uses), verifying is two Miller loops and a
+final exponentiation (blst's ``Verify``), each point decoded once with its subgroup check.
+Keys are still made and validated by blspy. Batch verification (sync checks thousands of
+blocks' approvals at once) lives in :mod:`node.crypto.batch`, over the same encodings, checks
+and hash cache.
 
 Malformed bytes raise :class:`BLSError` (a ``ValueError``) saying what was wrong; the verify
 functions return ``False`` for a signature that does not verify and never raise for well-formed
@@ -47,10 +59,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final, final
 
 import blspy
+import pyblst
+import trio
 
 __all__ = [
     "CURVE_ORDER",
@@ -85,6 +101,15 @@ _FIELD_MODULUS: Final = int(
 )
 _COMPRESSED, _INFINITY, _SIGN = 0x80, 0x40, 0x20
 _SCHEME = blspy.PopSchemeMPL
+_P1: Any = pyblst.BlstP1Element
+_P2: Any = pyblst.BlstP2Element
+#: The generator of G1 (compressed, as the IETF draft gives it).
+G1_GENERATOR: Final[Any] = _P1.uncompress(bytes.fromhex(
+    "97f1d3a73197d7942695638c4fa9ac0fc3688c4f9774b905a14e3a3f171bac58"
+    "6c55e83ff97a1aeffb3af00adb22c6bb"))
+#: Messages whose hash each task keeps (a height's signing root and vote digests, a few
+#: rounds of them); the oldest is forgotten first.
+HASH_CACHE_SIZE: Final = 64
 
 
 #: Byte strings the functions accept (keys, signatures, seeds and messages alike).
@@ -125,11 +150,6 @@ def _decode_g1(data: bytes, what: str) -> blspy.G1Element:
     return _decode(data, what, "G1", blspy.G1Element)
 
 
-def _decode_g2(data: bytes, what: str) -> blspy.G2Element:
-    _diagnose(data, what, "G2", SIGNATURE_SIZE)
-    return _decode(data, what, "G2", blspy.G2Element)
-
-
 def _decode(data: bytes, what: str, group: str, cls: Any) -> Any:
     try:
         point = cls.from_bytes(data)  # on the curve and in the prime-order subgroup (blst)
@@ -144,15 +164,72 @@ def _decode(data: bytes, what: str, group: str, cls: Any) -> Any:
     return point
 
 
+class _Local(threading.local):
+    hashes: dict[bytes, Any] | None = None
+
+
+#: Each Trio task's cache of message hashes (weakly keyed: it goes with its task).
+_TASK_HASHES: weakref.WeakKeyDictionary[Any, dict[bytes, Any]] = weakref.WeakKeyDictionary()
+#: Outside Trio, each thread's.
+_THREAD_HASHES = _Local()
+
+
+def hash_to_g2(message: bytes) -> Any:
+    """``H(message)``: the message hashed to G2 with :data:`DST` (a ``pyblst`` point), from
+    the calling task's cache (see the module docstring) when it was hashed there lately."""
+    try:
+        task: Any = trio.lowlevel.current_task()
+    except RuntimeError:  # not in Trio: a worker thread, or synchronous code
+        cache = _THREAD_HASHES.hashes
+        if cache is None:
+            cache = _THREAD_HASHES.hashes = {}
+    else:
+        cache = _TASK_HASHES.get(task)
+        if cache is None:
+            cache = _TASK_HASHES[task] = {}
+    point = cache.get(message)
+    if point is None:
+        point = _P2.hash_to_group(message, DST)
+        if len(cache) >= HASH_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[message] = point
+    return point
+
+
+def decode_signature_point(data: bytes, what: str = "signature") -> Any:
+    """The G2 point of a signature encoding (a ``pyblst`` point): on the curve, in the
+    subgroup, canonical; :class:`BLSError` saying what is wrong otherwise. The point at
+    infinity is a valid encoding here (it verifies against no real key)."""
+    _diagnose(data, what, "G2", SIGNATURE_SIZE)
+    try:
+        point = _P2.uncompress(data)  # on the curve and in the prime-order subgroup (blst)
+    except ValueError as exc:
+        detail = ("not in the G2 subgroup" if "NOT_IN_GROUP" in str(exc)
+                  else "not a point on the curve")
+        raise BLSError(f"{what}: {detail}") from None
+    if point.compress() != data:
+        raise BLSError(f"{what}: non-canonical encoding")
+    return point
+
+
+def pairs_match(key: Any, signature: Any, hashed: Any) -> bool:
+    """``e(g1, signature) == e(key, hashed)`` (``pyblst`` points): two Miller loops and one
+    final exponentiation."""
+    return bool(pyblst.final_verify(pyblst.miller_loop(G1_GENERATOR, signature),
+                                    pyblst.miller_loop(key, hashed)))
+
+
 @final
 class SecretKey:
     """A secret scalar in [1, r). ``repr`` never shows it."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_scalar")
 
     def __init__(self, key: blspy.PrivateKey) -> None:
         """Internal: use :meth:`from_bytes`, :meth:`from_seed` or :meth:`generate`."""
         self._key = key
+        #: The scalar signing multiplies by (blspy does not sign with a hash given to it).
+        self._scalar = int.from_bytes(bytes(key), "big")
 
     @classmethod
     def from_bytes(cls, data: Bytes) -> SecretKey:
@@ -216,12 +293,20 @@ class SecretKey:
 class PublicKey:
     """A validated public key: on the curve, in G1, not the point at infinity."""
 
-    __slots__ = ("_bytes", "_point")
+    __slots__ = ("_blst", "_bytes", "_point")
 
     def __init__(self, point: blspy.G1Element, data: bytes | None = None) -> None:
         """Internal: use :meth:`from_bytes` or :meth:`SecretKey.public_key`."""
         self._point = point
         self._bytes = bytes(point) if data is None else data
+        self._blst: Any = None
+
+    def blst_point(self) -> Any:
+        """The key as a ``pyblst`` point (decoded at the first use, then kept)."""
+        point = self._blst
+        if point is None:
+            point = self._blst = _P1.uncompress(self._bytes)
+        return point
 
     @classmethod
     def from_bytes(cls, data: Bytes) -> PublicKey:
@@ -257,16 +342,17 @@ class Signature:
 
     __slots__ = ("_bytes", "_point")
 
-    def __init__(self, point: blspy.G2Element, data: bytes | None = None) -> None:
-        """Internal: use :meth:`from_bytes`, :func:`sign` or :func:`aggregate`."""
+    def __init__(self, point: Any, data: bytes | None = None) -> None:
+        """Internal: use :meth:`from_bytes`, :func:`sign` or :func:`aggregate` (``point`` is
+        a ``pyblst`` G2 point)."""
         self._point = point
-        self._bytes = bytes(point) if data is None else data
+        self._bytes = point.compress() if data is None else data
 
     @classmethod
     def from_bytes(cls, data: Bytes) -> Signature:
         """Decode 96 bytes: on the curve, in G2, canonical; :class:`BLSError` if not."""
         raw = _as_bytes(data, "signature")
-        return cls(_decode_g2(raw, "signature"), raw)
+        return cls(decode_signature_point(raw), raw)
 
     def to_bytes(self) -> bytes:
         return self._bytes
@@ -288,19 +374,23 @@ class Signature:
 
 def sign(sk: SecretKey, message: Bytes) -> Signature:
     """``Sign(SK, message)``: SK times the message hashed to G2 with :data:`DST`."""
-    return Signature(_SCHEME.sign(sk._key, _as_bytes(message, "message")))
+    return Signature(hash_to_g2(_as_bytes(message, "message")).scalar_mul(sk._scalar))
 
 
 def verify(pk: PublicKey, message: Bytes, signature: Signature) -> bool:
     """``Verify(PK, message, signature)``."""
-    return bool(_SCHEME.verify(pk._point, _as_bytes(message, "message"), signature._point))
+    return pairs_match(pk.blst_point(), signature._point,
+                       hash_to_g2(_as_bytes(message, "message")))
 
 
 def aggregate(signatures: Sequence[Signature]) -> Signature:
     """``Aggregate``: the sum of the signatures; :class:`BLSError` for none."""
     if not signatures:
         raise BLSError("cannot aggregate zero signatures")
-    return Signature(_SCHEME.aggregate([s._point for s in signatures]))
+    total = signatures[0]._point
+    for signature in signatures[1:]:
+        total = total + signature._point
+    return Signature(total)
 
 
 def fast_aggregate_verify(
@@ -309,11 +399,10 @@ def fast_aggregate_verify(
     """``FastAggregateVerify``: every key signed the same message (``False`` for no keys)."""
     if not public_keys:
         return False
-    return bool(
-        _SCHEME.fast_aggregate_verify(
-            [pk._point for pk in public_keys], _as_bytes(message, "message"), signature._point
-        )
-    )
+    key = public_keys[0].blst_point()
+    for pk in public_keys[1:]:
+        key = key + pk.blst_point()
+    return pairs_match(key, signature._point, hash_to_g2(_as_bytes(message, "message")))
 
 
 def aggregate_verify(
@@ -327,6 +416,6 @@ def aggregate_verify(
         _SCHEME.aggregate_verify(
             [pk._point for pk in public_keys],
             [_as_bytes(m, "message") for m in messages],
-            signature._point,
+            blspy.G2Element.from_bytes_unchecked(signature._bytes),  # checked when decoded
         )
     )

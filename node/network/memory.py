@@ -105,6 +105,11 @@ class MemoryConnection:
         await trio.lowlevel.checkpoint()
 
     async def receive(self) -> bytes:
+        # A checkpoint, as Trio's channels are: one that finds a message waiting yields once
+        # before returning it; one that waits has yielded (and seen cancellation) in the
+        # wait, and returns what woke it without yielding again (a step of the scheduler per
+        # message fewer).
+        waited = False
         while True:
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
@@ -123,9 +128,11 @@ class MemoryConnection:
                     await self.close(reason)
                     raise MessageTooBig(reason)
                 self.network.stats.delivered += 1
-                await trio.lowlevel.checkpoint()
+                if not waited:
+                    await trio.lowlevel.checkpoint()
                 return item
             self._wake = trio.Event()
+            waited = True
             if queue:
                 with trio.move_on_at(queue[0][0]):
                     await self._wake.wait()

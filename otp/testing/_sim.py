@@ -608,6 +608,24 @@ class _SchedulerRandom(random.Random):
         super().shuffle(x)
 
 
+def _virtual_clock() -> trio.testing.MockClock:
+    """A ``MockClock`` with autojump whose reading, while its rate is 0 (always, unless the
+    program changes it), is the virtual time itself rather than the real clock read and
+    multiplied by 0: the same value, without the real clock's cost, for the half a million
+    reads of a long simulation. (``MockClock`` is final; its reader is replaced on the
+    instance, over Trio's private fields, as the scheduler switch above is.)"""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    general = clock.current_time
+
+    def current_time() -> float:
+        if clock._rate == 0.0:
+            return clock._virtual_base
+        return general()
+
+    clock.current_time = current_time  # type: ignore[method-assign]
+    return clock
+
+
 def simulate(
     main: Callable[[], Awaitable[Any]],
     *,
@@ -632,7 +650,7 @@ def simulate(
     saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
     saved_random = trio_run._r
     sim = _Simulation(seed, faults, keep_trace)
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock = _virtual_clock()
     box: dict[str, Any] = {}
     failure: BaseException | None = None
     try:

@@ -353,3 +353,107 @@ def test_secret_key_from_arbitrary_bytes_raises_only_blserror(data: bytes) -> No
     except BLSError:
         return
     assert sk.to_bytes() == data
+
+
+# -- signing and verifying on pyblst, with each task's cache of message hashes ------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=32, max_size=32).filter(any), st.binary(max_size=300))
+def test_signatures_are_blspy_s_bit_for_bit(seed_bytes: bytes, message: bytes) -> None:
+    """Signing by SK * H(m) on pyblst gives exactly the bytes blspy's PopSchemeMPL gives, and
+    blspy verifies what this module verifies (twice: the second time from the hash cache)."""
+    sk = SecretKey.from_seed(seed_bytes + b"-netsim-speed2")
+    expected = bytes(bls._SCHEME.sign(sk._key, message))
+    for _ in range(2):
+        signature = bls.sign(sk, message)
+        assert signature.to_bytes() == expected
+        assert bls.verify(sk.public_key(), message, signature)
+    assert bls._SCHEME.verify(sk.public_key()._point, message,
+                              bls.blspy.G2Element.from_bytes(expected))
+    assert not bls.verify(sk.public_key(), message + b"!", signature)
+
+
+class _CountingP2:
+    """Stands in for pyblst's G2 class in ``bls``: counts hashes to G2."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.hashed: list[bytes] = []
+
+    def hash_to_group(self, message: bytes, dst: bytes) -> Any:
+        self.hashed.append(message)
+        return self.real.hash_to_group(message, dst)
+
+    def uncompress(self, data: bytes) -> Any:
+        return self.real.uncompress(data)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> _CountingP2:
+    p2 = _CountingP2(bls._P2)
+    monkeypatch.setattr(bls, "_P2", p2)
+    monkeypatch.setattr(bls, "_THREAD_HASHES", bls._Local())
+    return p2
+
+
+def test_a_message_is_hashed_once_per_task_for_sign_and_every_verify(
+        counting: _CountingP2) -> None:
+    sk, other = keys()[0], keys()[1]
+    message = b"a vote digest"
+    mine = bls.sign(sk, message)
+    theirs = bls.sign(other, message)
+    assert bls.verify(other.public_key(), message, theirs)
+    assert bls.fast_aggregate_verify([sk.public_key(), other.public_key()], message,
+                                     bls.aggregate([mine, theirs]))
+    assert not bls.verify(sk.public_key(), message, theirs)
+    assert counting.hashed == [message]
+
+
+def test_the_hash_cache_is_bounded_oldest_first(counting: _CountingP2) -> None:
+    messages = [b"message %d" % i for i in range(bls.HASH_CACHE_SIZE + 1)]
+    for message in messages:
+        bls.hash_to_g2(message)
+    cache = bls._THREAD_HASHES.hashes
+    assert cache is not None and len(cache) == bls.HASH_CACHE_SIZE
+    assert messages[0] not in cache and messages[-1] in cache
+    bls.hash_to_g2(messages[1])  # still cached
+    bls.hash_to_g2(messages[0])  # forgotten: hashed again
+    assert counting.hashed == [*messages, messages[0]]
+
+
+def test_trio_tasks_do_not_share_hashes(counting: _CountingP2) -> None:
+    """Each task (an actor) keeps its own cache: two tasks hash one message twice, a task
+    that hashes it again does not, and a task's cache goes with it."""
+    import gc
+
+    import trio
+
+    message = b"one signing root"
+
+    async def hash_twice() -> None:
+        bls.hash_to_g2(message)
+        await trio.sleep(0)
+        bls.hash_to_g2(message)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hash_twice)
+            nursery.start_soon(hash_twice)
+
+    trio.run(main)
+    assert counting.hashed == [message, message]
+    gc.collect()
+    assert len(bls._TASK_HASHES) == 0
+    assert bls._THREAD_HASHES.hashes is None  # nothing hashed outside Trio
+
+
+def test_the_point_at_infinity_verifies_against_nothing() -> None:
+    infinity = Signature.from_bytes(INFINITY_G2)
+    assert infinity.to_bytes() == INFINITY_G2
+    sk = keys()[0]
+    assert not bls.verify(sk.public_key(), BLOCK_HASH, infinity)
+    assert not bls.fast_aggregate_verify([sk.public_key()], BLOCK_HASH, infinity)
+    # Adding it changes no signature.
+    signature = bls.sign(sk, BLOCK_HASH)
+    assert bls.aggregate([signature, infinity]) == signature

@@ -545,3 +545,55 @@ def test_nesting_limit_is_symmetric() -> None:
 def test_converter_is_a_cattrs_converter() -> None:
     assert isinstance(codec.converter, cattrs.Converter)
     assert codec.converter.structure([1, 2], tuple[int, ...]) == (1, 2)
+
+
+class _Colour(enum.IntEnum):
+    RED = 1
+
+
+class _Text(str):
+    pass
+
+
+_odd_leaves = st.sampled_from([_Colour.RED, _Text("x"), object(), {1, 2}, frozenset({3}),
+                               float("nan"), True, b"", bytearray(b"ba"), None])
+_any_values = st.recursive(
+    st.integers() | st.text(max_size=3) | st.binary(max_size=3) | st.floats() | _odd_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+    | st.dictionaries(st.integers() | st.text(max_size=2) | st.binary(max_size=2)
+                      | st.sampled_from([True, 1.5, (1,), None]), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _slow_check(value: Any) -> str | None:
+    """The full check alone (a non-empty path skips the exact-type fast path)."""
+    try:
+        codec._check_plain(value, 0, ["root"], "encode")
+    except codec.CodecError as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_values)
+def test_the_fast_plain_check_agrees_with_the_full_one(value: Any) -> None:
+    slow = _slow_check(value)
+    if codec._plain(value, 0):
+        assert slow is None
+    try:
+        codec._check_plain(value, 0, [], "encode")
+    except codec.CodecError:
+        assert slow is not None
+    else:
+        assert slow is None
+
+
+def test_the_fast_plain_check_leaves_depth_to_the_full_one() -> None:
+    value: Any = 0
+    for _ in range(codec.MAX_DEPTH + 1):
+        value = [value]
+    assert not codec._plain(value, 0)
+    with pytest.raises(codec.CodecError, match="nested deeper"):
+        codec._check_plain(value, 0, [], "encode")
+    assert codec._plain(value[0], 0)
