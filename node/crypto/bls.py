@@ -10,10 +10,10 @@ The binding is ``blspy`` (Chia's Python binding of supranational's audited ``bls
 ``PopSchemeMPL`` is this scheme, and it was the fastest candidate measured (``python -m bench
 bls``) until ``pyblst`` was measured too: composed from blst's curve operations, ``pyblst``
 passes every vector with the same checks and verifies about 10% faster. Keys are made and
-validated with blspy; signatures are decoded, made, aggregated and verified with pyblst (see
-below); ``aggregate_verify``, which the node does not use, is still blspy's. Nothing else in
-the node imports blspy. Where a binding is more lenient than the Ethereum rules, this module
-adds the missing check:
+validated, and messages signed, with blspy; signatures are decoded, aggregated and verified
+with pyblst (see below); ``aggregate_verify``, which the node does not use, is still
+blspy's. Nothing else in the node imports blspy. Where a binding is more lenient than the
+Ethereum rules, this module adds the missing check:
 
 * :meth:`SecretKey.from_bytes` rejects 0 (blspy accepts it and would sign with it:
   infinity);
@@ -31,17 +31,18 @@ the speed): ``bench/bls_bench.py``'s ``Arkworks`` adapter builds this scheme fro
 operations and passes the vectors except non-canonical infinity encodings, which
 ``_diagnose`` below already rejects. A switch touches this file only.
 
-Signing and verifying run on ``pyblst`` (blst too): blspy hashes the message inside every
-call, and an authority hashes the same few messages again and again (a block's signing root
-when it validates the block, approves it and checks each approval; a vote digest when it
-signs its vote and checks the others'). Here the message's hash to G2 is kept in a small
+Verifying runs on ``pyblst`` (blst too): blspy hashes the message inside every call, and an
+authority hashes the same few messages again and again (a block's signing root when it
+validates the block and checks each approval; a vote digest when it checks the others'
+votes). Here the message's hash to G2 is kept in a small
 cache *per Trio task* (an actor is one task; outside Trio, per thread): the hash is a
 deterministic function of the message, so a hit changes nothing but the time, and nothing is
 shared between actors or threads (no lock; several nodes simulated in one process do not
-share one another's work). Signing is ``SK * H(m)`` by blst's constant-time multiplication
-(``blst_p2_mult``, the routine blst's own signing uses), verifying is two Miller loops and a
-final exponentiation (blst's ``Verify``), each point decoded once with its subgroup check.
-Keys are still made and validated by blspy. Batch verification (sync checks thousands of
+share one another's work). Verifying is two Miller loops and a final exponentiation (blst's
+``Verify``), each point decoded once with its subgroup check. Signing stays with blspy: the
+secret key never leaves its object and blst signs in constant time (pyblst's scalar
+multiplication reduces its scalar with a general-purpose big-integer library, and the key
+would sit in a Python int). Batch verification (sync checks thousands of
 blocks' approvals at once) lives in :mod:`node.crypto.batch`, over the same encodings, checks
 and hash cache.
 
@@ -223,13 +224,11 @@ def pairs_match(key: Any, signature: Any, hashed: Any) -> bool:
 class SecretKey:
     """A secret scalar in [1, r). ``repr`` never shows it."""
 
-    __slots__ = ("_key", "_scalar")
+    __slots__ = ("_key",)
 
     def __init__(self, key: blspy.PrivateKey) -> None:
         """Internal: use :meth:`from_bytes`, :meth:`from_seed` or :meth:`generate`."""
         self._key = key
-        #: The scalar signing multiplies by (blspy does not sign with a hash given to it).
-        self._scalar = int.from_bytes(bytes(key), "big")
 
     @classmethod
     def from_bytes(cls, data: Bytes) -> SecretKey:
@@ -373,8 +372,12 @@ class Signature:
 
 
 def sign(sk: SecretKey, message: Bytes) -> Signature:
-    """``Sign(SK, message)``: SK times the message hashed to G2 with :data:`DST`."""
-    return Signature(hash_to_g2(_as_bytes(message, "message")).scalar_mul(sk._scalar))
+    """``Sign(SK, message)``: SK times the message hashed to G2 with :data:`DST`, by blspy
+    (blst's constant-time signing, the key never leaving blspy's object). Not through
+    pyblst's ``scalar_mul``: that reduces its scalar with a general-purpose big-integer
+    library, not in constant time, and the key would live in a Python int."""
+    raw = bytes(blspy.PopSchemeMPL.sign(sk._key, _as_bytes(message, "message")))
+    return Signature(_P2.uncompress(raw), raw)
 
 
 def verify(pk: PublicKey, message: Bytes, signature: Signature) -> bool:
