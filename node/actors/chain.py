@@ -560,10 +560,14 @@ class ChainActor(otp.GenServer):
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
         try:
+            # A block this node produced is fsynced before it leaves (after a power cut it
+            # must not produce another at the slot). One it imported need not be: the
+            # network has it, and a vote this node casts on it follows the vote lock's
+            # synced write, which flushes it too.
             ref: BlockRef = await self._storage(storage_msgs.PutBlock(
                 signed, head=True,
                 finalized=new.finalized if new.finalized != state.finalized else None,
-                fees=new.fees,
+                fees=new.fees, durable=produced,
             ))
         except CALL_FAILURES:
             self.unsure = (signed.ref(), new)
@@ -1159,7 +1163,8 @@ class ChainActor(otp.GenServer):
         if block is None:
             await trio.lowlevel.checkpoint()
             return
-        await self._storage(storage_msgs.PutBlock(block, head=False))
+        # Not fsynced: the vote lock's synced write comes next, before the vote leaves.
+        await self._storage(storage_msgs.PutBlock(block, head=False, durable=False))
 
     async def _restore_voted(self, lock: VoteLock | None) -> None:
         """After a restart: hold again the blocks the stored vote lock names (locked on,

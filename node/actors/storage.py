@@ -653,8 +653,8 @@ class StorageActor(otp.GenServer):
                 return store.fees(block_hash)
             case GetChainInfo():
                 return store.chain_info()
-            case PutBlock():
-                return store.put_block(request)
+            case PutBlock(durable=durable):
+                return store.put_block(request, sync=durable)
             case PutBlocks(puts):
                 return store.put_blocks(puts)
             case PutQueuedPow(header):

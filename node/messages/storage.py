@@ -83,13 +83,17 @@ class PutBlock(otp.Request["BlockRef"]):
     ``fees``: fees accumulated after this block and not minted yet. A block carrying the
     queued AuxPoW clears the queued record in the same batch (as the head only). Its
     parent must be stored (genesis: height 0 and a zero parent hash). Idempotent: the same
-    put twice stores the same records."""
+    put twice stores the same records. ``durable=False``: the batch is not fsynced (a kill
+    loses nothing, the operating system has it; a power cut may lose it) — for a write that
+    a synced one follows before anything depends on it (LevelDB's log is one file: the
+    later fsync flushes it too), or that the network can give again."""
 
     block: SignedConsensusBlock = attrs.field(validator=_instance(SignedConsensusBlock))
     head: bool = True
     finalized: BlockRef | None = attrs.field(default=None,
                                              validator=_instance(BlockRef, optional=True))
     fees: int | None = attrs.field(default=0, validator=_fees)
+    durable: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
 def _puts(inst: Any, attribute: Any, value: Any) -> None:
