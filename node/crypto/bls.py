@@ -405,6 +405,11 @@ def fast_aggregate_verify(
     key = public_keys[0].blst_point()
     for pk in public_keys[1:]:
         key = key + pk.blst_point()
+    if key.compress()[0] & 0x40 or signature.to_bytes()[0] & 0x40:
+        # Keys that add up to the point at infinity (A and -A) would "verify" the infinity
+        # signature over any message: CoreVerify's KeyValidate refuses the aggregate, as
+        # blspy did. An infinity signature verifies against no real key either.
+        return False
     return pairs_match(key, signature._point, hash_to_g2(_as_bytes(message, "message")))
 
 

@@ -457,3 +457,19 @@ def test_the_point_at_infinity_verifies_against_nothing() -> None:
     # Adding it changes no signature.
     signature = bls.sign(sk, BLOCK_HASH)
     assert bls.aggregate([signature, infinity]) == signature
+
+
+def test_keys_that_add_up_to_infinity_verify_nothing() -> None:
+    """A and -A are both valid keys, but their aggregate is the point at infinity: with the
+    infinity signature, FastAggregateVerify would hold for any message (a forged approval
+    of two authorities) unless the aggregate key is refused, as CoreVerify's KeyValidate
+    does (found by review: the pyblst rewrite had dropped it)."""
+    a = bls.SecretKey.from_seed(b"\x07" * 32).public_key()
+    minus_a = bls.PublicKey.from_bytes((-a.blst_point()).compress())
+    infinity = bls.Signature.from_bytes(bytes([0xC0]) + bytes(95))
+    for message in (b"m", b"any block's signing root"):
+        assert not bls.fast_aggregate_verify([a, minus_a], message, infinity)
+        assert not bls.fast_aggregate_verify([minus_a, a, a, minus_a], message, infinity)
+    signed = bls.sign(bls.SecretKey.from_seed(b"\x07" * 32), b"m")
+    assert bls.fast_aggregate_verify([a], b"m", signed)
+    assert not bls.fast_aggregate_verify([a], b"m", infinity)
