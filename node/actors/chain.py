@@ -560,14 +560,10 @@ class ChainActor(otp.GenServer):
         # The write that makes the block part of the chain: one synced batch. Until it
         # returns, this actor's state is still the stored chain's.
         try:
-            # A block this node produced is fsynced before it leaves (after a power cut it
-            # must not produce another at the slot). One it imported need not be: the
-            # network has it, and a vote this node casts on it follows the vote lock's
-            # synced write, which flushes it too.
             ref: BlockRef = await self._storage(storage_msgs.PutBlock(
                 signed, head=True,
                 finalized=new.finalized if new.finalized != state.finalized else None,
-                fees=new.fees, durable=produced,
+                fees=new.fees,
             ))
         except CALL_FAILURES:
             self.unsure = (signed.ref(), new)
@@ -1163,8 +1159,11 @@ class ChainActor(otp.GenServer):
         if block is None:
             await trio.lowlevel.checkpoint()
             return
-        # Not fsynced: the vote lock's synced write comes next, before the vote leaves.
-        await self._storage(storage_msgs.PutBlock(block, head=False, durable=False))
+        # Not fsynced: losing it to a power cut costs only the re-proposal after a restart
+        # (:meth:`_restore_voted` skips a block it cannot find); the vote lock, written
+        # next, is synced.
+        await self._storage(storage_msgs.PutBlock(block, head=False, durable=False,
+                                                  fees=None))
 
     async def _restore_voted(self, lock: VoteLock | None) -> None:
         """After a restart: hold again the blocks the stored vote lock names (locked on,

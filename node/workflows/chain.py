@@ -530,8 +530,9 @@ class RefRun(Sequence[BlockRef]):
         return run
 
     def appended(self, ref: BlockRef) -> RefRun:
-        """This run and then ``ref``."""
-        if self._stop == len(self._items):
+        """This run and then ``ref``. The shared list is copied (its live part only) when a
+        run starts past half of it, so refs finalized long ago do not pile up in it."""
+        if self._stop == len(self._items) and self._start <= max(len(self._items) // 2, 64):
             self._items.append(ref)
             return RefRun._view(self._items, self._start, self._stop + 1)
         return RefRun([*self, ref])

@@ -877,3 +877,16 @@ def test_a_ref_run_behaves_as_the_tuple_it_stands_for(steps: list[tuple[int, int
             assert run == expected and tuple(run) == expected and len(run) == len(expected)
             if expected:
                 assert run[0] == expected[0] and run[-1] == expected[-1]
+
+
+def test_a_ref_run_does_not_keep_refs_finalized_long_ago() -> None:
+    """A range finalized every few blocks, over many blocks: the list behind it stays about
+    the size of the range, not of the chain (found by review: it grew without end)."""
+    refs = [BlockRef(bytes([i % 256]) * 32, i) for i in range(10_000)]
+    run = rules.RefRun()
+    for i, ref in enumerate(refs):
+        run = run.appended(ref)
+        if i % 10 == 9:
+            run = run[8:]  # finalized up to two blocks before the head
+        assert len(run._items) <= 4 * 64 + 2 * len(run)
+    assert tuple(run) == tuple(refs[-len(run):])
