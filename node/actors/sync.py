@@ -140,6 +140,13 @@ IMPORT_SECONDS_PER_BLOCK: Final = 1.0
 IMPORT_RETRY: Final = 1.0
 #: Import calls remembered (:attr:`SyncActor.import_calls`).
 IMPORT_CALLS_KEPT: Final = 4096
+#: Snap: seconds after the first peer ahead before the pivot is chosen (more peers' heads
+#: are known by then: one peer behind, or one lying high, does not decide alone).
+SNAP_SETTLE: Final = 5.0
+#: Snap: seconds the verified pivot block may take to come before the node syncs in full.
+PIVOT_BLOCK_WAIT: Final = 60.0
+#: Snap: refusals of the pivot by the engine before the node syncs in full.
+PIVOT_TRIES: Final = 10
 
 _FAILURES: Final = {
     "timeout": rules.Failure.TIMEOUT,
@@ -224,6 +231,8 @@ class _Snap:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     pivoting: bool = False
     started: float = 0.0
+    #: The engine's refusals of the pivot so far.
+    refusals: int = 0
 
 
 def authorities_from(chain: ChainConfig, data_dir: str) -> tuple[bls.PublicKey, ...]:
@@ -276,6 +285,8 @@ class SyncActor(otp.GenServer):
         self.engine = engine_actor
         #: None until decided; then the snap sync under way, or False (full sync).
         self.snap: _Snap | bool | None = None
+        #: When the pivot is chosen (snap: :data:`SNAP_SETTLE` after the first peer ahead).
+        self.snap_settle: float | None = None
         if self.cfg.mode == "snap":
             engine_cfg: EngineConfig = structure_section(engine or {}, EngineConfig, "engine")
             bridge_cfg: BridgeConfig = structure_section(bridge or {}, BridgeConfig, "bridge")
@@ -540,7 +551,11 @@ class SyncActor(otp.GenServer):
         ready = rules.next_to_import(self.state)
         if ready is None:
             return
+        if self.snap is None:
+            return  # snap: the pivot is not chosen yet
         snap = self.snap if isinstance(self.snap, _Snap) else None
+        if snap is not None and snap.block is None:
+            return  # history waits for the pivot block, verified (a lie stops nothing)
         planned = rules.import_span(ready, self.cfg.import_batch,
                                     None if snap is None else snap.pivot)
         if planned is None:
@@ -626,6 +641,10 @@ class SyncActor(otp.GenServer):
         (:func:`rules.snap_pivot`)."""
         if self.state.target <= self.state.head:
             return  # no peer ahead yet
+        if self.snap_settle is None:
+            self.snap_settle = now + SNAP_SETTLE
+        if now < self.snap_settle and self.state.connected < 3:
+            return  # more peers' heads first (imports wait meanwhile)
         pivot = rules.snap_pivot(self.state.head, self.state.target, self.cfg)
         if pivot is None:
             self.snap = False
@@ -637,16 +656,25 @@ class SyncActor(otp.GenServer):
         otp.start_task_soon(self._fetch_state, snap, None)
 
     def _snap_peers(self, height: int) -> list[str]:
-        """The peers that have ``height``, the least failing first."""
+        """The peers that have ``height``, the least failing first; those whose breaker
+        opened (a claim they did not serve) only when there are no others."""
         usable = [p for p in self.state.peers if p.connected and p.head >= height]
-        return [p.peer for p in sorted(usable, key=lambda p: p.breaker.failures)]
+        trusted = [p for p in usable if p.trusted_head]  # no open breaker: not a known liar
+        return [p.peer for p in sorted(trusted or usable, key=lambda p: p.breaker.failures)]
 
     async def _fetch_state(self, snap: _Snap, root: bytes | None) -> None:
         """The pivot block (when ``root`` is not given: its state root is the one to
         download), then the state under the root, into the engine's store."""
         with snap.scope:
             if root is None:
-                block = await self._pivot_block(snap.pivot)
+                block = None
+                with trio.move_on_after(PIVOT_BLOCK_WAIT):
+                    block = await self._pivot_block(snap.pivot)
+                if block is None:
+                    await otp.send(otp.self(), _StateFailed(
+                        b"", f"no peer sent block #{snap.pivot} with valid approvals in "
+                        f"{PIVOT_BLOCK_WAIT:.0f} s"))
+                    return
                 await otp.send(otp.self(), _PivotBlock(block))
                 root = block.message.execution_payload.state_root
             try:
@@ -688,7 +716,14 @@ class SyncActor(otp.GenServer):
         while not download.done:
             download, wants = state_sync.next_batch(download, self.cfg.state_batch)
             hashes = tuple(w.hash for w in wants)
-            local = await otp.call(self.engine, GetStateNodes(hashes), timeout=INIT_WAIT)
+            try:
+                local = await otp.call(self.engine, GetStateNodes(hashes), timeout=INIT_WAIT)
+            except CALL_FAILURES as exc:  # the engine is restarting: wait for it
+                logger.info("sync: the engine did not answer (%s); the state download waits",
+                            exc)
+                download = state_sync.failed(download, wants)
+                await trio.sleep(IMPORT_RETRY)
+                continue
             values = list(local) if isinstance(local, tuple) else []
             values += [b""] * (len(hashes) - len(values))
             lacking = [i for i, value in enumerate(values) if not value]
@@ -714,11 +749,20 @@ class SyncActor(otp.GenServer):
                     values[i] = value
             answer = state_sync.answered(download, wants, values)
             if answer.store:
-                stored = await otp.call(self.engine, PutStateNodes(answer.store),
-                                        timeout=INIT_WAIT)
+                try:
+                    stored = await otp.call(self.engine, PutStateNodes(answer.store),
+                                            timeout=INIT_WAIT)
+                except CALL_FAILURES as exc:
+                    logger.info("sync: the engine did not store state values (%s); asked "
+                                "again", exc)
+                    download = state_sync.failed(answer.download, wants)
+                    await trio.sleep(IMPORT_RETRY)
+                    continue
                 if isinstance(stored, EngineError):
                     raise _StateRefused(f"the engine refused the values: {stored}")
             download = answer.download
+            if answer.missing == len(wants):
+                await trio.sleep(TICK)  # nobody had any of them: not a busy loop
         return download
 
     def _snap_event(self, msg: Any, now: float) -> None:
@@ -736,9 +780,10 @@ class SyncActor(otp.GenServer):
                                 download.nodes, download.codes, download.bytes / 1e6,
                                 now - snap.started)
             case _StateFailed(root, reason):
-                logger.error("sync: the state under 0x%s cannot be downloaded (%s): the "
-                             "engine will execute the stored history instead", root.hex(),
-                             reason)
+                logger.error("sync: snap sync gives up (%s%s): syncing in full (the engine "
+                             "executes whatever history is stored)", reason,
+                             f"; state root 0x{root.hex()}" if root else "")
+                snap.scope.cancel()
                 self.snap = False
             case _Pivoted(answer):
                 snap.pivoting = False
@@ -747,8 +792,15 @@ class SyncActor(otp.GenServer):
                                 "blocks after it", answer.height, now - snap.started)
                     self.snap = False
                 else:
-                    logger.warning("sync: the chain did not take the pivot: %s", answer)
+                    snap.refusals += 1
+                    logger.warning("sync: the chain did not take the pivot (%d of %d): %s",
+                                   snap.refusals, PIVOT_TRIES, answer)
                     self.import_after = now + IMPORT_RETRY
+                    if snap.refusals >= PIVOT_TRIES:
+                        logger.error("sync: snap sync gives up: syncing in full (the engine "
+                                     "executes the stored history)")
+                        snap.scope.cancel()
+                        self.snap = False
         self._pivot_if_ready(now)
 
     def _pivot_if_ready(self, now: float) -> None:

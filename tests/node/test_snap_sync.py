@@ -231,3 +231,36 @@ def test_a_sync_actor_killed_mid_history_goes_on_in_full_and_the_engine_catches_
         assert engine.embedded.pivot is None  # it went on in full
 
     sim(main, max_virtual_time=3600.0)
+
+
+@pytest.mark.sim(seeds=1)
+def test_a_peer_lying_about_its_head_cannot_stall_a_snap_sync_or_make_it_skip_execution(
+        sim: Simulator, sim_seed: int) -> None:
+    """A peer claims a head of a million and serves nothing above #N. The pivot is chosen
+    only after the peers' heads settle, and history is imported only once the pivot block has
+    come with valid approvals — so the lie costs time, never correctness: B ends at the
+    honest head with its state, every block after whatever pivot it took executed."""
+    from .sync_helpers import BadPeer
+
+    blocks = built()
+    liar = BadPeer("x", "short", blocks, head=10**6, has=N)
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-liar-")
+        net = memory(sim_seed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(liar.serve, net)
+            await start_source(tmp, "a", net)
+            await start_b(tmp, net, ("x", "a"), verifier=None, **SNAP)
+            await synced_to(N)
+            assert await b_head() == blocks[N].ref()
+            engine = await otp.get_state("engine")
+            assert isinstance(engine, EngineActor) and engine.embedded is not None
+            assert engine.embedded.head_number == N
+            assert (engine.embedded.head.state_root
+                    == blocks[N].message.execution_payload.state_root)
+            pivot = engine.embedded.pivot
+            assert pivot is None or pivot[0] <= N
+            nursery.cancel_scope.cancel()
+
+    sim(main, max_virtual_time=3600.0)
