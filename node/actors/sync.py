@@ -140,8 +140,8 @@ IMPORT_SECONDS_PER_BLOCK: Final = 1.0
 IMPORT_RETRY: Final = 1.0
 #: Import calls remembered (:attr:`SyncActor.import_calls`).
 IMPORT_CALLS_KEPT: Final = 4096
-#: Snap: seconds after the first peer ahead before the pivot is chosen (more peers' heads
-#: are known by then: one peer behind, or one lying high, does not decide alone).
+#: Snap: seconds after the first peer ahead before the pivot is chosen, unless a second peer
+#: is known sooner: one peer behind, or one lying high, does not decide alone.
 SNAP_SETTLE: Final = 5.0
 #: Snap: seconds the verified pivot block may take to come before the node syncs in full.
 PIVOT_BLOCK_WAIT: Final = 60.0
@@ -643,7 +643,7 @@ class SyncActor(otp.GenServer):
             return  # no peer ahead yet
         if self.snap_settle is None:
             self.snap_settle = now + SNAP_SETTLE
-        if now < self.snap_settle and self.state.connected < 3:
+        if now < self.snap_settle and self.state.connected < 2:
             return  # more peers' heads first (imports wait meanwhile)
         pivot = rules.snap_pivot(self.state.head, self.state.target, self.cfg)
         if pivot is None:
