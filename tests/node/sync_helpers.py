@@ -58,7 +58,10 @@ NET = {"ping_interval": 5.0, "request_timeout": 5.0, "handshake_timeout": 3.0}
 SYNC = {"batch_size": 32, "window": 256, "request_timeout": 8.0, "import_batch": 16}
 
 
-async def _build(n: int) -> list[SignedConsensusBlock]:
+async def build(n: int, add_transactions: Callable[[EmbeddedEngine, int], None] | None = None
+                ) -> list[SignedConsensusBlock]:
+    """Genesis and ``n`` blocks signed by :data:`KEY`; ``add_transactions(engine, height)``
+    puts the transactions of block ``height`` in the engine's pool (none by default)."""
     cfg: ChainConfig = structure_section(CHAIN_CFG, ChainConfig, "chain")
     engine = EmbeddedEngine()
     recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
@@ -70,6 +73,8 @@ async def _build(n: int) -> list[SignedConsensusBlock]:
     blocks = [genesis]
     finalized = genesis.message.execution_payload.block_hash
     for height in range(1, n + 1):
+        if add_transactions is not None:
+            add_transactions(engine, height)
         parent = blocks[-1]
         slot = FIRST_SLOT + height
         timestamp = rules.payload_timestamp(slot, DURATION_MS,
@@ -87,7 +92,7 @@ async def _build(n: int) -> list[SignedConsensusBlock]:
 def built_chain(n: int) -> tuple[SignedConsensusBlock, ...]:
     """Genesis and ``n`` blocks after it, as node B's chain would accept them (built once per
     test session, outside any simulation)."""
-    return tuple(trio.run(_build, n))
+    return tuple(trio.run(build, n))
 
 
 #: The length of the chain the sync tests use.

@@ -22,21 +22,19 @@ import otp
 from node.actors.engine import EngineActor
 from node.actors.network import NetworkActor
 from node.actors.storage import ChainStore, StorageActor
-from node.config import ChainConfig, structure_section
 from node.execution.accounts import dev_accounts
 from node.execution.embedded import EmbeddedEngine
-from node.integration.engine import build_block, commit_block
+from node.integration.engine import commit_block
 from node.messages import chain as c
 from node.messages.storage import PutBlock
 from node.messages.sync import GetSyncProgress
 from node.network.memory import LinkConditions, MemoryNetwork
-from node.types.chain import AggregateApproval, AuxPowHeader, ConsensusBlock, SignedConsensusBlock
-from node.workflows import chain as rules
+from node.types.chain import SignedConsensusBlock
 from otp.testing.plugin import Simulator
 
 from ..scratch import scratch_dir
 from .network_helpers import net_config, wait_for
-from .sync_helpers import CHAIN_CFG, DURATION_MS, FIRST_SLOT, KEY, NET, start_b
+from .sync_helpers import CHAIN_CFG, NET, build, start_b
 
 #: Blocks in the chain; the snap tests use a pivot 16 below the head.
 N = 120
@@ -55,50 +53,20 @@ def recipient(i: int) -> bytes:
     return (0x7000 + i).to_bytes(20, "big")
 
 
-async def _build(n: int) -> list[SignedConsensusBlock]:
-    """``n`` blocks, each with three transfers to fresh accounts (a state of a few hundred
-    accounts), signed by the test authority."""
-    cfg: ChainConfig = structure_section(CHAIN_CFG, ChainConfig, "chain")
-    engine = EmbeddedEngine()
-    fee_recipient = bytes.fromhex(cfg.fee_recipient.removeprefix("0x"))
-    zero = bytes(32)
-    genesis = SignedConsensusBlock(
-        ConsensusBlock(zero, 0, engine.genesis_payload(),
-                       AuxPowHeader(zero, zero, cfg.bits, cfg.chain_id, 0, None,
-                                    fee_recipient)),
-        AggregateApproval(0, c_empty_signature()))
-    blocks = [genesis]
-    nonces = [0] * len(SENDERS)
-    finalized = genesis.message.execution_payload.block_hash
-    for height in range(1, n + 1):
-        for k in range(3):
-            who = (height + k) % len(SENDERS)
-            engine.add_transaction(_transfer(SENDERS[who], nonces[who],
-                                             recipient(3 * height + k), 10**12 + height))
-            nonces[who] += 1
-        parent = blocks[-1]
-        slot = FIRST_SLOT + height
-        timestamp = rules.payload_timestamp(slot, DURATION_MS,
-                                            parent.message.execution_payload.timestamp)
-        assert timestamp is not None
-        payload = await build_block(engine, parent.message.execution_payload.block_hash,
-                                    finalized, timestamp, fee_recipient, [])
-        assert len(payload.transactions) == 3
-        await commit_block(engine, payload, finalized)
-        blocks.append(rules.sign_block(rules.new_block(parent, slot, payload, None), KEY, 0))
-    engine.close()
-    return blocks
-
-
-def c_empty_signature() -> bytes:
-    from node.actors.chain import EMPTY_SIGNATURE
-
-    return EMPTY_SIGNATURE
+def add_transfers(engine: EmbeddedEngine, height: int) -> None:
+    """Block ``height``'s three transfers to fresh accounts (a state of a few hundred)."""
+    for k in range(3):
+        sender = SENDERS[(height + k) % len(SENDERS)]
+        nonce = engine.pending_nonce(sender.address)
+        engine.add_transaction(_transfer(sender, nonce, recipient(3 * height + k),
+                                         10**12 + height))
 
 
 @functools.cache
 def built() -> tuple[SignedConsensusBlock, ...]:
-    return tuple(trio.run(_build, N))
+    blocks = tuple(trio.run(build, N, add_transfers))
+    assert all(len(b.message.execution_payload.transactions) == 3 for b in blocks[1:])
+    return blocks
 
 
 @functools.cache
