@@ -7,21 +7,24 @@ schema versions), as ``python -m bench node`` caches its chain. ``--quick``: 2,0
 
 Measured in one process, one run:
 
-1. **sync** — two source nodes (StorageActor + NetworkActor on real WebSockets on
-   127.0.0.1, free ports) serve the chain; node B (storage, embedded engine, chain, network,
-   sync, with the SyncActor's own SignatureVerifier: every signature verified) dials both
-   and syncs to their head. Blocks/s from the SyncActor's start to B's head at the target,
-   beside the seed's claim (800 blocks/s) and beside:
-2. **verification alone** — ``verify_blocks`` over the same blocks in a SignatureVerifier
-   (the pure rate of the signature work sync must do);
-3. **import alone** — the same blocks (signatures already verified) handed to a fresh
-   ChainActor with ``ImportBlocks`` in the SyncActor's batches: the ceiling the import path
-   (validation, the EVM executing every payload, storage) puts on sync.
+1. **snap sync** — two source nodes (StorageActor, an EngineActor on a copy of an EVM store
+   that executed the chain once, cached beside it, and a NetworkActor on real WebSockets on
+   127.0.0.1, free ports) serve blocks and state; node B (storage, embedded engine, chain,
+   network, sync with ``sync.mode = "snap"`` and its own process verifier: every signature
+   verified) dials both and syncs to their head: history up to the pivot stored without
+   executing it, the state at the pivot downloaded, the blocks after it executed. Blocks/s
+   from the SyncActor's start to B's head and its EVM's both at the target;
+2. **full sync** — the same with ``sync.mode = "full"`` (every payload executed);
+3. **verification alone** — ``verify_blocks`` over the same blocks in one worker thread
+   (the pure rate of the signature work sync must do, on one core: the goal's baseline);
+4. **import alone** — the same blocks (signatures already verified) handed to a fresh
+   ChainActor with ``ImportBlocks`` in the SyncActor's batches: the ceiling executing every
+   payload puts on a full sync.
 
-Where sync's time goes is read from the SyncActor: seconds with an import call out, seconds
-of verification batches, and request-seconds waiting for peers (summed over concurrent
-requests). One core does all of it (the GIL: the verifier's thread, the EVM and the
-network share it), so the stages overlap in time but not in CPU.
+Where snap sync's time goes is read from the SyncActor: seconds with an import call out,
+request-seconds of verification batches and of downloads (summed over concurrent requests),
+and the verifier process's busy seconds. The verifier has a core of its own; the sources,
+B's actors and the EVM share the other.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ import attrs
 
 import otp
 
-from ..network.frames import MAX_BLOCKS_PER_REQUEST, MAX_STATE_HASHES, TOPICS, Status
+from ..network.frames import MAX_BLOCKS_PER_REQUEST, TOPICS, Status, state_hashes
 from ..network.gossip import ApproveBlock, Payload
 from ..types.chain import SignedConsensusBlock
 from ..workflows.peers import Offence
@@ -148,14 +148,6 @@ class RequestBlocks(otp.Request[list[SignedConsensusBlock] | RequestFailed]):
     count: int = attrs.field(validator=_count)
 
 
-def _hashes(_inst: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_STATE_HASHES:
-        raise ValueError(f"{attribute.name} must hold 1..{MAX_STATE_HASHES} hashes")
-    for i, item in enumerate(value):
-        if not isinstance(item, bytes) or len(item) != 32:
-            raise ValueError(f"{attribute.name}[{i}] must be 32 bytes, not {item!r:.80}")
-
-
 @attrs.frozen
 class RequestStateNodes(otp.Request["tuple[bytes, ...] | RequestFailed"]):
     """Call: the values ``peer`` stores under ``hashes`` (1..384): state trie nodes and
@@ -166,7 +158,7 @@ class RequestStateNodes(otp.Request["tuple[bytes, ...] | RequestFailed"]):
     ``RequestFailed("invalid")``."""
 
     peer: str
-    hashes: tuple[bytes, ...] = attrs.field(validator=_hashes)
+    hashes: tuple[bytes, ...] = attrs.field(validator=state_hashes)
 
 
 @attrs.frozen

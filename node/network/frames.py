@@ -65,6 +65,7 @@ __all__ = [
     "StatusResponse",
     "decode_frame",
     "encode_frame",
+    "state_hashes",
 ]
 
 #: The version byte every frame starts with; a peer speaking another is refused. Version 2:
@@ -132,7 +133,9 @@ def _blocks(_inst: Any, attribute: Any, value: Any) -> None:
                              f"{type(item).__name__}")
 
 
-def _hashes(_inst: Any, attribute: Any, value: Any) -> None:
+def state_hashes(_inst: Any, attribute: Any, value: Any) -> None:
+    """Validator: a tuple of 1..MAX_STATE_HASHES hashes of 32 bytes (the frames' and the
+    NetworkActor's ``RequestStateNodes``)."""
     if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_STATE_HASHES:
         raise ValueError(f"{attribute.name} must hold 1..{MAX_STATE_HASHES} hashes")
     for i, item in enumerate(value):
@@ -237,7 +240,7 @@ class GetStateNodes:
     code, for snap sync (:mod:`node.workflows.state_sync`)."""
 
     request_id: int = attrs.field(validator=_uint(32))
-    hashes: tuple[bytes, ...] = attrs.field(validator=_hashes)
+    hashes: tuple[bytes, ...] = attrs.field(validator=state_hashes)
 
 
 @codec.register(tag="alys.net.StateNodes")
