@@ -145,6 +145,11 @@ class ConsensusBlock:
         """SHA-256 of this unsigned block in the consensus encoding (computed once)."""
         return self._hash
 
+    def remember(self, block_hash: bytes) -> None:
+        """Take ``block_hash`` as this block's hash without computing it: only for the hash of
+        the very bytes this block was decoded from (:func:`encoding.decode_signed_block`)."""
+        object.__setattr__(self, "_hash", block_hash)
+
     def signing_root(self) -> bytes:
         """What the producer and the approvers sign: :func:`encoding.signing_root`."""
         return encoding.signing_root(self._hash)
@@ -199,6 +204,19 @@ class SignedConsensusBlock:
 
     def ref(self) -> BlockRef:
         return BlockRef(self.hash(), self.height)
+
+    @functools.cached_property
+    def _encoding(self) -> bytes:
+        return encoding.write_signed_block(self)
+
+    def encoded(self) -> bytes:
+        """This block as a kind-0x02 document of the consensus encoding (written once)."""
+        return self._encoding
+
+    def remember(self, data: bytes) -> None:
+        """Take ``data`` as this block's encoding without writing it: only for the very bytes
+        this block was decoded from (:func:`encoding.decode_signed_block`)."""
+        object.__setattr__(self, "_encoding", data)
 
 
 #: :attr:`Vote.kind`: a prevote (first phase) or a precommit (second phase, bound to a round).

@@ -48,8 +48,9 @@ naming the field (``block.execution_payload.withdrawals[2].address``).
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .execution import ExecutionPayload, Withdrawal
 
@@ -71,12 +72,15 @@ __all__ = [
     "encode_block",
     "encode_signed_block",
     "signing_root",
+    "write_signed_block",
 ]
 
 VERSION: Final = 1
 KIND_BLOCK: Final = 0x01
 KIND_SIGNED_BLOCK: Final = 0x02
 KIND_AUXPOW_HEADER: Final = 0x03
+#: The two bytes a kind-0x01 document (a block's hash preimage) begins with.
+_BLOCK_DOCUMENT_HEAD: Final = bytes((KIND_BLOCK, VERSION))
 #: Prefixed to a block hash to form what is signed (see the module docstring).
 SIGNING_DOMAIN: Final = b"alys consensus block approval v1\x00"
 
@@ -185,7 +189,14 @@ def encode_block(block: ConsensusBlock) -> bytes:
 
 
 def encode_signed_block(signed: SignedConsensusBlock) -> bytes:
-    """A signed block as a kind-``0x02`` document (how the node stores blocks)."""
+    """A signed block as a kind-``0x02`` document (how the node stores blocks): written once
+    per value (:meth:`~node.types.chain.SignedConsensusBlock.encoded`), and for a decoded
+    block, the bytes it was decoded from."""
+    return signed.encoded()
+
+
+def write_signed_block(signed: SignedConsensusBlock) -> bytes:
+    """:func:`encode_signed_block`, written afresh."""
     w = _Writer(KIND_SIGNED_BLOCK)
     _write_block(w, signed.message)
     w.uint(signed.signature.bitfield, 2)
@@ -236,6 +247,25 @@ class _Reader:
     def var(self, path: str) -> bytes:
         return self.take(self.uint(4, f"{path} (length)"), path)
 
+    def strings(self, n: int, path: str) -> tuple[bytes, ...]:
+        """``n`` values of type ``bytes`` in a row: :meth:`var` at ``path[0]``, ``path[1]``..
+        (the path is formatted only for an error)."""
+        data, pos, size = self.data, self.pos, len(self.data)
+        out = []
+        for i in range(n):
+            if pos + 4 > size:
+                self.pos = pos
+                self.var(f"{path}[{i}]")  # raises, naming the item
+            length = int.from_bytes(data[pos:pos + 4], "big")
+            end = pos + 4 + length
+            if end > size:
+                self.pos = pos
+                self.var(f"{path}[{i}]")  # raises, naming the item
+            out.append(data[pos + 4:end])
+            pos = end
+        self.pos = pos
+        return tuple(out)
+
     def count(self, path: str, item_size: int) -> int:
         n = self.uint(4, f"{path} (count)")
         if n * item_size > len(self.data) - self.pos:
@@ -277,22 +307,37 @@ def _read_withdrawal(r: _Reader, path: str) -> Withdrawal:
     return _build(path, lambda: Withdrawal(index, validator_index, address, amount))
 
 
+#: A block's fixed-width fields before anything of variable length: ``parent_hash, slot``,
+#: then the execution payload's up to its ``timestamp``; read in one step when the bytes
+#: are there (:func:`_read_block`), field by field otherwise (to name the short one).
+_BLOCK_HEAD: Final = struct.Struct(">32sQ32s20s32s32s256s32sQQQQ")
+
+
 def _read_payload(r: _Reader, path: str) -> ExecutionPayload:
-    parent_hash = r.take(32, f"{path}.parent_hash")
-    fee_recipient = r.take(20, f"{path}.fee_recipient")
-    state_root = r.take(32, f"{path}.state_root")
-    receipts_root = r.take(32, f"{path}.receipts_root")
-    logs_bloom = r.take(256, f"{path}.logs_bloom")
-    prev_randao = r.take(32, f"{path}.prev_randao")
-    block_number = r.uint(8, f"{path}.block_number")
-    gas_limit = r.uint(8, f"{path}.gas_limit")
-    gas_used = r.uint(8, f"{path}.gas_used")
-    timestamp = r.uint(8, f"{path}.timestamp")
+    head = (
+        r.take(32, f"{path}.parent_hash"),
+        r.take(20, f"{path}.fee_recipient"),
+        r.take(32, f"{path}.state_root"),
+        r.take(32, f"{path}.receipts_root"),
+        r.take(256, f"{path}.logs_bloom"),
+        r.take(32, f"{path}.prev_randao"),
+        r.uint(8, f"{path}.block_number"),
+        r.uint(8, f"{path}.gas_limit"),
+        r.uint(8, f"{path}.gas_used"),
+        r.uint(8, f"{path}.timestamp"),
+    )
+    return _read_payload_tail(r, path, head)
+
+
+def _read_payload_tail(r: _Reader, path: str, head: tuple[Any, ...]) -> ExecutionPayload:
+    """The payload's fields after ``timestamp``; ``head`` holds those up to it."""
+    (parent_hash, fee_recipient, state_root, receipts_root, logs_bloom, prev_randao,
+     block_number, gas_limit, gas_used, timestamp) = head
     extra_data = r.var(f"{path}.extra_data")
     base_fee = r.uint(32, f"{path}.base_fee_per_gas")
     hash_ = r.take(32, f"{path}.block_hash")
     txs_path = f"{path}.transactions"
-    transactions = tuple(r.var(f"{txs_path}[{i}]") for i in range(r.count(txs_path, 4)))
+    transactions = r.strings(r.count(txs_path, 4), txs_path)
     ws_path = f"{path}.withdrawals"
     withdrawals = tuple(_read_withdrawal(r, f"{ws_path}[{i}]")
                         for i in range(r.count(ws_path, 44)))
@@ -322,9 +367,14 @@ def _read_header(r: _Reader, path: str) -> AuxPowHeader:
 def _read_block(r: _Reader, path: str) -> ConsensusBlock:
     from .chain import ConsensusBlock
 
-    parent_hash = r.take(32, f"{path}.parent_hash")
-    slot = r.uint(8, f"{path}.slot")
-    payload = _read_payload(r, f"{path}.execution_payload")
+    if len(r.data) - r.pos >= _BLOCK_HEAD.size:
+        parent_hash, slot, *head = _BLOCK_HEAD.unpack_from(r.data, r.pos)
+        r.pos += _BLOCK_HEAD.size
+        payload = _read_payload_tail(r, f"{path}.execution_payload", tuple(head))
+    else:
+        parent_hash = r.take(32, f"{path}.parent_hash")
+        slot = r.uint(8, f"{path}.slot")
+        payload = _read_payload(r, f"{path}.execution_payload")
     header = (_read_header(r, f"{path}.auxpow_header")
               if r.flag(f"{path}.auxpow_header") else None)
     pegins_path = f"{path}.pegins"
@@ -335,7 +385,7 @@ def _read_block(r: _Reader, path: str) -> ConsensusBlock:
     proposal_path = f"{path}.pegout_payment_proposal"
     proposal = r.var(proposal_path) if r.flag(proposal_path) else None
     pegouts_path = f"{path}.finalized_pegouts"
-    pegouts = tuple(r.var(f"{pegouts_path}[{i}]") for i in range(r.count(pegouts_path, 4)))
+    pegouts = r.strings(r.count(pegouts_path, 4), pegouts_path)
     return _build(path, lambda: ConsensusBlock(parent_hash, slot, payload, header, pegins,
                                                proposal, pegouts))
 
@@ -352,12 +402,22 @@ def decode_signed_block(data: bytes) -> SignedConsensusBlock:
     """The signed block of a kind-``0x02`` document; :class:`DecodeError` if it is not one."""
     from .chain import SignedConsensusBlock
 
-    r = _Reader(bytes(data))
+    data = bytes(data)
+    r = _Reader(data)
     r.start(KIND_SIGNED_BLOCK, "signed block")
     block = _read_block(r, "block")
+    block_end = r.pos
     approval = _read_approval(r, "signature")
     r.end("signed block")
-    return SignedConsensusBlock(block, approval)
+    signed = SignedConsensusBlock(block, approval)
+    # Decoding is strict and every value has exactly one encoding, so these bytes are the
+    # ones encoding the value would write: the block's own fields are its kind-0x01 document
+    # after the two leading bytes, and the whole is its kind-0x02 one. Neither is written again.
+    digest = hashlib.sha256(_BLOCK_DOCUMENT_HEAD)
+    digest.update(memoryview(data)[2:block_end])
+    block.remember(digest.digest())
+    signed.remember(data)
+    return signed
 
 
 def decode_block(data: bytes) -> ConsensusBlock:

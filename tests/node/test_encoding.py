@@ -190,7 +190,12 @@ blocks = st.builds(ConsensusBlock, hashes, u64, payloads, st.none() | headers,
 @given(blocks, st.integers(0, 2**15 - 1))
 def test_round_trip(block: ConsensusBlock, bitfield: int) -> None:
     signed = SignedConsensusBlock(block, AggregateApproval(bitfield, bytes(range(96))))
-    assert encoding.decode_signed_block(encoding.encode_signed_block(signed)) == signed
+    raw = encoding.encode_signed_block(signed)
+    assert raw == encoding.write_signed_block(signed)
+    decoded = encoding.decode_signed_block(raw)
+    assert decoded == signed
+    _check_remembered(decoded, raw)
+    assert encoding.decode_signed_block(bytearray(raw)).hash() == block.hash()
     assert encoding.decode_block(encoding.encode_block(block)) == block
     assert block.auxpow_header is None or encoding.decode_auxpow_header(
         encoding.encode_auxpow_header(block.auxpow_header)) == block.auxpow_header
@@ -210,7 +215,18 @@ def test_damaged_documents_fail_cleanly_or_decode_to_something_valid(data: st.Da
         except encoding.DecodeError as exc:
             assert exc.path and exc.problem
         else:  # what decodes re-encodes to the same bytes (there is one encoding per value)
-            assert encoding.encode_signed_block(decoded) == raw
+            _check_remembered(decoded, raw)
+
+
+def _check_remembered(decoded: SignedConsensusBlock, raw: bytes) -> None:
+    """A decoded block keeps the bytes it came from as its encoding and their hash as its
+    hash: both must be what writing the value afresh gives (else a peer's bytes could give a
+    block a hash other nodes do not compute)."""
+    assert encoding.write_signed_block(decoded) == raw
+    assert decoded.encoded() is not None and decoded.encoded() == raw
+    fresh = attrs.evolve(decoded.message)  # a copy, its hash not yet computed
+    assert decoded.hash() == encoding.block_hash(fresh) == fresh.hash()
+    assert decoded.signing_root() == encoding.signing_root(encoding.block_hash(fresh))
 
 
 def test_decode_errors_name_the_field() -> None:
@@ -237,6 +253,21 @@ def test_decode_errors_name_the_field() -> None:
     damaged[at:at + 4] = struct.pack(">I", 10**6)
     with pytest.raises(encoding.DecodeError, match=r"withdrawals: 1000000 items cannot fit"):
         encoding.decode_signed_block(bytes(damaged))
+    # truncated inside the fixed-width head (read field by field: the short one is named),
+    # inside the transactions' lengths, and inside a transaction's bytes
+    with pytest.raises(encoding.DecodeError,
+                       match=r"block\.execution_payload\.logs_bloom: needs 256 bytes"):
+        encoding.decode_signed_block(good[:2 + 32 + 8 + 32 + 20 + 32 + 32 + 10])
+    txs = FULL.execution_payload.transactions
+    assert len(txs) >= 2 and len(txs[0]) > 1
+    first = good.index(struct.pack(">I", len(txs[0])) + txs[0])
+    with pytest.raises(encoding.DecodeError,
+                       match=rf"transactions\[0\]: needs {len(txs[0])} bytes, 4 left"):
+        encoding.decode_signed_block(good[:first + 8])
+    second = first + 4 + len(txs[0])
+    with pytest.raises(encoding.DecodeError,
+                       match=r"transactions\[1\] \(length\): needs 4 bytes, 2 left"):
+        encoding.decode_signed_block(good[:second + 2])
     # a bitfield the type refuses (16 bits on the wire, 15 authorities at most)
     damaged = bytearray(good)
     damaged[-98:-96] = b"\xff\xff"
