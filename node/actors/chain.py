@@ -35,7 +35,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -373,13 +373,16 @@ class ChainActor(otp.GenServer):
             logger.info("block #%d %s was not stored; the chain goes on from #%d", ref.height,
                         ref.hash.hex()[:16], self.state.head.height)
 
-    def _adopt(self, new: rules.ChainState) -> None:
+    def _adopt(self, new: rules.ChainState, *, retarget: bool = True) -> None:
+        """``new`` as the head's state (``retarget=False``: the bits not recomputed yet, for
+        a batch that recomputes them after its last block)."""
         header = new.head.message.auxpow_header
         self.state = new
         if header is not None and self.queued is not None and (
                 self.queued.range_end == header.range_end):
             self.queued = None
-        self.bits = rules.next_bits(new, self.difficulty)
+        if retarget:
+            self.bits = rules.next_bits(new, self.difficulty)
 
     # -- production ---------------------------------------------------------------------------
 
@@ -622,7 +625,7 @@ class ChainActor(otp.GenServer):
         line, ``BlockImported``."""
         block = signed.message
         ref = signed.ref()
-        self._tell_bridge_credited(block, ref)
+        self._announce(signed, ref, new, produced)
         metrics.BLOCKS_IMPORTED.inc()
         metrics.IMPORT_SECONDS.observe(elapsed)
         metrics.HEAD_HEIGHT.set(ref.height)
@@ -634,8 +637,36 @@ class ChainActor(otp.GenServer):
             f", AuxPoW for #{block.auxpow_header.height}" if block.auxpow_header else "",
             elapsed * 1000,
         )
+
+    def _announce(self, signed: SignedConsensusBlock, ref: BlockRef, new: rules.ChainState,
+                  produced: bool) -> None:
+        """A stored block's peg-ins told to the bridge, and its ``BlockImported``."""
+        self._tell_bridge_credited(signed.message, ref)
         otp.bus.publish_nowait(self.prefix + BLOCKS_TOPIC,
-                               BlockImported(ref, block.slot, new.finalized, produced))
+                               BlockImported(ref, signed.message.slot, new.finalized, produced))
+
+    def _imported_many(self, done: Sequence[tuple[SignedConsensusBlock, rules.ChainState]],
+                       elapsed: float) -> None:
+        """After sync's batch ``done`` was stored: each block announced as :meth:`_imported`
+        does, the metrics moved once, and one log line for the batch (``elapsed``: seconds
+        per block)."""
+        for signed, new in done:
+            self._adopt(new, retarget=False)
+            self._announce(signed, signed.ref(), new, False)
+        first, (last, new) = done[0][0], done[-1]
+        self.bits = rules.next_bits(new, self.difficulty)
+        metrics.BLOCKS_IMPORTED.inc(len(done))
+        for _ in done:
+            metrics.IMPORT_SECONDS.observe(elapsed)
+        metrics.HEAD_HEIGHT.set(last.height)
+        metrics.FINALIZED_HEIGHT.set(new.finalized.height)
+        pows = sum(1 for signed, _ in done if signed.message.auxpow_header is not None)
+        logger.info("imported %d blocks #%d..#%d %s, %d tx, finalized #%d%s (%.1f ms a block)",
+                    len(done), first.height, last.height, last.hash().hex()[:16],
+                    sum(len(signed.message.execution_payload.transactions)
+                        for signed, _ in done),
+                    new.finalized.height, f", {pows} with AuxPoW" if pows else "",
+                    elapsed * 1000)
 
     async def _record(self, signed: SignedConsensusBlock, signature_checked: bool,
                       pending: dict[bytes, SignedConsensusBlock]) -> rules.ChainState:
@@ -725,10 +756,7 @@ class ChainActor(otp.GenServer):
             except CALL_FAILURES as exc:
                 self.unsure = (done[-1][0].ref(), done[-1][1])
                 return ImportedBlocks(0, self.state.head.ref(), exc)
-            elapsed = (time.perf_counter() - started) / len(done)
-            for signed, new in done:
-                self._adopt(new)
-                self._imported(signed, new, False, elapsed)
+            self._imported_many(done, (time.perf_counter() - started) / len(done))
         return ImportedBlocks(len(done), self.state.head.ref(), error)
 
     # -- peg-ins (the BridgeActor; node.workflows.pegin) --------------------------------------
