@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -301,7 +302,8 @@ class SyncActor(otp.GenServer):
         else:
             self.snap = False
         if verifier is None:
-            verifier = (ProcessVerifier() if self.cfg.verify_in_process
+            workers = self.cfg.verify_workers or os.cpu_count() or 1
+            verifier = (ProcessVerifier(workers=workers) if self.cfg.verify_in_process
                         else SignatureVerifier())
         self.verifier = verifier
         otp.start_task_soon(self.verifier.serve)

@@ -23,12 +23,20 @@ message and the signature); the worker decodes each key once. Its owner runs
 down when it ends); a :meth:`~SignatureVerifier.run` before the worker is up waits for it.
 Sync uses it (``sync.verify_in_process``, on by default); the simulation keeps verification
 in its own task (deterministic virtual time).
+
+A :class:`ProcessVerifier` may have spare workers (``workers`` above one: sync gives it one
+per core, ``sync.verify_workers``). The first worker runs at the node's priority and takes a
+run whenever it is free; the spares run at a lower one (``nice`` +10) and take the runs that
+arrive while it is busy. The operating system then gives a spare only the CPU the node's own
+process and the first worker leave idle, so a spare never slows the actors that feed it; on a
+machine with idle cores, sync verifies on all of them.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias, TypeVar, TypeVarTuple, Unpack
@@ -40,8 +48,12 @@ import trio_parallel
 from . import bls
 from .batch import BatchVerdict, SignatureSet, verify_batch
 
-__all__ = ["KeyedSet", "ProcessVerifier", "SignatureVerifier", "VerifierStatistics",
-           "verify_keyed"]
+__all__ = ["SPARE_NICE", "KeyedSet", "ProcessVerifier", "SignatureVerifier",
+           "VerifierStatistics", "verify_keyed"]
+
+#: How much lower a :class:`ProcessVerifier`'s spare workers run (``nice`` increment: at +10 a
+#: spare gets about a tenth of a core that a process at the node's priority wants).
+SPARE_NICE = 10
 
 #: One signature set as bytes: the indexes of its signers among the authorities, the message,
 #: the signature (:func:`verify_keyed`).
@@ -140,40 +152,76 @@ class SignatureVerifier:
 
 
 class ProcessVerifier(SignatureVerifier):
-    """Runs the checks in one worker process: see the module docstring. ``fn`` and its
-    arguments must pickle (a module-level function over bytes: :func:`verify_keyed`)."""
+    """Runs the checks in worker processes: see the module docstring. ``fn`` and its
+    arguments must pickle (a module-level function over bytes: :func:`verify_keyed`).
+    ``workers``: the first worker, and ``workers - 1`` spares at a lower priority."""
 
-    def __init__(self, chunk: int = 256) -> None:
+    def __init__(self, chunk: int = 256, workers: int = 1) -> None:
         super().__init__(chunk)
-        self._context: trio_parallel.WorkerContext | None = None
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, not {workers!r}")
+        #: Worker processes: the first, and the spares.
+        self.workers = workers
+        #: One token per worker: a run takes one, then the first worker if it is free.
+        self._limiter = trio.CapacityLimiter(workers)
+        self._first_limiter = trio.CapacityLimiter(1)
+        self._spare_limiter = trio.CapacityLimiter(max(1, workers - 1))
+        self._first: trio_parallel.WorkerContext | None = None
+        self._spares: trio_parallel.WorkerContext | None = None
         self._ready = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        """The worker's lifetime: spawn it (and load the binding in it), serve runs until
-        cancelled, then shut it down (waiting for a run in progress, as the thread does)."""
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf) as context:
-            await context.run_sync(_warm, limiter=self._limiter)
-            self._context = context
+        """The workers' lifetime: spawn them (and load the binding in each), serve runs until
+        cancelled, then shut them down (waiting for runs in progress, as the thread does)."""
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf) as first, \
+                trio_parallel.open_worker_context(
+                    idle_timeout=math.inf,
+                    init=functools.partial(_lower_priority, SPARE_NICE)) as spares:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(
+                    first.run_sync, _warm, limiter=self._first_limiter))
+                for _ in range(self.workers - 1):
+                    nursery.start_soon(functools.partial(
+                        spares.run_sync, _warm, limiter=self._spare_limiter))
+            self._first, self._spares = first, spares
             self._ready.set()
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
-                self._context = None
+                self._first = self._spares = None
                 self._ready = trio.Event()
 
     async def run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
-        """``fn(*args)`` in the worker process; its result, or its exception re-raised
-        here. A run in progress is not abandoned when the caller is cancelled."""
+        """``fn(*args)`` in a worker process (the first if it is free, else a spare); its
+        result, or its exception re-raised here. A run in progress is not abandoned when the
+        caller is cancelled."""
         await self._ready.wait()
-        context = self._context
-        assert context is not None
-        result, elapsed = await context.run_sync(_timed, fn, *args, limiter=self._limiter)
+        async with self._limiter:
+            first, spares = self._first, self._spares
+            assert first is not None and spares is not None
+            if self._first_limiter.available_tokens:
+                context, limiter = first, self._first_limiter
+            else:
+                context, limiter = spares, self._spare_limiter
+            result, elapsed = await context.run_sync(_timed, fn, *args, limiter=limiter)
         self._runs += 1
         self._busy_seconds += elapsed
         self._longest = max(self._longest, elapsed)
         return result  # type: ignore[no-any-return]
+
+    def statistics(self) -> VerifierStatistics:
+        """As the thread's; ``busy_seconds`` sums the workers' (each run's real time in its
+        worker, so a spare's waits for a core count), ``busy`` is true while any works."""
+        stats = super().statistics()
+        return attrs.evolve(stats, busy=self._limiter.borrowed_tokens > 0)
+
+
+def _lower_priority(increment: int) -> bool:
+    """A spare worker's start: lower its priority (``False``: keep the worker)."""
+    os.nice(increment)
+    return False
 
 
 def _warm() -> None:

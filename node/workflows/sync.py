@@ -80,11 +80,19 @@ __all__ = [
 MAX_BATCH = 1024
 #: The most state values one request may ask for (the wire's limit, node.network.frames).
 MAX_STATE_BATCH = 384
+#: The most verification workers ``sync.verify_workers`` may ask for.
+MAX_WORKERS = 256
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"sync.{attribute.name} must be a positive number, got {value!r}")
+
+
+def _count(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WORKERS:
+        raise ValueError(f"sync.{attribute.name} must be an integer from 0 to {MAX_WORKERS}, "
+                         f"got {value!r}")
 
 
 @attrs.frozen
@@ -111,6 +119,10 @@ class SyncConfig:
     #: Verify signatures in a worker process (a core of its own) rather than a thread that
     #: shares the GIL with the actors (the SyncActor's; not a rule).
     verify_in_process: bool = True
+    #: Worker processes verifying (with ``verify_in_process``): 0 is one per core. The first
+    #: runs at the node's priority; the others are spares at a lower one, using only the
+    #: CPU the node leaves idle (:class:`~node.crypto.verifier.ProcessVerifier`).
+    verify_workers: int = attrs.field(default=0, validator=_count)
     #: ``"full"``: every block executed from genesis. ``"snap"``: a node starting from
     #: genesis stores the blocks up to a pivot ``pivot_depth`` below the peers' head without
     #: executing them (every signature and consensus rule but their withdrawals checked),

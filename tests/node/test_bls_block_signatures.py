@@ -193,3 +193,54 @@ async def test_a_process_verifier_finds_the_same_bad_blocks_in_its_worker_proces
         nursery.cancel_scope.cancel()
     with pytest.raises(OSError):
         os.kill(pid, 0)  # the worker is gone with serve
+
+
+@pytest.mark.real_clock
+async def test_a_process_verifier_s_spares_take_runs_only_while_its_first_worker_is_busy(
+) -> None:
+    """With ``workers=2``: a run goes to the first worker when it is free; one that comes
+    while it works goes to the spare, a process at a lower priority (``SPARE_NICE``); every
+    worker is gone once ``serve`` ends; the verdicts are the thread's."""
+    import os
+    import time
+
+    import trio
+
+    from node.crypto.verifier import SPARE_NICE, ProcessVerifier
+
+    n = 4
+    pubs = tuple(k.public_key() for k in KEYS[:n])
+    blocks = [sign_with(block_at(s), KEYS, sorted({s % n, (s + 1) % n, (s + 2) % n}))
+              for s in range(1, 9)]
+    blocks[5] = SignedConsensusBlock(blocks[5].message,
+                                     AggregateApproval(blocks[5].signature.bitfield,
+                                                       blocks[1].signature.signature))
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        ProcessVerifier(workers=0)
+    verifier = ProcessVerifier(chunk=3, workers=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(verifier.serve)
+        first = await verifier.run(os.getpid)
+        ours = os.nice(0)
+        assert await verifier.run(os.nice, 0) == ours
+        busy = trio.Event()
+
+        async def hold_first() -> None:
+            busy.set()
+            await verifier.run(time.sleep, 1.0)
+
+        nursery.start_soon(hold_first)
+        await busy.wait()
+        await trio.sleep(0.1)  # the sleep is in the first worker now
+        assert verifier.statistics().busy
+        spare = await verifier.run(os.getpid)
+        assert spare not in (first, os.getpid())
+        assert await verifier.run(os.nice, 0) == min(ours + SPARE_NICE, 19)
+        assert await verify_blocks(blocks, pubs, verifier) == [5] == check_blocks(blocks, pubs)
+        while verifier.statistics().busy:
+            await trio.sleep(0.05)
+        assert await verifier.run(os.getpid) == first  # free again: the first takes it
+        nursery.cancel_scope.cancel()
+    for pid in (first, spare):
+        with pytest.raises(OSError):
+            os.kill(pid, 0)

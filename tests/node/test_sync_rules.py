@@ -5,6 +5,7 @@ do, as long as one of them is honest."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import attrs
 import pytest
@@ -215,6 +216,18 @@ def test_snap_settings_are_checked() -> None:
         SyncConfig(pivot_depth=0)
     with pytest.raises(ValueError, match="positive"):
         SyncConfig(snap_min_blocks=2**64 * -1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.integers(), st.floats(allow_nan=True), st.booleans(), st.text(max_size=4),
+                 st.none(), st.lists(st.integers(), max_size=2)))
+def test_verify_workers_is_an_integer_from_0_to_256(value: Any) -> None:
+    if type(value) is int and 0 <= value <= 256:
+        assert SyncConfig(verify_workers=value).verify_workers == value
+        return
+    with pytest.raises(ValueError, match=r"sync\.verify_workers must be an integer from 0 to "
+                                         r"256, got"):
+        SyncConfig(verify_workers=value)
 
 
 def test_snap_pivots_below_the_target_only_from_genesis_and_only_when_worth_it() -> None:
