@@ -104,8 +104,10 @@ from ..messages.engine import (
     CommitPayload,
     Committed,
     GetGenesis,
+    GetSnap,
     GetStateNodes,
     PutStateNodes,
+    RecordSnap,
     SetPivot,
 )
 from ..messages.eth import ETH_TOPIC, EthHead, EthLog, EthPendingTx, EthRequest
@@ -236,6 +238,18 @@ class EngineActor(otp.GenServer):
                 with trio.CancelScope(shield=True):  # terminate is not called for init
                     await self._close()
                 raise
+        snap = self.embedded.snap_target if self.embedded is not None else None
+        if snap is not None and self.embedded is not None and (
+                self.embedded.head_number < snap):
+            # A snap sync was under way: the stored blocks up to its pivot are history the
+            # engine never executes (the SyncActor goes on downloading the pivot's state).
+            logger.info("embedded EVM at block #%d: a snap sync to #%d is under way, so the "
+                        "stored blocks up to it are not executed", self.embedded.head_number,
+                        snap)
+            self.embedded.drain_new_heads()
+            return
+        if snap is not None and self.embedded is not None:
+            self.embedded.record_snap(None)  # the pivot was taken: nothing is under way
         sent = await self._resync()
         if self.embedded is not None:
             self.embedded.drain_new_heads()  # what the restart re-sent is not news
@@ -349,7 +363,8 @@ class EngineActor(otp.GenServer):
     async def handle_call(self, request: Any, from_: otp.From) -> Any:
         if isinstance(request, EthRequest):
             return await self._answer_eth(request)
-        if isinstance(request, GetStateNodes | PutStateNodes | CheckState | SetPivot):
+        if isinstance(request, GetStateNodes | PutStateNodes | CheckState | SetPivot
+                      | RecordSnap | GetSnap):
             return await self._state(request)
         if not isinstance(request, BuildPayload | CommitPayload | GetGenesis):
             raise otp.UnexpectedMessage(self, "call", request)
@@ -369,7 +384,7 @@ class EngineActor(otp.GenServer):
                            "(engine.request_timeout)", type(request).__name__)
 
     async def _state(self, request: GetStateNodes | PutStateNodes | CheckState | SetPivot
-                     ) -> Any:
+                     | RecordSnap | GetSnap) -> Any:
         """Snap sync's requests (:mod:`node.messages.engine`): served by the embedded engine;
         an external client downloads its own state, so they are refused with an EngineError
         saying so. A refusal of the engine (a value that does not hash to its key, a pivot
@@ -389,6 +404,11 @@ class EngineActor(otp.GenServer):
                     return engine.put_state_values(nodes)
                 case CheckState(root):
                     return await engine.missing_state(root)
+                case RecordSnap(pivot):
+                    engine.record_snap(pivot)
+                    return None
+                case GetSnap():
+                    return engine.snap_target
                 case SetPivot(payloads, safe, finalized, whole):
                     try:
                         return await engine.set_pivot(payloads, safe, finalized,

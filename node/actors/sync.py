@@ -95,7 +95,7 @@ from ..messages.chain import (
     ImportedBlocks,
     PivotAtHead,
 )
-from ..messages.engine import GetStateNodes, PutStateNodes
+from ..messages.engine import GetSnap, GetStateNodes, PutStateNodes, RecordSnap
 from ..messages.network import (
     PEERS_TOPIC,
     GetPeers,
@@ -313,6 +313,7 @@ class SyncActor(otp.GenServer):
         assert status.head is not None
         self.head_hash: bytes = status.head.hash
         self.state = rules.start(status.head.height)
+        await self._resume_snap(status.head.height)
         #: Downloaded, checked and verified blocks waiting for import, by height, and the peer
         #: each came from.
         self.blocks: dict[int, SignedConsensusBlock] = {}
@@ -677,6 +678,10 @@ class SyncActor(otp.GenServer):
                         b"", f"no peer sent block #{snap.pivot} with valid approvals in "
                         f"{PIVOT_BLOCK_WAIT:.0f} s"))
                     return
+                problem = await self._record_snap(snap.pivot)
+                if problem is not None:
+                    await otp.send(otp.self(), _StateFailed(b"", problem))
+                    return
                 await otp.send(otp.self(), _PivotBlock(block))
                 root = block.message.execution_payload.state_root
             try:
@@ -774,6 +779,16 @@ class SyncActor(otp.GenServer):
         match msg:
             case _PivotBlock(block):
                 snap.block = block
+                if snap.last is None and self.state.head == snap.pivot:
+                    # Resumed with the history whole: the pivot is the stored head.
+                    if block.hash() != self.head_hash:
+                        logger.error("sync: snap sync gives up: the peers' block #%d is not "
+                                     "the one stored; syncing in full", snap.pivot)
+                        snap.scope.cancel()
+                        self.snap = False
+                        otp.start_task_soon(self._end_snap)
+                        return
+                    snap.last = block
             case _StateWhole(root, download):
                 if root == snap.root:
                     snap.whole = root
@@ -787,6 +802,7 @@ class SyncActor(otp.GenServer):
                              f"; state root 0x{root.hex()}" if root else "")
                 snap.scope.cancel()
                 self.snap = False
+                otp.start_task_soon(self._end_snap)
             case _Pivoted(answer):
                 snap.pivoting = False
                 if isinstance(answer, BlockRef):
@@ -803,6 +819,7 @@ class SyncActor(otp.GenServer):
                                      "executes the stored history)")
                         snap.scope.cancel()
                         self.snap = False
+                        otp.start_task_soon(self._end_snap)
         self._pivot_if_ready(now)
 
     def _pivot_if_ready(self, now: float) -> None:
@@ -828,6 +845,53 @@ class SyncActor(otp.GenServer):
             return
         snap.pivoting = True
         otp.start_task_soon(self._take_pivot)
+
+    async def _record_snap(self, pivot: int | None) -> str | None:
+        """Have the engine record the snap sync under way (None: that none is) before any
+        history is stored, so that a restart leaves that history unexecuted and resumes;
+        waits for an engine that is restarting. Returns why the engine refused, or None."""
+        while True:
+            try:
+                answer = await otp.call(self.engine, RecordSnap(pivot), timeout=INIT_WAIT)
+            except CALL_FAILURES as exc:
+                logger.info("sync: the engine did not record the snap sync (%s); asked again",
+                            exc)
+                await trio.sleep(IMPORT_RETRY)
+                continue
+            return None if answer is None else f"the engine refused the snap sync: {answer}"
+
+    async def _end_snap(self) -> None:
+        """Snap sync given up: the engine's record of it removed (a restart then executes
+        the stored history, as a full sync does)."""
+        problem = await self._record_snap(None)
+        if problem is not None:
+            logger.warning("sync: %s", problem)
+
+    async def _resume_snap(self, head: int) -> None:
+        """At start: a snap sync the engine recorded as under way (the node restarted part
+        way) goes on to the same pivot, its history kept unexecuted and what is stored of
+        the pivot's state kept. A record whose pivot is below the head is over, and one left
+        while this node syncs in full (``sync.mode`` changed) is removed: the engine then
+        executes the stored history when the chain next needs it."""
+        try:
+            pivot = await otp.call(self.engine, GetSnap(), timeout=INIT_WAIT)
+        except CALL_FAILURES as exc:
+            logger.warning("sync: the engine did not say whether a snap sync is under way "
+                           "(%s)", exc)
+            return
+        if not isinstance(pivot, int):
+            return  # none (or an external engine, which has no such record)
+        if self.snap is False or head > pivot:
+            logger.info("sync: the snap sync to #%d recorded by the engine is over (head "
+                        "#%d%s)", pivot, head, ", sync.mode is full" if self.snap is False
+                        else "")
+            self.snap = False
+            otp.start_task_soon(self._end_snap)
+            return
+        snap = self.snap = _Snap(pivot, started=trio.current_time())
+        logger.info("sync: resuming the snap sync to #%d (history stored up to #%d, "
+                    "unexecuted)", pivot, head)
+        otp.start_task_soon(self._fetch_state, snap, None)
 
     async def _take_pivot(self) -> None:
         answer: BlockRef | Exception

@@ -41,6 +41,7 @@ ours, whose lengths (never 32) keep them apart from py-evm's:
 ``alys:meta``               format ``alys-evm/1`` and the genesis block hash
 ``alys:fc``                 head, safe and finalized hashes (96 bytes)
 ``alys:pivot``              u64 number + hash of the block whose state was downloaded
+``alys:snap``               u64: the pivot of a snap sync under way (until the pivot is taken)
 ``alys:n/`` + u64           the canonical block hash at that number
 ``alys:b/`` + hash          the block (RLP: header, transactions, uncles, withdrawals)
 ``alys:r/`` + hash          its receipts (RLP list of each receipt's encoding)
@@ -183,6 +184,8 @@ _META: Final = b"alys:meta"
 _FC: Final = b"alys:fc"
 #: The block whose state was downloaded (u64 number + hash), if any.
 _PIVOT: Final = b"alys:pivot"
+#: The pivot height of a snap sync under way (u64), if any: :meth:`EmbeddedEngine.record_snap`.
+_SNAP: Final = b"alys:snap"
 #: Hashes looked up per step of a walk of the stored state.
 _WALK_BATCH: Final = 1024
 #: At most this many bytes of values in one answer to a state download.
@@ -728,6 +731,34 @@ class EmbeddedEngine:
             return None
         return struct.unpack(">Q", raw[:8])[0], raw[8:]
 
+    @property
+    def snap_target(self) -> int | None:
+        """The pivot height of a snap sync under way (:meth:`record_snap`), or None."""
+        raw = self._db.get(_SNAP)
+        if raw is None or len(raw) != 8:
+            return None
+        height: int = struct.unpack(">Q", raw)[0]
+        return height
+
+    def record_snap(self, pivot: int | None) -> None:
+        """Record that a snap sync to the pivot height ``pivot`` is under way (None: that
+        none is). The node stores the blocks up to the pivot without this engine executing
+        them; a restart reads this record to leave them unexecuted (the state at the pivot
+        comes from peers) rather than execute the whole history again. :meth:`set_pivot`
+        removes it in its own batch. ``ValueError`` for a height that is not a u64 above 0."""
+        if pivot is not None and (isinstance(pivot, bool) or not isinstance(pivot, int)
+                                  or not 0 < pivot < 2**64):
+            raise ValueError(f"a snap sync's pivot is a height from 1 to 2**64-1, not "
+                             f"{pivot!r:.40}")
+        with self._exclusive():
+            layer = Overlay(self._db)
+            if pivot is None:
+                layer.drop(_SNAP)
+            else:
+                layer[_SNAP] = struct.pack(">Q", pivot)
+            layer.commit()
+            self._db.commit()
+
     async def set_pivot(self, payloads: Sequence[ExecutionPayload],
                         safe: bytes = ZERO_HASH, finalized: bytes = ZERO_HASH, *,
                         state_whole: bool = False) -> bytes:
@@ -794,6 +825,7 @@ class EmbeddedEngine:
                 number += 1
             layer[_FC] = head.hash + safe + finalized
             layer[_PIVOT] = struct.pack(">Q", head.block_number) + head.hash
+            layer.drop(_SNAP)  # the snap sync under way, if any, has its pivot
             layer.commit()
             self._db.commit()
             self._head, self._safe, self._finalized = head.hash, safe, finalized

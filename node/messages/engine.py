@@ -90,3 +90,18 @@ class SetPivot(otp.Request[bytes | EngineError]):
     #: The caller's download found the state whole (:mod:`node.workflows.state_sync`): the
     #: engine checks the root's node is stored instead of walking the whole state again.
     state_whole: bool = False
+
+
+@attrs.frozen
+class RecordSnap(otp.Request[None | EngineError]):
+    """Record that a snap sync to the pivot height ``pivot`` is under way (None: that none
+    is), durably: the engine's restart then leaves the history stored up to the pivot
+    unexecuted instead of executing it all again. Taking the pivot (:class:`SetPivot`)
+    ends it. An EngineError for a height that is not a u64 above 0."""
+
+    pivot: int | None
+
+
+@attrs.frozen
+class GetSnap(otp.Request[int | None | EngineError]):
+    """The pivot height of the snap sync under way (:class:`RecordSnap`), or None."""

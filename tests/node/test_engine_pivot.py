@@ -12,6 +12,8 @@ import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.execution.db import MemoryStore
 from node.execution.embedded import (
@@ -221,6 +223,39 @@ async def test_an_interrupted_download_resumes_from_what_was_stored(tmp_path: Pa
     assert (await b.new_payload(child)).status is PayloadStatusKind.VALID
     a.close()
     b.close()
+
+
+async def test_a_snap_sync_under_way_is_recorded_across_a_restart_and_ended_by_the_pivot(
+        tmp_path: Path) -> None:
+    a = EmbeddedEngine()
+    await rich_state(a, accounts=20, slots=5)
+    pivot = a.head
+    b = EmbeddedEngine(path=tmp_path / "evm")
+    assert b.snap_target is None
+    b.record_snap(pivot.block_number)
+    b.close()
+    b = EmbeddedEngine(path=tmp_path / "evm")  # durable
+    assert b.snap_target == pivot.block_number
+    copy_state(a, b, pivot.state_root)
+    await b.set_pivot(payloads_of(a, 1, pivot.block_number))
+    assert b.snap_target is None  # ended in the pivot's own batch
+    b.record_snap(7)
+    b.record_snap(None)
+    assert b.snap_target is None
+    b.close()
+    a.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.integers().filter(lambda n: not 0 < n < 2**64), st.booleans(),
+                 st.floats(allow_nan=True), st.text(max_size=3), st.binary(max_size=9),
+                 st.lists(st.integers(), max_size=2)))
+def test_a_snap_record_refuses_what_is_not_a_height(value: object) -> None:
+    engine = EmbeddedEngine()
+    with pytest.raises(ValueError, match="a snap sync's pivot is a height from 1 to 2\\*\\*64-1"):
+        engine.record_snap(value)  # type: ignore[arg-type]
+    assert engine.snap_target is None
+    engine.close()
 
 
 def test_payload_header_round_trip_used_by_the_pivot() -> None:

@@ -170,33 +170,80 @@ def test_b_snap_syncs_history_unexecuted_downloads_the_pivot_state_and_executes_
 
 
 @pytest.mark.sim(seeds=1)
-def test_a_sync_actor_killed_mid_history_goes_on_in_full_and_the_engine_catches_up(
+def test_a_sync_actor_killed_mid_history_resumes_the_snap_sync(
         sim: Simulator, sim_seed: int) -> None:
-    """Killed while history is stored unexecuted: the restarted SyncActor is at a head that is
-    not genesis, so it syncs in full; the engine executes the stored history when the next
-    block needs it, and B ends at the peers' head with their state — nothing lost."""
+    """Killed while history is stored unexecuted: the restarted SyncActor finds the snap sync
+    the engine recorded and goes on to the same pivot — the history stays unexecuted, the
+    state is downloaded, the pivot taken — and B ends at the peers' head with their state."""
     blocks = built()
+    pivot = N - SNAP["pivot_depth"]
 
     async def main() -> None:
         tmp = scratch_dir("snap-kill-")
         net = memory(sim_seed)
         await start_source(tmp, "a", net)
         await start_b(tmp, net, ("a",), verifier=None, supervised=True, **SNAP)
-
-        async def some_history() -> bool:
-            return (await b_head()).height >= 40
-        await wait_for(some_history, timeout=600.0, step=0.05)
+        await wait_for(lambda: _history_at(40), timeout=600.0, step=0.05)
         engine = await otp.get_state("engine")
         assert isinstance(engine, EngineActor) and engine.embedded is not None
         assert engine.embedded.head_number == 0  # history, not executed
+        assert engine.embedded.snap_target == pivot  # recorded before any history
         before = otp.whereis("sync")
         assert before is not None
         otp.exit(before, "kill")
         await synced_to(N)
+        assert otp.whereis("sync") not in (None, before)
         assert await b_head() == blocks[N].ref()
         assert engine.embedded.head_number == N
         assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
-        assert engine.embedded.pivot is None  # it went on in full
+        assert engine.embedded.pivot is not None and engine.embedded.pivot[0] == pivot
+        assert engine.embedded.snap_target is None  # taking the pivot ended it
+        with pytest.raises(KeyError):  # history before the pivot was never executed
+            await engine.embedded.receipts(blocks[pivot - 1].message.execution_payload
+                                           .block_hash)
+
+    sim(main, max_virtual_time=3600.0)
+
+
+async def _history_at(height: int) -> bool:
+    return (await b_head()).height >= height
+
+
+@pytest.mark.sim(seeds=1)
+def test_b_restarted_mid_history_leaves_it_unexecuted_and_resumes_the_snap_sync(
+        sim: Simulator, sim_seed: int) -> None:
+    """B's whole tree stopped while history is stored unexecuted and started again on the
+    same data: the engine's start does not execute the stored history (the snap sync is
+    recorded as under way), the SyncActor resumes it, and B ends at the peers' head with the
+    pivot taken. With the record gone (a node that syncs in full from there), the restart
+    executes the stored history instead."""
+    blocks = built()
+    pivot = N - SNAP["pivot_depth"]
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-restart-")
+        net = memory(sim_seed)
+        await start_source(tmp, "a", net)
+        await start_source(tmp, "c", net)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await wait_for(lambda: _history_at(50), timeout=600.0, step=0.05)
+        for name in ("sync", "network", "chain", "engine", "storage"):
+            await otp.stop(name)
+        stored_head = ChainStore(str(tmp / "b" / "chain"))
+        try:
+            height = stored_head.head()
+            assert height is not None and 50 <= height.height <= pivot
+        finally:
+            stored_head.close()
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        assert engine.embedded.head_number == 0  # the restart executed nothing
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        assert engine.embedded.pivot is not None and engine.embedded.pivot[0] == pivot
+        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
+        assert engine.embedded.snap_target is None
 
     sim(main, max_virtual_time=3600.0)
 
