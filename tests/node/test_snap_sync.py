@@ -8,8 +8,14 @@ the request, never the download."""
 from __future__ import annotations
 
 import functools
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,8 @@ import pytest
 import trio
 from eth_account import Account
 from eth_utils.address import to_checksum_address
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import otp
 from node.actors.engine import EngineActor
@@ -30,6 +38,7 @@ from node.messages.storage import PutBlock
 from node.messages.sync import GetSyncProgress
 from node.network.memory import LinkConditions, MemoryNetwork
 from node.types.chain import SignedConsensusBlock
+from otp.testing import simulate
 from otp.testing.plugin import Simulator
 
 from ..scratch import scratch_dir
@@ -279,3 +288,94 @@ def test_a_peer_lying_about_its_head_cannot_stall_a_snap_sync_or_make_it_skip_ex
             nursery.cancel_scope.cancel()
 
     sim(main, max_virtual_time=3600.0)
+
+
+# -- kill -9 of a snap-syncing node, for real -----------------------------------------------------
+
+#: A node B snap-syncing from two sources (all in one process, on the in-memory transport, in
+#: real time), printing its head at every change: the process the test below SIGKILLs.
+SNAPPER = textwrap.dedent("""
+    import sys, trio, otp
+    from pathlib import Path
+    from node.messages.sync import GetSyncProgress
+    from tests.node import test_snap_sync as t
+
+    async def main(tmp, source):
+        t.stored = lambda: Path(source)  # the test's chain, not one built again here
+        async with otp.runtime():
+            net = t.memory(0)
+            await t.start_source(Path(tmp), "a", net)
+            await t.start_source(Path(tmp), "c", net)
+            await t.start_b(Path(tmp), net, ("a", "c"), verifier=None, **t.SNAP)
+            print("head 0", flush=True)
+            last = 0
+            while True:
+                head = (await t.b_head()).height
+                if head != last:
+                    print(f"head {head}", flush=True)
+                    last = head
+                if head == t.N and (await otp.call("sync", GetSyncProgress())).synced:
+                    print("done", flush=True)
+                    return
+                await trio.sleep(0.005)
+
+    trio.run(main, sys.argv[1], sys.argv[2])
+""")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@settings(max_examples=2, deadline=None, print_blob=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(at=st.integers(0, N), delay_ms=st.integers(0, 60))
+def test_kill_9_during_a_snap_sync_leaves_a_node_that_resumes_it_to_the_same_pivot(
+        tmp_path_factory: pytest.TempPathFactory, at: int, delay_ms: int) -> None:
+    """B is SIGKILLed ``delay_ms`` after its head reached ``at`` (history stored unexecuted,
+    the state half downloaded, the pivot just taken, the blocks after it executing). On disk
+    every stored block is the chain's; started again on the same data, B resumes: it ends at
+    the peers' head with their state, the engine's pivot is the snap sync's, and no block
+    before it was ever executed (no receipts), whatever the moment."""
+    blocks = built()
+    pivot = N - SNAP["pivot_depth"]
+    source = stored()
+    tmp = tmp_path_factory.mktemp("snap-kill9")
+    proc = subprocess.Popen([sys.executable, "-c", SNAPPER, str(tmp), str(source)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    reached = None
+    for line in proc.stdout:
+        if line.startswith("head ") and int(line.split()[1]) >= at:
+            reached = int(line.split()[1])
+            break
+    assert reached is not None, "the snapping node stopped before it was killed"
+    time.sleep(delay_ms / 1000)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    store = ChainStore(str(tmp / "b" / "chain"))
+    try:
+        head = store.head()
+        assert head is not None and head.height >= reached
+        assert [store.block_at(h) for h in range(head.height + 1)] == list(
+            blocks[:head.height + 1])
+    finally:
+        store.close()
+    for name in ("a", "c"):
+        shutil.rmtree(tmp / name)
+
+    async def resume() -> None:
+        net = memory(0)
+        await start_source(tmp, "a", net)
+        await start_source(tmp, "c", net)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        evm = engine.embedded
+        assert evm.head.state_root == blocks[N].message.execution_payload.state_root
+        assert evm.pivot is not None and evm.pivot[0] == pivot and evm.snap_target is None
+        with pytest.raises(KeyError):
+            await evm.receipts(blocks[pivot - 1].message.execution_payload.block_hash)
+
+    simulate(resume, seed=at, max_virtual_time=3600.0, keep_trace=False).raise_failure()
