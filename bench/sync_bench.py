@@ -23,8 +23,10 @@ Measured in one process, one run:
 
 Where snap sync's time goes is read from the SyncActor: seconds with an import call out,
 request-seconds of verification batches and of downloads (summed over concurrent requests),
-and the verifier process's busy seconds. The verifier has a core of its own; the sources,
-B's actors and the EVM share the other.
+and the verifier processes' busy seconds (summed). B verifies in one worker process per core
+(``sync.verify_workers``, its default): the first at the node's priority, which has a core to
+itself while the sources, B's actors and the EVM share the other, and a spare at ``nice``
++10 that takes batches while the first is busy, on whatever CPU the node leaves idle.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from node.actors.storage import SCHEMA_VERSION, ChainStore, StorageActor
 from node.actors.sync import SyncActor
 from node.config import ChainConfig, structure_section
 from node.crypto import bls
-from node.crypto.verifier import SignatureVerifier
+from node.crypto.verifier import ProcessVerifier, SignatureVerifier
 from node.execution.accounts import dev_accounts
 from node.execution.embedded import EmbeddedEngine
 from node.integration.engine import build_block, commit_block
@@ -252,7 +254,9 @@ async def _sync(chain: Path, n: int, base: Path, mode: str) -> dict[str, Any]:
         calls = list(actor.import_calls)
         head = status.head
         pivot = engine.embedded.pivot
+    workers = actor.verifier.workers if isinstance(actor.verifier, ProcessVerifier) else 1
     return {"seconds": consensus_s, "executed_seconds": executed_s, "head": head,
+            "verify_workers": workers,
             "pivot": None if pivot is None else pivot[0],
             "stage_seconds": seconds, "served": served, "cpu_seconds": cpu,
             "verifier_busy_seconds": verifier.busy_seconds, "import_calls": calls}
@@ -359,7 +363,8 @@ def run(options: Options) -> dict[str, Any]:
     out(f"    import call out     {stage.get('import', 0.0):7.1f} s  "
         f"{stage.get('import', 0.0) / total:5.0%}")
     out(f"    verification        {stage.get('verify', 0.0):7.1f} s  (request-seconds; the "
-        f"worker process busy {synced['verifier_busy_seconds']:.1f} s)")
+        f"{synced['verify_workers']} worker processes busy {synced['verifier_busy_seconds']:.1f} "
+        "s in all, a spare's waits for a core included)")
     out(f"    download (request-seconds, summed over concurrent requests) "
         f"{stage.get('download', 0.0):7.1f} s")
     out(f"\n  goal {RATE_GOAL.text}: {verdict(ok_rate)};  goal {SHARE_GOAL.text}: "
@@ -384,6 +389,7 @@ def run(options: Options) -> dict[str, Any]:
         "ratio_to_seed": rate / SEED_CLAIM,
         "stage_seconds": stage,
         "verifier_busy_seconds": synced["verifier_busy_seconds"],
+        "verify_workers": synced["verify_workers"],
         "served": synced["served"],
         "rlp_backend": rlp_backend(),
         "goal_rate_pass": ok_rate,
