@@ -53,8 +53,10 @@ peer, verifies its approvals and downloads the state under its state root
 the pivot and that state whole, the ChainActor is asked to make the pivot the engine's head
 (``PivotAtHead``); the blocks after it are then imported as in a full sync. If the imported
 block at the pivot is not the one a peer sent, the state of the imported one is downloaded.
-A restart mid-way goes on as a full sync (the head is no longer genesis): the engine then
-executes the stored history when the next block needs it.
+Before any history is stored the engine records the snap sync as under way (``RecordSnap``;
+taking the pivot ends it): a restart mid-way, of this actor or of the node, finds the record
+and resumes to the same pivot, the engine executing none of the stored history. Giving snap
+up removes the record (the engine then executes the stored history when the chain needs it).
 
 Progress: :class:`~node.workflows.sync.SyncProgress` on the bus topic ``sync.progress`` at
 every change of ``synced``, and at most once a second otherwise while syncing (the

@@ -259,7 +259,7 @@ def _walk(node: Any, want: Want, depth: int, out: list[Want]) -> int:
     if not isinstance(path, bytes):
         raise BadNode(want, f"at depth {depth}: a node's path is bytes, not a list")
     nibbles, leaf = _hex_prefix(path, want, depth)
-    end = depth + len(nibbles)
+    end = depth + nibbles
     if leaf:
         if end != KEY_NIBBLES:
             raise BadNode(want, f"a leaf at depth {depth} whose key ends at nibble {end}, "
@@ -295,9 +295,9 @@ def _reference(child: Any, want: Want, depth: int, out: list[Want]) -> int:
     return _walk(child, want, depth, out)
 
 
-def _hex_prefix(path: bytes, want: Want, depth: int) -> tuple[bytes, bool]:
-    """A node's path in the hex-prefix encoding: its nibbles (one per byte) and whether it
-    is a leaf's."""
+def _hex_prefix(path: bytes, want: Want, depth: int) -> tuple[int, bool]:
+    """A node's path in the hex-prefix encoding: how many nibbles it has (what the walk
+    needs of it: where the path ends) and whether it is a leaf's."""
     if not path:
         raise BadNode(want, f"at depth {depth}: an empty hex-prefix path")
     flag = path[0] >> 4
@@ -307,13 +307,7 @@ def _hex_prefix(path: bytes, want: Want, depth: int) -> tuple[bytes, bool]:
     if not odd and path[0] & 0x0F:
         raise BadNode(want, f"at depth {depth}: an even hex-prefix path with padding "
                       f"nibble {path[0] & 0x0F}")
-    nibbles = bytearray()
-    if odd:
-        nibbles.append(path[0] & 0x0F)
-    for byte in path[1:]:
-        nibbles.append(byte >> 4)
-        nibbles.append(byte & 0x0F)
-    return bytes(nibbles), flag >= 2
+    return 2 * (len(path) - 1) + odd, flag >= 2
 
 
 def _account(value: bytes, want: Want, out: list[Want]) -> None:

@@ -243,6 +243,9 @@ def test_imports_never_cross_the_pivot_and_wait_after_it() -> None:
     ready = Range(90, 40)  # 90..129
     assert sync.import_span(ready, 16, None) == (Range(90, 16), True)
     assert sync.import_span(ready, 16, 100) == (Range(90, 11), False)  # 90..100, history
+    # History goes a whole downloaded range a call, whatever the batch (up to the pivot).
+    assert sync.import_span(Range(1, 256), 16, 1000) == (Range(1, 256), False)
+    assert sync.import_span(Range(1, 256), 16, 200) == (Range(1, 200), False)
     assert sync.import_span(Range(100, 5), 16, 100) == (Range(100, 1), False)
     assert sync.import_span(Range(101, 5), 16, 100) is None  # waits for the pivot
     assert sync.import_span(Range(101, 5), 16, None) == (Range(101, 5), True)
