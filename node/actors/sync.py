@@ -304,7 +304,8 @@ class SyncActor(otp.GenServer):
         else:
             self.snap = False
         if verifier is None:
-            workers = self.cfg.verify_workers or os.cpu_count() or 1
+            workers = self.cfg.verify_workers or min(os.cpu_count() or 1,
+                                                     rules.DEFAULT_WORKERS_MAX)
             verifier = (ProcessVerifier(workers=workers) if self.cfg.verify_in_process
                         else SignatureVerifier())
         self.verifier = verifier

@@ -82,6 +82,8 @@ MAX_BATCH = 1024
 MAX_STATE_BATCH = 384
 #: The most verification workers ``sync.verify_workers`` may ask for.
 MAX_WORKERS = 256
+#: The most verification workers "one per core" (``sync.verify_workers = 0``) means.
+DEFAULT_WORKERS_MAX = 4
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -119,9 +121,11 @@ class SyncConfig:
     #: Verify signatures in a worker process (a core of its own) rather than a thread that
     #: shares the GIL with the actors (the SyncActor's; not a rule).
     verify_in_process: bool = True
-    #: Worker processes verifying (with ``verify_in_process``): 0 is one per core. The first
-    #: runs at the node's priority; the others are spares at a lower one, using only the
-    #: CPU the node leaves idle (:class:`~node.crypto.verifier.ProcessVerifier`).
+    #: Worker processes verifying (with ``verify_in_process``): 0 is one per core, at most
+    #: :data:`DEFAULT_WORKERS_MAX` (past that the actors feeding them are the limit, and each
+    #: worker holds its own copy of the bindings). The first runs at the node's priority; the
+    #: others are spares at a lower one, using only the CPU the node leaves idle
+    #: (:class:`~node.crypto.verifier.ProcessVerifier`).
     verify_workers: int = attrs.field(default=0, validator=_count)
     #: ``"full"``: every block executed from genesis. ``"snap"``: a node starting from
     #: genesis stores the blocks up to a pivot ``pivot_depth`` below the peers' head without

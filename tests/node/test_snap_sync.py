@@ -290,6 +290,37 @@ def test_a_peer_lying_about_its_head_cannot_stall_a_snap_sync_or_make_it_skip_ex
     sim(main, max_virtual_time=3600.0)
 
 
+@pytest.mark.sim(seeds=1)
+def test_b_restarted_mid_history_in_full_mode_executes_the_stored_history(
+        sim: Simulator, sim_seed: int) -> None:
+    """The operator restarts a node part-way through a snap sync with ``sync.mode = "full"``:
+    the SyncActor removes the engine's record, and the engine executes the stored history
+    when the chain next needs it; B ends at the peers' head with their state, no pivot."""
+    blocks = built()
+
+    async def main() -> None:
+        tmp = scratch_dir("snap-to-full-")
+        net = memory(sim_seed)
+        await start_source(tmp, "a", net)
+        await start_source(tmp, "c", net)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await wait_for(lambda: _history_at(50), timeout=600.0, step=0.05)
+        for name in ("sync", "network", "chain", "engine", "storage"):
+            await otp.stop(name)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **{**SNAP, "mode": "full"})
+        engine = await otp.get_state("engine")
+        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        await synced_to(N)
+        assert await b_head() == blocks[N].ref()
+        assert engine.embedded.snap_target is None
+        assert engine.embedded.pivot is None and engine.embedded.head_number == N
+        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
+        assert len(await engine.embedded.receipts(
+            blocks[10].message.execution_payload.block_hash)) == 3  # history executed
+
+    sim(main, max_virtual_time=3600.0)
+
+
 # -- kill -9 of a snap-syncing node, for real -----------------------------------------------------
 
 #: A node B snap-syncing from two sources (all in one process, on the in-memory transport, in
