@@ -202,8 +202,13 @@ class SignedConsensusBlock:
     def signing_root(self) -> bytes:
         return self.message.signing_root()
 
-    def ref(self) -> BlockRef:
+    @functools.cached_property
+    def _ref(self) -> BlockRef:
         return BlockRef(self.hash(), self.height)
+
+    def ref(self) -> BlockRef:
+        """Its hash and height (made once)."""
+        return self._ref
 
     @functools.cached_property
     def _encoding(self) -> bytes:
