@@ -17,6 +17,8 @@ Measured in one process, one run:
 2. **full sync** — the same with ``sync.mode = "full"`` (every payload executed);
 3. **verification alone** — ``verify_blocks`` over the same blocks in one worker thread
    (the pure rate of the signature work sync must do, on one core: the goal's baseline);
+   and the same on every core (a ProcessVerifier with one worker per core, fed ranges by
+   as many tasks): the machine's ceiling, which sync shares with the rest of the node;
 4. **import alone** — the same blocks (signatures already verified) handed to a fresh
    ChainActor with ``ImportBlocks`` in the SyncActor's batches: the ceiling executing every
    payload puts on a full sync.
@@ -286,6 +288,31 @@ async def _verify_alone(blocks: list[SignedConsensusBlock]) -> float:
     return elapsed
 
 
+async def _verify_all_cores(blocks: list[SignedConsensusBlock]) -> tuple[float, int]:
+    """The same verification on every core: a ProcessVerifier with one worker per core (as
+    sync's), fed ranges of 256 blocks by as many tasks at once. Seconds, and workers."""
+    authorities = (bls.SecretKey.from_seed(KEY_SEED).public_key(),)
+    workers = os.cpu_count() or 1
+    verifier = ProcessVerifier(workers=workers)
+    bad: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(verifier.serve)
+        t0 = time.perf_counter()
+        ranges = iter(range(0, len(blocks), 256))
+
+        async def feed() -> None:
+            for start in ranges:
+                bad.extend(await verify_blocks(blocks[start:start + 256], authorities, verifier))
+
+        async with trio.open_nursery() as feeders:
+            for _ in range(workers):
+                feeders.start_soon(feed)
+        elapsed = time.perf_counter() - t0
+        nursery.cancel_scope.cancel()
+    assert bad == []
+    return elapsed, workers
+
+
 async def _import_alone(blocks: list[SignedConsensusBlock], base: Path, batch: int) -> float:
     cfg = chain_config()
     async with otp.runtime():
@@ -324,6 +351,7 @@ def run(options: Options) -> dict[str, Any]:
         full = trio.run(_sync, chain, n, Path(tmp) / "full", "full")
         assert full["head"] == blocks[-1].ref(), "B's head differs from the source's"
         verify_s = trio.run(_verify_alone, blocks)
+        all_cores_s, workers = trio.run(_verify_all_cores, blocks)
         import_n = min(n, 2000)
         import_s = trio.run(_import_alone, blocks[:import_n], Path(tmp) / "import", 128)
     # The snap sync is done when B's head is the peers' and its engine has executed it.
@@ -331,6 +359,7 @@ def run(options: Options) -> dict[str, Any]:
     rate = n / total
     full_rate = n / max(full["seconds"], full["executed_seconds"])
     verify_rate = n / verify_s
+    all_cores_rate = n / all_cores_s
     import_rate = import_n / import_s
     stage = synced["stage_seconds"]
     span = min(1000, n // 4)
@@ -350,6 +379,9 @@ def run(options: Options) -> dict[str, Any]:
         f"{rate / SEED_CLAIM:.2f}x, full / claim {full_rate / SEED_CLAIM:.2f}x")
     out(f"  verification alone    {verify_rate:10,.0f} blocks/s   snap / verification "
         f"{rate / verify_rate:.2f}x (one worker thread, as the bench's baseline)")
+    out(f"  verification, all cores {all_cores_rate:8,.0f} blocks/s   snap / it "
+        f"{rate / all_cores_rate:.2f}x ({workers} worker processes and nothing else running: "
+        "the machine's ceiling, which sync shares with the node's own work)")
     out(f"  import alone          {import_rate:10,.0f} blocks/s   (ImportBlocks of "
         f"{import_n:,} verified blocks, 128 a call: the EVM executes every payload)")
     if first_ms is not None and last_ms is not None:
@@ -379,6 +411,8 @@ def run(options: Options) -> dict[str, Any]:
         "full_sync_seconds": full["seconds"],
         "seed_claim_blocks_per_s": SEED_CLAIM,
         "verify_alone_blocks_per_s": verify_rate,
+        "verify_all_cores_blocks_per_s": all_cores_rate,
+        "verify_all_cores_workers": workers,
         "import_alone_blocks_per_s": import_rate,
         "import_alone_blocks": import_n,
         "import_ms_per_block_first": first_ms,
