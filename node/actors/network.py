@@ -548,9 +548,11 @@ class NetworkActor(otp.GenServer):
                 return
 
     async def _dispatch(self, peer: _Peer, frame: f.Frame, nursery: trio.Nursery) -> None:
+        if type(frame) is f.Gossip:
+            # Most frames: a checkpoint in itself, so no second one below.
+            await self._on_gossip(peer, frame)
+            return
         match frame:
-            case f.Gossip():
-                await self._on_gossip(peer, frame)
             case f.Ping(nonce):
                 self._send_nowait(peer, f.encode_frame(f.Pong(nonce)))
             case f.Pong(nonce):
