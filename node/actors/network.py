@@ -494,8 +494,9 @@ class NetworkActor(otp.GenServer):
 
     async def _writer(self, peer: _Peer) -> None:
         try:
-            async for data in peer.inbox:
-                await peer.conn.send(data)
+            async for data in peer.inbox:  # a checkpoint per frame
+                if not peer.conn.send_nowait(data):  # a transport that need not wait
+                    await peer.conn.send(data)
         except ConnectionClosed as exc:
             peer.reason = peer.reason or exc.reason
         peer.scope.cancel()

@@ -100,15 +100,19 @@ class MemoryConnection:
             waiting.deadline = at
 
     async def send(self, data: bytes) -> None:
+        self.send_nowait(data)
+        await trio.lowlevel.checkpoint()
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Queue ``data`` for the other end (it never waits: always True)."""
         if self._closed is not None:
             raise ConnectionClosed(self._closed)
         peer = self.peer
         assert peer is not None
-        net = self.network
-        arrival = net._arrival(self.local, self.remote, self)
+        arrival = self.network._arrival(self.local, self.remote, self)
         if arrival is not None:
             peer._push(arrival, bytes(data))
-        await trio.lowlevel.checkpoint()
+        return True
 
     async def receive(self) -> bytes:
         # A checkpoint, as Trio's channels are: one that finds a message waiting yields once
