@@ -302,8 +302,9 @@ class NetworkActor(otp.GenServer):
             return False
         return True
 
-    async def _on_gossip(self, peer: _Peer, frame: f.Gossip) -> None:
-        mid = message_id(frame.topic, frame.data)
+    async def _on_gossip(self, peer: _Peer, frame: f.Gossip, mid: bytes) -> None:
+        """A gossip frame whose message id is ``mid``: dropped if seen, else published on
+        the bus (and passed on at once, unless its topic waits for the chain's Relay)."""
         if mid in self.seen:
             await trio.lowlevel.checkpoint()
             return
@@ -540,7 +541,13 @@ class NetworkActor(otp.GenServer):
                 return
             try:
                 frame = f.decode_frame(data, max_bytes)
-                await self._dispatch(peer, frame, nursery)
+                if type(frame) is f.Gossip:
+                    mid = message_id(frame.topic, frame.data)
+                    # A copy of what we have is dropped here: receive was its checkpoint.
+                    if mid not in self.seen:
+                        await self._on_gossip(peer, frame, mid)
+                else:
+                    await self._dispatch(peer, frame, nursery)
             except FrameError as exc:
                 self._offence(peer.node_id, rules.Offence.MALFORMED_FRAME, str(exc))
                 self._disconnect(peer, "malformed frame")
@@ -549,11 +556,10 @@ class NetworkActor(otp.GenServer):
                 return
 
     async def _dispatch(self, peer: _Peer, frame: f.Frame, nursery: trio.Nursery) -> None:
-        if type(frame) is f.Gossip:
-            # Most frames: a checkpoint in itself, so no second one below.
-            await self._on_gossip(peer, frame)
-            return
         match frame:
+            case f.Gossip():
+                await self._on_gossip(peer, frame, message_id(frame.topic, frame.data))
+                return  # a checkpoint in itself
             case f.Ping(nonce):
                 self._send_nowait(peer, f.encode_frame(f.Pong(nonce)))
             case f.Pong(nonce):
