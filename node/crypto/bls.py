@@ -404,6 +404,22 @@ def aggregate(signatures: Sequence[Signature]) -> Signature:
     return Signature(total)
 
 
+def aggregate_valid(encodings: Sequence[bytes]) -> bytes:
+    """The encoding of the sum of signatures each already known valid (checked when it came
+    in, or made here): decoded without the subgroup check, a third of a checked decode's
+    cost. Never for bytes from a peer not checked yet: the sum would not be checked either.
+    :class:`BLSError` for none, or for bytes that are not a point at all."""
+    if not encodings:
+        raise BLSError("cannot aggregate zero signatures")
+    try:
+        total = blspy.G2Element.from_bytes_unchecked(encodings[0])
+        for data in encodings[1:]:
+            total = total + blspy.G2Element.from_bytes_unchecked(data)
+    except (ValueError, RuntimeError) as exc:
+        raise BLSError(f"not a signature: {exc}") from None
+    return bytes(total)
+
+
 def fast_aggregate_verify(
     public_keys: Sequence[PublicKey], message: Bytes, signature: Signature
 ) -> bool:

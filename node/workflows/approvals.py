@@ -186,6 +186,12 @@ def add(proposals: Proposals, block_hash: bytes, approval: IndividualApproval,
     if held is None:
         early = (*proposals.early, (block_hash, approval))[-MAX_EARLY:]
         return attrs.evolve(proposals, early=early)
+    index = approval.authority_index
+    if own and 0 <= index < len(authorities) and not held.signature.bitfield >> index & 1:
+        # Signed here just now, the held aggregate checked: summed without decoding either.
+        aggregate = bls.aggregate_valid([held.signature.signature, approval.signature])
+        return _replace(proposals, attrs.evolve(held, signature=AggregateApproval(
+            held.signature.bitfield | 1 << index, aggregate)))
     return _replace(proposals, add_approval(held, approval, authorities, own=own))
 
 
@@ -263,13 +269,13 @@ def _check(proposals: Proposals, authorities: Sequence[bls.PublicKey], block_has
     proposals = attrs.evolve(proposals, unchecked=rest)
     if good:
         # A valid BLS signature is the only one of its key and message: one per authority.
-        aggregate = bls.aggregate([bls.Signature.from_bytes(held.signature.signature),
-                                   *(bls.Signature.from_bytes(u.approval.signature)
-                                     for u in good)])
+        # The held aggregate and these were all checked: summed without decoding them again.
+        aggregate = bls.aggregate_valid([held.signature.signature,
+                                         *(u.approval.signature for u in good)])
         for u in good:
             bitfield |= 1 << u.approval.authority_index
         proposals = _replace(proposals, attrs.evolve(
-            held, signature=AggregateApproval(bitfield, aggregate.to_bytes())))
+            held, signature=AggregateApproval(bitfield, aggregate)))
     return Offered(proposals, tuple(good), bad)
 
 
