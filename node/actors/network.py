@@ -40,6 +40,7 @@ the same nodes, both sides keep the one dialled by the node with the smaller id.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from pathlib import Path
@@ -191,6 +192,9 @@ class NetworkActor(otp.GenServer):
         self.scores: dict[str, rules.Score] = {}
         self.bans = rules.Bans()
         self.seen = SeenCache(self.cfg.seen_cache)
+        #: The SHA-256 of each gossip frame seen (received or sent), so that a copy is
+        #: dropped before it is decoded: every node encodes a message into the same bytes.
+        self.seen_frames = SeenCache(self.cfg.seen_cache)
         self.redial: dict[str, rules.Redial] = {}
         #: The node id behind each bootnode address, once a handshake told us.
         self.bootnode_ids: dict[str, str] = {}
@@ -286,6 +290,7 @@ class NetworkActor(otp.GenServer):
         except FrameTooLarge as exc:
             logger.warning("%s message not gossiped: %s", topic, exc)
             return 0
+        self.seen_frames.add(hashlib.sha256(frame).digest())  # its echoes need no decoding
         sent = 0
         for peer in list(self.peers.values()):
             if peer.node_id != source:
@@ -540,20 +545,41 @@ class NetworkActor(otp.GenServer):
                 self._disconnect(peer, "flooding")
                 return
             try:
-                frame = f.decode_frame(data, max_bytes)
-                if type(frame) is f.Gossip:
-                    mid = message_id(frame.topic, frame.data)
-                    # A copy of what we have is dropped here: receive was its checkpoint.
-                    if mid not in self.seen:
+                unseen = self._unseen(data, max_bytes)
+                if unseen is not None:
+                    frame, digest, mid = unseen
+                    if isinstance(frame, f.Gossip) and mid is not None:
+                        # FrameError for a bad payload: the next copy is decoded (and its
+                        # sender judged) too.
                         await self._on_gossip(peer, frame, mid)
-                else:
-                    await self._dispatch(peer, frame, nursery)
+                        self.seen_frames.add(digest)
+                    else:
+                        await self._dispatch(peer, frame, nursery)
             except FrameError as exc:
                 self._offence(peer.node_id, rules.Offence.MALFORMED_FRAME, str(exc))
                 self._disconnect(peer, "malformed frame")
                 return
             if peer.reason is not None:
                 return
+
+    def _unseen(self, data: bytes, max_bytes: int
+                ) -> tuple[f.Frame, bytes, bytes | None] | None:
+        """The frame in ``data`` with the SHA-256 of ``data`` and, for gossip, its message
+        id; None for a copy of gossip seen already, dropped (the reader's receive was its
+        checkpoint): a copy of the same bytes before it is even decoded (every node encodes
+        a message into the same bytes), a copy in other bytes by its message id. FrameError
+        for a frame that does not decode."""
+        digest = hashlib.sha256(data).digest()
+        if digest in self.seen_frames:
+            return None
+        frame = f.decode_frame(data, max_bytes)
+        if type(frame) is not f.Gossip:
+            return frame, digest, None
+        mid = message_id(frame.topic, frame.data)
+        if mid in self.seen:
+            self.seen_frames.add(digest)
+            return None
+        return frame, digest, mid
 
     async def _dispatch(self, peer: _Peer, frame: f.Frame, nursery: trio.Nursery) -> None:
         match frame:
