@@ -577,7 +577,8 @@ class NetworkActor(otp.GenServer):
             return frame, digest, None
         mid = message_id(frame.topic, frame.data)
         if mid in self.seen:
-            self.seen_frames.add(digest)
+            # Its bytes are not remembered: a digest enters the cache only with its message
+            # id (sent, or first received), so it is forgotten no later than the id is.
             return None
         return frame, digest, mid
 
