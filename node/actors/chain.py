@@ -1079,18 +1079,31 @@ class ChainActor(otp.GenServer):
 
     async def _on_approval(self, block_hash: bytes, approval: IndividualApproval,
                            peer: str) -> None:
-        proposals = self._proposals()
         try:
-            self.proposals = approvals.add(proposals, block_hash, approval, self.authorities)
+            offered = approvals.offer(self._proposals(), block_hash, approval,
+                                      self.authorities, source=peer)
         except rules.BlockError as exc:
             await trio.lowlevel.checkpoint()
             self._report(peer, Offence.INVALID_BLOCK, f"approval: {exc}")
             return
-        if self.proposals.get(block_hash) is not None:
-            # Checked against the held block: valid, so passed on. An early approval (its
-            # block not seen yet) is kept unchecked and not passed on.
-            self._relay(APPROVE_BLOCK, ApproveBlock(block_hash, approval), peer)
+        self._took_approvals(offered)
         await self._import_if_ready()
+
+    def _took_approvals(self, offered: approvals.Offered) -> None:
+        """Keep the proposals ``offered`` leaves: pass on the approvals it checked (each to
+        every peer but the one it came from), report the peers of those that do not verify,
+        and have what still waits checked in VOTE_CHECK_WAIT (with the votes). An early
+        approval (its block not seen yet) waits unchecked and is not passed on."""
+        self.proposals = offered.proposals
+        for checked in offered.checked:
+            self._relay(APPROVE_BLOCK, ApproveBlock(checked.block_hash, checked.approval),
+                        checked.source)
+        for bad, problem in offered.bad:
+            if bad.source:
+                self._report(bad.source, Offence.INVALID_BLOCK, f"approval: {problem}")
+        if self.proposals.unchecked and not self.vote_check_due:
+            otp.send_after(otp.self(), "check-votes", VOTE_CHECK_WAIT)
+            self.vote_check_due = True
 
     # -- prevotes and precommits (node.workflows.prevotes) ------------------------------------
 
@@ -1232,6 +1245,9 @@ class ChainActor(otp.GenServer):
                                       own=True)
             self._gossip(APPROVE_BLOCK, ApproveBlock(decision, approval))
         self.proposals = approvals.mark_approved(proposals, decision)
+        # Ours may complete a quorum with approvals waiting: they are checked now.
+        self._took_approvals(approvals.check(self.proposals, self.authorities,
+                                             block_hash=decision, force=False))
         await self._import_if_ready()
 
     async def _on_vote(self, vote: Vote, peer: str) -> None:
@@ -1261,8 +1277,12 @@ class ChainActor(otp.GenServer):
         await trio.lowlevel.checkpoint()
 
     async def _check_votes(self) -> None:
-        """Check the votes still waiting (their blocks short of a quorum here), pass on the
-        good ones and apply the rules: VOTE_CHECK_WAIT after a vote began to wait."""
+        """Check the votes and approvals still waiting (their blocks short of a quorum
+        here), pass on the good ones and apply the rules: VOTE_CHECK_WAIT after a vote or an
+        approval began to wait."""
+        if self._proposals().unchecked:
+            self._took_approvals(approvals.check(self.proposals, self.authorities))
+            await self._import_if_ready()
         votes = self._votes()
         if not votes.unverified:
             await trio.lowlevel.checkpoint()
@@ -1284,12 +1304,15 @@ class ChainActor(otp.GenServer):
                            peer or "us")
 
     async def _vote_slot(self) -> None:
-        """Each slot: check the votes still waiting (their blocks short of a quorum) and
-        pass on the good ones, gossip again the votes held at our height (bounded), and vote
-        in the new round (a locked authority prevotes its locked block)."""
+        """Each slot: check the votes and approvals still waiting (their blocks short of a
+        quorum) and pass on the good ones, gossip again the votes held at our height
+        (bounded), and vote in the new round (a locked authority prevotes its locked
+        block)."""
         if self.index is None or len(self.authorities) == 1:
             await trio.lowlevel.checkpoint()
             return
+        if self._proposals().unchecked:
+            self._took_approvals(approvals.check(self.proposals, self.authorities))
         votes = self._votes()
         if votes.unverified:
             self._took(prevotes.verify_pending(votes, self.authorities, self.cfg.chain_id))

@@ -40,6 +40,7 @@ the same nodes, both sides keep the one dialled by the node with the smaller id.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from pathlib import Path
@@ -191,6 +192,9 @@ class NetworkActor(otp.GenServer):
         self.scores: dict[str, rules.Score] = {}
         self.bans = rules.Bans()
         self.seen = SeenCache(self.cfg.seen_cache)
+        #: The SHA-256 of each gossip frame seen (received or sent), so that a copy is
+        #: dropped before it is decoded: every node encodes a message into the same bytes.
+        self.seen_frames = SeenCache(self.cfg.seen_cache)
         self.redial: dict[str, rules.Redial] = {}
         #: The node id behind each bootnode address, once a handshake told us.
         self.bootnode_ids: dict[str, str] = {}
@@ -286,6 +290,7 @@ class NetworkActor(otp.GenServer):
         except FrameTooLarge as exc:
             logger.warning("%s message not gossiped: %s", topic, exc)
             return 0
+        self.seen_frames.add(hashlib.sha256(frame).digest())  # its echoes need no decoding
         sent = 0
         for peer in list(self.peers.values()):
             if peer.node_id != source:
@@ -302,8 +307,9 @@ class NetworkActor(otp.GenServer):
             return False
         return True
 
-    async def _on_gossip(self, peer: _Peer, frame: f.Gossip) -> None:
-        mid = message_id(frame.topic, frame.data)
+    async def _on_gossip(self, peer: _Peer, frame: f.Gossip, mid: bytes) -> None:
+        """A gossip frame whose message id is ``mid``: dropped if seen, else published on
+        the bus (and passed on at once, unless its topic waits for the chain's Relay)."""
         if mid in self.seen:
             await trio.lowlevel.checkpoint()
             return
@@ -494,8 +500,9 @@ class NetworkActor(otp.GenServer):
 
     async def _writer(self, peer: _Peer) -> None:
         try:
-            async for data in peer.inbox:
-                await peer.conn.send(data)
+            async for data in peer.inbox:  # a checkpoint per frame
+                if not peer.conn.send_nowait(data):  # a transport that need not wait
+                    await peer.conn.send(data)
         except ConnectionClosed as exc:
             peer.reason = peer.reason or exc.reason
         peer.scope.cancel()
@@ -538,8 +545,16 @@ class NetworkActor(otp.GenServer):
                 self._disconnect(peer, "flooding")
                 return
             try:
-                frame = f.decode_frame(data, max_bytes)
-                await self._dispatch(peer, frame, nursery)
+                unseen = self._unseen(data, max_bytes)
+                if unseen is not None:
+                    frame, digest, mid = unseen
+                    if isinstance(frame, f.Gossip) and mid is not None:
+                        # FrameError for a bad payload: the next copy is decoded (and its
+                        # sender judged) too.
+                        await self._on_gossip(peer, frame, mid)
+                        self.seen_frames.add(digest)
+                    else:
+                        await self._dispatch(peer, frame, nursery)
             except FrameError as exc:
                 self._offence(peer.node_id, rules.Offence.MALFORMED_FRAME, str(exc))
                 self._disconnect(peer, "malformed frame")
@@ -547,10 +562,31 @@ class NetworkActor(otp.GenServer):
             if peer.reason is not None:
                 return
 
+    def _unseen(self, data: bytes, max_bytes: int
+                ) -> tuple[f.Frame, bytes, bytes | None] | None:
+        """The frame in ``data`` with the SHA-256 of ``data`` and, for gossip, its message
+        id; None for a copy of gossip seen already, dropped (the reader's receive was its
+        checkpoint): a copy of the same bytes before it is even decoded (every node encodes
+        a message into the same bytes), a copy in other bytes by its message id. FrameError
+        for a frame that does not decode."""
+        digest = hashlib.sha256(data).digest()
+        if digest in self.seen_frames:
+            return None
+        frame = f.decode_frame(data, max_bytes)
+        if type(frame) is not f.Gossip:
+            return frame, digest, None
+        mid = message_id(frame.topic, frame.data)
+        if mid in self.seen:
+            # Its bytes are not remembered: a digest enters the cache only with its message
+            # id (sent, or first received), so it is forgotten no later than the id is.
+            return None
+        return frame, digest, mid
+
     async def _dispatch(self, peer: _Peer, frame: f.Frame, nursery: trio.Nursery) -> None:
         match frame:
             case f.Gossip():
-                await self._on_gossip(peer, frame)
+                await self._on_gossip(peer, frame, message_id(frame.topic, frame.data))
+                return  # a checkpoint in itself
             case f.Ping(nonce):
                 self._send_nowait(peer, f.encode_frame(f.Pong(nonce)))
             case f.Pong(nonce):

@@ -85,37 +85,48 @@ class MemoryConnection:
         self.peer: MemoryConnection | None = None
         self._queue: list[tuple[float, int, object]] = []
         self._last_arrival = -math.inf
-        self._wake = trio.Event()
+        #: The receiver's wait, while it waits: its deadline is the earliest arrival queued,
+        #: moved earlier by a push that arrives sooner, cancelled by a close.
+        self._waiting: trio.CancelScope | None = None
         self._closed: str | None = None  # set when this end is closed (no more sends)
         self._eof: str | None = None  # set when the other end's close has arrived
 
     def _push(self, at: float, item: object) -> None:
         heapq.heappush(self._queue, (at, self.network._next_seq(), item))
-        self._wake.set()
+        waiting = self._waiting
+        if waiting is not None and at < waiting.deadline:
+            # The receiver wakes when this arrives, not now (no step of the scheduler to
+            # find that nothing is due yet).
+            waiting.deadline = at
 
     async def send(self, data: bytes) -> None:
+        self.send_nowait(data)
+        await trio.lowlevel.checkpoint()
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Queue ``data`` for the other end (it never waits: always True)."""
         if self._closed is not None:
             raise ConnectionClosed(self._closed)
         peer = self.peer
         assert peer is not None
-        net = self.network
-        arrival = net._arrival(self.local, self.remote, self)
+        arrival = self.network._arrival(self.local, self.remote, self)
         if arrival is not None:
             peer._push(arrival, bytes(data))
-        await trio.lowlevel.checkpoint()
+        return True
 
     async def receive(self) -> bytes:
         # A checkpoint, as Trio's channels are: one that finds a message waiting yields once
         # before returning it; one that waits has yielded (and seen cancellation) in the
-        # wait, and returns what woke it without yielding again (a step of the scheduler per
-        # message fewer).
+        # wait, and returns what woke it without yielding again. The wait is one cancel
+        # scope whose deadline is the earliest arrival queued: a push that arrives sooner
+        # moves it, a close cancels it, so the receiver runs once per message that arrives
+        # and never to find that nothing is due yet.
         waited = False
         while True:
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
-            now = trio.current_time()
             queue = self._queue
-            if queue and queue[0][0] <= now:
+            if queue and queue[0][0] <= trio.current_time():
                 _at, _seq, item = heapq.heappop(queue)
                 if item is _CLOSE:
                     self._eof = self._eof or "closed by the peer"
@@ -131,18 +142,19 @@ class MemoryConnection:
                 if not waited:
                     await trio.lowlevel.checkpoint()
                 return item
-            self._wake = trio.Event()
             waited = True
-            if queue:
-                with trio.move_on_at(queue[0][0]):
-                    await self._wake.wait()
-            else:
-                await self._wake.wait()
+            with trio.CancelScope(deadline=queue[0][0] if queue else math.inf) as waiting:
+                self._waiting = waiting
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._waiting = None
 
     async def close(self, reason: str = "closed") -> None:
         if self._closed is None:
             self._closed = reason
-            self._wake.set()
+            if self._waiting is not None:
+                self._waiting.cancel()
             peer = self.peer
             if peer is not None and peer._closed is None:
                 # The close travels like a message (after what was sent), but is never lost.

@@ -10,6 +10,10 @@ A *connection* carries whole messages (one frame each) both ways:
 * ``send(data)`` queues one message; it raises :class:`ConnectionClosed` once the connection
   is closed, and :class:`FrameTooLarge` for a message over the transport's limit (the
   connection stays usable: nothing was sent).
+* ``send_nowait(data)`` queues one message at once if the transport can do so without
+  waiting, and says whether it did; False means nothing was sent and ``send`` must be used
+  (a WebSocket always answers False: its writes wait for the socket). It raises as
+  ``send`` does.
 * ``receive()`` waits for the next message; :class:`ConnectionClosed` once the connection is
   closed and nothing more will come. A received message over the limit closes the
   connection (the transport never hands it over).
@@ -43,6 +47,8 @@ class Connection(Protocol):
     remote: str
 
     async def send(self, data: bytes) -> None: ...
+
+    def send_nowait(self, data: bytes) -> bool: ...
 
     async def receive(self) -> bytes: ...
 

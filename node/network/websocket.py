@@ -52,6 +52,10 @@ class WebSocketConnection:
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(_reason(exc)) from None
 
+    def send_nowait(self, data: bytes) -> bool:
+        """Always False: a WebSocket write waits for the socket (use :meth:`send`)."""
+        return False
+
     async def receive(self) -> bytes:
         try:
             message = await self.ws.get_message()

@@ -30,6 +30,19 @@ Rules kept here (the ChainActor does the I/O):
   sum of signatures each known good, and its import need not check it again (the ChainActor
   imports a ready block with ``signature_checked``: one pairing check less per block).
 
+* **Approvals are checked together** (:func:`offer`): a peer's approval of a held block
+  waits, unchecked and uncounted, until with the approvals already counted it could make
+  the quorum; then every waiting approval of that block is checked in one batch
+  (:func:`node.crypto.batch.verify_one_message`: they all sign the block's signing root, so
+  one hash and two Miller loops, with random coefficients so that invalid signatures cannot
+  cancel out; each one alone if the batch fails, so every bad approval is found and its
+  sender named). :func:`check` checks what still waits (the ChainActor calls it a moment
+  after an approval began to wait, and each slot), so approvals that cannot make a quorum
+  here are checked and passed on all the same. A second, different approval naming the same
+  authority for one block has both checked at once: a forged copy sent first cannot shut
+  out the real one. Only checked approvals are counted, folded into the aggregate or passed
+  on.
+
 A proposal that has not gathered enough approvals stays held: its producer gossips it again
 every slot (peers that saw it drop the copy; peers that were away get it), so authorities
 coming back approve it and the chain goes on. While it waits, the ChainActor says so in the
@@ -43,19 +56,23 @@ from typing import Final
 
 import attrs
 
-from node.crypto import bls
-from node.types.chain import IndividualApproval, SignedConsensusBlock
+from node.crypto import batch, bls
+from node.types.chain import AggregateApproval, IndividualApproval, SignedConsensusBlock
 from node.workflows.chain import BlockError, add_approval, required_approvals
 
 __all__ = [
     "MAX_EARLY",
     "MAX_PROPOSALS",
+    "Offered",
     "Proposals",
+    "Unchecked",
     "add",
     "approved",
+    "check",
     "drop",
     "for_head",
     "mark_approved",
+    "offer",
     "propose",
     "ready",
 ]
@@ -64,6 +81,16 @@ __all__ = [
 MAX_PROPOSALS: Final = 8
 #: Approvals held for blocks not seen yet, at most.
 MAX_EARLY: Final = 64
+
+
+@attrs.frozen
+class Unchecked:
+    """A peer's approval of a held block, not checked yet; ``source`` is the peer it came
+    from (empty if not known)."""
+
+    block_hash: bytes
+    approval: IndividualApproval
+    source: str = ""
 
 
 @attrs.frozen
@@ -80,6 +107,9 @@ class Proposals:
     #: Blocks that failed their import (the execution engine refused the payload): never
     #: held again on this head.
     refused: tuple[bytes, ...] = ()
+    #: Approvals of held blocks waiting to be checked (:func:`offer`), in arrival order: at
+    #: most one per block and authority, except two that differ, which are checked at once.
+    unchecked: tuple[Unchecked, ...] = ()
 
     def get(self, block_hash: bytes) -> SignedConsensusBlock | None:
         for block in self.blocks:
@@ -122,8 +152,10 @@ def propose(proposals: Proposals, block: SignedConsensusBlock,
             if oldest is None:
                 raise BlockError("proposal", f"{MAX_PROPOSALS} blocks are proposed on this "
                                  "head already, each of them named by a vote")
-            proposals = attrs.evolve(proposals, blocks=tuple(
-                b for b in proposals.blocks if b is not oldest))
+            gone = oldest.hash()
+            proposals = attrs.evolve(
+                proposals, blocks=tuple(b for b in proposals.blocks if b is not oldest),
+                unchecked=tuple(u for u in proposals.unchecked if u.block_hash != gone))
         proposals = attrs.evolve(proposals, blocks=(*proposals.blocks, block))
         held = block
     else:
@@ -154,7 +186,97 @@ def add(proposals: Proposals, block_hash: bytes, approval: IndividualApproval,
     if held is None:
         early = (*proposals.early, (block_hash, approval))[-MAX_EARLY:]
         return attrs.evolve(proposals, early=early)
+    index = approval.authority_index
+    if own and 0 <= index < len(authorities) and not held.signature.bitfield >> index & 1:
+        # Signed here just now, the held aggregate checked: summed without decoding either.
+        aggregate = bls.aggregate_valid([held.signature.signature, approval.signature])
+        return _replace(proposals, attrs.evolve(held, signature=AggregateApproval(
+            held.signature.bitfield | 1 << index, aggregate)))
     return _replace(proposals, add_approval(held, approval, authorities, own=own))
+
+
+@attrs.frozen
+class Offered:
+    """What :func:`offer` or :func:`check` leaves: the proposals, the approvals found good
+    (counted now: to be passed on to the peers but their source) and those found bad, with
+    why (their sources to be reported)."""
+
+    proposals: Proposals
+    checked: tuple[Unchecked, ...] = ()
+    bad: tuple[tuple[Unchecked, str], ...] = ()
+
+
+def offer(proposals: Proposals, block_hash: bytes, approval: IndividualApproval,
+          authorities: Sequence[bls.PublicKey], *, source: str = "") -> Offered:
+    """A peer's approval: kept for a block not seen yet (as :func:`add`), nothing for an
+    authority the held block counts already, else waiting unchecked until it could complete
+    the quorum, then checked with every approval waiting for that block (see the module
+    docstring). BlockError for an authority index out of range."""
+    held = proposals.get(block_hash)
+    if held is None:
+        early = (*proposals.early, (block_hash, approval))[-MAX_EARLY:]
+        return Offered(attrs.evolve(proposals, early=early))
+    index = approval.authority_index
+    if not 0 <= index < len(authorities):
+        raise BlockError("approval-index", f"no authority {index}")
+    if held.signature.bitfield >> index & 1:
+        return Offered(proposals)
+    same = [u for u in proposals.unchecked
+            if u.block_hash == block_hash and u.approval.authority_index == index]
+    if any(u.approval.signature == approval.signature for u in same):
+        return Offered(proposals)  # a copy of one waiting already
+    proposals = attrs.evolve(proposals, unchecked=(*proposals.unchecked,
+                                                   Unchecked(block_hash, approval, source)))
+    # Two different approvals naming one authority: at most one is real; check both now.
+    return _check(proposals, authorities, block_hash, force=bool(same))
+
+
+def check(proposals: Proposals, authorities: Sequence[bls.PublicKey], *,
+          block_hash: bytes | None = None, force: bool = True) -> Offered:
+    """Check the approvals waiting for each held block (or for ``block_hash`` only): all of
+    them (``force``), or only those of a block that, with them, could reach its quorum."""
+    blocks = [block_hash] if block_hash is not None else \
+        list(dict.fromkeys(u.block_hash for u in proposals.unchecked))
+    checked: list[Unchecked] = []
+    bad: list[tuple[Unchecked, str]] = []
+    for block in blocks:
+        got = _check(proposals, authorities, block, force=force)
+        proposals = got.proposals
+        checked += got.checked
+        bad += got.bad
+    return Offered(proposals, tuple(checked), tuple(bad))
+
+
+def _check(proposals: Proposals, authorities: Sequence[bls.PublicKey], block_hash: bytes, *,
+           force: bool) -> Offered:
+    held = proposals.get(block_hash)
+    waiting = [u for u in proposals.unchecked if u.block_hash == block_hash]
+    if held is None or not waiting:
+        return Offered(proposals)
+    bitfield = held.signature.bitfield
+    # Those naming an authority the block counts already (a fuller copy came) go unchecked.
+    waiting = [u for u in waiting if not bitfield >> u.approval.authority_index & 1]
+    named = {u.approval.authority_index for u in waiting}
+    if not force and bitfield.bit_count() + len(named) < required_approvals(len(authorities)):
+        return Offered(proposals)
+    rest = tuple(u for u in proposals.unchecked if u.block_hash != block_hash)
+    verdict = batch.verify_one_message(
+        [authorities[u.approval.authority_index] for u in waiting], held.signing_root(),
+        [u.approval.signature for u in waiting])
+    good = [u for i, u in enumerate(waiting) if i not in verdict.reasons]
+    bad = tuple((u, f"approval of authority {u.approval.authority_index}: {verdict.reasons[i]}")
+                for i, u in enumerate(waiting) if i in verdict.reasons)
+    proposals = attrs.evolve(proposals, unchecked=rest)
+    if good:
+        # A valid BLS signature is the only one of its key and message: one per authority.
+        # The held aggregate and these were all checked: summed without decoding them again.
+        aggregate = bls.aggregate_valid([held.signature.signature,
+                                         *(u.approval.signature for u in good)])
+        for u in good:
+            bitfield |= 1 << u.approval.authority_index
+        proposals = _replace(proposals, attrs.evolve(
+            held, signature=AggregateApproval(bitfield, aggregate)))
+    return Offered(proposals, tuple(good), bad)
 
 
 def approved(proposals: Proposals) -> bool:
@@ -178,6 +300,7 @@ def drop(proposals: Proposals, block_hash: bytes) -> Proposals:
     return attrs.evolve(
         proposals,
         blocks=tuple(b for b in proposals.blocks if b.hash() != block_hash),
+        unchecked=tuple(u for u in proposals.unchecked if u.block_hash != block_hash),
         approved_hash=None if proposals.approved_hash == block_hash
         else proposals.approved_hash,
         refused=(*proposals.refused, block_hash)[-MAX_PROPOSALS:])

@@ -626,6 +626,31 @@ def _virtual_clock() -> trio.testing.MockClock:
     return clock
 
 
+#: While tasks are ready to run, Trio's loop still asks the OS for I/O events (a system call)
+#: before each batch; a simulated program does no real I/O, so under :func:`simulate` only
+#: one such poll in this many is made. An idle loop always polls (before the clock jumps),
+#: so I/O from outside (a thread, a signal) is noticed before virtual time moves.
+POLL_EVERY: Final = 64
+
+
+def _lazy_poll(io_manager: type[Any]) -> Callable[[Any, float], Any]:
+    """``io_manager.get_events`` polling once in :data:`POLL_EVERY` calls while tasks are
+    ready (an empty answer otherwise: as a poll that found nothing)."""
+    general = io_manager.get_events
+    context = trio._core._run.GLOBAL_RUN_CONTEXT
+    skipped = 0
+
+    def get_events(self: Any, timeout: float) -> Any:
+        nonlocal skipped
+        if timeout == 0 and context.runner.runq and skipped < POLL_EVERY - 1:
+            skipped += 1
+            return []
+        skipped = 0
+        return general(self, timeout)
+
+    return get_events
+
+
 def simulate(
     main: Callable[[], Awaitable[Any]],
     *,
@@ -649,6 +674,8 @@ def simulate(
     # they were, so the rest of the process (other tests) keeps Trio's usual scheduling.
     saved_flag = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
     saved_random = trio_run._r
+    io_manager: Any = trio_run.TheIOManager  # type: ignore[attr-defined]
+    saved_poll = io_manager.get_events
     sim = _Simulation(seed, faults, keep_trace)
     clock = _virtual_clock()
     box: dict[str, Any] = {}
@@ -656,6 +683,7 @@ def simulate(
     try:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
         trio_run._r = _SchedulerRandom(f"otp.testing.scheduler:{seed}")
+        io_manager.get_events = _lazy_poll(io_manager)
         trio.run(_run, main, sim, seed, max_virtual_time, box, clock=clock)
     except BaseException as exc:  # the run's failure is data, returned to the caller
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -664,6 +692,7 @@ def simulate(
     finally:
         trio_run._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
         trio_run._r = saved_random
+        io_manager.get_events = saved_poll
     return SimResult(
         seed=seed,
         trace=tuple(sim.events),

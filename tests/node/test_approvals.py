@@ -1,6 +1,6 @@
 """Several authorities: a produced block waits for ceil(2n/3) approvals before import; the
-vote lock outlives a restart; votes from peers are checked together, a liar is reported and
-an equivocation caught."""
+vote lock outlives a restart; votes and approvals from peers are checked together, a liar is
+reported and an equivocation caught."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from node.messages import chain as chain_msgs
 from node.messages import engine as engine_msgs
 from node.messages import storage as storage_msgs
 from node.messages.network import GossipReceived, Publish, Relay, ReportPeer
-from node.types.chain import PRECOMMIT, PREVOTE, Vote
+from node.network.gossip import ApproveBlock
+from node.types.chain import PRECOMMIT, PREVOTE, IndividualApproval, Vote
 from node.workflows import chain as rules
 from node.workflows import prevotes
 
@@ -232,3 +233,56 @@ async def test_a_vote_short_of_a_quorum_is_checked_and_passed_on_after_a_moment(
         assert [c.peer for c in casts if isinstance(c, ReportPeer)] == ["liar"]
         actor = await otp.get_state("chain")
         assert actor.votes.held == (good,) and actor.votes.unverified == ()  # type: ignore[attr-defined]
+
+
+async def test_approvals_are_checked_together_a_forged_one_is_reported(
+        tmp_path: Path) -> None:
+    """Four authorities (three approvals needed), this node's own block held with its own
+    signature: approvals from peers wait, unchecked, until they could complete the aggregate,
+    then are checked together. A forged approval (authority 2's real signature of another
+    block) and a good one: the batch fails, each is checked alone, the liar is reported, the
+    good one counted and passed on, nothing imported. Authority 2's real approval (a second,
+    different one naming it) completes the aggregate: the block is imported."""
+    others = [bls.SecretKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3)]
+    async with otp.runtime():
+        base = NodeConfig().as_mapping()["node"]["chain"]
+        await start_chain(tmp_path, base, Clock())
+        mine = (await otp.get_state("chain")).key  # type: ignore[attr-defined]
+        await stop_actors("chain", "engine", "storage")
+        authorities = [mine.public_key(), *(k.public_key() for k in others)]
+        cfg = {**base, "authorities": [pk.to_bytes().hex() for pk in authorities]}
+        await otp.start(Network, name="network")
+        await start_chain(tmp_path, cfg, Clock(slot=300))  # slot 300: this node's
+        assert await otp.call("chain", chain_msgs.ProduceNow()) is None
+        actor = await otp.get_state("chain")
+        block = actor.proposals.get(actor.votes.lock.prevoted_hash)  # type: ignore[attr-defined]
+        assert block is not None and block.signature.indexes() == [0]
+        await otp.call("network", "casts")  # our block and prevote: not looked at here
+
+        async def gossip(approval: IndividualApproval, peer: str) -> list[Any]:
+            await otp.send("chain", GossipReceived(
+                "approve_block", ApproveBlock(block.hash(), approval), peer, bytes(32)))
+            await otp.call("chain", chain_msgs.GetStatus())  # served after the gossip
+            return await otp.call("network", "casts")  # type: ignore[no-any-return]
+
+        def relayed(casts: list[Any]) -> list[tuple[int, str]]:
+            return [(c.payload.approval.authority_index, c.source) for c in casts
+                    if isinstance(c, Relay)]
+
+        forged = rules.approve(bytes(32), others[1], 2)
+        assert await gossip(forged, "liar") == []  # 2 of 3 at most: it waits
+        casts = await gossip(rules.approve(block.hash(), others[0], 1), "p1")
+        assert relayed(casts) == [(1, "p1")]
+        [report] = [c for c in casts if isinstance(c, ReportPeer)]
+        assert report.peer == "liar" and "does not verify" in report.detail
+        status = await otp.call("chain", chain_msgs.GetStatus())
+        assert status.head.height == 0  # 2 of 3: the forged one is not counted
+
+        casts = await gossip(rules.approve(block.hash(), others[1], 2), "p2")
+        assert relayed(casts) == [(2, "p2")]
+        status = await otp.call("chain", chain_msgs.GetStatus())
+        assert status.head.height == 1 and status.head.hash == block.hash()
+        stored = await otp.call("storage", storage_msgs.GetBlock(block.hash()))
+        assert stored is not None and stored.signature.indexes() == [0, 1, 2]
+        assert bls.fast_aggregate_verify(authorities[:3], stored.signing_root(),
+                                         bls.Signature.from_bytes(stored.signature.signature))

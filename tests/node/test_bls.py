@@ -473,3 +473,32 @@ def test_keys_that_add_up_to_infinity_verify_nothing() -> None:
     signed = bls.sign(bls.SecretKey.from_seed(b"\x07" * 32), b"m")
     assert bls.fast_aggregate_verify([a], b"m", signed)
     assert not bls.fast_aggregate_verify([a], b"m", infinity)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeds=st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=5),
+       message=st.binary(max_size=64))
+def test_aggregate_valid_is_aggregate(seeds: list[bytes], message: bytes) -> None:
+    """The sum of known-valid signatures without the subgroup check on decoding is the
+    same sum, and it verifies."""
+    keys = [bls.SecretKey.from_seed(seed) for seed in seeds]
+    signatures = [bls.sign(key, message) for key in keys]
+    summed = bls.aggregate_valid([s.to_bytes() for s in signatures])
+    assert summed == bls.aggregate(signatures).to_bytes()
+    assert bls.fast_aggregate_verify([k.public_key() for k in keys], message,
+                                     bls.Signature.from_bytes(summed))
+
+
+@pytest.mark.parametrize("case", vectors("aggregate"))
+def test_aggregate_valid_vectors(case: dict[str, Any]) -> None:
+    if case["output"] is None:
+        with pytest.raises(BLSError, match="zero signatures"):
+            bls.aggregate_valid([h(s) for s in case["input"]])
+        return
+    assert bls.aggregate_valid([h(s) for s in case["input"]]) == h(case["output"])
+
+
+@pytest.mark.parametrize("bad", [[], [b"\xff" * 96], [bytes(95)]])
+def test_aggregate_valid_refuses_nothing_and_non_points(bad: list[bytes]) -> None:
+    with pytest.raises(bls.BLSError):
+        bls.aggregate_valid(bad)

@@ -256,3 +256,31 @@ async def _no_peers(actor: str) -> bool:
 
 def test_hello_helper_matches_the_chain() -> None:
     assert hello("ee").genesis_hash == CHAIN[0].hash()
+
+
+async def test_copies_of_gossip_are_dropped_but_a_bad_one_costs_each_sender(
+        tmp_path: Path) -> None:
+    """A gossip frame seen already is dropped before it is decoded (every node encodes a
+    message into the same bytes) — but only once it was handled: copies of a frame whose
+    payload does not decode are decoded and judged each time, so two peers sending the same
+    bad frame are both banned; copies of a good one reach the bus once."""
+    net = MemoryNetwork(random.Random(0))
+    bad = f.encode_frame(f.Gossip("queue_pow", b"not a header"))
+    good = f.encode_frame(f.Gossip("pegout_signatures", b"opaque bytes of the bridge"))
+    async with otp.runtime():
+        a = await _node(tmp_path, net)
+        watcher = await collect("a", n.PEERS_TOPIC)
+        gossip = await collect("a", n.gossip_topic("pegout_signatures"))
+        for label in ("e1", "e2"):
+            async with net.transport(label).connect("a") as conn:
+                assert isinstance(await raw_handshake(conn, label), f.Hello)
+                await conn.send(good)
+                await conn.send(good)
+                await conn.send(bad)
+                frames, _ = await drain(conn)
+            assert any(isinstance(x, f.Goodbye) and "malformed" in x.reason for x in frames)
+        banned = [e.peer for e in await events(watcher) if isinstance(e, n.PeerBanned)]
+        assert banned == [nid("e1"), nid("e2")]
+        got = [e for e in await events(gossip) if isinstance(e, n.GossipReceived)]
+        assert [(e.payload, e.peer) for e in got] == [(b"opaque bytes of the bridge", nid("e1"))]
+        assert otp.whereis(a) is not None
