@@ -196,8 +196,12 @@ class ChainStore:
     """The database at ``path``: opened (created if missing) and checked on construction;
     every method is synchronous. See the module docstring for the layout and the rules."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fsync: bool = True) -> None:
+        """``fsync=False``: writes that would wait for the disk (synced) do not. They reach
+        LevelDB's log in the same batches all the same, so a process that is killed loses
+        nothing; only a power cut could (for a simulated network, which has none)."""
         Path(path).mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
         try:
             self.db = plyvel.DB(path, create_if_missing=True)
         except plyvel.Error as exc:
@@ -207,7 +211,7 @@ class ChainStore:
         try:
             self._check()
             if self.db.get(KEY_OLD_ENGINE) is not None:
-                self.db.delete(KEY_OLD_ENGINE, sync=True)
+                self.db.delete(KEY_OLD_ENGINE, sync=self.fsync)
         except BaseException:
             self.db.close()
             raise
@@ -369,7 +373,7 @@ class ChainStore:
         raw = self.db.get(KEY_VERSION)
         if raw is None:
             if self.db.get(KEY_HEAD) is None:
-                self.db.put(KEY_VERSION, codec.encode(SCHEMA_VERSION), sync=True)
+                self.db.put(KEY_VERSION, codec.encode(SCHEMA_VERSION), sync=self.fsync)
                 return
             raise StorageCorrupt(KEY_VERSION, "missing while a head exists")
         try:
@@ -427,7 +431,7 @@ class ChainStore:
             if put.finalized is not None:
                 finalized = put.finalized
         queued = self.queued_pow()
-        with self.db.write_batch(sync=sync) as batch:
+        with self.db.write_batch(sync=sync and self.fsync) as batch:
             for put in puts:
                 queued = self._write_put(batch, put, queued)
         self.writes += 1
@@ -486,7 +490,7 @@ class ChainStore:
 
     def put_vote_lock(self, lock: VoteLock) -> None:
         """The vote lock: written, synced, before a vote leaves the node."""
-        self.db.put(KEY_VOTES, codec.encode(lock), sync=True)
+        self.db.put(KEY_VOTES, codec.encode(lock), sync=self.fsync)
 
     # -- peg-ins ---------------------------------------------------------------------------------
 
@@ -531,7 +535,7 @@ class ChainStore:
 
     def put_pegins(self, put: PutPegIns) -> None:
         """The BridgeActor's change in one synced batch (see :class:`PutPegIns`)."""
-        with self.db.write_batch(sync=True) as batch:
+        with self.db.write_batch(sync=self.fsync) as batch:
             for txid in put.removed:
                 batch.delete(deposit_key(txid))
             for deposit in put.deposits:
@@ -576,7 +580,7 @@ class ChainStore:
 
     def put_pegouts(self, put: PutPegOuts) -> None:
         """The FederationActor's change in one synced batch (see :class:`PutPegOuts`)."""
-        with self.db.write_batch(sync=True) as batch:
+        with self.db.write_batch(sync=self.fsync) as batch:
             for record in put.requests:
                 batch.put(pegout_request_key(*record.id), codec.encode(record))
             for refusal in put.refused:
@@ -611,9 +615,13 @@ class ChainStore:
 class StorageActor(otp.GenServer):
     """Owns the LevelDB database at ``path``; answers the messages above by call."""
 
-    async def init(self, path: str) -> None:
+    async def init(self, path: str, fsync: bool = True) -> None:
+        """``path``: the LevelDB directory. ``fsync``: synced writes wait for the disk (the
+        default; a simulated network turns it off, see :class:`ChainStore`)."""
         await trio.lowlevel.checkpoint()
-        self.store = ChainStore(path)
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be true or false, not {fsync!r:.40}")
+        self.store = ChainStore(path, fsync=fsync)
         head = self.store.head()
         logger.info(
             "storage open at %s: head %s", path,
