@@ -254,13 +254,11 @@ class _Reader:
         out = []
         for i in range(n):
             if pos + 4 > size:
-                self.pos = pos
-                self.var(f"{path}[{i}]")  # raises, naming the item
+                raise DecodeError(f"{path}[{i}] (length)", f"needs 4 bytes, {size - pos} left")
             length = int.from_bytes(data[pos:pos + 4], "big")
             end = pos + 4 + length
             if end > size:
-                self.pos = pos
-                self.var(f"{path}[{i}]")  # raises, naming the item
+                raise DecodeError(f"{path}[{i}]", f"needs {length} bytes, {size - pos - 4} left")
             out.append(data[pos + 4:end])
             pos = end
         self.pos = pos
