@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from node.crypto import bls
 from node.crypto.verifier import SignatureVerifier
 from node.types.chain import AggregateApproval, ConsensusBlock, SignedConsensusBlock
 from node.workflows import chain as rules
@@ -135,16 +136,25 @@ def test_no_authorities_is_an_error() -> None:
         block_signatures([], [])
 
 
-async def test_verify_blocks_runs_in_the_verifier_in_chunks() -> None:
+def _run_of(count: int) -> tuple[tuple[bls.PublicKey, ...], list[SignedConsensusBlock]]:
+    """Four authorities' keys, and ``count`` blocks each approved by three of them."""
     n = 4
     pubs = tuple(k.public_key() for k in KEYS[:n])
     blocks = [sign_with(block_at(s), KEYS, sorted({s % n, (s + 1) % n, (s + 2) % n}))
-              for s in range(1, 12)]
-    blocks[4] = SignedConsensusBlock(blocks[4].message,
-                                     AggregateApproval(blocks[4].signature.bitfield,
-                                                       blocks[5].signature.signature))
-    blocks[9] = SignedConsensusBlock(blocks[9].message,
-                                     AggregateApproval(blocks[9].signature.bitfield, bytes(96)))
+              for s in range(1, count + 1)]
+    return pubs, blocks
+
+
+def _signed_by(block: SignedConsensusBlock, signature: bytes) -> SignedConsensusBlock:
+    """``block`` with its bitfield but ``signature`` (another block's, or garbage)."""
+    return SignedConsensusBlock(block.message,
+                                AggregateApproval(block.signature.bitfield, signature))
+
+
+async def test_verify_blocks_runs_in_the_verifier_in_chunks() -> None:
+    pubs, blocks = _run_of(11)
+    blocks[4] = _signed_by(blocks[4], blocks[5].signature.signature)
+    blocks[9] = _signed_by(blocks[9], bytes(96))
     verifier = SignatureVerifier(chunk=4)
     assert await verify_blocks(blocks, pubs, verifier) == [4, 9]
     stats = verifier.statistics()
@@ -162,16 +172,9 @@ async def test_a_process_verifier_finds_the_same_bad_blocks_in_its_worker_proces
 
     from node.crypto.verifier import ProcessVerifier
 
-    n = 4
-    pubs = tuple(k.public_key() for k in KEYS[:n])
-    blocks = [sign_with(block_at(s), KEYS, sorted({s % n, (s + 1) % n, (s + 2) % n}))
-              for s in range(1, 12)]
-    blocks[2] = SignedConsensusBlock(blocks[2].message,
-                                     AggregateApproval(blocks[2].signature.bitfield,
-                                                       blocks[3].signature.signature))
-    blocks[7] = SignedConsensusBlock(blocks[7].message,
-                                     AggregateApproval(blocks[7].signature.bitfield,
-                                                       MALFORMED[2]))
+    pubs, blocks = _run_of(11)
+    blocks[2] = _signed_by(blocks[2], blocks[3].signature.signature)
+    blocks[7] = _signed_by(blocks[7], MALFORMED[2])
     verifier = ProcessVerifier(chunk=4)
     async with trio.open_nursery() as nursery:
         # Asked before the worker exists: waits for serve to bring it up.
@@ -208,13 +211,8 @@ async def test_a_process_verifier_s_spares_take_runs_only_while_its_first_worker
 
     from node.crypto.verifier import SPARE_NICE, ProcessVerifier
 
-    n = 4
-    pubs = tuple(k.public_key() for k in KEYS[:n])
-    blocks = [sign_with(block_at(s), KEYS, sorted({s % n, (s + 1) % n, (s + 2) % n}))
-              for s in range(1, 9)]
-    blocks[5] = SignedConsensusBlock(blocks[5].message,
-                                     AggregateApproval(blocks[5].signature.bitfield,
-                                                       blocks[1].signature.signature))
+    pubs, blocks = _run_of(8)
+    blocks[5] = _signed_by(blocks[5], blocks[1].signature.signature)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         ProcessVerifier(workers=0)
     verifier = ProcessVerifier(chunk=3, workers=2)

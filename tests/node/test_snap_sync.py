@@ -120,6 +120,19 @@ async def start_source(tmp: Path, name: str, net: MemoryNetwork) -> None:
                     engine=f"engine-{name}", name=f"network-{name}")
 
 
+async def start_network(tmp: Path, net: MemoryNetwork) -> None:
+    """Sources ``a`` and ``c``, and B snap-syncing from both."""
+    await start_source(tmp, "a", net)
+    await start_source(tmp, "c", net)
+    await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+
+
+async def stop_b() -> None:
+    """B's actors stopped, as a node's shutdown stops them (its data left as it is)."""
+    for name in ("sync", "network", "chain", "engine", "storage"):
+        await otp.stop(name)
+
+
 async def b_head() -> c.BlockRef:
     status = await otp.call("chain", c.GetStatus())
     assert status.head is not None
@@ -147,9 +160,7 @@ def test_b_snap_syncs_history_unexecuted_downloads_the_pivot_state_and_executes_
     async def main() -> None:
         tmp = scratch_dir("snap-")
         net = memory(sim_seed)
-        await start_source(tmp, "a", net)
-        await start_source(tmp, "c", net)
-        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await start_network(tmp, net)
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
         engine = await otp.get_state("engine")
@@ -232,19 +243,16 @@ def test_b_restarted_mid_history_leaves_it_unexecuted_and_resumes_the_snap_sync(
     async def main() -> None:
         tmp = scratch_dir("snap-restart-")
         net = memory(sim_seed)
-        await start_source(tmp, "a", net)
-        await start_source(tmp, "c", net)
-        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await start_network(tmp, net)
         await wait_for(lambda: _history_at(50), timeout=600.0, step=0.05)
-        for name in ("sync", "network", "chain", "engine", "storage"):
-            await otp.stop(name)
+        await stop_b()
         stored_head = ChainStore(str(tmp / "b" / "chain"))
         try:
             height = stored_head.head()
             assert height is not None and 50 <= height.height <= pivot
         finally:
             stored_head.close()
-        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)  # on the same data
         engine = await otp.get_state("engine")
         assert isinstance(engine, EngineActor) and engine.embedded is not None
         assert engine.embedded.head_number == 0  # the restart executed nothing
@@ -301,12 +309,9 @@ def test_b_restarted_mid_history_in_full_mode_executes_the_stored_history(
     async def main() -> None:
         tmp = scratch_dir("snap-to-full-")
         net = memory(sim_seed)
-        await start_source(tmp, "a", net)
-        await start_source(tmp, "c", net)
-        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await start_network(tmp, net)
         await wait_for(lambda: _history_at(50), timeout=600.0, step=0.05)
-        for name in ("sync", "network", "chain", "engine", "storage"):
-            await otp.stop(name)
+        await stop_b()
         await start_b(tmp, net, ("a", "c"), verifier=None, **{**SNAP, "mode": "full"})
         engine = await otp.get_state("engine")
         assert isinstance(engine, EngineActor) and engine.embedded is not None
@@ -335,9 +340,7 @@ SNAPPER = textwrap.dedent("""
         t.stored = lambda: Path(source)  # the test's chain, not one built again here
         async with otp.runtime():
             net = t.memory(0)
-            await t.start_source(Path(tmp), "a", net)
-            await t.start_source(Path(tmp), "c", net)
-            await t.start_b(Path(tmp), net, ("a", "c"), verifier=None, **t.SNAP)
+            await t.start_network(Path(tmp), net)
             print("head 0", flush=True)
             last = 0
             while True:
@@ -396,9 +399,7 @@ def test_kill_9_during_a_snap_sync_leaves_a_node_that_resumes_it_to_the_same_piv
 
     async def resume() -> None:
         net = memory(0)
-        await start_source(tmp, "a", net)
-        await start_source(tmp, "c", net)
-        await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)
+        await start_network(tmp, net)
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
         engine = await otp.get_state("engine")
