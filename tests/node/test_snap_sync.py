@@ -133,6 +133,13 @@ async def stop_b() -> None:
         await otp.stop(name)
 
 
+async def b_evm() -> EmbeddedEngine:
+    """B's embedded engine."""
+    engine = await otp.get_state("engine")
+    assert isinstance(engine, EngineActor) and engine.embedded is not None
+    return engine.embedded
+
+
 async def b_head() -> c.BlockRef:
     status = await otp.call("chain", c.GetStatus())
     assert status.head is not None
@@ -163,9 +170,7 @@ def test_b_snap_syncs_history_unexecuted_downloads_the_pivot_state_and_executes_
         await start_network(tmp, net)
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
-        engine = await otp.get_state("engine")
-        assert isinstance(engine, EngineActor) and engine.embedded is not None
-        evm = engine.embedded
+        evm = await b_evm()
         # The engine took the pivot and executed every block after it, to the same state.
         assert evm.pivot is not None and evm.pivot[0] == pivot
         assert evm.head_number == N
@@ -204,22 +209,21 @@ def test_a_sync_actor_killed_mid_history_resumes_the_snap_sync(
         await start_source(tmp, "a", net)
         await start_b(tmp, net, ("a",), verifier=None, supervised=True, **SNAP)
         await wait_for(lambda: _history_at(40), timeout=600.0, step=0.05)
-        engine = await otp.get_state("engine")
-        assert isinstance(engine, EngineActor) and engine.embedded is not None
-        assert engine.embedded.head_number == 0  # history, not executed
-        assert engine.embedded.snap_target == pivot  # recorded before any history
+        evm = await b_evm()
+        assert evm.head_number == 0  # history, not executed
+        assert evm.snap_target == pivot  # recorded before any history
         before = otp.whereis("sync")
         assert before is not None
         otp.exit(before, "kill")
         await synced_to(N)
         assert otp.whereis("sync") not in (None, before)
         assert await b_head() == blocks[N].ref()
-        assert engine.embedded.head_number == N
-        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
-        assert engine.embedded.pivot is not None and engine.embedded.pivot[0] == pivot
-        assert engine.embedded.snap_target is None  # taking the pivot ended it
+        assert evm.head_number == N
+        assert evm.head.state_root == blocks[N].message.execution_payload.state_root
+        assert evm.pivot is not None and evm.pivot[0] == pivot
+        assert evm.snap_target is None  # taking the pivot ended it
         with pytest.raises(KeyError):  # history before the pivot was never executed
-            await engine.embedded.receipts(blocks[pivot - 1].message.execution_payload
+            await evm.receipts(blocks[pivot - 1].message.execution_payload
                                            .block_hash)
 
     sim(main, max_virtual_time=3600.0)
@@ -235,8 +239,7 @@ def test_b_restarted_mid_history_leaves_it_unexecuted_and_resumes_the_snap_sync(
     """B's whole tree stopped while history is stored unexecuted and started again on the
     same data: the engine's start does not execute the stored history (the snap sync is
     recorded as under way), the SyncActor resumes it, and B ends at the peers' head with the
-    pivot taken. With the record gone (a node that syncs in full from there), the restart
-    executes the stored history instead."""
+    pivot taken."""
     blocks = built()
     pivot = N - SNAP["pivot_depth"]
 
@@ -253,14 +256,13 @@ def test_b_restarted_mid_history_leaves_it_unexecuted_and_resumes_the_snap_sync(
         finally:
             stored_head.close()
         await start_b(tmp, net, ("a", "c"), verifier=None, **SNAP)  # on the same data
-        engine = await otp.get_state("engine")
-        assert isinstance(engine, EngineActor) and engine.embedded is not None
-        assert engine.embedded.head_number == 0  # the restart executed nothing
+        evm = await b_evm()
+        assert evm.head_number == 0  # the restart executed nothing
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
-        assert engine.embedded.pivot is not None and engine.embedded.pivot[0] == pivot
-        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
-        assert engine.embedded.snap_target is None
+        assert evm.pivot is not None and evm.pivot[0] == pivot
+        assert evm.head.state_root == blocks[N].message.execution_payload.state_root
+        assert evm.snap_target is None
 
     sim(main, max_virtual_time=3600.0)
 
@@ -286,12 +288,11 @@ def test_a_peer_lying_about_its_head_cannot_stall_a_snap_sync_or_make_it_skip_ex
             await start_b(tmp, net, ("x", "a"), verifier=None, **SNAP)
             await synced_to(N)
             assert await b_head() == blocks[N].ref()
-            engine = await otp.get_state("engine")
-            assert isinstance(engine, EngineActor) and engine.embedded is not None
-            assert engine.embedded.head_number == N
-            assert (engine.embedded.head.state_root
+            evm = await b_evm()
+            assert evm.head_number == N
+            assert (evm.head.state_root
                     == blocks[N].message.execution_payload.state_root)
-            pivot = engine.embedded.pivot
+            pivot = evm.pivot
             assert pivot is None or pivot[0] <= N
             nursery.cancel_scope.cancel()
 
@@ -313,14 +314,13 @@ def test_b_restarted_mid_history_in_full_mode_executes_the_stored_history(
         await wait_for(lambda: _history_at(50), timeout=600.0, step=0.05)
         await stop_b()
         await start_b(tmp, net, ("a", "c"), verifier=None, **{**SNAP, "mode": "full"})
-        engine = await otp.get_state("engine")
-        assert isinstance(engine, EngineActor) and engine.embedded is not None
+        evm = await b_evm()
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
-        assert engine.embedded.snap_target is None
-        assert engine.embedded.pivot is None and engine.embedded.head_number == N
-        assert engine.embedded.head.state_root == blocks[N].message.execution_payload.state_root
-        assert len(await engine.embedded.receipts(
+        assert evm.snap_target is None
+        assert evm.pivot is None and evm.head_number == N
+        assert evm.head.state_root == blocks[N].message.execution_payload.state_root
+        assert len(await evm.receipts(
             blocks[10].message.execution_payload.block_hash)) == 3  # history executed
 
     sim(main, max_virtual_time=3600.0)
@@ -402,9 +402,7 @@ def test_kill_9_during_a_snap_sync_leaves_a_node_that_resumes_it_to_the_same_piv
         await start_network(tmp, net)
         await synced_to(N)
         assert await b_head() == blocks[N].ref()
-        engine = await otp.get_state("engine")
-        assert isinstance(engine, EngineActor) and engine.embedded is not None
-        evm = engine.embedded
+        evm = await b_evm()
         assert evm.head.state_root == blocks[N].message.execution_payload.state_root
         assert evm.pivot is not None and evm.pivot[0] == pivot and evm.snap_target is None
         with pytest.raises(KeyError):
